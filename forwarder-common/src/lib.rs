@@ -1,0 +1,15 @@
+//! Types and parsers shared by the forwarder's kernel programs and its daemon.
+//!
+//! Everything here is plain `no_std` Rust so that the very code the kernel runs is unit-,
+//! property- and fuzz-tested on the host. Map keys and values are `#[repr(C)]` with explicit
+//! padding so both sides agree on their layout byte for byte.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod csum;
+pub mod maps;
+pub mod packet;
+
+pub use maps::*;

@@ -1,0 +1,236 @@
+//! Map names, keys and values, declared once for both sides.
+
+use core::mem::size_of;
+
+/// Forwarding rules: `RuleKey` -> `RuleValue`.
+pub const RULES_MAP: &str = "RULES";
+/// Flow table (LRU): `FlowKey` -> `FlowValue`, one entry per direction of a connection.
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Single-entry array holding the `DataplaneConfig`.
+pub const CONFIG_MAP: &str = "CONFIG";
+/// Per-CPU array of `u64` counters, indexed by `Counter`.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Program names in the object.
+pub const XDP_INGRESS_PROG: &str = "fwd_xdp_ingress";
+pub const TC_INGRESS_PROG: &str = "fwd_tc_ingress";
+pub const TC_TUNNEL_PROG: &str = "fwd_tc_tunnel";
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Marker the XDP program puts in packet metadata for packets it has already translated;
+/// the tc program on the same interface only hands such packets to the tunnel.
+pub const META_MAGIC: u32 = 0x4657_4431; // "FWD1"
+
+/// Bytes of IPv4 + TCP headers without options; the tunnel MSS is the MTU minus these.
+pub const IPV4_TCP_HEADERS: u16 = 40;
+/// Bytes of IPv6 + TCP headers without options.
+pub const IPV6_TCP_HEADERS: u16 = 60;
+
+/// Metadata the XDP program leaves in front of a translated packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    pub magic: u32,
+    /// Interface the tc program redirects the packet to.
+    pub ifindex: u32,
+}
+const _: () = assert!(size_of::<XdpMeta>() == 8);
+
+/// A forwarding rule's match: destination address, protocol and port on the public side.
+/// Addresses are four raw words in network byte order (IPv4 uses only the first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(size_of::<RuleKey>() == 20);
+
+/// Where a rule's traffic goes: a backend reached through the tunnel interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    pub backend_addr: [u32; 4],
+    /// Network byte order.
+    pub backend_port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub tunnel_ifindex: u32,
+}
+const _: () = assert!(size_of::<RuleValue>() == 24);
+
+/// One direction of a translated connection, as seen on the wire before translation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Flow entry: the address and port that replace the destination (client -> backend
+/// direction) or the source (backend -> client direction).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub nat_addr: [u32; 4],
+    /// Network byte order.
+    pub nat_port: u16,
+    pub direction: u8,
+    pub _pad: u8,
+    /// Interface to send the translated packet to.
+    pub ifindex: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<FlowValue>() == 40);
+
+pub const DIR_TO_BACKEND: u8 = 0;
+pub const DIR_TO_CLIENT: u8 = 1;
+
+/// Dataplane-wide settings written by the daemon before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// The public interface replies are sent out of.
+    pub public_ifindex: u32,
+    /// MSS that SYN and SYN-ACK segments are clamped to, per family.
+    pub mss_v4: u16,
+    pub mss_v6: u16,
+    /// 1 once the daemon has finished writing rules; until then nothing is steered.
+    pub enabled: u32,
+    /// 1 when no XDP program runs in front: the tc program translates by itself.
+    pub tc_translate: u32,
+}
+const _: () = assert!(size_of::<DataplaneConfig>() == 16);
+
+/// Global counters. Each name says what happened to a packet and, for drops and passes,
+/// why; the daemon exports them under these names.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// XDP: packets seen on the public interface.
+    XdpRx = 0,
+    /// XDP: translated and handed to tc for the tunnel.
+    XdpToTunnel,
+    /// XDP: left to the kernel (no rule, not IP, ...).
+    XdpPassNoRule,
+    XdpPassNotIp,
+    XdpPassFragment,
+    XdpPassIpOptions,
+    XdpPassDisabled,
+    /// XDP: metadata could not be attached; the tc program translates instead.
+    XdpPassNoMeta,
+    XdpDropMalformed,
+    /// tc on the public interface: packets redirected into the tunnel.
+    TcToTunnel,
+    /// tc on the public interface: translated by tc itself (no XDP in front).
+    TcTranslated,
+    TcPass,
+    TcDropMalformed,
+    TcRedirectFailed,
+    /// tc on the tunnel: replies translated back and sent out of the public interface.
+    TunnelToClient,
+    TunnelPass,
+    TunnelDropMalformed,
+    TunnelRedirectFailed,
+    MssClamped,
+    FlowsCreated,
+    FlowCreateFailed,
+}
+
+pub const COUNTER_COUNT: u32 = Counter::FlowCreateFailed as u32 + 1;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::XdpRx,
+        Counter::XdpToTunnel,
+        Counter::XdpPassNoRule,
+        Counter::XdpPassNotIp,
+        Counter::XdpPassFragment,
+        Counter::XdpPassIpOptions,
+        Counter::XdpPassDisabled,
+        Counter::XdpPassNoMeta,
+        Counter::XdpDropMalformed,
+        Counter::TcToTunnel,
+        Counter::TcTranslated,
+        Counter::TcPass,
+        Counter::TcDropMalformed,
+        Counter::TcRedirectFailed,
+        Counter::TunnelToClient,
+        Counter::TunnelPass,
+        Counter::TunnelDropMalformed,
+        Counter::TunnelRedirectFailed,
+        Counter::MssClamped,
+        Counter::FlowsCreated,
+        Counter::FlowCreateFailed,
+    ];
+
+    /// Stable snake_case name, used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::XdpRx => "xdp_rx",
+            Counter::XdpToTunnel => "xdp_to_tunnel",
+            Counter::XdpPassNoRule => "xdp_pass_no_rule",
+            Counter::XdpPassNotIp => "xdp_pass_not_ip",
+            Counter::XdpPassFragment => "xdp_pass_fragment",
+            Counter::XdpPassIpOptions => "xdp_pass_ip_options",
+            Counter::XdpPassDisabled => "xdp_pass_disabled",
+            Counter::XdpPassNoMeta => "xdp_pass_no_meta",
+            Counter::XdpDropMalformed => "xdp_drop_malformed",
+            Counter::TcToTunnel => "tc_to_tunnel",
+            Counter::TcTranslated => "tc_translated",
+            Counter::TcPass => "tc_pass",
+            Counter::TcDropMalformed => "tc_drop_malformed",
+            Counter::TcRedirectFailed => "tc_redirect_failed",
+            Counter::TunnelToClient => "tunnel_to_client",
+            Counter::TunnelPass => "tunnel_pass",
+            Counter::TunnelDropMalformed => "tunnel_drop_malformed",
+            Counter::TunnelRedirectFailed => "tunnel_redirect_failed",
+            Counter::MssClamped => "mss_clamped",
+            Counter::FlowsCreated => "flows_created",
+            Counter::FlowCreateFailed => "flow_create_failed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `repr(C)`, `Copy`, contain only integers and have no
+    // implicit padding (sizes asserted above), so every bit pattern is valid.
+    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for RuleValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for DataplaneConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_dense_and_named_uniquely() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} out of place");
+            for other in &Counter::ALL[..i] {
+                assert_ne!(c.name(), other.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The flow table: one entry per direction so that both directions of a connection are
+//! translated consistently, even if the rules change while it runs.
+
+use forwarder_common::{
+    Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, RuleValue, packet::PacketInfo,
+};
+
+use crate::maps::{FLOWS, SCRATCH, count};
+
+#[inline(always)]
+pub fn forward_key(info: &PacketInfo) -> FlowKey {
+    FlowKey {
+        src: info.src,
+        dst: info.dst,
+        sport: info.sport,
+        dport: info.dport,
+        proto: info.proto,
+        family: info.family,
+        _pad: [0; 2],
+    }
+}
+
+/// Returns the translation for a client -> public packet, creating both flow entries from
+/// `rule` when the connection is new (or its entry was evicted).
+// Not inlined, and building entries in per-CPU scratch space: keys and values would
+// otherwise crowd the caller's 512-byte stack.
+#[inline(never)]
+pub fn to_backend(info: &PacketInfo, rule: &RuleValue, public_ifindex: u32) -> Option<FlowValue> {
+    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    s.fwd_key = forward_key(info);
+    if let Some(v) = unsafe { FLOWS.get(&s.fwd_key) } {
+        return Some(*v);
+    }
+    s.fwd = FlowValue {
+        nat_addr: rule.backend_addr,
+        nat_port: rule.backend_port,
+        direction: DIR_TO_BACKEND,
+        _pad: 0,
+        ifindex: rule.tunnel_ifindex,
+        packets: 0,
+        bytes: 0,
+    };
+    s.rev_key = FlowKey {
+        src: rule.backend_addr,
+        dst: info.src,
+        sport: rule.backend_port,
+        dport: info.sport,
+        proto: info.proto,
+        family: info.family,
+        _pad: [0; 2],
+    };
+    s.rev = FlowValue {
+        nat_addr: info.dst,
+        nat_port: info.dport,
+        direction: DIR_TO_CLIENT,
+        _pad: 0,
+        ifindex: public_ifindex,
+        packets: 0,
+        bytes: 0,
+    };
+    // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
+    if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err() {
+        count(Counter::FlowCreateFailed);
+    } else {
+        count(Counter::FlowsCreated);
+    }
+    Some(s.fwd)
+}

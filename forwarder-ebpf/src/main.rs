@@ -1,0 +1,29 @@
+//! Kernel programs of the edge forwarder.
+//!
+//! * `fwd_xdp_ingress` (XDP, public interface): parses every frame, translates packets that
+//!   match a forwarding rule toward their backend and marks them in packet metadata.
+//! * `fwd_tc_ingress` (tc ingress, public interface): hands marked packets to the tunnel
+//!   (XDP cannot transmit into an L3 device such as WireGuard); in tc-only mode it also does
+//!   the translation itself.
+//! * `fwd_tc_tunnel` (tc ingress, tunnel interface): translates replies back to the public
+//!   address and sends them out of the public interface.
+#![no_std]
+#![no_main]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+
+mod flow;
+mod maps;
+mod pkt;
+mod tc;
+mod xdp;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path; this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,395 @@
+//! Configuration: a TOML file and/or command-line flags, validated completely before
+//! anything touches the kernel.
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::Deserialize;
+
+/// Ports forwarded when no rule is configured.
+pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+/// WireGuard's default MTU, used when the tunnel's MTU cannot be read.
+pub const DEFAULT_TUNNEL_MTU: u32 = 1420;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => forwarder_common::PROTO_TCP,
+            Proto::Udp => forwarder_common::PROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+impl FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            _ => Err(format!("unknown protocol {s:?} (expected tcp or udp)")),
+        }
+    }
+}
+
+/// The file format. Every field is optional so that flags can supply the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Interface facing the internet (where clients' packets arrive).
+    pub public_iface: Option<String>,
+    /// The WireGuard interface toward home.
+    pub tunnel_iface: Option<String>,
+    /// Overrides the tunnel MTU read from the interface (for MSS clamping).
+    pub tunnel_mtu: Option<u32>,
+    /// Default backends, one per address family, for rules that name none.
+    #[serde(default)]
+    pub backends: Vec<IpAddr>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default = "default_proto")]
+    pub proto: Proto,
+    pub port: u16,
+    /// Backend address; defaults to the configured backend of the public address's family.
+    pub backend: Option<IpAddr>,
+    /// Backend port; defaults to `port`.
+    pub backend_port: Option<u16>,
+    /// Public address; defaults to every address of the public interface of the backend's
+    /// family.
+    pub public_addr: Option<IpAddr>,
+}
+
+fn default_proto() -> Proto {
+    Proto::Tcp
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A fully resolved forwarding rule, as written into the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    pub public_addr: IpAddr,
+    pub proto: Proto,
+    pub port: u16,
+    pub backend: IpAddr,
+    pub backend_port: u16,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}",
+            self.proto,
+            sock(self.public_addr, self.port),
+            sock(self.backend, self.backend_port)
+        )
+    }
+}
+
+fn sock(a: IpAddr, p: u16) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}:{p}"),
+        IpAddr::V6(a) => format!("[{a}]:{p}"),
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub public_iface: String,
+    pub tunnel_iface: String,
+    pub tunnel_mtu: Option<u32>,
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// Combines file and flags (flags win) and resolves every rule against the public
+    /// interface's addresses. Nothing is applied unless all of it is valid.
+    pub fn resolve(
+        file: FileConfig,
+        public_iface: Option<String>,
+        tunnel_iface: Option<String>,
+        backends: Vec<IpAddr>,
+        public_addrs: impl Fn(&str) -> Result<Vec<IpAddr>, String>,
+    ) -> Result<Self, ConfigError> {
+        let public_iface = public_iface.or(file.public_iface).ok_or_else(|| {
+            ConfigError::Invalid("no public interface: pass --public-iface or set public_iface".into())
+        })?;
+        let tunnel_iface = tunnel_iface.or(file.tunnel_iface).ok_or_else(|| {
+            ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
+        })?;
+        if let Some(mtu) = file.tunnel_mtu
+            && !(1280..=9000).contains(&mtu)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tunnel_mtu = {mtu} is out of range (1280..=9000)"
+            )));
+        }
+        let backends = if backends.is_empty() { file.backends } else { backends };
+        let mut v4 = None;
+        let mut v6 = None;
+        for b in &backends {
+            check_unicast(*b, "backend")?;
+            let slot = if b.is_ipv4() { &mut v4 } else { &mut v6 };
+            if let Some(prev) = slot.replace(*b) {
+                return Err(ConfigError::Invalid(format!(
+                    "two backends of the same address family ({prev} and {b}): give at most one IPv4 and one IPv6 backend"
+                )));
+            }
+        }
+        let mut rule_cfgs = file.rules;
+        if rule_cfgs.is_empty() {
+            if backends.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "nothing to forward: pass --backend ADDR (e.g. 10.8.0.2) or add [[rule]] sections".into(),
+                ));
+            }
+            for port in DEFAULT_PORTS {
+                rule_cfgs.push(RuleConfig {
+                    proto: Proto::Tcp,
+                    port,
+                    backend: None,
+                    backend_port: None,
+                    public_addr: None,
+                });
+            }
+        }
+        let addrs = public_addrs(&public_iface).map_err(ConfigError::Invalid)?;
+        let mut rules = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, rc) in rule_cfgs.iter().enumerate() {
+            let n = i + 1;
+            if rc.port == 0 || rc.backend_port == Some(0) {
+                return Err(ConfigError::Invalid(format!("rule {n}: port 0 is not a valid port")));
+            }
+            let publics: Vec<IpAddr> = match (rc.public_addr, rc.backend) {
+                (Some(p), _) => vec![p],
+                (None, Some(b)) => addrs.iter().copied().filter(|a| a.is_ipv4() == b.is_ipv4()).collect(),
+                (None, None) => addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| if a.is_ipv4() { v4.is_some() } else { v6.is_some() })
+                    .collect(),
+            };
+            if publics.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "rule {n} ({} {}): {public_iface} has no address of the backend's family to forward",
+                    rc.proto, rc.port
+                )));
+            }
+            for public in publics {
+                check_unicast(public, "public address")?;
+                let backend = match rc.backend.or(if public.is_ipv4() { v4 } else { v6 }) {
+                    Some(b) => b,
+                    None => {
+                        return Err(ConfigError::Invalid(format!(
+                            "rule {n} ({} {public} port {}): no backend of that address family",
+                            rc.proto, rc.port
+                        )));
+                    }
+                };
+                check_unicast(backend, "backend")?;
+                if backend.is_ipv4() != public.is_ipv4() {
+                    return Err(ConfigError::Invalid(format!(
+                        "rule {n}: public address {public} and backend {backend} are of different address families"
+                    )));
+                }
+                if !seen.insert((public, rc.proto, rc.port)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "rule {n}: {} {public} port {} is forwarded twice",
+                        rc.proto, rc.port
+                    )));
+                }
+                rules.push(Rule {
+                    public_addr: public,
+                    proto: rc.proto,
+                    port: rc.port,
+                    backend,
+                    backend_port: rc.backend_port.unwrap_or(rc.port),
+                });
+            }
+        }
+        rules.sort();
+        Ok(Config {
+            public_iface,
+            tunnel_iface,
+            tunnel_mtu: file.tunnel_mtu,
+            rules,
+        })
+    }
+
+    pub fn backends(&self) -> BTreeSet<IpAddr> {
+        self.rules.iter().map(|r| r.backend).collect()
+    }
+}
+
+fn check_unicast(a: IpAddr, what: &str) -> Result<(), ConfigError> {
+    if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+        return Err(ConfigError::Invalid(format!(
+            "{what} {a} is not a unicast address that can be forwarded to"
+        )));
+    }
+    if let IpAddr::V4(v4) = a
+        && v4.is_broadcast()
+    {
+        return Err(ConfigError::Invalid(format!("{what} {a} is a broadcast address")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(_: &str) -> Result<Vec<IpAddr>, String> {
+        Ok(vec!["203.0.113.1".parse().unwrap(), "2001:db8::1".parse().unwrap()])
+    }
+
+    #[test]
+    fn simple_case_forwards_80_and_443_per_family() {
+        let c = Config::resolve(
+            FileConfig::default(),
+            Some("eth0".into()),
+            Some("wg0".into()),
+            vec!["10.8.0.2".parse().unwrap()],
+            addrs,
+        )
+        .unwrap();
+        let shown: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["tcp 203.0.113.1:80 -> 10.8.0.2:80", "tcp 203.0.113.1:443 -> 10.8.0.2:443"]);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_problem() {
+        let text = "public_iface = \"eth0\"\n[[rule]]\nport = 99999\n";
+        let e = FileConfig::parse(Path::new("/etc/f.toml"), text).unwrap_err().to_string();
+        assert!(e.starts_with("/etc/f.toml:3:"), "{e}");
+        assert!(e.contains("invalid value") || e.contains("u16"), "{e}");
+        let e = FileConfig::parse(Path::new("f.toml"), "publc_iface = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("f.toml:1:1") && e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn file_rules_with_udp_and_backend_port() {
+        let text = r#"
+public_iface = "eth0"
+tunnel_iface = "wg0"
+backends = ["10.8.0.2", "fd00::2"]
+[[rule]]
+proto = "udp"
+port = 5353
+backend_port = 53
+[[rule]]
+port = 443
+"#;
+        let f = FileConfig::parse(Path::new("f"), text).unwrap();
+        let c = Config::resolve(f, None, None, vec![], addrs).unwrap();
+        let shown: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "tcp 203.0.113.1:443 -> 10.8.0.2:443",
+                "udp 203.0.113.1:5353 -> 10.8.0.2:53",
+                "tcp [2001:db8::1]:443 -> [fd00::2]:443",
+                "udp [2001:db8::1]:5353 -> [fd00::2]:53",
+            ]
+        );
+    }
+
+    #[test]
+    fn contradictions_are_rejected_with_reason() {
+        let none = Config::resolve(FileConfig::default(), Some("e".into()), Some("w".into()), vec![], addrs);
+        assert!(none.unwrap_err().to_string().contains("--backend"));
+        let two = Config::resolve(
+            FileConfig::default(),
+            Some("e".into()),
+            Some("w".into()),
+            vec!["10.8.0.2".parse().unwrap(), "10.8.0.3".parse().unwrap()],
+            addrs,
+        );
+        assert!(two.unwrap_err().to_string().contains("same address family"));
+        let text = "backends=[\"10.8.0.2\"]\n[[rule]]\nport=443\n[[rule]]\nport=443\n";
+        let f = FileConfig::parse(Path::new("f"), text).unwrap();
+        let dup = Config::resolve(f, Some("e".into()), Some("w".into()), vec![], addrs);
+        assert!(dup.unwrap_err().to_string().contains("forwarded twice"));
+        let text = "[[rule]]\nport=443\nbackend=\"fd00::2\"\npublic_addr=\"203.0.113.1\"\n";
+        let f = FileConfig::parse(Path::new("f"), text).unwrap();
+        let mixed = Config::resolve(f, Some("e".into()), Some("w".into()), vec![], addrs);
+        assert!(mixed.unwrap_err().to_string().contains("different address families"));
+    }
+}

@@ -1,0 +1,242 @@
+//! Loading the kernel programs, filling their maps and attaching them.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    util::KernelVersion,
+};
+use forwarder_common::{
+    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, IPV4_TCP_HEADERS,
+    IPV6_TCP_HEADERS, RULES_MAP, RuleKey, RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG,
+    XDP_INGRESS_PROG,
+};
+use tracing::{info, warn};
+
+use crate::{config::Config, netif};
+
+/// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-ebpf"));
+
+/// How the public interface's programs ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// XDP in the driver, tc hands translated packets to the tunnel.
+    XdpDriver,
+    /// XDP in the generic (skb) path: same programs, less speed.
+    XdpGeneric,
+    /// No XDP: the tc program translates by itself.
+    TcOnly,
+}
+
+impl AttachMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::XdpDriver => "xdp-driver",
+            AttachMode::XdpGeneric => "xdp-generic",
+            AttachMode::TcOnly => "tc-only",
+        }
+    }
+}
+
+/// Which XDP modes to try, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpPreference {
+    /// Driver mode, then generic, then tc-only.
+    Auto,
+    /// Driver mode or fail.
+    Driver,
+    /// Generic (skb) mode or fail.
+    Generic,
+    /// No XDP at all.
+    Off,
+}
+
+pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
+    match a {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+pub fn load() -> anyhow::Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this binary was built without its kernel programs (FORWARDER_SKIP_EBPF=1); rebuild it with `cargo xtask build`");
+    }
+    Ebpf::load(EBPF_OBJECT).context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
+}
+
+/// A running data path. Dropping it detaches every program and frees every map.
+pub struct Dataplane {
+    pub ebpf: Ebpf,
+    pub mode: AttachMode,
+}
+
+impl Dataplane {
+    pub fn start(cfg: &Config, xdp: XdpPreference) -> anyhow::Result<Self> {
+        let public_ifindex = netif::ifindex(&cfg.public_iface)?;
+        let tunnel_ifindex = netif::ifindex(&cfg.tunnel_iface)?;
+        let mtu = match cfg.tunnel_mtu {
+            Some(m) => m,
+            None => netif::mtu(&cfg.tunnel_iface)?,
+        };
+        let mss_v4 = u16::try_from(mtu).unwrap_or(u16::MAX).saturating_sub(IPV4_TCP_HEADERS);
+        let mss_v6 = u16::try_from(mtu).unwrap_or(u16::MAX).saturating_sub(IPV6_TCP_HEADERS);
+
+        let mut ebpf = load()?;
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_kernel_logger(logger),
+            Err(e) => warn!("kernel-side logging unavailable: {e}"),
+        }
+        write_rules(&mut ebpf, cfg, tunnel_ifindex)?;
+
+        // Attach the tunnel side and the tc hand-off before XDP, so that no packet is
+        // translated before something can deliver it.
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        attach_tc(&mut ebpf, TC_TUNNEL_PROG, &cfg.tunnel_iface, tcx)?;
+        attach_tc(&mut ebpf, TC_INGRESS_PROG, &cfg.public_iface, tcx)?;
+        let mode = attach_xdp(&mut ebpf, &cfg.public_iface, xdp)?;
+
+        let dp_cfg = DataplaneConfig {
+            public_ifindex,
+            mss_v4,
+            mss_v6,
+            enabled: 1,
+            tc_translate: u32::from(mode == AttachMode::TcOnly),
+        };
+        let mut config: Array<&mut MapData, DataplaneConfig> =
+            Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?)?;
+        config.set(0, dp_cfg, 0).context("writing the data path configuration")?;
+        info!(
+            public = %cfg.public_iface,
+            tunnel = %cfg.tunnel_iface,
+            tunnel_mtu = mtu,
+            mss_v4,
+            mss_v6,
+            mode = mode.as_str(),
+            "data path attached"
+        );
+        Ok(Self { ebpf, mode })
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(COUNTERS_MAP).context("COUNTERS map missing")?)?;
+        let mut out = Vec::with_capacity(Counter::ALL.len());
+        for c in Counter::ALL {
+            let v = map.get(&(c as u32), 0).with_context(|| format!("reading counter {}", c.name()))?;
+            out.push((c, v.iter().sum()));
+        }
+        Ok(out)
+    }
+}
+
+fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Result<()> {
+    let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
+        HashMap::try_from(ebpf.map_mut(RULES_MAP).context("RULES map missing")?)?;
+    for r in &cfg.rules {
+        let (addr, family) = addr_words(r.public_addr);
+        let (backend_addr, _) = addr_words(r.backend);
+        let key = RuleKey {
+            addr,
+            port: r.port.to_be(),
+            proto: r.proto.number(),
+            family,
+        };
+        let value = RuleValue {
+            backend_addr,
+            backend_port: r.backend_port.to_be(),
+            family,
+            _pad: 0,
+            tunnel_ifindex,
+        };
+        rules.insert(key, value, 0).with_context(|| format!("adding rule {r}"))?;
+        info!("forwarding {r}");
+    }
+    Ok(())
+}
+
+fn attach_tc(ebpf: &mut Ebpf, prog: &str, iface: &str, tcx: bool) -> anyhow::Result<()> {
+    if !tcx {
+        // Before TCX (6.6) tc programs hang off the clsact qdisc.
+        if let Err(e) = tc::qdisc_add_clsact(iface) {
+            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+            if !exists {
+                return Err(e).with_context(|| format!("adding the clsact qdisc to {iface}"));
+            }
+        }
+    }
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the object"))?
+        .try_into()?;
+    p.load().with_context(|| format!("verifying {prog}"))?;
+    p.attach(iface, TcAttachType::Ingress)
+        .with_context(|| format!("attaching {prog} to tc ingress of {iface}"))?;
+    Ok(())
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Result<AttachMode> {
+    let p: &mut Xdp = ebpf
+        .program_mut(XDP_INGRESS_PROG)
+        .context("XDP program missing from the object")?
+        .try_into()?;
+    if pref == XdpPreference::Off {
+        warn!("XDP disabled by configuration: tc translates every packet (slower)");
+        return Ok(AttachMode::TcOnly);
+    }
+    p.load().context("verifying the XDP program")?;
+    let tries: &[(XdpMode, AttachMode)] = match pref {
+        XdpPreference::Auto => &[(XdpMode::Driver, AttachMode::XdpDriver), (XdpMode::Skb, AttachMode::XdpGeneric)],
+        XdpPreference::Driver => &[(XdpMode::Driver, AttachMode::XdpDriver)],
+        XdpPreference::Generic => &[(XdpMode::Skb, AttachMode::XdpGeneric)],
+        XdpPreference::Off => &[],
+    };
+    let mut last = None;
+    for (xdp_mode, mode) in tries {
+        match p.attach(iface, *xdp_mode) {
+            Ok(_) => {
+                if *mode != AttachMode::XdpDriver {
+                    warn!("{iface} refused driver-mode XDP; running XDP in generic mode ({})", mode.as_str());
+                }
+                return Ok(*mode);
+            }
+            Err(e) => {
+                warn!("attaching XDP to {iface} in {:?} mode failed: {e}", xdp_mode);
+                last = Some(e);
+            }
+        }
+    }
+    if pref == XdpPreference::Auto {
+        warn!("{iface} accepts no XDP program; falling back to tc-only translation (slower)");
+        return Ok(AttachMode::TcOnly);
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no XDP mode to try"), anyhow::Error::from))
+        .with_context(|| format!("attaching XDP to {iface} ({pref:?} mode requested)"))
+}
+
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for
+        // as long as the logger lives inside the AsyncFd.
+        let registered =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let Ok(mut fd) = registered else {
+            warn!("kernel-side logging unavailable: cannot poll its ring buffer");
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

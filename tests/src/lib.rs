@@ -1,0 +1,564 @@
+//! The test lab: `client`, `vps` and `home` network namespaces, a real WireGuard tunnel
+//! (wireguard-go over TUN) between VPS and home, nginx at home serving several subdomains
+//! over HTTP and HTTPS, and the forwarder on the VPS.
+//!
+//! ```text
+//!  client ns                 vps ns                                   home ns
+//!  eth0 203.0.113.2 ---veth--- eth0 203.0.113.1  (XDP + tc: forwarder)
+//!       2001:db8:1::2             2001:db8:1::1
+//!                              up0 198.51.100.1 ---veth--- eth0 198.51.100.2 (underlay)
+//!                              wgv 10.8.0.1   ==WireGuard==  wgh 10.8.0.2, fd00::2
+//!                                  fd00::1                   nginx, UDP echo
+//! ```
+//!
+//! Every name is unique per lab (namespaces, WireGuard interfaces, whose UAPI sockets are
+//! global), and everything is torn down on drop, also when a test panics. Only addresses
+//! inside these namespaces are ever used.
+
+use std::{
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+pub const CLIENT_V4: &str = "203.0.113.2";
+pub const VPS_V4: &str = "203.0.113.1";
+pub const CLIENT_V6: &str = "2001:db8:1::2";
+pub const VPS_V6: &str = "2001:db8:1::1";
+pub const HOME_WG_V4: &str = "10.8.0.2";
+pub const VPS_WG_V4: &str = "10.8.0.1";
+pub const HOME_WG_V6: &str = "fd00::2";
+pub const VPS_WG_V6: &str = "fd00::1";
+pub const UNDERLAY_VPS: &str = "198.51.100.1";
+pub const UNDERLAY_HOME: &str = "198.51.100.2";
+pub const WG_PORT: u16 = 51820;
+/// The UDP echo service at home, forwarded by a UDP rule.
+pub const UDP_ECHO_PORT: u16 = 7777;
+/// A VPS-local TCP service standing in for SSH (not forwarded).
+pub const VPS_LOCAL_PORT: u16 = 22;
+/// Subdomains nginx serves at home.
+pub const SUBDOMAINS: [&str; 3] = ["app.example.test", "blog.example.test", "media.example.test"];
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `cmd`, failing with its stderr when it exits non-zero.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Which checks a machine can run the lab at all; a missing piece is reported, not faked.
+pub fn missing_prerequisites() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("the lab needs root (network namespaces, BPF)".into());
+    }
+    for tool in ["ip", "wireguard-go", "wg", "nginx", "curl", "openssl", "socat", "ethtool"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} is not installed (run `cargo xtask setup`)"));
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing (no TUN support)".into());
+    }
+    None
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Path of the forwarder binary under test: `FORWARDER_BIN`, or the workspace's debug build.
+pub fn forwarder_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FORWARDER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join("debug").join("forwarder")
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LabOptions {
+    /// Extra TOML appended to the forwarder's config file (e.g. `[[rule]]` sections).
+    pub extra_config: String,
+    /// Extra arguments for `forwarder run`.
+    pub forwarder_args: Vec<String>,
+    /// Size of the file nginx serves at `/big` (0: none).
+    pub big_file_bytes: usize,
+    /// Start the UDP echo service at home.
+    pub udp_echo: bool,
+}
+
+pub struct Lab {
+    pub id: String,
+    pub client: String,
+    pub vps: String,
+    pub home: String,
+    pub wg_vps: String,
+    pub wg_home: String,
+    pub dir: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    forwarder: Option<Child>,
+    pub forwarder_log: PathBuf,
+}
+
+impl Lab {
+    /// Brings up namespaces, the tunnel and the home services. The forwarder is not started.
+    pub fn new(opts: &LabOptions) -> anyhow::Result<Self> {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let dir = std::env::temp_dir().join(format!("fwd-lab-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        // nginx workers run as nobody and must read the served files.
+        let _ = run(Command::new("chmod").arg("0755").arg(&dir));
+        let mut lab = Lab {
+            client: format!("fwd-{id}-client"),
+            vps: format!("fwd-{id}-vps"),
+            home: format!("fwd-{id}-home"),
+            wg_vps: format!("wgv{id}"),
+            wg_home: format!("wgh{id}"),
+            id,
+            forwarder_log: dir.join("forwarder.log"),
+            dir,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            forwarder: None,
+        };
+        lab.build(opts)?;
+        Ok(lab)
+    }
+
+    fn ns(&self, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+        run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+    }
+
+    /// Runs a command in `ns`, returning its output whatever its exit status.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {args:?} in {ns}"))
+    }
+
+    fn spawn(&mut self, what: &str, ns: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+        let f = fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        self.children.push((what.to_owned(), child));
+        Ok(())
+    }
+
+    fn build(&mut self, opts: &LabOptions) -> anyhow::Result<()> {
+        for ns in [self.client.clone(), self.vps.clone(), self.home.clone()] {
+            run(Command::new("ip").args(["netns", "add", &ns]))?;
+            self.namespaces.push(ns.clone());
+            self.ns(&ns, &["ip", "link", "set", "lo", "up"])?;
+        }
+        let (c, v, h) = (self.client.clone(), self.vps.clone(), self.home.clone());
+        // The "internet" link, created directly inside the namespaces.
+        run(Command::new("ip").args(["-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &v]))?;
+        // The home uplink carrying the encrypted tunnel.
+        run(Command::new("ip").args(["-n", &v, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &h]))?;
+        for ns in [&c, &v, &h] {
+            // Keep IPv6 addresses usable at once (no duplicate address detection delay).
+            self.ns(ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+        }
+        self.ns(&c, &["ip", "addr", "add", "203.0.113.2/24", "dev", "eth0"])?;
+        self.ns(&c, &["ip", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad"])?;
+        self.ns(&c, &["ip", "link", "set", "eth0", "up"])?;
+        self.ns(&c, &["ip", "route", "add", "default", "via", VPS_V4])?;
+        // Real NICs deliver complete checksums; a veth would otherwise hand XDP packets whose
+        // TCP checksum the client's kernel has left for offload.
+        self.ns(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        self.ns(&v, &["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"])?;
+        self.ns(&v, &["ip", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])?;
+        self.ns(&v, &["ip", "link", "set", "eth0", "up"])?;
+        self.ns(&v, &["ip", "addr", "add", "198.51.100.1/24", "dev", "up0"])?;
+        self.ns(&v, &["ip", "link", "set", "up0", "up"])?;
+        // The VPS forwards nothing itself: everything it forwards, our programs forward.
+        self.ns(&v, &["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"])?;
+        self.ns(&h, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
+        self.ns(&h, &["ip", "link", "set", "eth0", "up"])?;
+
+        self.wireguard()?;
+        self.certificates()?;
+        self.nginx(opts.big_file_bytes)?;
+        if opts.udp_echo {
+            let log = self.dir.join("udp-echo.log");
+            let listen4 = format!("UDP4-RECVFROM:{UDP_ECHO_PORT},bind={HOME_WG_V4},fork");
+            self.spawn("udp echo v4", &h.clone(), &["socat", "-T", "5", &listen4, "SYSTEM:cat"], &log)?;
+            let log = self.dir.join("udp-echo6.log");
+            let listen6 = format!("UDP6-RECVFROM:{UDP_ECHO_PORT},bind=[{HOME_WG_V6}],fork");
+            self.spawn("udp echo v6", &h.clone(), &["socat", "-T", "5", &listen6, "SYSTEM:cat"], &log)?;
+        }
+        // A VPS-local service that must keep answering locally.
+        let log = self.dir.join("vps-local.log");
+        let listen = format!("TCP-LISTEN:{VPS_LOCAL_PORT},reuseaddr,fork");
+        self.spawn("vps local service", &v.clone(), &["socat", &listen, "SYSTEM:echo vps-local-service"], &log)?;
+        self.write_config(&opts.extra_config)?;
+        self.wait_listening(&v, VPS_LOCAL_PORT)?;
+        Ok(())
+    }
+
+    fn wireguard(&mut self) -> anyhow::Result<()> {
+        let key = |name: &str| -> anyhow::Result<String> {
+            let out = run(Command::new("wg").arg("genkey"))?;
+            let private = String::from_utf8(out.stdout)?.trim().to_owned();
+            fs::write(self.dir.join(format!("{name}.key")), format!("{private}\n"))?;
+            let mut child = Command::new("wg")
+                .arg("pubkey")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            use std::io::Write as _;
+            child.stdin.take().context("wg pubkey stdin")?.write_all(private.as_bytes())?;
+            let out = child.wait_with_output()?;
+            Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        };
+        let vps_pub = key("vps")?;
+        let home_pub = key("home")?;
+        let (v, h) = (self.vps.clone(), self.home.clone());
+        let (wv, wh) = (self.wg_vps.clone(), self.wg_home.clone());
+        for (ns, wg) in [(&v, &wv), (&h, &wh)] {
+            let log = self.dir.join(format!("{wg}.log"));
+            self.spawn("wireguard-go", ns, &["wireguard-go", "-f", wg], &log)?;
+            let sock = PathBuf::from(format!("/var/run/wireguard/{wg}.sock"));
+            wait_for(&format!("wireguard-go socket {}", sock.display()), Duration::from_secs(10), || {
+                sock.exists().then_some(())
+            })?;
+        }
+        let vkey = self.dir.join("vps.key");
+        let hkey = self.dir.join("home.key");
+        let port = WG_PORT.to_string();
+        self.ns(&v, &["wg", "set", &wv, "private-key", vkey.to_str().context("path")?, "listen-port", &port,
+            "peer", &home_pub, "allowed-ips", &format!("{HOME_WG_V4}/32,{HOME_WG_V6}/128")])?;
+        self.ns(&h, &["wg", "set", &wh, "private-key", hkey.to_str().context("path")?,
+            "peer", &vps_pub, "endpoint", &format!("{UNDERLAY_VPS}:{WG_PORT}"),
+            "allowed-ips", "0.0.0.0/0,::/0", "persistent-keepalive", "5"])?;
+        for (ns, wg, a4, a6) in [(&v, &wv, VPS_WG_V4, VPS_WG_V6), (&h, &wh, HOME_WG_V4, HOME_WG_V6)] {
+            self.ns(ns, &["ip", "addr", "add", &format!("{a4}/24"), "dev", wg])?;
+            self.ns(ns, &["ip", "addr", "add", &format!("{a6}/64"), "dev", wg, "nodad"])?;
+            self.ns(ns, &["ip", "link", "set", wg, "mtu", "1420", "up"])?;
+        }
+        // Home side of client IP preservation, exactly as `forwarder home-config` prints it.
+        self.ns(&h, &["ip", "-4", "route", "replace", "0.0.0.0/0", "dev", &wh, "table", "51820"])?;
+        self.ns(&h, &["ip", "-4", "rule", "add", "from", HOME_WG_V4, "lookup", "51820", "priority", "51820"])?;
+        self.ns(&h, &["ip", "-6", "route", "replace", "::/0", "dev", &wh, "table", "51820"])?;
+        self.ns(&h, &["ip", "-6", "rule", "add", "from", HOME_WG_V6, "lookup", "51820", "priority", "51820"])?;
+        wait_for("the WireGuard handshake", Duration::from_secs(20), || {
+            self.exec(&h, &["ping", "-c1", "-W1", VPS_WG_V4]).ok().filter(|o| o.status.success()).map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    fn certificates(&self) -> anyhow::Result<()> {
+        let san = format!("subjectAltName={}", SUBDOMAINS.iter().map(|s| format!("DNS:{s}")).collect::<Vec<_>>().join(","));
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", "/CN=example.test", "-addext", &san, "-keyout"])
+            .arg(self.dir.join("key.pem"))
+            .arg("-out")
+            .arg(self.dir.join("cert.pem")))?;
+        Ok(())
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    fn nginx(&mut self, big: usize) -> anyhow::Result<()> {
+        let d = self.dir.display().to_string();
+        let www = self.dir.join("www");
+        fs::create_dir_all(&www)?;
+        if big > 0 {
+            // Deterministic, incompressible-looking content.
+            let mut data = Vec::with_capacity(big);
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            while data.len() < big {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            data.truncate(big);
+            fs::write(www.join("big"), data)?;
+        }
+        let mut servers = String::new();
+        for name in SUBDOMAINS {
+            servers.push_str(&format!(
+                r#"
+    server {{
+        listen 80; listen [::]:80;
+        listen 443 ssl; listen [::]:443 ssl;
+        server_name {name};
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        root {d}/www;
+        location = / {{ return 200 "home {name} client $remote_addr\n"; }}
+        location /big {{ }}
+    }}"#
+            ));
+        }
+        let conf = format!(
+            r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {d}/access.log lab;
+    log_format lab '$remote_addr $host "$request" $status $body_bytes_sent';
+    client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+    default_type text/plain;
+    sendfile on;
+{servers}
+}}
+"#
+        );
+        // log_format must precede its use.
+        let conf = conf.replace(
+            &format!("    access_log {d}/access.log lab;\n    log_format lab '$remote_addr $host \"$request\" $status $body_bytes_sent';\n"),
+            &format!("    log_format lab '$remote_addr $host \"$request\" $status $body_bytes_sent';\n    access_log {d}/access.log lab;\n"),
+        );
+        fs::create_dir_all(self.dir.join("tmp"))?;
+        fs::write(self.dir.join("nginx.conf"), conf)?;
+        let h = self.home.clone();
+        let conf_path = self.dir.join("nginx.conf").display().to_string();
+        let log = self.dir.join("nginx.out");
+        self.spawn("nginx", &h, &["nginx", "-p", &d, "-c", &conf_path, "-g", "daemon off;"], &log)?;
+        self.wait_listening(&h, 443)?;
+        Ok(())
+    }
+
+    fn wait_listening(&self, ns: &str, port: u16) -> anyhow::Result<()> {
+        let pat = format!(":{port} ");
+        wait_for(&format!("a listener on port {port} in {ns}"), Duration::from_secs(10), || {
+            let out = self.exec(ns, &["ss", "-Hltn"]).ok()?;
+            String::from_utf8_lossy(&out.stdout).contains(&pat).then_some(())
+        })
+    }
+
+    fn write_config(&self, extra: &str) -> anyhow::Result<()> {
+        let conf = format!(
+            "public_iface = \"eth0\"\ntunnel_iface = \"{}\"\nbackends = [\"{HOME_WG_V4}\", \"{HOME_WG_V6}\"]\n{extra}",
+            self.wg_vps
+        );
+        fs::write(self.config_path(), conf)?;
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("forwarder.toml")
+    }
+
+    /// Starts `forwarder run` in the VPS namespace and waits until it is attached.
+    pub fn start_forwarder(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
+        let bin = forwarder_bin();
+        if !bin.is_file() {
+            bail!("forwarder binary {} not found: build it first (cargo xtask test does)", bin.display());
+        }
+        let pid_file = self.dir.join("forwarder.pid");
+        let _ = fs::remove_file(&pid_file);
+        let log = fs::File::create(&self.forwarder_log)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.vps])
+            .arg(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut child = cmd.spawn().context("starting the forwarder")?;
+        let ready = wait_for("the forwarder to attach", Duration::from_secs(30), || {
+            if pid_file.exists() {
+                return Some(Ok(()));
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => Some(Err(status)),
+                _ => None,
+            }
+        });
+        match ready {
+            Ok(Ok(())) => {
+                self.forwarder = Some(child);
+                Ok(())
+            }
+            Ok(Err(status)) => bail!("forwarder exited with {status}:\n{}", self.forwarder_output()),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e.context(self.forwarder_output()))
+            }
+        }
+    }
+
+    pub fn forwarder_output(&self) -> String {
+        fs::read_to_string(&self.forwarder_log).unwrap_or_default()
+    }
+
+    /// Stops the forwarder with SIGTERM and returns its output (which ends with its counters).
+    pub fn stop_forwarder(&mut self) -> anyhow::Result<String> {
+        let Some(mut child) = self.forwarder.take() else {
+            bail!("forwarder not running");
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // `ip netns exec` execs the binary, so this PID is the forwarder itself.
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let status = wait_for("the forwarder to exit", Duration::from_secs(15), || child.try_wait().ok().flatten())?;
+        let out = self.forwarder_output();
+        if !status.success() {
+            bail!("forwarder exited with {status}:\n{out}");
+        }
+        Ok(out)
+    }
+
+    /// Parses the counter table the forwarder prints when it stops.
+    pub fn counters(output: &str) -> std::collections::HashMap<String, u64> {
+        output
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let (name, v) = (it.next()?, it.next()?);
+                if it.next().is_some() {
+                    return None;
+                }
+                Some((name.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// curl from the client namespace to `scheme://host/path`, with `host` resolved to
+    /// `addr` (so the right SNI and Host header are sent); returns (HTTP status, body).
+    pub fn curl(&self, scheme: &str, host: &str, path: &str, addr: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+        let port = if scheme == "https" { 443 } else { 80 };
+        let addr = if addr.contains(':') { format!("[{addr}]") } else { addr.to_owned() };
+        let resolve = format!("{host}:{port}:{addr}");
+        let url = format!("{scheme}://{host}{path}");
+        let cert = self.cert().display().to_string();
+        let mut args = vec!["curl", "-sS", "--max-time", "30", "--resolve", &resolve, "--cacert", &cert, "-w", "\n%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let out = self.exec(&self.client, &args)?;
+        if !out.status.success() {
+            bail!("curl {url} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').context("curl output without status")?;
+        Ok((code.trim().parse()?, body.to_owned()))
+    }
+
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Bytes received by the VPS's WireGuard interface from home, and sent to it.
+    pub fn tunnel_transfer(&self) -> anyhow::Result<(u64, u64)> {
+        let out = self.ns(&self.vps, &["wg", "show", &self.wg_vps, "transfer"])?;
+        let text = String::from_utf8(out.stdout)?;
+        let mut it = text.split_whitespace().skip(1);
+        let rx = it.next().context("wg transfer rx")?.parse()?;
+        let tx = it.next().context("wg transfer tx")?.parse()?;
+        Ok((rx, tx))
+    }
+
+    /// A file of the lab directory, read fully.
+    pub fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        fs::File::open(self.dir.join(name))?.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    /// Leaves the namespaces in place (for `cargo xtask demo --keep`).
+    pub fn keep(mut self) {
+        self.namespaces.clear();
+        self.children.clear();
+        self.forwarder = None;
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        use nix::{sys::signal::{Signal, kill}, unistd::Pid};
+        let mut all: Vec<Child> = self.forwarder.take().into_iter().collect();
+        all.extend(self.children.drain(..).map(|(_, c)| c));
+        // SIGTERM first: wireguard-go removes its interface and socket, nginx its workers.
+        for c in &all {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut all {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            // Whatever our children forked and left in the namespace (socat, nginx workers)
+            // is ours too; deleting a namespace does not end its processes.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+        }
+        for wg in [&self.wg_vps, &self.wg_home] {
+            let _ = fs::remove_file(format!("/var/run/wireguard/{wg}.sock"));
+        }
+        if std::env::var_os("FWD_LAB_KEEP_DIR").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

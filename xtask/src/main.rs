@@ -1,0 +1,141 @@
+//! Project automation: `cargo xtask setup | build | test | demo | bench`.
+
+mod bench;
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, test and demonstrate the forwarder")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the lab need (Debian packages, nightly rust-src,
+    /// bpf-linker). Idempotent; quick when everything is present.
+    Setup {
+        /// Only the Rust toolchain parts (no Debian packages).
+        #[arg(long)]
+        rust_only: bool,
+    },
+    /// Build the forwarder binary (with its kernel programs embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit, property, fuzz smoke runs, BPF packet tests and the
+    /// network-namespace integration tests (needs root).
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Bring up the lab (client, VPS, home with WireGuard and nginx), forward traffic
+    /// through it and show what happened.
+    Demo {
+        /// Leave the lab running afterwards and print how to reach it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN).
+    Bench {
+        /// Fewer repetitions, for CI.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup { rust_only } => setup::run(!rust_only),
+        Cmd::Build { release } => {
+            setup::run(false)?;
+            build(release).map(|_| ())
+        }
+        Cmd::Test { filter } => {
+            setup::run(true)?;
+            test(filter.as_deref())
+        }
+        Cmd::Demo { keep } => {
+            setup::run(true)?;
+            let bin = build(false)?;
+            demo::run(&bin, keep)
+        }
+        Cmd::Bench { quick } => {
+            setup::run(true)?;
+            build(false)?;
+            bench::run(quick)
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn locked() -> &'static [&'static str] {
+    // CI builds exactly what Cargo.lock says.
+    if std::env::var_os("CI").is_some() { &["--locked"] } else { &[] }
+}
+
+/// Builds the forwarder and returns the path of its binary.
+fn build(release: bool) -> anyhow::Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "forwarder"]).args(locked());
+    if release {
+        c.arg("--release");
+    }
+    status(&mut c)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target.join(if release { "release" } else { "debug" }).join("forwarder"))
+}
+
+fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    let bin = build(false)?;
+    if !nix_is_root() {
+        bail!("the BPF and network-namespace tests need root: run `sudo -E cargo xtask test`");
+    }
+    let mut c = cargo();
+    c.args(["test"]).args(locked()).env("FORWARDER_BIN", &bin);
+    if let Some(f) = filter {
+        c.arg(f);
+    }
+    status(&mut c)?;
+    bench::fuzz_smoke()?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
