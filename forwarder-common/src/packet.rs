@@ -373,16 +373,24 @@ mod tests {
         assert_eq!(u16::from_be(info.dport), 443);
         assert_eq!(info.tcp_flags, TCP_SYN);
         assert_eq!(info.dst[0].to_ne_bytes(), [203, 0, 113, 1]);
-        assert_eq!(find_mss(&p[..], info.l4(), info.tcp_hlen as usize), Some((14 + 20 + 22, 1460)));
+        assert_eq!(
+            find_mss(&p[..], info.l4(), info.tcp_hlen as usize),
+            Some((14 + 20 + 22, 1460))
+        );
     }
 
     #[test]
     fn mss_after_nops_and_other_options() {
         let p = tcp_syn_v4(&[1, 1, 4, 2, 2, 4, 0x23, 0x28]);
         let info = parse_ethernet(&p[..]).unwrap();
-        assert_eq!(find_mss(&p[..], info.l4(), info.tcp_hlen as usize).map(|m| m.1), Some(9000));
+        assert_eq!(
+            find_mss(&p[..], info.l4(), info.tcp_hlen as usize).map(|m| m.1),
+            Some(9000)
+        );
         // Past the scanned options the segment is left alone rather than scanned forever.
-        let p = tcp_syn_v4(&[1, 1, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 0x23, 0x28, 1, 0]);
+        let p = tcp_syn_v4(&[
+            1, 1, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 0x23, 0x28, 1, 0,
+        ]);
         let info = parse_ethernet(&p[..]).unwrap();
         assert_eq!(find_mss(&p[..], info.l4(), info.tcp_hlen as usize), None);
     }
@@ -413,10 +421,19 @@ mod tests {
 
     #[test]
     fn malformed_mss_options_are_not_guessed() {
-        for opts in [&[2u8, 3, 5, 0][..], &[2, 0, 0, 0], &[8, 40, 0, 0], &[0, 2, 4, 5]] {
+        for opts in [
+            &[2u8, 3, 5, 0][..],
+            &[2, 0, 0, 0],
+            &[8, 40, 0, 0],
+            &[0, 2, 4, 5],
+        ] {
             let p = tcp_syn_v4(opts);
             let info = parse_ethernet(&p[..]).unwrap();
-            assert_eq!(find_mss(&p[..], info.l4(), info.tcp_hlen as usize), None, "{opts:?}");
+            assert_eq!(
+                find_mss(&p[..], info.l4(), info.tcp_hlen as usize),
+                None,
+                "{opts:?}"
+            );
         }
     }
 

@@ -59,7 +59,8 @@ pub fn to_backend(info: &PacketInfo, rule: &RuleValue, public_ifindex: u32) -> O
         bytes: 0,
     };
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
-    if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err() {
+    if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
+    {
         count(Counter::FlowCreateFailed);
     } else {
         count(Counter::FlowsCreated);

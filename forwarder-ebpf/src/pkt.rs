@@ -27,7 +27,11 @@ pub struct Pkt {
 impl Pkt {
     #[inline(always)]
     pub fn new(data: usize, data_end: usize, total: usize) -> Self {
-        Self { data, data_end, total }
+        Self {
+            data,
+            data_end,
+            total,
+        }
     }
 
     #[inline(always)]

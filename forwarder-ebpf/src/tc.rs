@@ -95,7 +95,15 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
     };
     let nat = flow::to_backend(info, rule, cfg.public_ifindex).ok_or(())?;
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);
-    rewrite(ctx, info, info.dst_addr_off(), &info.dst, info.l4() + 2, info.dport, &nat)?;
+    rewrite(
+        ctx,
+        info,
+        info.dst_addr_off(),
+        &info.dst,
+        info.l4() + 2,
+        info.dport,
+        &nat,
+    )?;
     apply_mss(ctx, info, mss);
     count(Counter::TcTranslated);
     Ok(redirect_to_tunnel(nat.ifindex))
@@ -137,13 +145,25 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
     };
     let nat = *nat;
     let mss = mss_target(&pkt, info, mss_v4, mss_v6);
-    rewrite(ctx, info, info.src_addr_off(), &info.src, info.l4(), info.sport, &nat)?;
+    rewrite(
+        ctx,
+        info,
+        info.src_addr_off(),
+        &info.src,
+        info.l4(),
+        info.sport,
+        &nat,
+    )?;
     apply_mss(ctx, info, mss);
     // The public interface has a MAC header; redirect_neigh fills in both addresses.
     if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {
         return Err(());
     }
-    let proto: u16 = if info.family == FAMILY_V4 { ETH_P_IP } else { ETH_P_IPV6 };
+    let proto: u16 = if info.family == FAMILY_V4 {
+        ETH_P_IP
+    } else {
+        ETH_P_IPV6
+    };
     ctx.store(12, &proto.to_be(), 0).map_err(|_| ())?;
     let r = unsafe { bpf_redirect_neigh(nat.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
     if r == TC_ACT_REDIRECT as i32 {
@@ -160,7 +180,11 @@ fn mss_target(pkt: &Pkt, info: &PacketInfo, mss_v4: u16, mss_v6: u16) -> Option<
     if info.proto != PROTO_TCP || info.tcp_flags & TCP_SYN == 0 {
         return None;
     }
-    let max = if info.family == FAMILY_V4 { mss_v4 } else { mss_v6 };
+    let max = if info.family == FAMILY_V4 {
+        mss_v4
+    } else {
+        mss_v6
+    };
     let (off, cur) = packet::find_mss(pkt, info.l4(), info.tcp_hlen as usize)?;
     let new = packet::clamp_mss(cur, max)?;
     Some((off, cur, new))
@@ -194,20 +218,34 @@ fn rewrite(
     nat: &FlowValue,
 ) -> Result<(), ()> {
     let csum_off = info.csum_off();
-    let l4_flags = if info.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 } else { 0 };
+    let l4_flags = if info.proto == PROTO_UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    };
     if info.family == FAMILY_V4 {
         let (old, new) = (old_addr[0], nat.nat_addr[0]);
         ctx.l3_csum_replace(info.l3() + packet::IPV4_CSUM_OFF, old as u64, new as u64, 4)
             .map_err(|_| ())?;
-        ctx.l4_csum_replace(csum_off, old as u64, new as u64, 4 | BPF_F_PSEUDO_HDR | l4_flags)
-            .map_err(|_| ())?;
+        ctx.l4_csum_replace(
+            csum_off,
+            old as u64,
+            new as u64,
+            4 | BPF_F_PSEUDO_HDR | l4_flags,
+        )
+        .map_err(|_| ())?;
         ctx.store(addr_off, &new, 0).map_err(|_| ())?;
     } else {
         let mut i = 0;
         while i < 4 {
             let (old, new) = (old_addr[i], nat.nat_addr[i]);
-            ctx.l4_csum_replace(csum_off, old as u64, new as u64, 4 | BPF_F_PSEUDO_HDR | l4_flags)
-                .map_err(|_| ())?;
+            ctx.l4_csum_replace(
+                csum_off,
+                old as u64,
+                new as u64,
+                4 | BPF_F_PSEUDO_HDR | l4_flags,
+            )
+            .map_err(|_| ())?;
             ctx.store(addr_off + i * 4, &new, 0).map_err(|_| ())?;
             i += 1;
         }

@@ -1,6 +1,8 @@
 //! XDP on the public interface: parse, classify, translate toward the backend.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_meta, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_meta, macros::xdp, programs::XdpContext,
+};
 use forwarder_common::{
     Counter, FAMILY_V4, FlowValue, META_MAGIC, PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta, csum,
     packet::{self, PacketInfo, Skip, TCP_SYN},
@@ -83,7 +85,11 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     let pkt = Pkt::new(data, data_end, data_end - data);
     translate_dst(&pkt, info, &nat).ok_or(())?;
     if info.proto == PROTO_TCP && info.tcp_flags & TCP_SYN != 0 {
-        let mss = if info.family == FAMILY_V4 { mss_v4 } else { mss_v6 };
+        let mss = if info.family == FAMILY_V4 {
+            mss_v4
+        } else {
+            mss_v6
+        };
         clamp_mss(&pkt, info, mss);
     }
     pass(Counter::XdpToTunnel)
@@ -102,7 +108,10 @@ fn translate_dst(pkt: &Pkt, info: &PacketInfo, nat: &FlowValue) -> Option<()> {
     if info.family == FAMILY_V4 {
         let ip_csum_off = info.l3() + packet::IPV4_CSUM_OFF;
         let ip = pkt.raw16(ip_csum_off)?;
-        pkt.write16(ip_csum_off, csum::replace4(ip, info.dst[0], nat.nat_addr[0]))?;
+        pkt.write16(
+            ip_csum_off,
+            csum::replace4(ip, info.dst[0], nat.nat_addr[0]),
+        )?;
         pkt.write32(dst_off, nat.nat_addr[0])?;
         l4 = csum::replace4(l4, info.dst[0], nat.nat_addr[0]);
     } else {
@@ -139,7 +148,9 @@ fn clamp_mss(pkt: &Pkt, info: &PacketInfo, max: u16) {
     };
     let (old_raw, new_raw) = (cur.to_be(), new.to_be());
     if pkt.write16(off, new_raw).is_some()
-        && pkt.write16(csum_off, csum::replace2(l4, old_raw, new_raw)).is_some()
+        && pkt
+            .write16(csum_off, csum::replace2(l4, old_raw, new_raw))
+            .is_some()
     {
         count(Counter::MssClamped);
     }

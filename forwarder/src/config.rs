@@ -118,10 +118,7 @@ impl FileConfig {
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse {
                 path: path.to_owned(),
                 line,
@@ -188,7 +185,9 @@ impl Config {
         public_addrs: impl Fn(&str) -> Result<Vec<IpAddr>, String>,
     ) -> Result<Self, ConfigError> {
         let public_iface = public_iface.or(file.public_iface).ok_or_else(|| {
-            ConfigError::Invalid("no public interface: pass --public-iface or set public_iface".into())
+            ConfigError::Invalid(
+                "no public interface: pass --public-iface or set public_iface".into(),
+            )
         })?;
         let tunnel_iface = tunnel_iface.or(file.tunnel_iface).ok_or_else(|| {
             ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
@@ -200,7 +199,11 @@ impl Config {
                 "tunnel_mtu = {mtu} is out of range (1280..=9000)"
             )));
         }
-        let backends = if backends.is_empty() { file.backends } else { backends };
+        let backends = if backends.is_empty() {
+            file.backends
+        } else {
+            backends
+        };
         let mut v4 = None;
         let mut v6 = None;
         for b in &backends {
@@ -235,15 +238,27 @@ impl Config {
         for (i, rc) in rule_cfgs.iter().enumerate() {
             let n = i + 1;
             if rc.port == 0 || rc.backend_port == Some(0) {
-                return Err(ConfigError::Invalid(format!("rule {n}: port 0 is not a valid port")));
+                return Err(ConfigError::Invalid(format!(
+                    "rule {n}: port 0 is not a valid port"
+                )));
             }
             let publics: Vec<IpAddr> = match (rc.public_addr, rc.backend) {
                 (Some(p), _) => vec![p],
-                (None, Some(b)) => addrs.iter().copied().filter(|a| a.is_ipv4() == b.is_ipv4()).collect(),
+                (None, Some(b)) => addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == b.is_ipv4())
+                    .collect(),
                 (None, None) => addrs
                     .iter()
                     .copied()
-                    .filter(|a| if a.is_ipv4() { v4.is_some() } else { v6.is_some() })
+                    .filter(|a| {
+                        if a.is_ipv4() {
+                            v4.is_some()
+                        } else {
+                            v6.is_some()
+                        }
+                    })
                     .collect(),
             };
             if publics.is_empty() {
@@ -307,7 +322,9 @@ fn check_unicast(a: IpAddr, what: &str) -> Result<(), ConfigError> {
     if let IpAddr::V4(v4) = a
         && v4.is_broadcast()
     {
-        return Err(ConfigError::Invalid(format!("{what} {a} is a broadcast address")));
+        return Err(ConfigError::Invalid(format!(
+            "{what} {a} is a broadcast address"
+        )));
     }
     Ok(())
 }
@@ -317,7 +334,10 @@ mod tests {
     use super::*;
 
     fn addrs(_: &str) -> Result<Vec<IpAddr>, String> {
-        Ok(vec!["203.0.113.1".parse().unwrap(), "2001:db8::1".parse().unwrap()])
+        Ok(vec![
+            "203.0.113.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ])
     }
 
     #[test]
@@ -331,17 +351,30 @@ mod tests {
         )
         .unwrap();
         let shown: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["tcp 203.0.113.1:80 -> 10.8.0.2:80", "tcp 203.0.113.1:443 -> 10.8.0.2:443"]);
+        assert_eq!(
+            shown,
+            [
+                "tcp 203.0.113.1:80 -> 10.8.0.2:80",
+                "tcp 203.0.113.1:443 -> 10.8.0.2:443"
+            ]
+        );
     }
 
     #[test]
     fn parse_errors_name_file_line_and_problem() {
         let text = "public_iface = \"eth0\"\n[[rule]]\nport = 99999\n";
-        let e = FileConfig::parse(Path::new("/etc/f.toml"), text).unwrap_err().to_string();
+        let e = FileConfig::parse(Path::new("/etc/f.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/etc/f.toml:3:"), "{e}");
         assert!(e.contains("invalid value") || e.contains("u16"), "{e}");
-        let e = FileConfig::parse(Path::new("f.toml"), "publc_iface = \"x\"\n").unwrap_err().to_string();
-        assert!(e.contains("f.toml:1:1") && e.contains("unknown field"), "{e}");
+        let e = FileConfig::parse(Path::new("f.toml"), "publc_iface = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.toml:1:1") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -373,7 +406,13 @@ port = 443
 
     #[test]
     fn contradictions_are_rejected_with_reason() {
-        let none = Config::resolve(FileConfig::default(), Some("e".into()), Some("w".into()), vec![], addrs);
+        let none = Config::resolve(
+            FileConfig::default(),
+            Some("e".into()),
+            Some("w".into()),
+            vec![],
+            addrs,
+        );
         assert!(none.unwrap_err().to_string().contains("--backend"));
         let two = Config::resolve(
             FileConfig::default(),
@@ -390,6 +429,11 @@ port = 443
         let text = "[[rule]]\nport=443\nbackend=\"fd00::2\"\npublic_addr=\"203.0.113.1\"\n";
         let f = FileConfig::parse(Path::new("f"), text).unwrap();
         let mixed = Config::resolve(f, Some("e".into()), Some("w".into()), vec![], addrs);
-        assert!(mixed.unwrap_err().to_string().contains("different address families"));
+        assert!(
+            mixed
+                .unwrap_err()
+                .to_string()
+                .contains("different address families")
+        );
     }
 }

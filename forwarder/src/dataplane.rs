@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use crate::{config::Config, netif};
 
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-ebpf"));
 
 /// How the public interface's programs ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +69,12 @@ pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
 
 pub fn load() -> anyhow::Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
-        bail!("this binary was built without its kernel programs (FORWARDER_SKIP_EBPF=1); rebuild it with `cargo xtask build`");
+        bail!(
+            "this binary was built without its kernel programs (FORWARDER_SKIP_EBPF=1); rebuild it with `cargo xtask build`"
+        );
     }
-    Ebpf::load(EBPF_OBJECT).context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
+    Ebpf::load(EBPF_OBJECT)
+        .context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
 }
 
 /// A running data path. Dropping it detaches every program and frees every map.
@@ -87,8 +91,12 @@ impl Dataplane {
             Some(m) => m,
             None => netif::mtu(&cfg.tunnel_iface)?,
         };
-        let mss_v4 = u16::try_from(mtu).unwrap_or(u16::MAX).saturating_sub(IPV4_TCP_HEADERS);
-        let mss_v6 = u16::try_from(mtu).unwrap_or(u16::MAX).saturating_sub(IPV6_TCP_HEADERS);
+        let mss_v4 = u16::try_from(mtu)
+            .unwrap_or(u16::MAX)
+            .saturating_sub(IPV4_TCP_HEADERS);
+        let mss_v6 = u16::try_from(mtu)
+            .unwrap_or(u16::MAX)
+            .saturating_sub(IPV6_TCP_HEADERS);
 
         let mut ebpf = load()?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -113,7 +121,18 @@ impl Dataplane {
         };
         let mut config: Array<&mut MapData, DataplaneConfig> =
             Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?)?;
-        config.set(0, dp_cfg, 0).context("writing the data path configuration")?;
+        config
+            .set(0, dp_cfg, 0)
+            .context("writing the data path configuration")?;
+        for name in [XDP_INGRESS_PROG, TC_INGRESS_PROG, TC_TUNNEL_PROG] {
+            let id = ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .map(|i| i.id());
+            if let Some(id) = id {
+                info!(program = name, id, "program loaded");
+            }
+        }
         info!(
             public = %cfg.public_iface,
             tunnel = %cfg.tunnel_iface,
@@ -128,11 +147,16 @@ impl Dataplane {
 
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(COUNTERS_MAP).context("COUNTERS map missing")?)?;
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(COUNTERS_MAP)
+                .context("COUNTERS map missing")?,
+        )?;
         let mut out = Vec::with_capacity(Counter::ALL.len());
         for c in Counter::ALL {
-            let v = map.get(&(c as u32), 0).with_context(|| format!("reading counter {}", c.name()))?;
+            let v = map
+                .get(&(c as u32), 0)
+                .with_context(|| format!("reading counter {}", c.name()))?;
             out.push((c, v.iter().sum()));
         }
         Ok(out)
@@ -158,7 +182,9 @@ fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Re
             _pad: 0,
             tunnel_ifindex,
         };
-        rules.insert(key, value, 0).with_context(|| format!("adding rule {r}"))?;
+        rules
+            .insert(key, value, 0)
+            .with_context(|| format!("adding rule {r}"))?;
         info!("forwarding {r}");
     }
     Ok(())
@@ -195,7 +221,10 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Resu
     }
     p.load().context("verifying the XDP program")?;
     let tries: &[(XdpMode, AttachMode)] = match pref {
-        XdpPreference::Auto => &[(XdpMode::Driver, AttachMode::XdpDriver), (XdpMode::Skb, AttachMode::XdpGeneric)],
+        XdpPreference::Auto => &[
+            (XdpMode::Driver, AttachMode::XdpDriver),
+            (XdpMode::Skb, AttachMode::XdpGeneric),
+        ],
         XdpPreference::Driver => &[(XdpMode::Driver, AttachMode::XdpDriver)],
         XdpPreference::Generic => &[(XdpMode::Skb, AttachMode::XdpGeneric)],
         XdpPreference::Off => &[],
@@ -205,12 +234,18 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Resu
         match p.attach(iface, *xdp_mode) {
             Ok(_) => {
                 if *mode != AttachMode::XdpDriver {
-                    warn!("{iface} refused driver-mode XDP; running XDP in generic mode ({})", mode.as_str());
+                    warn!(
+                        "{iface} refused driver-mode XDP; running XDP in generic mode ({})",
+                        mode.as_str()
+                    );
                 }
                 return Ok(*mode);
             }
             Err(e) => {
-                warn!("attaching XDP to {iface} in {:?} mode failed: {e}", xdp_mode);
+                warn!(
+                    "attaching XDP to {iface} in {:?} mode failed: {e}",
+                    xdp_mode
+                );
                 last = Some(e);
             }
         }
@@ -219,22 +254,28 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Resu
         warn!("{iface} accepts no XDP program; falling back to tc-only translation (slower)");
         return Ok(AttachMode::TcOnly);
     }
-    Err(last.map_or_else(|| anyhow::anyhow!("no XDP mode to try"), anyhow::Error::from))
-        .with_context(|| format!("attaching XDP to {iface} ({pref:?} mode requested)"))
+    Err(last.map_or_else(
+        || anyhow::anyhow!("no XDP mode to try"),
+        anyhow::Error::from,
+    ))
+    .with_context(|| format!("attaching XDP to {iface} ({pref:?} mode requested)"))
 }
 
 fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     tokio::spawn(async move {
         // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for
         // as long as the logger lives inside the AsyncFd.
-        let registered =
-            unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
         let Ok(mut fd) = registered else {
             warn!("kernel-side logging unavailable: cannot poll its ring buffer");
             return;
         };
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }

@@ -85,7 +85,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { target, xdp_mode, pid_file } => {
+        Command::Run {
+            target,
+            xdp_mode,
+            pid_file,
+        } => {
             let cfg = resolve(&target)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -101,9 +105,16 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::HomeConfig { target, home_tunnel } => {
+        Command::HomeConfig {
+            target,
+            home_tunnel,
+        } => {
             let file = target.file()?;
-            let mut backends = if target.backend.is_empty() { file.backends.clone() } else { target.backend.clone() };
+            let mut backends = if target.backend.is_empty() {
+                file.backends.clone()
+            } else {
+                target.backend.clone()
+            };
             backends.extend(file.rules.iter().filter_map(|r| r.backend));
             backends.sort();
             backends.dedup();

@@ -40,7 +40,10 @@ pub fn addresses(name: &str) -> Result<Vec<IpAddr>, String> {
 pub fn mtu(name: &str) -> anyhow::Result<u32> {
     let path = format!("/sys/class/net/{name}/mtu");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mtu: u32 = text.trim().parse().with_context(|| format!("parsing {path}"))?;
+    let mtu: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing {path}"))?;
     if mtu < 1280 {
         bail!("{name} has MTU {mtu}, below the IPv6 minimum of 1280");
     }

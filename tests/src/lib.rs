@@ -43,7 +43,11 @@ pub const UDP_ECHO_PORT: u16 = 7777;
 /// A VPS-local TCP service standing in for SSH (not forwarded).
 pub const VPS_LOCAL_PORT: u16 = 22;
 /// Subdomains nginx serves at home.
-pub const SUBDOMAINS: [&str; 3] = ["app.example.test", "blog.example.test", "media.example.test"];
+pub const SUBDOMAINS: [&str; 3] = [
+    "app.example.test",
+    "blog.example.test",
+    "media.example.test",
+];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -65,7 +69,11 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -83,7 +91,16 @@ pub fn missing_prerequisites() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("the lab needs root (network namespaces, BPF)".into());
     }
-    for tool in ["ip", "wireguard-go", "wg", "nginx", "curl", "openssl", "socat", "ethtool"] {
+    for tool in [
+        "ip",
+        "wireguard-go",
+        "wg",
+        "nginx",
+        "curl",
+        "openssl",
+        "socat",
+        "ethtool",
+    ] {
         if which(tool).is_none() {
             return Some(format!("{tool} is not installed (run `cargo xtask setup`)"));
         }
@@ -108,7 +125,8 @@ pub fn forwarder_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     target.join("debug").join("forwarder")
 }
 
@@ -201,27 +219,69 @@ impl Lab {
         }
         let (c, v, h) = (self.client.clone(), self.vps.clone(), self.home.clone());
         // The "internet" link, created directly inside the namespaces.
-        run(Command::new("ip").args(["-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &v]))?;
+        run(Command::new("ip").args([
+            "-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &v,
+        ]))?;
         // The home uplink carrying the encrypted tunnel.
-        run(Command::new("ip").args(["-n", &v, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &h]))?;
+        run(Command::new("ip").args([
+            "-n", &v, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &h,
+        ]))?;
         for ns in [&c, &v, &h] {
             // Keep IPv6 addresses usable at once (no duplicate address detection delay).
-            self.ns(ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+            self.ns(
+                ns,
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            )?;
         }
         self.ns(&c, &["ip", "addr", "add", "203.0.113.2/24", "dev", "eth0"])?;
-        self.ns(&c, &["ip", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad"])?;
+        self.ns(
+            &c,
+            &[
+                "ip",
+                "addr",
+                "add",
+                "2001:db8:1::2/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
         self.ns(&c, &["ip", "link", "set", "eth0", "up"])?;
         self.ns(&c, &["ip", "route", "add", "default", "via", VPS_V4])?;
         // Real NICs deliver complete checksums; a veth would otherwise hand XDP packets whose
         // TCP checksum the client's kernel has left for offload.
         self.ns(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
         self.ns(&v, &["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"])?;
-        self.ns(&v, &["ip", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])?;
+        self.ns(
+            &v,
+            &[
+                "ip",
+                "addr",
+                "add",
+                "2001:db8:1::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
         self.ns(&v, &["ip", "link", "set", "eth0", "up"])?;
         self.ns(&v, &["ip", "addr", "add", "198.51.100.1/24", "dev", "up0"])?;
         self.ns(&v, &["ip", "link", "set", "up0", "up"])?;
         // The VPS forwards nothing itself: everything it forwards, our programs forward.
-        self.ns(&v, &["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"])?;
+        self.ns(
+            &v,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=0",
+                "net.ipv6.conf.all.forwarding=0",
+            ],
+        )?;
         self.ns(&h, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
         self.ns(&h, &["ip", "link", "set", "eth0", "up"])?;
 
@@ -231,15 +291,30 @@ impl Lab {
         if opts.udp_echo {
             let log = self.dir.join("udp-echo.log");
             let listen4 = format!("UDP4-RECVFROM:{UDP_ECHO_PORT},bind={HOME_WG_V4},fork");
-            self.spawn("udp echo v4", &h.clone(), &["socat", "-T", "5", &listen4, "SYSTEM:cat"], &log)?;
+            self.spawn(
+                "udp echo v4",
+                &h.clone(),
+                &["socat", "-T", "5", &listen4, "SYSTEM:cat"],
+                &log,
+            )?;
             let log = self.dir.join("udp-echo6.log");
             let listen6 = format!("UDP6-RECVFROM:{UDP_ECHO_PORT},bind=[{HOME_WG_V6}],fork");
-            self.spawn("udp echo v6", &h.clone(), &["socat", "-T", "5", &listen6, "SYSTEM:cat"], &log)?;
+            self.spawn(
+                "udp echo v6",
+                &h.clone(),
+                &["socat", "-T", "5", &listen6, "SYSTEM:cat"],
+                &log,
+            )?;
         }
         // A VPS-local service that must keep answering locally.
         let log = self.dir.join("vps-local.log");
         let listen = format!("TCP-LISTEN:{VPS_LOCAL_PORT},reuseaddr,fork");
-        self.spawn("vps local service", &v.clone(), &["socat", &listen, "SYSTEM:echo vps-local-service"], &log)?;
+        self.spawn(
+            "vps local service",
+            &v.clone(),
+            &["socat", &listen, "SYSTEM:echo vps-local-service"],
+            &log,
+        )?;
         self.write_config(&opts.extra_config)?;
         self.wait_listening(&v, VPS_LOCAL_PORT)?;
         Ok(())
@@ -256,7 +331,11 @@ impl Lab {
                 .stdout(Stdio::piped())
                 .spawn()?;
             use std::io::Write as _;
-            child.stdin.take().context("wg pubkey stdin")?.write_all(private.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .context("wg pubkey stdin")?
+                .write_all(private.as_bytes())?;
             let out = child.wait_with_output()?;
             Ok(String::from_utf8(out.stdout)?.trim().to_owned())
         };
@@ -268,39 +347,130 @@ impl Lab {
             let log = self.dir.join(format!("{wg}.log"));
             self.spawn("wireguard-go", ns, &["wireguard-go", "-f", wg], &log)?;
             let sock = PathBuf::from(format!("/var/run/wireguard/{wg}.sock"));
-            wait_for(&format!("wireguard-go socket {}", sock.display()), Duration::from_secs(10), || {
-                sock.exists().then_some(())
-            })?;
+            wait_for(
+                &format!("wireguard-go socket {}", sock.display()),
+                Duration::from_secs(10),
+                || sock.exists().then_some(()),
+            )?;
         }
         let vkey = self.dir.join("vps.key");
         let hkey = self.dir.join("home.key");
         let port = WG_PORT.to_string();
-        self.ns(&v, &["wg", "set", &wv, "private-key", vkey.to_str().context("path")?, "listen-port", &port,
-            "peer", &home_pub, "allowed-ips", &format!("{HOME_WG_V4}/32,{HOME_WG_V6}/128")])?;
-        self.ns(&h, &["wg", "set", &wh, "private-key", hkey.to_str().context("path")?,
-            "peer", &vps_pub, "endpoint", &format!("{UNDERLAY_VPS}:{WG_PORT}"),
-            "allowed-ips", "0.0.0.0/0,::/0", "persistent-keepalive", "5"])?;
-        for (ns, wg, a4, a6) in [(&v, &wv, VPS_WG_V4, VPS_WG_V6), (&h, &wh, HOME_WG_V4, HOME_WG_V6)] {
+        self.ns(
+            &v,
+            &[
+                "wg",
+                "set",
+                &wv,
+                "private-key",
+                vkey.to_str().context("path")?,
+                "listen-port",
+                &port,
+                "peer",
+                &home_pub,
+                "allowed-ips",
+                &format!("{HOME_WG_V4}/32,{HOME_WG_V6}/128"),
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "wg",
+                "set",
+                &wh,
+                "private-key",
+                hkey.to_str().context("path")?,
+                "peer",
+                &vps_pub,
+                "endpoint",
+                &format!("{UNDERLAY_VPS}:{WG_PORT}"),
+                "allowed-ips",
+                "0.0.0.0/0,::/0",
+                "persistent-keepalive",
+                "5",
+            ],
+        )?;
+        for (ns, wg, a4, a6) in [
+            (&v, &wv, VPS_WG_V4, VPS_WG_V6),
+            (&h, &wh, HOME_WG_V4, HOME_WG_V6),
+        ] {
             self.ns(ns, &["ip", "addr", "add", &format!("{a4}/24"), "dev", wg])?;
-            self.ns(ns, &["ip", "addr", "add", &format!("{a6}/64"), "dev", wg, "nodad"])?;
+            self.ns(
+                ns,
+                &["ip", "addr", "add", &format!("{a6}/64"), "dev", wg, "nodad"],
+            )?;
             self.ns(ns, &["ip", "link", "set", wg, "mtu", "1420", "up"])?;
         }
         // Home side of client IP preservation, exactly as `forwarder home-config` prints it.
-        self.ns(&h, &["ip", "-4", "route", "replace", "0.0.0.0/0", "dev", &wh, "table", "51820"])?;
-        self.ns(&h, &["ip", "-4", "rule", "add", "from", HOME_WG_V4, "lookup", "51820", "priority", "51820"])?;
-        self.ns(&h, &["ip", "-6", "route", "replace", "::/0", "dev", &wh, "table", "51820"])?;
-        self.ns(&h, &["ip", "-6", "rule", "add", "from", HOME_WG_V6, "lookup", "51820", "priority", "51820"])?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "-4",
+                "route",
+                "replace",
+                "0.0.0.0/0",
+                "dev",
+                &wh,
+                "table",
+                "51820",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip", "-4", "rule", "add", "from", HOME_WG_V4, "lookup", "51820", "priority",
+                "51820",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip", "-6", "route", "replace", "::/0", "dev", &wh, "table", "51820",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip", "-6", "rule", "add", "from", HOME_WG_V6, "lookup", "51820", "priority",
+                "51820",
+            ],
+        )?;
         wait_for("the WireGuard handshake", Duration::from_secs(20), || {
-            self.exec(&h, &["ping", "-c1", "-W1", VPS_WG_V4]).ok().filter(|o| o.status.success()).map(|_| ())
+            self.exec(&h, &["ping", "-c1", "-W1", VPS_WG_V4])
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| ())
         })?;
         Ok(())
     }
 
     fn certificates(&self) -> anyhow::Result<()> {
-        let san = format!("subjectAltName={}", SUBDOMAINS.iter().map(|s| format!("DNS:{s}")).collect::<Vec<_>>().join(","));
+        let san = format!(
+            "subjectAltName={}",
+            SUBDOMAINS
+                .iter()
+                .map(|s| format!("DNS:{s}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                "-subj", "/CN=example.test", "-addext", &san, "-keyout"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=example.test",
+                "-addext",
+                &san,
+                "-keyout",
+            ])
             .arg(self.dir.join("key.pem"))
             .arg("-out")
             .arg(self.dir.join("cert.pem")))?;
@@ -370,17 +540,28 @@ http {{
         let h = self.home.clone();
         let conf_path = self.dir.join("nginx.conf").display().to_string();
         let log = self.dir.join("nginx.out");
-        self.spawn("nginx", &h, &["nginx", "-p", &d, "-c", &conf_path, "-g", "daemon off;"], &log)?;
+        self.spawn(
+            "nginx",
+            &h,
+            &["nginx", "-p", &d, "-c", &conf_path, "-g", "daemon off;"],
+            &log,
+        )?;
         self.wait_listening(&h, 443)?;
         Ok(())
     }
 
     fn wait_listening(&self, ns: &str, port: u16) -> anyhow::Result<()> {
         let pat = format!(":{port} ");
-        wait_for(&format!("a listener on port {port} in {ns}"), Duration::from_secs(10), || {
-            let out = self.exec(ns, &["ss", "-Hltn"]).ok()?;
-            String::from_utf8_lossy(&out.stdout).contains(&pat).then_some(())
-        })
+        wait_for(
+            &format!("a listener on port {port} in {ns}"),
+            Duration::from_secs(10),
+            || {
+                let out = self.exec(ns, &["ss", "-Hltn"]).ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(&pat)
+                    .then_some(())
+            },
+        )
     }
 
     fn write_config(&self, extra: &str) -> anyhow::Result<()> {
@@ -400,7 +581,10 @@ http {{
     pub fn start_forwarder(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
         let bin = forwarder_bin();
         if !bin.is_file() {
-            bail!("forwarder binary {} not found: build it first (cargo xtask test does)", bin.display());
+            bail!(
+                "forwarder binary {} not found: build it first (cargo xtask test does)",
+                bin.display()
+            );
         }
         let pid_file = self.dir.join("forwarder.pid");
         let _ = fs::remove_file(&pid_file);
@@ -432,7 +616,10 @@ http {{
                 self.forwarder = Some(child);
                 Ok(())
             }
-            Ok(Err(status)) => bail!("forwarder exited with {status}:\n{}", self.forwarder_output()),
+            Ok(Err(status)) => bail!(
+                "forwarder exited with {status}:\n{}",
+                self.forwarder_output()
+            ),
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -453,7 +640,9 @@ http {{
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         // `ip netns exec` execs the binary, so this PID is the forwarder itself.
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let status = wait_for("the forwarder to exit", Duration::from_secs(15), || child.try_wait().ok().flatten())?;
+        let status = wait_for("the forwarder to exit", Duration::from_secs(15), || {
+            child.try_wait().ok().flatten()
+        })?;
         let out = self.forwarder_output();
         if !status.success() {
             bail!("forwarder exited with {status}:\n{out}");
@@ -478,21 +667,48 @@ http {{
 
     /// curl from the client namespace to `scheme://host/path`, with `host` resolved to
     /// `addr` (so the right SNI and Host header are sent); returns (HTTP status, body).
-    pub fn curl(&self, scheme: &str, host: &str, path: &str, addr: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+    pub fn curl(
+        &self,
+        scheme: &str,
+        host: &str,
+        path: &str,
+        addr: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(u16, String)> {
         let port = if scheme == "https" { 443 } else { 80 };
-        let addr = if addr.contains(':') { format!("[{addr}]") } else { addr.to_owned() };
+        let addr = if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr.to_owned()
+        };
         let resolve = format!("{host}:{port}:{addr}");
         let url = format!("{scheme}://{host}{path}");
         let cert = self.cert().display().to_string();
-        let mut args = vec!["curl", "-sS", "--max-time", "30", "--resolve", &resolve, "--cacert", &cert, "-w", "\n%{http_code}"];
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &cert,
+            "-w",
+            "\n%{http_code}",
+        ];
         args.extend_from_slice(extra);
         args.push(&url);
         let out = self.exec(&self.client, &args)?;
         if !out.status.success() {
-            bail!("curl {url} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "curl {url} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').context("curl output without status")?;
+        let (body, code) = text
+            .rsplit_once('\n')
+            .context("curl output without status")?;
         Ok((code.trim().parse()?, body.to_owned()))
     }
 
@@ -527,7 +743,10 @@ http {{
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        use nix::{sys::signal::{Signal, kill}, unistd::Pid};
+        use nix::{
+            sys::signal::{Signal, kill},
+            unistd::Pid,
+        };
         let mut all: Vec<Child> = self.forwarder.take().into_iter().collect();
         all.extend(self.children.drain(..).map(|(_, c)| c));
         // SIGTERM first: wireguard-go removes its interface and socket, nginx its workers.
@@ -552,7 +771,10 @@ impl Drop for Lab {
                     }
                 }
             }
-            let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &ns])
+                .stderr(Stdio::null())
+                .status();
         }
         for wg in [&self.wg_vps, &self.wg_home] {
             let _ = fs::remove_file(format!("/var/run/wireguard/{wg}.sock"));

@@ -1,6 +1,9 @@
 //! End-to-end forwarding through a real WireGuard tunnel, as a user would check it.
 
-use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites};
+use integration_tests::{
+    CLIENT_V6, Lab, LabOptions, SUBDOMAINS, UDP_ECHO_PORT, VPS_LOCAL_PORT, VPS_V4, VPS_V6,
+    missing_prerequisites,
+};
 
 /// Builds a lab or explains why this machine cannot (and fails: CI must be able to).
 fn lab(opts: LabOptions) -> Lab {
@@ -17,22 +20,246 @@ fn http_and_https_reach_home_with_client_ip() {
     let (_, tx_before) = lab.tunnel_transfer().unwrap();
     for host in SUBDOMAINS {
         for scheme in ["http", "https"] {
-            let (code, body) = lab.curl(scheme, host, "/", VPS_V4, &[]).unwrap_or_else(|e| {
-                panic!("{scheme}://{host}: {e:#}\nforwarder log:\n{}", lab.forwarder_output())
-            });
+            let (code, body) = lab
+                .curl(scheme, host, "/", VPS_V4, &[])
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{scheme}://{host}: {e:#}\nforwarder log:\n{}",
+                        lab.forwarder_output()
+                    )
+                });
             assert_eq!(code, 200, "{scheme}://{host}: {body}");
-            assert_eq!(body.trim(), format!("home {host} client 203.0.113.2"), "{scheme}://{host}");
+            assert_eq!(
+                body.trim(),
+                format!("home {host} client 203.0.113.2"),
+                "{scheme}://{host}"
+            );
         }
     }
     let (_, tx_after) = lab.tunnel_transfer().unwrap();
-    assert!(tx_after > tx_before + 6 * 200, "requests did not cross the tunnel ({tx_before} -> {tx_after} bytes)");
+    assert!(
+        tx_after > tx_before + 6 * 200,
+        "requests did not cross the tunnel ({tx_before} -> {tx_after} bytes)"
+    );
     let log = lab.access_log();
     assert_eq!(log.lines().count(), 6, "nginx access log:\n{log}");
     for line in log.lines() {
-        assert!(line.starts_with("203.0.113.2 "), "nginx saw another client address: {line}");
+        assert!(
+            line.starts_with("203.0.113.2 "),
+            "nginx saw another client address: {line}"
+        );
     }
     let out = lab.stop_forwarder().unwrap();
     let counters = Lab::counters(&out);
     assert!(counters["xdp_to_tunnel"] >= 6 * 3, "counters: {counters:?}");
-    assert!(counters["tunnel_to_client"] >= 6 * 2, "counters: {counters:?}");
+    assert!(
+        counters["tunnel_to_client"] >= 6 * 2,
+        "counters: {counters:?}"
+    );
+}
+
+#[test]
+fn ipv6_end_to_end() {
+    let mut lab = lab(LabOptions::default());
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    for scheme in ["http", "https"] {
+        let (code, body) = lab
+            .curl(scheme, "blog.example.test", "/", VPS_V6, &[])
+            .expect("IPv6 request");
+        assert_eq!(code, 200);
+        assert_eq!(
+            body.trim(),
+            format!("home blog.example.test client {CLIENT_V6}")
+        );
+    }
+    let log = lab.access_log();
+    assert!(
+        log.lines().all(|l| l.starts_with(&format!("{CLIENT_V6} "))),
+        "nginx access log:\n{log}"
+    );
+}
+
+#[test]
+fn large_https_download_is_intact() {
+    const SIZE: usize = 50 << 20;
+    let mut lab = lab(LabOptions {
+        big_file_bytes: SIZE,
+        ..LabOptions::default()
+    });
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    let out = lab.dir.join("download");
+    let out_s = out.display().to_string();
+    let (code, _) = lab
+        .curl(
+            "https",
+            "media.example.test",
+            "/big",
+            VPS_V4,
+            &["-o", &out_s, "--max-time", "120"],
+        )
+        .expect("50 MB download");
+    assert_eq!(code, 200);
+    let got = std::fs::read(&out).unwrap();
+    let want = lab.read("www/big").unwrap();
+    assert_eq!(got.len(), SIZE, "download truncated");
+    assert!(got == want, "downloaded bytes differ from the file at home");
+    let counters = Lab::counters(&lab.stop_forwarder().unwrap());
+    // A 50 MB reply is tens of thousands of segments, all translated back by tc.
+    assert!(counters["tunnel_to_client"] > 1000, "{counters:?}");
+    assert_eq!(counters["tunnel_redirect_failed"], 0, "{counters:?}");
+}
+
+#[test]
+fn clienthello_larger_than_one_segment() {
+    let mut lab = lab(LabOptions::default());
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    // Browsers' post-quantum key shares make ClientHellos of ~1.9 KB; long ALPN lists give
+    // the same size with the OpenSSL at hand. The MSS is clamped to 1380, so the
+    // ClientHello needs two segments.
+    let mut alpn: Vec<String> = (0..16)
+        .map(|i| format!("x-padding-protocol-{i:02}-{}", "p".repeat(90)))
+        .collect();
+    alpn.push("http/1.1".into());
+    let alpn = alpn.join(",");
+    assert!(alpn.len() > 1800);
+    let connect = format!("{VPS_V4}:443");
+    let cert = lab.cert().display().to_string();
+    let script = format!(
+        "printf 'GET / HTTP/1.1\\r\\nHost: app.example.test\\r\\nConnection: close\\r\\n\\r\\n' | \
+         timeout 20 openssl s_client -connect {connect} -servername app.example.test -alpn {alpn} \
+         -CAfile {cert} -verify_return_error -quiet 2>&1"
+    );
+    let out = lab.exec(&lab.client, &["sh", "-c", &script]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("home app.example.test client 203.0.113.2"),
+        "large ClientHello failed:\n{text}\nforwarder:\n{}",
+        lab.forwarder_output()
+    );
+}
+
+#[test]
+fn non_forwarded_port_and_icmp_stay_local() {
+    let mut lab = lab(LabOptions::default());
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    let target = format!("TCP:{VPS_V4}:{VPS_LOCAL_PORT}");
+    let out = lab
+        .exec(&lab.client, &["socat", "-T", "5", "-", &target])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "vps-local-service",
+        "{out:?}"
+    );
+    let ping = lab
+        .exec(&lab.client, &["ping", "-c", "1", "-W", "2", VPS_V4])
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "ping to the VPS failed with the forwarder attached"
+    );
+    let counters = Lab::counters(&lab.stop_forwarder().unwrap());
+    assert!(counters["xdp_pass_no_rule"] > 0, "{counters:?}");
+}
+
+#[test]
+fn udp_rule_forwards_both_families() {
+    let extra = format!(
+        "[[rule]]\nproto = \"udp\"\nport = {UDP_ECHO_PORT}\n[[rule]]\nport = 80\n[[rule]]\nport = 443\n"
+    );
+    let mut lab = lab(LabOptions {
+        udp_echo: true,
+        extra_config: extra,
+        ..LabOptions::default()
+    });
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    for (family, addr) in [("UDP4", VPS_V4.to_owned()), ("UDP6", format!("[{VPS_V6}]"))] {
+        let target = format!("{family}:{addr}:{UDP_ECHO_PORT}");
+        let script = format!("echo hello-{family} | socat -T 3 - {target}");
+        let out = lab.exec(&lab.client, &["sh", "-c", &script]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("hello-{family}"),
+            "no UDP echo over {family}: {out:?}\nforwarder:\n{}",
+            lab.forwarder_output()
+        );
+    }
+}
+
+#[test]
+fn nothing_of_ours_remains_after_exit() {
+    let mut lab = lab(LabOptions::default());
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    // The daemon logs the kernel ids of its programs; bpftool tells their maps and links.
+    let ids: Vec<String> = lab
+        .forwarder_output()
+        .lines()
+        .filter(|l| l.contains("program loaded"))
+        .filter_map(|l| l.split("id=").nth(1).map(|s| s.trim().to_owned()))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "program ids not logged:\n{}",
+        lab.forwarder_output()
+    );
+    let bpftool = |lab: &Lab, args: &[&str]| {
+        lab.exec(&lab.vps, &[&["bpftool", "-j"][..], args].concat())
+            .unwrap()
+    };
+    let mut maps = Vec::new();
+    for id in &ids {
+        let out = bpftool(&lab, &["prog", "show", "id", id]);
+        assert!(
+            out.status.success(),
+            "program {id} not loaded while running"
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let list = text
+            .split("\"map_ids\":[")
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap_or("")
+            .to_owned();
+        maps.extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    assert!(!maps.is_empty(), "no maps found for programs {ids:?}");
+    let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
+    for id in &ids {
+        assert!(
+            links.contains(&format!("\"prog_id\":{id}")),
+            "program {id} has no link: {links}"
+        );
+    }
+    let xdp = lab.exec(&lab.vps, &["ip", "link", "show", "eth0"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&xdp.stdout).contains("xdp"),
+        "no XDP program on eth0"
+    );
+
+    lab.stop_forwarder().unwrap();
+    for id in &ids {
+        assert!(
+            !bpftool(&lab, &["prog", "show", "id", id]).status.success(),
+            "program {id} still loaded after exit"
+        );
+    }
+    for id in &maps {
+        assert!(
+            !bpftool(&lab, &["map", "show", "id", id]).status.success(),
+            "map {id} still exists after exit"
+        );
+    }
+    let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
+    for id in &ids {
+        assert!(
+            !links.contains(&format!("\"prog_id\":{id},")),
+            "a link to program {id} remains: {links}"
+        );
+    }
+    let xdp = lab.exec(&lab.vps, &["ip", "link", "show", "eth0"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&xdp.stdout).contains("xdp"),
+        "XDP still attached to eth0 after exit"
+    );
 }

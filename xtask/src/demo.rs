@@ -3,7 +3,9 @@
 use std::{path::Path, time::Instant};
 
 use anyhow::Context as _;
-use integration_tests::{CLIENT_V4, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites};
+use integration_tests::{
+    CLIENT_V4, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites,
+};
 
 pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
     if let Some(why) = missing_prerequisites() {
@@ -11,44 +13,87 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
     }
     // SAFETY: set before any thread is spawned.
     unsafe { std::env::set_var("FORWARDER_BIN", bin) };
-    println!("Bringing up the lab: client, VPS and home namespaces, a WireGuard tunnel (wireguard-go),");
-    println!("nginx at home serving {} over HTTP and HTTPS ...", SUBDOMAINS.join(", "));
+    println!(
+        "Bringing up the lab: client, VPS and home namespaces, a WireGuard tunnel (wireguard-go),"
+    );
+    println!(
+        "nginx at home serving {} over HTTP and HTTPS ...",
+        SUBDOMAINS.join(", ")
+    );
     let t = Instant::now();
-    let mut lab = Lab::new(&LabOptions { udp_echo: true, ..LabOptions::default() })?;
-    println!("lab up in {:.1}s (namespaces {}, {}, {})\n", t.elapsed().as_secs_f64(), lab.client, lab.vps, lab.home);
+    let mut lab = Lab::new(&LabOptions {
+        udp_echo: true,
+        ..LabOptions::default()
+    })?;
+    println!(
+        "lab up in {:.1}s (namespaces {}, {}, {})\n",
+        t.elapsed().as_secs_f64(),
+        lab.client,
+        lab.vps,
+        lab.home
+    );
     lab.start_forwarder(&[]).context("starting the forwarder")?;
-    for line in lab.forwarder_output().lines().filter(|l| l.contains("forwarding ") || l.contains("attached")) {
-        println!("  forwarder: {}", line.split_once(": ").map_or(line, |x| x.1));
+    for line in lab
+        .forwarder_output()
+        .lines()
+        .filter(|l| l.contains("forwarding ") || l.contains("attached"))
+    {
+        println!(
+            "  forwarder: {}",
+            line.split_once(": ").map_or(line, |x| x.1)
+        );
     }
     println!();
-    println!("{:<7} {:<22} {:<16} {:>6}  {}", "scheme", "host", "to address", "status", "answer (nginx at home)");
+    println!(
+        "{:<7} {:<22} {:<16} {:>6}  {}",
+        "scheme", "host", "to address", "status", "answer (nginx at home)"
+    );
     let (_, tx0) = lab.tunnel_transfer()?;
     for host in SUBDOMAINS {
         for (scheme, addr) in [("http", VPS_V4), ("https", VPS_V4), ("https", VPS_V6)] {
             match lab.curl(scheme, host, "/", addr, &[]) {
-                Ok((code, body)) => println!("{scheme:<7} {host:<22} {addr:<16} {code:>6}  {}", body.trim()),
+                Ok((code, body)) => println!(
+                    "{scheme:<7} {host:<22} {addr:<16} {code:>6}  {}",
+                    body.trim()
+                ),
                 Err(e) => println!("{scheme:<7} {host:<22} {addr:<16} {:>6}  {e:#}", "FAIL"),
             }
         }
     }
     let (_, tx1) = lab.tunnel_transfer()?;
-    println!("\nThe VPS sent {} bytes into the tunnel for these requests.", tx1 - tx0);
-    println!("nginx's access log at home (first column: the client address it saw; the client is {CLIENT_V4}):");
+    println!(
+        "\nThe VPS sent {} bytes into the tunnel for these requests.",
+        tx1 - tx0
+    );
+    println!(
+        "nginx's access log at home (first column: the client address it saw; the client is {CLIENT_V4}):"
+    );
     for l in lab.access_log().lines() {
         println!("  {l}");
     }
     if keep {
         println!("\nThe lab keeps running. Try:");
-        println!("  ip netns exec {} curl --resolve app.example.test:443:{VPS_V4} --cacert {} https://app.example.test/", lab.client, lab.cert().display());
+        println!(
+            "  ip netns exec {} curl --resolve app.example.test:443:{VPS_V4} --cacert {} https://app.example.test/",
+            lab.client,
+            lab.cert().display()
+        );
         println!("  ip netns exec {} wg show", lab.vps);
         println!("Forwarder log: {}", lab.forwarder_log.display());
-        println!("Tear down: ip netns del {} ; ip netns del {} ; ip netns del {}", lab.client, lab.vps, lab.home);
+        println!(
+            "Tear down: ip netns del {} ; ip netns del {} ; ip netns del {}",
+            lab.client, lab.vps, lab.home
+        );
         lab.keep();
         return Ok(());
     }
     let out = lab.stop_forwarder()?;
     println!("\nKernel-side counters when the forwarder stopped (packets):");
-    for (name, v) in Lab::counters(&out).into_iter().filter(|(_, v)| *v > 0).collect::<std::collections::BTreeMap<_, _>>() {
+    for (name, v) in Lab::counters(&out)
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .collect::<std::collections::BTreeMap<_, _>>()
+    {
         println!("  {name:<26} {v:>8}");
     }
     println!("\nLab torn down.");

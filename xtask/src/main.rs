@@ -100,7 +100,11 @@ pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn locked() -> &'static [&'static str] {
     // CI builds exactly what Cargo.lock says.
-    if std::env::var_os("CI").is_some() { &["--locked"] } else { &[] }
+    if std::env::var_os("CI").is_some() {
+        &["--locked"]
+    } else {
+        &[]
+    }
 }
 
 /// Builds the forwarder and returns the path of its binary.
@@ -111,8 +115,11 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
         c.arg("--release");
     }
     status(&mut c)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    Ok(target.join(if release { "release" } else { "debug" }).join("forwarder"))
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("forwarder"))
 }
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {

@@ -21,6 +21,7 @@ pub const PACKAGES: &[&str] = &[
     "iputils-ping",
     "ethtool",
     "socat",
+    "bpftool",
     "ca-certificates",
 ];
 
@@ -45,11 +46,23 @@ fn debian_packages() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if Command::new("apt-get").arg("--version").stdout(Stdio::null()).status().is_err() {
-        bail!("these packages are missing and this is not a Debian-like system: {}", missing.join(" "));
+    if Command::new("apt-get")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        bail!(
+            "these packages are missing and this is not a Debian-like system: {}",
+            missing.join(" ")
+        );
     }
     if !crate::nix_is_root() {
-        bail!("these Debian packages are missing: {}; run as root or `sudo apt-get install {}`", missing.join(" "), missing.join(" "));
+        bail!(
+            "these Debian packages are missing: {}; run as root or `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     eprintln!("installing Debian packages: {}", missing.join(" "));
     status(Command::new("apt-get").args(["-q", "update"]))?;
@@ -73,7 +86,10 @@ fn nightly_rust_src() -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(());
     }
     status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
@@ -89,14 +105,24 @@ fn cargo_home() -> PathBuf {
 
 /// The LLVM major version of the nightly toolchain, which bpf-linker must match.
 fn nightly_llvm() -> anyhow::Result<(u32, PathBuf)> {
-    let out = Command::new("rustc").args(["+nightly", "-vV"]).output().context("running rustc +nightly")?;
+    let out = Command::new("rustc")
+        .args(["+nightly", "-vV"])
+        .output()
+        .context("running rustc +nightly")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let ver = text
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .context("rustc +nightly -vV printed no LLVM version")?;
-    let major: u32 = ver.split('.').next().unwrap_or_default().parse().context("parsing the LLVM version")?;
-    let out = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output()?;
+    let major: u32 = ver
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .context("parsing the LLVM version")?;
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()?;
     let sysroot = PathBuf::from(String::from_utf8(out.stdout)?.trim());
     Ok((major, sysroot))
 }
@@ -118,17 +144,32 @@ fn bpf_linker() -> anyhow::Result<()> {
         .context("reading the nightly sysroot")?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
         .context("the nightly toolchain ships no libLLVM shared library")?;
     let prefix = cache_dir().join(format!("llvm-{major}"));
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib").join("libLLVM.so");
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
-    eprintln!("building bpf-linker against {} (takes a few minutes, once)", lib.display());
+    std::os::unix::fs::symlink(&lib, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    eprintln!(
+        "building bpf-linker against {} (takes a few minutes, once)",
+        lib.display()
+    );
     status(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--force", "--no-default-features", "--features"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{major}"))
             .env("LLVM_PREFIX", &prefix)
             .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix),
@@ -139,7 +180,12 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root/.cache"), |h| Path::new(&h).join(".cache")).join("forwarder")
+    std::env::var_os("HOME")
+        .map_or_else(
+            || PathBuf::from("/root/.cache"),
+            |h| Path::new(&h).join(".cache"),
+        )
+        .join("forwarder")
 }
 
 fn stamp_path() -> PathBuf {
