@@ -115,8 +115,12 @@ pub struct DataplaneConfig {
     pub enabled: u32,
     /// 1 when no XDP program runs in front: the tc program translates by itself.
     pub tc_translate: u32,
+    /// Link-layer header length of the tunnel device: 0 for WireGuard and other L3
+    /// devices, 14 for Ethernet-like tunnels (GRETAP, VXLAN).
+    pub tunnel_l2_len: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<DataplaneConfig>() == 16);
+const _: () = assert!(size_of::<DataplaneConfig>() == 24);
 
 /// Global counters. Each name says what happened to a packet and, for drops and passes,
 /// why; the daemon exports them under these names.

@@ -150,7 +150,7 @@ pub fn parse_ethernet<B: Bytes + ?Sized>(b: &B) -> Result<PacketInfo, Skip> {
 /// Parses a packet that starts with its IP header (an L3 device such as WireGuard).
 pub fn parse_ip<B: Bytes + ?Sized>(b: &B) -> Result<PacketInfo, Skip> {
     let mut info = PacketInfo::default();
-    parse_ip_into(b, &mut info).map(|()| info)
+    parse_ip_into(b, 0, &mut info).map(|()| info)
 }
 
 /// [`parse_ethernet`] writing into `info`: the kernel keeps `info` in map memory, since
@@ -176,12 +176,16 @@ pub fn parse_ethernet_into<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> R
     }
 }
 
-/// [`parse_ip`] writing into `info`.
+/// [`parse_ip`] writing into `info`, for an IP header at offset `l3`.
 #[inline(always)]
-pub fn parse_ip_into<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> Result<(), Skip> {
-    match b.raw8(0).ok_or(Skip::Malformed)? >> 4 {
-        4 => parse_ipv4(b, 0, info),
-        6 => parse_ipv6(b, 0, info),
+pub fn parse_ip_into<B: Bytes + ?Sized>(
+    b: &B,
+    l3: usize,
+    info: &mut PacketInfo,
+) -> Result<(), Skip> {
+    match b.raw8(l3).ok_or(Skip::Malformed)? >> 4 {
+        4 => parse_ipv4(b, l3, info),
+        6 => parse_ipv6(b, l3, info),
         _ => Err(Skip::NotIp),
     }
 }

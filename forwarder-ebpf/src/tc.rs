@@ -130,11 +130,12 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_OK as i32);
     }
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
+    let l2_len = if cfg.tunnel_l2_len == 0 { 0 } else { ETH_HLEN };
     let pkt = linear_pkt(ctx);
     // Anything we cannot parse is not one of our flows: the tunnel's own traffic to the
     // VPS (pings, health checks) keeps working.
     let info = packet_info().ok_or(())?;
-    if packet::parse_ip_into(&pkt, info).is_err() {
+    if packet::parse_ip_into(&pkt, l2_len, info).is_err() {
         count(Counter::TunnelPass);
         return Ok(TC_ACT_OK as i32);
     }
@@ -156,15 +157,17 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
     )?;
     apply_mss(ctx, info, mss);
     // The public interface has a MAC header; redirect_neigh fills in both addresses.
-    if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {
-        return Err(());
+    if l2_len == 0 {
+        if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {
+            return Err(());
+        }
+        let proto: u16 = if info.family == FAMILY_V4 {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        ctx.store(12, &proto.to_be(), 0).map_err(|_| ())?;
     }
-    let proto: u16 = if info.family == FAMILY_V4 {
-        ETH_P_IP
-    } else {
-        ETH_P_IPV6
-    };
-    ctx.store(12, &proto.to_be(), 0).map_err(|_| ())?;
     let r = unsafe { bpf_redirect_neigh(nat.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
     if r == TC_ACT_REDIRECT as i32 {
         count(Counter::TunnelToClient);

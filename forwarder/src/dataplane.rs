@@ -118,6 +118,8 @@ impl Dataplane {
             mss_v6,
             enabled: 1,
             tc_translate: u32::from(mode == AttachMode::TcOnly),
+            tunnel_l2_len: netif::link_header_len(&cfg.tunnel_iface)?,
+            _pad: 0,
         };
         let mut config: Array<&mut MapData, DataplaneConfig> =
             Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?)?;

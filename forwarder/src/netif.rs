@@ -49,3 +49,16 @@ pub fn mtu(name: &str) -> anyhow::Result<u32> {
     }
     Ok(mtu)
 }
+
+/// Length of the link-layer header of `name`: 14 for Ethernet-like devices, 0 for L3
+/// devices such as WireGuard and TUN.
+pub fn link_header_len(name: &str) -> anyhow::Result<u32> {
+    const ARPHRD_ETHER: u32 = 1;
+    let path = format!("/sys/class/net/{name}/type");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ty: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing {path}"))?;
+    Ok(if ty == ARPHRD_ETHER { 14 } else { 0 })
+}

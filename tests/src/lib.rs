@@ -27,6 +27,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+pub mod bpf;
+
 pub const CLIENT_V4: &str = "203.0.113.2";
 pub const VPS_V4: &str = "203.0.113.1";
 pub const CLIENT_V6: &str = "2001:db8:1::2";
