@@ -457,7 +457,7 @@ mod tests {
             let mut opts: Vec<u8> = std::vec![1; nops];
             opts.extend_from_slice(&[2, 4]);
             opts.extend_from_slice(&mss.to_be_bytes());
-            while opts.len() % 4 != 0 { opts.push(0); }
+            while !opts.len().is_multiple_of(4) { opts.push(0); }
             prop_assume!(opts.len() <= 40);
             let p = tcp_syn_v4(&opts);
             let info = parse_ethernet(&p[..]).unwrap();

@@ -1,6 +1,8 @@
 //! The flow table: one entry per direction so that both directions of a connection are
 //! translated consistently, even if the rules change while it runs.
 
+use aya_ebpf::EbpfContext;
+use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, RuleValue, packet::PacketInfo,
 };
@@ -25,7 +27,12 @@ pub fn forward_key(info: &PacketInfo) -> FlowKey {
 // Not inlined, and building entries in per-CPU scratch space: keys and values would
 // otherwise crowd the caller's 512-byte stack.
 #[inline(never)]
-pub fn to_backend(info: &PacketInfo, rule: &RuleValue, public_ifindex: u32) -> Option<FlowValue> {
+pub fn to_backend<C: EbpfContext>(
+    ctx: &C,
+    info: &PacketInfo,
+    rule: &RuleValue,
+    public_ifindex: u32,
+) -> Option<FlowValue> {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
     if let Some(v) = unsafe { FLOWS.get(&s.fwd_key) } {
@@ -62,8 +69,17 @@ pub fn to_backend(info: &PacketInfo, rule: &RuleValue, public_ifindex: u32) -> O
     if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
     {
         count(Counter::FlowCreateFailed);
+        warn!(ctx, "flow table insert failed (proto {})", info.proto);
     } else {
         count(Counter::FlowsCreated);
+        // Once per connection, and filtered in the kernel below the configured level.
+        debug!(
+            ctx,
+            "new flow proto {} client port {} -> backend port {}",
+            info.proto,
+            u16::from_be(info.sport),
+            u16::from_be(rule.backend_port)
+        );
     }
     Some(s.fwd)
 }

@@ -36,13 +36,13 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
     }
     match config() {
         Some(cfg) if cfg.enabled != 0 && cfg.tc_translate != 0 => {}
-        _ => return TC_ACT_OK as i32,
+        _ => return TC_ACT_OK,
     }
     match translate_ingress(&ctx) {
         Ok(action) => action,
         Err(()) => {
             count(Counter::TcDropMalformed);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -50,7 +50,7 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn redirect_to_tunnel(ifindex: u32) -> i32 {
     let r = unsafe { bpf_redirect(ifindex, 0) } as i32;
-    if r == TC_ACT_REDIRECT as i32 {
+    if r == TC_ACT_REDIRECT {
         count(Counter::TcToTunnel);
     } else {
         count(Counter::TcRedirectFailed);
@@ -80,7 +80,7 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         Err(packet::Skip::Malformed) => return Err(()),
         Err(_) => {
             count(Counter::TcPass);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(TC_ACT_OK);
         }
     }
     let key = RuleKey {
@@ -91,9 +91,9 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
     };
     let Some(rule) = (unsafe { RULES.get(&key) }) else {
         count(Counter::TcPass);
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
-    let nat = flow::to_backend(info, rule, cfg.public_ifindex).ok_or(())?;
+    let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);
     rewrite(
         ctx,
@@ -116,7 +116,7 @@ pub fn fwd_tc_tunnel(ctx: TcContext) -> i32 {
         Ok(action) => action,
         Err(()) => {
             count(Counter::TunnelDropMalformed);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -124,10 +124,10 @@ pub fn fwd_tc_tunnel(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
     let Some(cfg) = config() else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     if cfg.enabled == 0 {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
     let l2_len = if cfg.tunnel_l2_len == 0 { 0 } else { ETH_HLEN };
@@ -137,12 +137,12 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
     let info = packet_info().ok_or(())?;
     if packet::parse_ip_into(&pkt, l2_len, info).is_err() {
         count(Counter::TunnelPass);
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     let key = flow::forward_key(info);
     let Some(nat) = (unsafe { FLOWS.get(&key) }) else {
         count(Counter::TunnelPass);
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     let nat = *nat;
     let mss = mss_target(&pkt, info, mss_v4, mss_v6);
@@ -169,7 +169,7 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         ctx.store(12, &proto.to_be(), 0).map_err(|_| ())?;
     }
     let r = unsafe { bpf_redirect_neigh(nat.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
-    if r == TC_ACT_REDIRECT as i32 {
+    if r == TC_ACT_REDIRECT {
         count(Counter::TunnelToClient);
     } else {
         count(Counter::TunnelRedirectFailed);

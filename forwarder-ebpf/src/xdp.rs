@@ -75,7 +75,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     if meta + size_of::<XdpMeta>() > data {
         return pass(Counter::XdpPassNoMeta);
     }
-    let nat = flow::to_backend(info, rule, public_ifindex).ok_or(())?;
+    let nat = flow::to_backend(ctx, info, rule, public_ifindex).ok_or(())?;
     unsafe {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: META_MAGIC,

@@ -67,13 +67,34 @@ pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
     }
 }
 
+/// Kernel-side log level from `FORWARDER_KERNEL_LOG` (off, error, warn, info, debug,
+/// trace; default warn). Below the level, a log statement in the programs costs one
+/// comparison and emits nothing.
+fn kernel_log_level() -> u8 {
+    match std::env::var("FORWARDER_KERNEL_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "off" => 0,
+        "error" => 1,
+        "info" => 3,
+        "debug" => 4,
+        "trace" => 5,
+        _ => 2,
+    }
+}
+
 pub fn load() -> anyhow::Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this binary was built without its kernel programs (FORWARDER_SKIP_EBPF=1); rebuild it with `cargo xtask build`"
         );
     }
-    Ebpf::load(EBPF_OBJECT)
+    let level = kernel_log_level();
+    aya::EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(EBPF_OBJECT)
         .context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
 }
 

@@ -155,7 +155,7 @@ impl Pkt {
         l4.extend_from_slice(&self.dport.to_be_bytes());
         if self.proto == PROTO_TCP {
             assert!(
-                self.tcp_options.len() % 4 == 0,
+                self.tcp_options.len().is_multiple_of(4),
                 "TCP options must be padded"
             );
             l4.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
@@ -480,6 +480,62 @@ impl Harness {
                 data_in: Some(data),
                 data_out: Some(out),
                 ctx_in: if ifindex > 0 { Some(&ctx) } else { None },
+                ..TestRunOptions::default()
+            })
+            .expect("tc test run")
+            .duration
+        })
+    }
+
+    /// Per-run time with the kernel repeating the run itself (only meaningful for paths
+    /// that leave the packet unchanged).
+    pub fn time_xdp_repeat(&self, frame: &[u8], repeat: u32) -> Duration {
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_INGRESS_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("XDP test run")
+        .duration
+    }
+
+    /// Median over one single run per packet in `frames` (e.g. SYNs of distinct flows).
+    pub fn time_xdp_each(&self, frames: &[Vec<u8>]) -> Duration {
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_INGRESS_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut it = frames.iter();
+        self.timed(frames.len() as u32, |out| {
+            let f = it.next().expect("one frame per run");
+            prog.test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(out),
+                ..TestRunOptions::default()
+            })
+            .expect("XDP test run")
+            .duration
+        })
+    }
+
+    pub fn time_tc_each(&self, name: &str, frames: &[Vec<u8>]) -> Duration {
+        let prog: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
+        let mut it = frames.iter();
+        self.timed(frames.len() as u32, |out| {
+            let f = it.next().expect("one frame per run");
+            prog.test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(out),
                 ..TestRunOptions::default()
             })
             .expect("tc test run")

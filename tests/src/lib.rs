@@ -27,6 +27,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+#[cfg(feature = "bpf")]
+pub mod bench;
+#[cfg(feature = "bpf")]
 pub mod bpf;
 
 pub const CLIENT_V4: &str = "203.0.113.2";

@@ -45,8 +45,8 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<7} {:<22} {:<16} {:>6}  {}",
-        "scheme", "host", "to address", "status", "answer (nginx at home)"
+        "{:<7} {:<22} {:<16} {:>6}  answer (nginx at home)",
+        "scheme", "host", "to address", "status"
     );
     let (_, tx0) = lab.tunnel_transfer()?;
     for host in SUBDOMAINS {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -98,7 +99,7 @@ pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn locked() -> &'static [&'static str] {
+pub fn locked() -> &'static [&'static str] {
     // CI builds exactly what Cargo.lock says.
     if std::env::var_os("CI").is_some() {
         &["--locked"]
@@ -127,14 +128,58 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("the BPF and network-namespace tests need root: run `sudo -E cargo xtask test`");
     }
+    // Fuzz smoke runs and the quick benchmark first, so the last lines are the summary.
+    fuzz::smoke_from_env()?;
+    // The benchmark runs too (briefly), so it never rots.
+    bench::run(true)?;
     let mut c = cargo();
     c.args(["test"]).args(locked()).env("FORWARDER_BIN", &bin);
     if let Some(f) = filter {
         c.arg(f);
     }
-    status(&mut c)?;
-    bench::fuzz_smoke()?;
+    let (passed, failed) = run_tests(&mut c)?;
+    println!("\nxtask: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} test(s) failed");
+    }
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its "test result" lines.
+fn run_tests(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
+    use std::io::BufRead as _;
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .split_whitespace()
+                            .last()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += num(" passed");
+            failed += num(" failed");
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() && failed == 0 {
+        bail!("cargo test failed: {st}");
+    }
+    Ok((passed, failed))
 }
 
 fn nix_is_root() -> bool {
