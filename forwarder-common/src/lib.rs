@@ -9,6 +9,7 @@
 extern crate std;
 
 pub mod csum;
+pub mod host;
 pub mod maps;
 pub mod packet;
 

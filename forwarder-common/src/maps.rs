@@ -11,6 +11,22 @@ pub const CONFIG_MAP: &str = "CONFIG";
 /// Per-CPU array of `u64` counters, indexed by `Counter`.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
+/// Host table: `HostKey` -> `HostValue` (configured names and wildcards).
+pub const HOSTS_MAP: &str = "HOSTS";
+/// Per-CPU array of `HostStats`, indexed by host id.
+pub const HOST_STATS_MAP: &str = "HOST_STATS";
+/// Ring buffer of `ConnEvent`s (connection classified / ended).
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Classification in progress (LRU): forward `FlowKey` -> `ClassifyState`.
+pub const CLASSIFY_MAP: &str = "CLASSIFY";
+
+/// Host ids: 0 and 1 are fixed, configured hosts are numbered from 2.
+pub const HOST_UNKNOWN: u32 = 0;
+pub const HOST_OTHER: u32 = 1;
+pub const HOST_FIRST_CONFIGURED: u32 = 2;
+/// Size of the host statistics array: at most `MAX_HOSTS - 2` configured hosts.
+pub const MAX_HOSTS: u32 = 1024;
+
 /// Program names in the object.
 pub const XDP_INGRESS_PROG: &str = "fwd_xdp_ingress";
 pub const TC_INGRESS_PROG: &str = "fwd_tc_ingress";
@@ -83,21 +99,122 @@ pub struct FlowKey {
 const _: () = assert!(size_of::<FlowKey>() == 40);
 
 /// Flow entry: the address and port that replace the destination (client -> backend
-/// direction) or the source (backend -> client direction).
+/// direction) or the source (backend -> client direction), and the flow's statistics in
+/// that direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub nat_addr: [u32; 4],
     /// Network byte order.
     pub nat_port: u16,
+    /// `DIR_TO_BACKEND` or `DIR_TO_CLIENT`.
     pub direction: u8,
-    pub _pad: u8,
+    /// `CLASS_*`: whether the host of this flow is known yet.
+    pub class_state: u8,
     /// Interface to send the translated packet to.
     pub ifindex: u32,
+    /// Host id the flow is counted under (`HOST_UNKNOWN` until classified).
+    pub host_id: u32,
+    /// `FLOW_F_*` bits.
+    pub flags: u32,
+    /// Packets and bytes (IP length) in this entry's direction.
     pub packets: u64,
     pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the first and the latest packet in this direction.
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
-const _: () = assert!(size_of::<FlowValue>() == 40);
+const _: () = assert!(size_of::<FlowValue>() == 64);
+
+/// Classification not finished: payload packets are still inspected.
+pub const CLASS_PENDING: u8 = 0;
+/// Host known (or given up on): later packets are only counted.
+pub const CLASS_DONE: u8 = 1;
+
+/// A FIN was seen in this direction.
+pub const FLOW_F_FIN: u32 = 1;
+/// A RST was seen in this direction.
+pub const FLOW_F_RST: u32 = 2;
+/// The "ended" event of this connection was emitted.
+pub const FLOW_F_END_REPORTED: u32 = 4;
+
+/// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for
+/// a wildcard `*.example.com`, of `example.com`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostKey {
+    pub hash: u64,
+    /// 1 for a wildcard entry (matches names strictly below the suffix), 0 for exact.
+    pub wildcard: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HostKey>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostValue {
+    pub id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HostValue>() == 8);
+
+/// Per-host drop reasons (index into `HostStats::drops`).
+pub const HOST_DROP_REDIRECT_FAILED: usize = 0;
+pub const HOST_DROP_FLOW_TABLE_FULL: usize = 1;
+pub const HOST_DROP_POLICY: usize = 2;
+pub const HOST_DROP_RATE_LIMIT: usize = 3;
+pub const HOST_DROP_REASONS: usize = 4;
+pub const HOST_DROP_REASON_NAMES: [&str; HOST_DROP_REASONS] =
+    ["redirect_failed", "flow_table_full", "policy", "rate_limit"];
+
+/// Per-host counters (one per CPU; the daemon sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Client -> backend.
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    /// Backend -> client.
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    /// Connections attributed to the host (counted when classified).
+    pub connections: u64,
+    pub drops: [u64; HOST_DROP_REASONS],
+}
+const _: () = assert!(size_of::<HostStats>() == 72);
+
+/// Event kinds in the ring buffer.
+pub const EVENT_CLASSIFIED: u32 = 1;
+pub const EVENT_ENDED: u32 = 2;
+
+/// How a connection ended (`ConnEvent::reason` for `EVENT_ENDED`).
+pub const END_FIN: u32 = 1;
+pub const END_RST: u32 = 2;
+/// Reported by the daemon for flows idle past their timeout.
+pub const END_IDLE: u32 = 3;
+
+/// A connection event, written by the kernel into the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub host_id: u32,
+    /// The client's address (raw words) and port (network order).
+    pub client_addr: [u32; 4],
+    pub client_port: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// `END_*` for ended events; `CLASSIFY_*` outcome for classified events.
+    pub reason: u32,
+    pub _pad: u32,
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<ConnEvent>() == 88);
 
 pub const DIR_TO_BACKEND: u8 = 0;
 pub const DIR_TO_CLIENT: u8 = 1;
@@ -155,9 +272,25 @@ pub enum Counter {
     MssClamped,
     FlowsCreated,
     FlowCreateFailed,
+    /// Classification outcomes of new flows.
+    ClassifiedTls,
+    ClassifiedHttp,
+    /// A TLS ClientHello without server_name (or with an encrypted inner one only).
+    ClassifyTlsNoSni,
+    ClassifyTlsMalformed,
+    ClassifyHttpNoHost,
+    ClassifyHttpMalformed,
+    /// First payload was neither TLS nor HTTP/1.
+    ClassifyNotTlsOrHttp,
+    /// The name was longer than `MAX_NAME_LEN` or had invalid characters.
+    ClassifyBadName,
+    /// The parse needed more segments than it may use.
+    ClassifyGaveUp,
+    /// Events lost because the ring buffer was full.
+    EventsLost,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::FlowCreateFailed as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::EventsLost as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -182,6 +315,16 @@ impl Counter {
         Counter::MssClamped,
         Counter::FlowsCreated,
         Counter::FlowCreateFailed,
+        Counter::ClassifiedTls,
+        Counter::ClassifiedHttp,
+        Counter::ClassifyTlsNoSni,
+        Counter::ClassifyTlsMalformed,
+        Counter::ClassifyHttpNoHost,
+        Counter::ClassifyHttpMalformed,
+        Counter::ClassifyNotTlsOrHttp,
+        Counter::ClassifyBadName,
+        Counter::ClassifyGaveUp,
+        Counter::EventsLost,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -208,6 +351,16 @@ impl Counter {
             Counter::MssClamped => "mss_clamped",
             Counter::FlowsCreated => "flows_created",
             Counter::FlowCreateFailed => "flow_create_failed",
+            Counter::ClassifiedTls => "classified_tls",
+            Counter::ClassifiedHttp => "classified_http",
+            Counter::ClassifyTlsNoSni => "classify_tls_no_sni",
+            Counter::ClassifyTlsMalformed => "classify_tls_malformed",
+            Counter::ClassifyHttpNoHost => "classify_http_no_host",
+            Counter::ClassifyHttpMalformed => "classify_http_malformed",
+            Counter::ClassifyNotTlsOrHttp => "classify_not_tls_or_http",
+            Counter::ClassifyBadName => "classify_bad_name",
+            Counter::ClassifyGaveUp => "classify_gave_up",
+            Counter::EventsLost => "events_lost",
         }
     }
 }
@@ -222,6 +375,10 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for DataplaneConfig {}
+    unsafe impl aya::Pod for HostKey {}
+    unsafe impl aya::Pod for HostValue {}
+    unsafe impl aya::Pod for HostStats {}
+    unsafe impl aya::Pod for ConnEvent {}
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
-    Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, RuleValue, packet::PacketInfo,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, HOST_UNKNOWN,
+    RuleValue, packet::PacketInfo,
 };
 
 use crate::maps::{FLOWS, SCRATCH, count};
@@ -42,10 +43,14 @@ pub fn to_backend<C: EbpfContext>(
         nat_addr: rule.backend_addr,
         nat_port: rule.backend_port,
         direction: DIR_TO_BACKEND,
-        _pad: 0,
+        class_state: CLASS_PENDING,
         ifindex: rule.tunnel_ifindex,
+        host_id: HOST_UNKNOWN,
+        flags: 0,
         packets: 0,
         bytes: 0,
+        first_ns: 0,
+        last_ns: 0,
     };
     s.rev_key = FlowKey {
         src: rule.backend_addr,
@@ -60,10 +65,14 @@ pub fn to_backend<C: EbpfContext>(
         nat_addr: info.dst,
         nat_port: info.dport,
         direction: DIR_TO_CLIENT,
-        _pad: 0,
+        class_state: CLASS_PENDING,
         ifindex: public_ifindex,
+        host_id: HOST_UNKNOWN,
+        flags: 0,
         packets: 0,
         bytes: 0,
+        first_ns: 0,
+        last_ns: 0,
     };
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
     if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
