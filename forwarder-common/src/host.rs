@@ -42,11 +42,7 @@ pub fn name_hash(name: &[u8]) -> u64 {
 #[cfg(feature = "std")]
 mod user {
     extern crate alloc;
-    use alloc::{
-        borrow::ToOwned,
-        format,
-        string::{String, ToString},
-    };
+    use alloc::{borrow::ToOwned, format, string::String};
 
     use super::*;
 
