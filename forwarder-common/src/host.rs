@@ -5,6 +5,8 @@
 //! `example.com` of `app.example.com` is a prefix of the input, so one backward pass yields
 //! the hashes of all suffixes at their dots: exact and wildcard matches in one loop.
 
+use crate::{HostKey, packet::Bytes};
+
 /// Longest name (DNS limit).
 pub const MAX_NAME_LEN: usize = 253;
 
@@ -25,6 +27,79 @@ pub const fn normalize_byte(b: u8) -> Option<u8> {
         b'A'..=b'Z' => Some(b + 32),
         b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => Some(b),
         _ => None,
+    }
+}
+
+/// What a name read from a connection matched in the host table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameMatch {
+    /// A configured host (exact name, or the most specific wildcard).
+    Host(u32),
+    /// A well-formed name that is not configured.
+    Other,
+    /// Not a host name (empty, too long, invalid characters, empty labels).
+    Bad,
+}
+
+/// Matches `b[off..off + len]` against the host table, normalising on the way: one
+/// backward pass computes the name's hash and, at each dot, looks up the wildcard entry of
+/// the suffix after it. An exact entry beats any wildcard; a longer wildcard suffix beats a
+/// shorter one. `lookup` is the host table (a BPF map in the kernel).
+#[inline(always)]
+pub fn match_name<B: Bytes + ?Sized>(
+    b: &B,
+    off: usize,
+    len: usize,
+    mut lookup: impl FnMut(&HostKey) -> Option<u32>,
+) -> NameMatch {
+    // One trailing dot (an absolute name) is allowed and ignored.
+    let mut len = len;
+    if len > 0 && b.raw8(off + len - 1) == Some(b'.') {
+        len -= 1;
+    }
+    if len == 0 || len > MAX_NAME_LEN {
+        return NameMatch::Bad;
+    }
+    let mut h = FNV_OFFSET;
+    let mut best = None;
+    let mut prev_dot = true;
+    let mut key = HostKey {
+        hash: 0,
+        wildcard: 1,
+        _pad: 0,
+    };
+    let mut n = 0;
+    while n < MAX_NAME_LEN {
+        if n >= len {
+            break;
+        }
+        let Some(c) = b.raw8(off + len - 1 - n).and_then(normalize_byte) else {
+            return NameMatch::Bad;
+        };
+        if c == b'.' {
+            if prev_dot {
+                return NameMatch::Bad;
+            }
+            key.hash = h;
+            if let Some(id) = lookup(&key) {
+                best = Some(id);
+            }
+            prev_dot = true;
+        } else {
+            prev_dot = false;
+        }
+        h = hash_step(h, c);
+        n += 1;
+    }
+    if prev_dot {
+        // A leading dot.
+        return NameMatch::Bad;
+    }
+    key.hash = h;
+    key.wildcard = 0;
+    match lookup(&key).or(best) {
+        Some(id) => NameMatch::Host(id),
+        None => NameMatch::Other,
     }
 }
 
@@ -94,6 +169,15 @@ mod user {
         pub fn hash(&self) -> u64 {
             name_hash(self.name.as_bytes())
         }
+
+        /// The key of this pattern in the kernel's host table.
+        pub fn key(&self) -> HostKey {
+            HostKey {
+                hash: self.hash(),
+                wildcard: u32::from(self.wildcard),
+                _pad: 0,
+            }
+        }
     }
 }
 
@@ -119,6 +203,57 @@ mod tests {
         assert_eq!(at_dots, [name_hash(b"com"), name_hash(b"example.com")]);
     }
 
+    fn table(entries: &[(&str, u32)]) -> std::collections::HashMap<HostKey, u32> {
+        entries
+            .iter()
+            .map(|(p, id)| {
+                let (w, n) = match p.strip_prefix("*.") {
+                    Some(n) => (1, n),
+                    None => (0, *p),
+                };
+                (
+                    HostKey {
+                        hash: name_hash(n.as_bytes()),
+                        wildcard: w,
+                        _pad: 0,
+                    },
+                    *id,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn most_specific_match_wins() {
+        let t = table(&[
+            ("*.example.com", 2),
+            ("app.example.com", 3),
+            ("*.dev.example.com", 4),
+        ]);
+        let m = |name: &str| match_name(name.as_bytes(), 0, name.len(), |k| t.get(k).copied());
+        assert_eq!(m("app.example.com"), NameMatch::Host(3));
+        assert_eq!(m("APP.Example.com."), NameMatch::Host(3));
+        assert_eq!(m("blog.example.com"), NameMatch::Host(2));
+        assert_eq!(m("a.b.example.com"), NameMatch::Host(2));
+        assert_eq!(m("x.dev.example.com"), NameMatch::Host(4));
+        // A wildcard matches names strictly below its suffix.
+        assert_eq!(m("example.com"), NameMatch::Other);
+        assert_eq!(m("dev.example.com"), NameMatch::Host(2));
+        assert_eq!(m("example.org"), NameMatch::Other);
+        for bad in [
+            "",
+            ".",
+            "a..example.com",
+            ".example.com",
+            "exa mple.com",
+            "a\u{0}b",
+        ] {
+            assert_eq!(m(bad), NameMatch::Bad, "{bad:?}");
+        }
+        let long = "a".repeat(254);
+        assert_eq!(m(&long), NameMatch::Bad);
+    }
+
     #[cfg(feature = "std")]
     #[test]
     fn patterns() {
@@ -126,6 +261,15 @@ mod tests {
         assert!(p.wildcard);
         assert_eq!(p.label, "*.example.com");
         assert_eq!(p.hash(), name_hash(b"example.com"));
+        assert_eq!(p.key().hash, name_hash(b"example.com"));
+        assert_eq!(p.key().wildcard, 1);
+        assert_eq!(
+            HostPattern::parse("App.example.com")
+                .unwrap()
+                .key()
+                .wildcard,
+            0
+        );
         for bad in ["", "*.", "a..b", "a*.b", "exa mple.com", "other"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
         }

@@ -20,7 +20,29 @@ pub trait Bytes {
     fn be16(&self, off: usize) -> Option<u16> {
         self.raw16(off).map(u16::from_be)
     }
+
+    /// Offset of the first `byte` in `[from, to)`. The kernel implements this with the
+    /// `bpf_loop` helper, so the verifier walks the loop body once, not per byte.
+    #[inline(always)]
+    fn find(&self, from: usize, to: usize, byte: u8) -> Option<usize> {
+        let mut i = from;
+        let mut n = 0;
+        while n < FIND_MAX {
+            if i >= to {
+                return None;
+            }
+            if self.raw8(i)? == byte {
+                return Some(i);
+            }
+            i += 1;
+            n += 1;
+        }
+        None
+    }
 }
+
+/// Bytes [`Bytes::find`] looks at, at most.
+pub const FIND_MAX: usize = 2048;
 
 impl Bytes for [u8] {
     fn total_len(&self) -> usize {

@@ -1,0 +1,805 @@
+//! Reading the host name a connection is for from its first payload: the SNI of a TLS
+//! ClientHello or the Host of an HTTP/1 request, without terminating anything.
+//!
+//! The parser is resumable: when a ClientHello or request spans several TCP segments, the
+//! kernel keeps a [`ClassifyState`] per flow and feeds it segment by segment. Each call gets
+//! a buffer holding the bytes carried over from the previous segment followed by the new
+//! segment's payload; whatever the next call must see again is copied into `state.carry`.
+//! All loops are bounded by constants, every access is bounds-checked, nothing panics.
+
+use crate::packet::Bytes;
+
+/// Bytes a field may need to be carried into the next segment: the server_name extension
+/// head (5 bytes) plus the longest name, or the longest HTTP header line we still look at.
+pub const CARRY_MAX: usize = 320;
+/// Size of the kernel's working buffer: carry plus one segment's payload (a power of two,
+/// so indices can be masked).
+pub const BUF_SIZE: usize = 2048;
+/// TLS extensions looked at before giving up (browsers send about twenty).
+pub const MAX_EXTENSIONS: usize = 48;
+/// Segments a ClientHello or request may span before we give up.
+pub const MAX_SEGMENTS: u8 = 4;
+/// Request bytes scanned for the Host header before giving up.
+pub const MAX_HTTP_HEADER_BYTES: u32 = 8192;
+
+pub const KIND_NONE: u8 = 0;
+pub const KIND_TLS: u8 = 1;
+pub const KIND_HTTP: u8 = 2;
+
+// TLS stages: which field starts at `state.pos`.
+const TLS_RECORD: u8 = 0;
+const TLS_SESSION_ID: u8 = 1;
+const TLS_CIPHERS: u8 = 2;
+const TLS_COMPRESSION: u8 = 3;
+const TLS_EXTENSIONS_LEN: u8 = 4;
+const TLS_EXTENSION: u8 = 5;
+const TLS_SNI: u8 = 6;
+
+// HTTP stages.
+const HTTP_REQUEST_LINE: u8 = 0;
+const HTTP_LINE_START: u8 = 1;
+const HTTP_SKIP_LINE: u8 = 2;
+
+/// Per-flow parse state (kept in a BPF map between segments).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassifyState {
+    /// `KIND_*`, decided on the first payload byte.
+    pub kind: u8,
+    pub stage: u8,
+    pub segments: u8,
+    pub _pad: u8,
+    /// TCP sequence number of the next payload byte expected.
+    pub next_seq: u32,
+    /// Stream offset (bytes since the first payload byte) of `next_seq`.
+    pub next_off: u32,
+    /// Stream offset of the field the next call starts with (the first carried byte, or a
+    /// position in a later segment when skipping).
+    pub pos: u32,
+    /// Stream offset where the ClientHello's extensions end.
+    pub ext_end: u32,
+    /// Stream offset where the server_name extension ends.
+    pub sni_end: u32,
+    /// Extensions seen so far.
+    pub extensions: u32,
+    /// Bytes in `carry`.
+    pub carry_len: u32,
+    pub carry: [u8; CARRY_MAX],
+}
+
+impl Default for ClassifyState {
+    fn default() -> Self {
+        ClassifyState {
+            kind: KIND_NONE,
+            stage: 0,
+            segments: 0,
+            _pad: 0,
+            next_seq: 0,
+            next_off: 0,
+            pos: 0,
+            ext_end: 0,
+            sni_end: 0,
+            extensions: 0,
+            carry_len: 0,
+            carry: [0; CARRY_MAX],
+        }
+    }
+}
+
+/// Where the name sits in the buffer that was passed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameAt {
+    pub off: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The ClientHello's server_name.
+    TlsName(NameAt),
+    /// The request's Host (or absolute-form target) without port.
+    HttpName(NameAt),
+    TlsNoSni,
+    TlsMalformed,
+    HttpNoHost,
+    HttpMalformed,
+    NotTlsOrHttp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Feed the next segment (with `state.carry` in front).
+    NeedMore,
+    Done(Outcome),
+}
+
+/// Feeds one buffer: `state.carry_len` carried bytes followed by a segment's payload, `len`
+/// bytes in all, starting at stream offset `base` (= `state.pos` when something was
+/// carried). On `NeedMore`, `state.carry`/`carry_len`/`pos` say what the next call needs.
+#[inline(always)]
+pub fn feed<B: Bytes + ?Sized>(
+    state: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> Progress {
+    state.carry_len = 0;
+    if state.kind == KIND_NONE {
+        let Some(first) = b.raw8(0) else {
+            return Progress::NeedMore;
+        };
+        if first == 0x16 {
+            state.kind = KIND_TLS;
+            state.stage = TLS_RECORD;
+        } else if first.is_ascii_uppercase() {
+            state.kind = KIND_HTTP;
+            state.stage = HTTP_REQUEST_LINE;
+        } else {
+            return Progress::Done(Outcome::NotTlsOrHttp);
+        }
+        state.pos = base;
+    }
+    if state.kind == KIND_TLS {
+        tls(state, b, len, base)
+    } else {
+        http(state, b, len, base)
+    }
+}
+
+/// Carries `b[from..len]` into the state for the next call, or gives up with `fail` when
+/// it does not fit.
+#[inline(always)]
+fn carry_from<B: Bytes + ?Sized>(
+    state: &mut ClassifyState,
+    b: &B,
+    from: usize,
+    len: usize,
+    base: u32,
+    fail: Outcome,
+) -> Progress {
+    let n = len.saturating_sub(from);
+    if n > CARRY_MAX {
+        return Progress::Done(fail);
+    }
+    let mut i = 0;
+    while i < CARRY_MAX {
+        if i >= n {
+            break;
+        }
+        match b.raw8(from + i) {
+            Some(v) => state.carry[i] = v,
+            None => return Progress::Done(fail),
+        }
+        i += 1;
+    }
+    state.carry_len = n as u32;
+    state.pos = base + from as u32;
+    Progress::NeedMore
+}
+
+#[inline(always)]
+fn be16<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<usize> {
+    b.be16(off).map(|v| v as usize)
+}
+
+#[inline(always)]
+fn tls<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
+    use Outcome::TlsMalformed as Bad;
+    let mut i = 0;
+    // One field per iteration; the extension loop is the long part.
+    while i < MAX_EXTENSIONS + 8 {
+        i += 1;
+        // Offset of the current field in this buffer.
+        let Some(at) = s.pos.checked_sub(base) else {
+            return Progress::Done(Bad);
+        };
+        let at = at as usize;
+        if at > len {
+            // The field starts in a later segment: nothing to carry.
+            s.carry_len = 0;
+            return Progress::NeedMore;
+        }
+        if s.stage == TLS_EXTENSION && s.pos == s.ext_end {
+            return Progress::Done(Outcome::TlsNoSni);
+        }
+        let need = match s.stage {
+            TLS_RECORD => 5 + 4 + 2 + 32 + 1,
+            TLS_SESSION_ID | TLS_CIPHERS | TLS_EXTENSIONS_LEN => 2,
+            TLS_COMPRESSION => 1,
+            TLS_EXTENSION => 4,
+            _ => 5,
+        };
+        if at + need > len {
+            return carry_from(s, b, at, len, base, Bad);
+        }
+        match s.stage {
+            TLS_RECORD => {
+                // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
+                let (Some(major), Some(rec_len), Some(hs_type), Some(hs_hi), Some(hs_lo)) = (
+                    b.raw8(at + 1),
+                    be16(b, at + 3),
+                    b.raw8(at + 5),
+                    b.raw8(at + 6),
+                    be16(b, at + 7),
+                ) else {
+                    return Progress::Done(Bad);
+                };
+                let hs_len = ((hs_hi as usize) << 16) | hs_lo;
+                if major != 3 || hs_type != 1 || rec_len < 4 + 38 || hs_len + 4 != rec_len {
+                    // Also rejects a ClientHello fragmented over several records.
+                    return Progress::Done(Bad);
+                }
+                s.ext_end = s.pos + 5 + rec_len as u32;
+                let Some(sid_len) = b.raw8(at + 5 + 4 + 2 + 32) else {
+                    return Progress::Done(Bad);
+                };
+                if sid_len > 32 {
+                    return Progress::Done(Bad);
+                }
+                s.pos += (5 + 4 + 2 + 32 + 1 + sid_len as usize) as u32;
+                s.stage = TLS_CIPHERS;
+            }
+            TLS_CIPHERS => {
+                let Some(n) = be16(b, at) else {
+                    return Progress::Done(Bad);
+                };
+                if n < 2 || n % 2 != 0 {
+                    return Progress::Done(Bad);
+                }
+                s.pos += 2 + n as u32;
+                s.stage = TLS_COMPRESSION;
+            }
+            TLS_COMPRESSION => {
+                let Some(n) = b.raw8(at) else {
+                    return Progress::Done(Bad);
+                };
+                if n < 1 {
+                    return Progress::Done(Bad);
+                }
+                s.pos += 1 + n as u32;
+                s.stage = TLS_EXTENSIONS_LEN;
+            }
+            TLS_EXTENSIONS_LEN => {
+                let Some(n) = be16(b, at) else {
+                    return Progress::Done(Bad);
+                };
+                // The extensions must end exactly where the handshake does: no trailing
+                // garbage.
+                if s.pos + 2 + n as u32 != s.ext_end {
+                    return Progress::Done(Bad);
+                }
+                s.pos += 2;
+                s.stage = TLS_EXTENSION;
+            }
+            TLS_EXTENSION => {
+                s.extensions += 1;
+                if s.extensions as usize > MAX_EXTENSIONS {
+                    return Progress::Done(Outcome::TlsNoSni);
+                }
+                let (Some(ty), Some(n)) = (be16(b, at), be16(b, at + 2)) else {
+                    return Progress::Done(Bad);
+                };
+                if s.pos + 4 + n as u32 > s.ext_end {
+                    return Progress::Done(Bad);
+                }
+                if ty == 0 {
+                    s.pos += 4;
+                    s.stage = TLS_SNI;
+                    // Remember where the extension ends, to check the name fills it.
+                    s.sni_end = s.pos + n as u32;
+                } else {
+                    s.pos += 4 + n as u32;
+                }
+            }
+            _ => {
+                // server_name: list length, name type, name length, name.
+                let ext_end = s.sni_end;
+                let (Some(list), Some(kind), Some(name_len)) =
+                    (be16(b, at), b.raw8(at + 2), be16(b, at + 3))
+                else {
+                    return Progress::Done(Bad);
+                };
+                // Exactly one host_name and nothing after it.
+                if kind != 0 || list != name_len + 3 || s.pos + 2 + list as u32 != ext_end {
+                    return Progress::Done(Bad);
+                }
+                if at + 5 + name_len > len {
+                    return carry_from(s, b, at, len, base, Bad);
+                }
+                return Progress::Done(Outcome::TlsName(NameAt {
+                    off: at + 5,
+                    len: name_len,
+                }));
+            }
+        }
+    }
+    Progress::Done(Outcome::TlsNoSni)
+}
+
+#[inline(always)]
+fn lower(c: u8) -> u8 {
+    if c.is_ascii_uppercase() { c + 32 } else { c }
+}
+
+/// Header lines looked at before giving up.
+pub const MAX_HTTP_LINES: usize = 64;
+
+#[inline(always)]
+fn http<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
+    let mut i = 0;
+    while i < MAX_HTTP_LINES {
+        i += 1;
+        if s.pos > MAX_HTTP_HEADER_BYTES {
+            return Progress::Done(Outcome::HttpNoHost);
+        }
+        let Some(at) = s.pos.checked_sub(base) else {
+            return Progress::Done(Outcome::HttpMalformed);
+        };
+        let at = at as usize;
+        if at >= len {
+            s.carry_len = 0;
+            return Progress::NeedMore;
+        }
+        let Some(eol) = b.find(at, len, b'\n') else {
+            // The line goes on in the next segment.
+            if s.stage == HTTP_SKIP_LINE {
+                s.pos = base + len as u32;
+                s.carry_len = 0;
+                return Progress::NeedMore;
+            }
+            if len - at <= CARRY_MAX {
+                return carry_from(s, b, at, len, base, Outcome::HttpMalformed);
+            }
+            // Too long to carry: decide on what is here, or skip the rest of the line.
+            if s.stage == HTTP_REQUEST_LINE {
+                if let Some(name) = absolute_target_host(b, at, len) {
+                    return Progress::Done(name);
+                }
+            } else if starts_with_host(b, at, len) {
+                return Progress::Done(host_value(b, at + 5, len));
+            }
+            s.stage = HTTP_SKIP_LINE;
+            s.pos = base + len as u32;
+            s.carry_len = 0;
+            return Progress::NeedMore;
+        };
+        let end = if eol > at && b.raw8(eol - 1) == Some(b'\r') {
+            eol - 1
+        } else {
+            eol
+        };
+        match s.stage {
+            HTTP_REQUEST_LINE => {
+                // METHOD SP target SP HTTP/1.x; an absolute-form target names the host.
+                if !request_line_ok(b, at, end) {
+                    return Progress::Done(Outcome::HttpMalformed);
+                }
+                if let Some(name) = absolute_target_host(b, at, end) {
+                    return Progress::Done(name);
+                }
+                s.stage = HTTP_LINE_START;
+            }
+            HTTP_LINE_START => {
+                if end == at {
+                    // Empty line: end of headers without Host.
+                    return Progress::Done(Outcome::HttpNoHost);
+                }
+                if starts_with_host(b, at, end) {
+                    return Progress::Done(host_value(b, at + 5, end));
+                }
+            }
+            _ => s.stage = HTTP_LINE_START,
+        }
+        s.pos = base + eol as u32 + 1;
+    }
+    Progress::Done(Outcome::HttpNoHost)
+}
+
+#[inline(always)]
+fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
+    if at + 5 > end {
+        return false;
+    }
+    let w = [
+        b.raw8(at),
+        b.raw8(at + 1),
+        b.raw8(at + 2),
+        b.raw8(at + 3),
+        b.raw8(at + 4),
+    ];
+    matches!(w, [Some(h), Some(o), Some(s), Some(t), Some(b':')]
+        if lower(h) == b'h' && lower(o) == b'o' && lower(s) == b's' && lower(t) == b't')
+}
+
+/// The Host value in `b[from..end]`: optional whitespace, the name, an optional port.
+#[inline(always)]
+fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
+    let mut start = from;
+    let mut n = 0;
+    while n < 64 && start < end && matches!(b.raw8(start), Some(b' ' | b'\t')) {
+        start += 1;
+        n += 1;
+    }
+    let mut stop = start;
+    let mut m = 0;
+    while m < CARRY_MAX && stop < end {
+        match b.raw8(stop) {
+            Some(b':' | b' ' | b'\t' | b'\r') | None => break,
+            Some(_) => {}
+        }
+        stop += 1;
+        m += 1;
+    }
+    if stop == start {
+        return Outcome::HttpNoHost;
+    }
+    Outcome::HttpName(NameAt {
+        off: start,
+        len: stop - start,
+    })
+}
+
+/// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`.
+#[inline(always)]
+fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
+    let mut i = at;
+    let mut n = 0;
+    // Method: uppercase letters, then a space.
+    while n < 16 && i < end && b.raw8(i).is_some_and(|c| c.is_ascii_uppercase()) {
+        i += 1;
+        n += 1;
+    }
+    if n == 0 || b.raw8(i) != Some(b' ') {
+        return false;
+    }
+    if end < at + 9 {
+        return false;
+    }
+    let v = end - 8;
+    let tail = [
+        b.raw8(v),
+        b.raw8(v + 1),
+        b.raw8(v + 2),
+        b.raw8(v + 3),
+        b.raw8(v + 4),
+        b.raw8(v + 5),
+        b.raw8(v + 6),
+    ];
+    tail == [
+        Some(b'H'),
+        Some(b'T'),
+        Some(b'T'),
+        Some(b'P'),
+        Some(b'/'),
+        Some(b'1'),
+        Some(b'.'),
+    ] && b.raw8(v - 1) == Some(b' ')
+}
+
+/// For `GET http://host[:port]/path HTTP/1.1`, the host.
+#[inline(always)]
+fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Option<Outcome> {
+    let mut i = at;
+    let mut n = 0;
+    while n < 16 && i < eol && b.raw8(i) != Some(b' ') {
+        i += 1;
+        n += 1;
+    }
+    i += 1;
+    if i + 7 > eol {
+        return None;
+    }
+    // "http://" or "https://", case-insensitive.
+    let p = [b.raw8(i), b.raw8(i + 1), b.raw8(i + 2), b.raw8(i + 3)];
+    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p')
+    {
+        return None;
+    }
+    let mut j = i + 4;
+    if b.raw8(j).map(lower) == Some(b's') {
+        j += 1;
+    }
+    if [b.raw8(j), b.raw8(j + 1), b.raw8(j + 2)] != [Some(b':'), Some(b'/'), Some(b'/')] {
+        return None;
+    }
+    let start = j + 3;
+    let mut stop = start;
+    let mut m = 0;
+    while m < CARRY_MAX && stop < eol {
+        match b.raw8(stop) {
+            Some(b':' | b'/' | b' ' | b'?' | b'#') | None => break,
+            Some(_) => {}
+        }
+        stop += 1;
+        m += 1;
+    }
+    if stop == start {
+        return Some(Outcome::HttpMalformed);
+    }
+    Some(Outcome::HttpName(NameAt {
+        off: start,
+        len: stop - start,
+    }))
+}
+
+/// The kernel's segment loop, on the host: feeds `segments` in order the way the programs
+/// do (carried bytes first) and returns the outcome with the name's bytes. Used by the
+/// tests, the fuzz targets and the differential test against the kernel object.
+#[cfg(feature = "std")]
+pub fn run_segments(segments: &[&[u8]]) -> (Option<Outcome>, std::vec::Vec<u8>) {
+    use std::vec::Vec;
+    let mut s = ClassifyState::default();
+    for seg in segments {
+        if seg.is_empty() {
+            continue;
+        }
+        s.segments += 1;
+        let carried = s.carry_len as usize;
+        let mut buf: Vec<u8> = s.carry[..carried].to_vec();
+        // The kernel copies at most what its buffer holds.
+        let take = seg.len().min(BUF_SIZE - carried);
+        buf.extend_from_slice(&seg[..take]);
+        let base = if carried > 0 { s.pos } else { s.next_off };
+        s.next_off += seg.len() as u32;
+        match feed(&mut s, &buf[..], buf.len(), base) {
+            Progress::Done(o) => {
+                let name = match o {
+                    Outcome::TlsName(n) | Outcome::HttpName(n) => {
+                        buf[n.off..n.off + n.len].to_vec()
+                    }
+                    _ => Vec::new(),
+                };
+                return (Some(o), name);
+            }
+            Progress::NeedMore if s.segments >= MAX_SEGMENTS => return (None, Vec::new()),
+            Progress::NeedMore => {}
+        }
+    }
+    (None, Vec::new())
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    extern crate std;
+    use std::{string::String, vec, vec::Vec};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ext(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut e = ty.to_be_bytes().to_vec();
+        e.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    fn sni_ext(names: &[&[u8]]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(0);
+            list.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            list.extend_from_slice(n);
+        }
+        let mut body = (list.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(&list);
+        ext(0, &body)
+    }
+
+    /// A ClientHello record with the given extensions (already encoded).
+    pub fn client_hello(exts: &[Vec<u8>], session_id: usize) -> Vec<u8> {
+        let mut ch = vec![0x03, 0x03];
+        ch.extend_from_slice(&[0x5a; 32]);
+        ch.push(session_id as u8);
+        ch.extend(std::iter::repeat_n(0x11, session_id));
+        let ciphers: Vec<u8> = [0x1301u16, 0x1302, 0x1303, 0xc02b, 0xc02f]
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect();
+        ch.extend_from_slice(&(ciphers.len() as u16).to_be_bytes());
+        ch.extend_from_slice(&ciphers);
+        ch.extend_from_slice(&[1, 0]);
+        let all: Vec<u8> = exts.concat();
+        ch.extend_from_slice(&(all.len() as u16).to_be_bytes());
+        ch.extend_from_slice(&all);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(ch.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&ch);
+        let mut rec = vec![0x16, 0x03, 0x01];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    /// Extensions a browser sends, without server_name: GREASE, a post-quantum-sized key
+    /// share, ALPN, session ticket, ECH, padding.
+    fn browser_exts(grease: u16, key_share: usize) -> Vec<Vec<u8>> {
+        vec![
+            ext(grease, &[]),
+            ext(0x0017, &[]),
+            ext(0xff01, &[0]),
+            ext(0x000a, &[0, 4, 0x11, 0xec, 0, 0x1d]),
+            ext(0x000b, &[1, 0]),
+            ext(0x0023, &[0x77; 40]),
+            ext(
+                0x0010,
+                &[
+                    0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1',
+                ],
+            ),
+            ext(0x0033, &vec![0x42; key_share]),
+            ext(0x002b, &[4, 0x13, 0x03, 0x03, 0x03]),
+            ext(0xfe0d, &[0x99; 200]),
+            ext(0x0015, &[0; 30]),
+        ]
+    }
+
+    fn name_of(r: (Option<Outcome>, Vec<u8>)) -> (Option<Outcome>, String) {
+        (r.0, String::from_utf8_lossy(&r.1).into_owned())
+    }
+
+    #[test]
+    fn sni_from_a_plain_client_hello() {
+        let mut exts = vec![sni_ext(&[b"app.example.com"])];
+        exts.extend(browser_exts(0x0a0a, 32));
+        let rec = client_hello(&exts, 32);
+        let (o, name) = name_of(run_segments(&[&rec]));
+        assert!(matches!(o, Some(Outcome::TlsName(_))), "{o:?}");
+        assert_eq!(name, "app.example.com");
+    }
+
+    #[test]
+    fn sni_in_the_second_segment_of_a_large_client_hello() {
+        let mut exts = browser_exts(0x1a1a, 1400);
+        exts.push(sni_ext(&[b"media.example.com"]));
+        let rec = client_hello(&exts, 32);
+        assert!(rec.len() > 1800, "{}", rec.len());
+        let (a, b) = rec.split_at(1380);
+        let (o, name) = name_of(run_segments(&[a, b]));
+        assert_eq!(name, "media.example.com", "{o:?}");
+    }
+
+    #[test]
+    fn malformed_and_missing_names() {
+        let mut exts = browser_exts(0x2a2a, 32);
+        assert_eq!(
+            run_segments(&[&client_hello(&exts, 0)]).0,
+            Some(Outcome::TlsNoSni)
+        );
+        exts.push(sni_ext(&[b"a.example.com", b"b.example.com"]));
+        assert_eq!(
+            run_segments(&[&client_hello(&exts, 0)]).0,
+            Some(Outcome::TlsMalformed),
+            "two names"
+        );
+        let mut trailing = client_hello(&[sni_ext(&[b"a.example.com"])], 0);
+        trailing.push(0);
+        let l = u16::from_be_bytes([trailing[3], trailing[4]]) + 1;
+        trailing[3..5].copy_from_slice(&l.to_be_bytes());
+        assert_eq!(
+            run_segments(&[&trailing]).0,
+            Some(Outcome::TlsMalformed),
+            "trailing garbage"
+        );
+        assert_eq!(
+            run_segments(&[b"\x00\x01garbage"]).0,
+            Some(Outcome::NotTlsOrHttp)
+        );
+        assert_eq!(
+            run_segments(&[b"SSH-2.0-OpenSSH_9.2\r\n"]).0,
+            Some(Outcome::HttpMalformed)
+        );
+        let mut lying = client_hello(&[sni_ext(&[b"a.example.com"])], 0);
+        lying[3] = 0x40;
+        assert_eq!(
+            run_segments(&[&lying]).0,
+            Some(Outcome::TlsMalformed),
+            "record length lies"
+        );
+    }
+
+    #[test]
+    fn http_host_anywhere_any_case_with_port() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"GET / HTTP/1.1\r\nHost: blog.example.com\r\n\r\n", "blog.example.com"),
+            (b"GET /x HTTP/1.1\r\nUser-Agent: curl\r\nAccept: */*\r\nhOsT:\tBlog.Example.com:8080\r\n\r\n", "Blog.Example.com"),
+            (b"POST /api HTTP/1.0\nContent-Length: 0\nHOST: app.example.com\n\n", "app.example.com"),
+            (b"GET http://proxy.example.com:81/p?q HTTP/1.1\r\nHost: other.example.com\r\n\r\n", "proxy.example.com"),
+            (b"OPTIONS * HTTP/1.1\r\nHost: x.example.com\r\n\r\n", "x.example.com"),
+        ];
+        for (req, want) in cases {
+            let (o, name) = name_of(run_segments(&[req]));
+            assert_eq!(name, want, "{o:?} for {:?}", String::from_utf8_lossy(req));
+        }
+        assert_eq!(
+            run_segments(&[b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"]).0,
+            Some(Outcome::HttpNoHost)
+        );
+        assert_eq!(
+            run_segments(&[b"GET / FTP/1.1\r\nHost: a\r\n\r\n"]).0,
+            Some(Outcome::HttpMalformed)
+        );
+    }
+
+    #[test]
+    fn http_request_split_anywhere() {
+        let req = b"GET /index.html HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nHost: blog.example.com\r\nAccept: */*\r\n\r\n";
+        for cut in 1..req.len() {
+            let (a, b) = req.split_at(cut);
+            let (o, name) = name_of(run_segments(&[a, b]));
+            assert_eq!(name, "blog.example.com", "cut at {cut}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn long_header_lines_are_skipped_across_segments() {
+        let mut req = b"GET / HTTP/1.1\r\nCookie: ".to_vec();
+        req.extend(std::iter::repeat_n(b'c', 3000));
+        req.extend_from_slice(b"\r\nHost: app.example.com\r\n\r\n");
+        let segs: Vec<&[u8]> = req.chunks(1400).collect();
+        let (o, name) = name_of(run_segments(&segs));
+        assert_eq!(name, "app.example.com", "{o:?}");
+    }
+
+    fn grease() -> impl Strategy<Value = u16> {
+        (0u16..16).prop_map(|n| (n << 12) | 0x0a0a | (n << 4))
+    }
+
+    proptest! {
+        #[test]
+        fn sni_found_whatever_the_order_grease_and_split(
+            order in Just((0..12usize).collect::<Vec<_>>()).prop_shuffle(),
+            g in grease(),
+            key_share in 32usize..1300,
+            sid in prop_oneof![Just(0usize), Just(32usize)],
+            name in "[a-z0-9]{1,20}(\\.[a-z0-9-]{1,20}){1,3}",
+            cut1 in 1usize..2000,
+            cut2 in 1usize..2000,
+        ) {
+            let mut exts = browser_exts(g, key_share);
+            exts.push(sni_ext(&[name.as_bytes()]));
+            let exts: Vec<Vec<u8>> = order.iter().map(|&i| exts[i].clone()).collect();
+            let rec = client_hello(&exts, sid);
+            let (c1, c2) = {
+                let mut v = [cut1 % rec.len(), cut2 % rec.len()];
+                v.sort();
+                (v[0], v[1])
+            };
+            let segs = [&rec[..c1], &rec[c1..c2], &rec[c2..]];
+            let (o, got) = name_of(run_segments(&segs));
+            prop_assert_eq!(got, name, "{:?}", o);
+        }
+
+        #[test]
+        fn http_host_found_in_generated_requests(
+            before in proptest::collection::vec("[A-Za-z-]{1,20}: [ -~]{0,200}", 0..8),
+            host in "[a-z0-9]{1,20}(\\.[a-z0-9]{1,20}){1,3}",
+            port in proptest::option::of(1u16..),
+            cut in 0usize..3000,
+        ) {
+            let mut req = String::from("GET /path?q=1 HTTP/1.1\r\n");
+            for h in &before {
+                if h.to_ascii_lowercase().starts_with("host:") { continue; }
+                req.push_str(h);
+                req.push_str("\r\n");
+            }
+            req.push_str("Host: ");
+            req.push_str(&host);
+            if let Some(p) = port { req.push_str(&std::format!(":{p}")); }
+            req.push_str("\r\nAccept: */*\r\n\r\n");
+            let bytes = req.as_bytes();
+            let cut = cut % bytes.len();
+            let (o, got) = name_of(run_segments(&[&bytes[..cut], &bytes[cut..]]));
+            prop_assert_eq!(got, host, "{:?}", o);
+        }
+
+        #[test]
+        fn never_panics_on_garbage(segs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 1..4)) {
+            let refs: Vec<&[u8]> = segs.iter().map(|s| &s[..]).collect();
+            let (o, name) = run_segments(&refs);
+            if let Some(Outcome::TlsName(n) | Outcome::HttpName(n)) = o {
+                prop_assert_eq!(n.len, name.len());
+            }
+        }
+    }
+}
