@@ -11,12 +11,15 @@ use crate::packet::Bytes;
 
 /// Bytes a field may need to be carried into the next segment: the server_name extension
 /// head (5 bytes) plus the longest name, or the longest HTTP header line we still look at.
-pub const CARRY_MAX: usize = 320;
+pub const CARRY_MAX: usize = crate::packet::COPY_MAX;
 /// Size of the kernel's working buffer: carry plus one segment's payload (a power of two,
 /// so indices can be masked).
-pub const BUF_SIZE: usize = 2048;
+pub const BUF_SIZE: usize = 4096;
+/// Largest segment payload classified; larger ones (jumbo frames, GRO in tc-only mode)
+/// end the classification as unknown rather than being parsed in part.
+pub const MAX_SEGMENT_PAYLOAD: usize = 2048;
 /// TLS extensions looked at before giving up (browsers send about twenty).
-pub const MAX_EXTENSIONS: usize = 48;
+pub const MAX_EXTENSIONS: usize = 32;
 /// Segments a ClientHello or request may span before we give up.
 pub const MAX_SEGMENTS: u8 = 4;
 /// Request bytes scanned for the Host header before giving up.
@@ -64,6 +67,9 @@ pub struct ClassifyState {
     pub extensions: u32,
     /// Bytes in `carry`.
     pub carry_len: u32,
+    /// Where [`feed_coded`] reports the name it found (offsets in the buffer).
+    pub name_off: u32,
+    pub name_len: u32,
     pub carry: [u8; CARRY_MAX],
 }
 
@@ -81,6 +87,8 @@ impl Default for ClassifyState {
             sni_end: 0,
             extensions: 0,
             carry_len: 0,
+            name_off: 0,
+            name_len: 0,
             carry: [0; CARRY_MAX],
         }
     }
@@ -158,19 +166,8 @@ fn carry_from<B: Bytes + ?Sized>(
     fail: Outcome,
 ) -> Progress {
     let n = len.saturating_sub(from);
-    if n > CARRY_MAX {
+    if n > CARRY_MAX || !b.copy_out(from, n, &mut state.carry) {
         return Progress::Done(fail);
-    }
-    let mut i = 0;
-    while i < CARRY_MAX {
-        if i >= n {
-            break;
-        }
-        match b.raw8(from + i) {
-            Some(v) => state.carry[i] = v,
-            None => return Progress::Done(fail),
-        }
-        i += 1;
     }
     state.carry_len = n as u32;
     state.pos = base + from as u32;
@@ -322,7 +319,7 @@ fn lower(c: u8) -> u8 {
 }
 
 /// Header lines looked at before giving up.
-pub const MAX_HTTP_LINES: usize = 64;
+pub const MAX_HTTP_LINES: usize = 24;
 
 #[inline(always)]
 fn http<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
@@ -416,27 +413,15 @@ fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
 fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
     let mut start = from;
     let mut n = 0;
-    while n < 64 && start < end && matches!(b.raw8(start), Some(b' ' | b'\t')) {
+    while n < 8 && start < end && matches!(b.raw8(start), Some(b' ' | b'\t')) {
         start += 1;
         n += 1;
     }
-    let mut stop = start;
-    let mut m = 0;
-    while m < CARRY_MAX && stop < end {
-        match b.raw8(stop) {
-            Some(b':' | b' ' | b'\t' | b'\r') | None => break,
-            Some(_) => {}
-        }
-        stop += 1;
-        m += 1;
-    }
-    if stop == start {
+    let stop = b.find_any(start, end, [b':', b' ', b'\t', b'\r']).unwrap_or(end);
+    if stop <= start {
         return Outcome::HttpNoHost;
     }
-    Outcome::HttpName(NameAt {
-        off: start,
-        len: stop - start,
-    })
+    Outcome::HttpName(NameAt { off: start, len: stop - start })
 }
 
 /// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`.
@@ -479,20 +464,13 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.
 #[inline(always)]
 fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Option<Outcome> {
-    let mut i = at;
-    let mut n = 0;
-    while n < 16 && i < eol && b.raw8(i) != Some(b' ') {
-        i += 1;
-        n += 1;
-    }
-    i += 1;
+    let i = b.find(at, eol, b' ')? + 1;
     if i + 7 > eol {
         return None;
     }
     // "http://" or "https://", case-insensitive.
     let p = [b.raw8(i), b.raw8(i + 1), b.raw8(i + 2), b.raw8(i + 3)];
-    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p')
-    {
+    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p') {
         return None;
     }
     let mut j = i + 4;
@@ -503,23 +481,43 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
         return None;
     }
     let start = j + 3;
-    let mut stop = start;
-    let mut m = 0;
-    while m < CARRY_MAX && stop < eol {
-        match b.raw8(stop) {
-            Some(b':' | b'/' | b' ' | b'?' | b'#') | None => break,
-            Some(_) => {}
-        }
-        stop += 1;
-        m += 1;
-    }
-    if stop == start {
+    let stop = b.find_any(start, eol, [b':', b'/', b' ', b'?']).unwrap_or(eol);
+    if stop <= start {
         return Some(Outcome::HttpMalformed);
     }
-    Some(Outcome::HttpName(NameAt {
-        off: start,
-        len: stop - start,
-    }))
+    Some(Outcome::HttpName(NameAt { off: start, len: stop - start }))
+}
+
+/// Outcome codes of [`feed_coded`].
+pub const CODE_NEED_MORE: u32 = 0;
+pub const CODE_TLS_NAME: u32 = 1;
+pub const CODE_HTTP_NAME: u32 = 2;
+pub const CODE_TLS_NO_SNI: u32 = 3;
+pub const CODE_TLS_MALFORMED: u32 = 4;
+pub const CODE_HTTP_NO_HOST: u32 = 5;
+pub const CODE_HTTP_MALFORMED: u32 = 6;
+pub const CODE_NOT_TLS_OR_HTTP: u32 = 7;
+
+/// [`feed`] with its outcome as a small number and the name's place in the state: in the
+/// kernel this runs as a separate BPF function, so the verifier continues after it along a
+/// handful of paths instead of one per way the parse can end.
+#[inline(always)]
+pub fn feed_coded<B: Bytes + ?Sized>(state: &mut ClassifyState, b: &B, len: usize, base: u32) -> u32 {
+    match feed(state, b, len, base) {
+        Progress::NeedMore => CODE_NEED_MORE,
+        Progress::Done(o) => match o {
+            Outcome::TlsName(n) | Outcome::HttpName(n) => {
+                state.name_off = n.off as u32;
+                state.name_len = n.len as u32;
+                if matches!(o, Outcome::TlsName(_)) { CODE_TLS_NAME } else { CODE_HTTP_NAME }
+            }
+            Outcome::TlsNoSni => CODE_TLS_NO_SNI,
+            Outcome::TlsMalformed => CODE_TLS_MALFORMED,
+            Outcome::HttpNoHost => CODE_HTTP_NO_HOST,
+            Outcome::HttpMalformed => CODE_HTTP_MALFORMED,
+            Outcome::NotTlsOrHttp => CODE_NOT_TLS_OR_HTTP,
+        },
+    }
 }
 
 /// The kernel's segment loop, on the host: feeds `segments` in order the way the programs
@@ -534,11 +532,12 @@ pub fn run_segments(segments: &[&[u8]]) -> (Option<Outcome>, std::vec::Vec<u8>) 
             continue;
         }
         s.segments += 1;
+        if seg.len() > MAX_SEGMENT_PAYLOAD {
+            return (None, Vec::new());
+        }
         let carried = s.carry_len as usize;
         let mut buf: Vec<u8> = s.carry[..carried].to_vec();
-        // The kernel copies at most what its buffer holds.
-        let take = seg.len().min(BUF_SIZE - carried);
-        buf.extend_from_slice(&seg[..take]);
+        buf.extend_from_slice(seg);
         let base = if carried > 0 { s.pos } else { s.next_off };
         s.next_off += seg.len() as u32;
         match feed(&mut s, &buf[..], buf.len(), base) {

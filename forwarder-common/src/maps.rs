@@ -288,9 +288,12 @@ pub enum Counter {
     ClassifyGaveUp,
     /// Events lost because the ring buffer was full.
     EventsLost,
+    /// Connections counted as unknown because this build's kernel programs do not read
+    /// names (see docs/architecture.md).
+    ClassifyUnavailable,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::EventsLost as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::ClassifyUnavailable as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -325,6 +328,7 @@ impl Counter {
         Counter::ClassifyBadName,
         Counter::ClassifyGaveUp,
         Counter::EventsLost,
+        Counter::ClassifyUnavailable,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -361,6 +365,7 @@ impl Counter {
             Counter::ClassifyBadName => "classify_bad_name",
             Counter::ClassifyGaveUp => "classify_gave_up",
             Counter::EventsLost => "events_lost",
+            Counter::ClassifyUnavailable => "classify_unavailable",
         }
     }
 }

@@ -21,17 +21,19 @@ pub trait Bytes {
         self.raw16(off).map(u16::from_be)
     }
 
-    /// Offset of the first `byte` in `[from, to)`. The kernel implements this with the
-    /// `bpf_loop` helper, so the verifier walks the loop body once, not per byte.
+    /// Offset of the first byte in `[from, to)` that is one of `set`. The kernel
+    /// implements this with the `bpf_loop` helper, so the verifier walks the loop body once
+    /// instead of once per byte.
     #[inline(always)]
-    fn find(&self, from: usize, to: usize, byte: u8) -> Option<usize> {
+    fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
         let mut i = from;
         let mut n = 0;
         while n < FIND_MAX {
             if i >= to {
                 return None;
             }
-            if self.raw8(i)? == byte {
+            let c = self.raw8(i)?;
+            if c == set[0] || c == set[1] || c == set[2] || c == set[3] {
                 return Some(i);
             }
             i += 1;
@@ -39,7 +41,37 @@ pub trait Bytes {
         }
         None
     }
+
+    /// Offset of the first `byte` in `[from, to)`.
+    #[inline(always)]
+    fn find(&self, from: usize, to: usize, byte: u8) -> Option<usize> {
+        self.find_any(from, to, [byte; 4])
+    }
+
+    /// Copies `n` bytes from `from` into `dst` (n at most `dst.len()`); false if they are
+    /// not all there. The kernel implements this with `bpf_loop` too.
+    #[inline(always)]
+    fn copy_out(&self, from: usize, n: usize, dst: &mut [u8; COPY_MAX]) -> bool {
+        if n > COPY_MAX {
+            return false;
+        }
+        let mut i = 0;
+        while i < COPY_MAX {
+            if i >= n {
+                break;
+            }
+            match self.raw8(from + i) {
+                Some(v) => dst[i] = v,
+                None => return false,
+            }
+            i += 1;
+        }
+        true
+    }
 }
+
+/// Size of the destination of [`Bytes::copy_out`] (the classifier's carry buffer).
+pub const COPY_MAX: usize = 320;
 
 /// Bytes [`Bytes::find`] looks at, at most.
 pub const FIND_MAX: usize = 2048;

@@ -33,11 +33,11 @@ pub fn to_backend<C: EbpfContext>(
     info: &PacketInfo,
     rule: &RuleValue,
     public_ifindex: u32,
-) -> Option<FlowValue> {
+) -> Option<&'static mut FlowValue> {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
-    if let Some(v) = unsafe { FLOWS.get(&s.fwd_key) } {
-        return Some(*v);
+    if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
+        return Some(unsafe { &mut *v });
     }
     s.fwd = FlowValue {
         nat_addr: rule.backend_addr,
@@ -90,5 +90,11 @@ pub fn to_backend<C: EbpfContext>(
             u16::from_be(rule.backend_port)
         );
     }
-    Some(s.fwd)
+    FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
+}
+
+/// The key of the flow `to_backend` returned last on this CPU.
+#[inline(always)]
+pub fn last_forward_key() -> Option<&'static FlowKey> {
+    SCRATCH.get_ptr(0).map(|p| unsafe { &(*p).fwd_key })
 }

@@ -18,6 +18,7 @@ mod flow;
 mod maps;
 mod pkt;
 mod tc;
+mod visibility;
 mod xdp;
 
 #[cfg(not(test))]

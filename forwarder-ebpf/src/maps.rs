@@ -1,11 +1,15 @@
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use forwarder_common::{
-    COUNTER_COUNT, Counter, DataplaneConfig, FlowKey, FlowValue, RuleKey, RuleValue,
+    COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
+    HostValue, MAX_HOSTS, RuleKey, RuleValue,
+    classify::{BUF_SIZE, ClassifyState},
     packet::PacketInfo,
 };
+
+const _: () = assert!(size_of::<ConnEvent>() % 8 == 0);
 
 /// Upper bound on forwarding rules (address x protocol x port).
 const MAX_RULES: u32 = 1024;
@@ -31,10 +35,36 @@ pub struct Scratch {
     pub fwd: FlowValue,
     pub rev_key: FlowKey,
     pub rev: FlowValue,
+    /// Landing place for `bpf_*_load_bytes` of the TCP sequence number.
+    pub seq_buf: u32,
+    pub _pad: u32,
 }
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "HOSTS")]
+pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
+
+#[map(name = "HOST_STATS")]
+pub static HOST_STATS: PerCpuArray<HostStats> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
+
+/// Connection events for the daemon's connection log: 4096 events of 88 bytes.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// Parse state of connections whose first payload spans segments (short-lived entries).
+#[map(name = "CLASSIFY")]
+pub static CLASSIFY: LruHashMap<FlowKey, ClassifyState> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Working buffer of the classifier: carried bytes followed by a segment's payload.
+#[map(name = "CLS_BUF")]
+pub static CLS_BUF: PerCpuArray<[u8; BUF_SIZE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Parse state of a connection's first payload segment, before it is known whether the
+/// state must outlive the packet.
+#[map(name = "CLS_STATE")]
+pub static CLS_STATE: PerCpuArray<ClassifyState> = PerCpuArray::with_max_entries(1, 0);
 
 /// The parsed headers of the packet being processed, per CPU.
 #[map(name = "PKT_INFO")]

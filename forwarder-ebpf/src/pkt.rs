@@ -9,7 +9,7 @@ const MAX_OFF: usize = 0x3fff;
 /// Returns `v` unchanged, in a register, without the optimiser knowing how it relates to
 /// anything else.
 #[inline(always)]
-fn opaque(mut v: usize) -> usize {
+pub fn opaque(mut v: usize) -> usize {
     #[cfg(target_arch = "bpf")]
     unsafe {
         core::arch::asm!("{0} = {0}", inout(reg) v, options(nomem, nostack, preserves_flags));

@@ -15,6 +15,7 @@ use crate::{
     flow,
     maps::{FLOWS, RULES, config, count, packet_info},
     pkt::Pkt,
+    visibility,
 };
 
 const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
@@ -94,6 +95,7 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_OK);
     };
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
+    let key = flow::last_forward_key().ok_or(())?;
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);
     rewrite(
         ctx,
@@ -102,9 +104,10 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         &info.dst,
         info.l4() + 2,
         info.dport,
-        &nat,
+        nat,
     )?;
     apply_mss(ctx, info, mss);
+    visibility::on_packet(ctx, info, key, nat);
     count(Counter::TcTranslated);
     Ok(redirect_to_tunnel(nat.ifindex))
 }
@@ -140,11 +143,10 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_OK);
     }
     let key = flow::forward_key(info);
-    let Some(nat) = (unsafe { FLOWS.get(&key) }) else {
+    let Some(nat) = FLOWS.get_ptr_mut(&key).map(|p| unsafe { &mut *p }) else {
         count(Counter::TunnelPass);
         return Ok(TC_ACT_OK);
     };
-    let nat = *nat;
     let mss = mss_target(&pkt, info, mss_v4, mss_v6);
     rewrite(
         ctx,
@@ -153,9 +155,10 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         &info.src,
         info.l4(),
         info.sport,
-        &nat,
+        nat,
     )?;
     apply_mss(ctx, info, mss);
+    visibility::on_packet(ctx, info, &key, nat);
     // The public interface has a MAC header; redirect_neigh fills in both addresses.
     if l2_len == 0 {
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {

@@ -12,6 +12,7 @@ use crate::{
     flow,
     maps::{RULES, config, count, packet_info},
     pkt::Pkt,
+    visibility,
 };
 
 #[xdp]
@@ -76,6 +77,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         return pass(Counter::XdpPassNoMeta);
     }
     let nat = flow::to_backend(ctx, info, rule, public_ifindex).ok_or(())?;
+    let key = flow::last_forward_key().ok_or(())?;
     unsafe {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: META_MAGIC,
@@ -83,7 +85,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         })
     };
     let pkt = Pkt::new(data, data_end, data_end - data);
-    translate_dst(&pkt, info, &nat).ok_or(())?;
+    translate_dst(&pkt, info, nat).ok_or(())?;
     if info.proto == PROTO_TCP && info.tcp_flags & TCP_SYN != 0 {
         let mss = if info.family == FAMILY_V4 {
             mss_v4
@@ -92,6 +94,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         };
         clamp_mss(&pkt, info, mss);
     }
+    visibility::on_packet(ctx, info, key, nat);
     pass(Counter::XdpToTunnel)
 }
 

@@ -1,0 +1,515 @@
+//! Per-host visibility: counting every forwarded packet under its flow's host, reading the
+//! host from the first payload (TLS SNI / HTTP Host), and reporting connection events.
+// Without the `classify` feature the name reader is compiled out, with what only it uses.
+#![cfg_attr(not(feature = "classify"), allow(unused_imports, dead_code))]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
+use forwarder_common::{
+    CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
+    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue,
+    HOST_OTHER, HOST_UNKNOWN, HostStats, PROTO_TCP,
+    HostKey,
+    classify::{
+        self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
+        CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
+        MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS,
+    },
+    host::{self, NameMatch},
+    packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
+};
+
+use crate::pkt::opaque;
+use crate::maps::{CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_STATS, HOSTS, SCRATCH, count};
+
+/// Reads packet bytes into map memory.
+pub trait LoadBytes {
+    fn load(&self, off: usize, dst: *mut u8, len: u32) -> bool;
+}
+
+impl LoadBytes for XdpContext {
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, dst as *mut c_void, len) == 0 }
+    }
+}
+
+impl LoadBytes for TcContext {
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: u32) -> bool {
+        unsafe {
+            bpf_skb_load_bytes(
+                self.skb.skb as *const c_void,
+                off as u32,
+                dst as *mut c_void,
+                len,
+            ) == 0
+        }
+    }
+}
+
+#[inline(always)]
+fn stats(id: u32) -> Option<&'static mut HostStats> {
+    HOST_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn add(field: &mut u64, v: u64) {
+    // Flow entries are shared between CPUs: an atomic add (BPF_ATOMIC | BPF_ADD).
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) field as *mut u64, in(reg) v, options(nostack));
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        *field += v;
+    }
+}
+
+/// Counts one packet of `bytes` on the flow entry and under its host.
+#[inline(always)]
+pub fn account(flow: &mut FlowValue, bytes: u64) {
+    add(&mut flow.packets, 1);
+    add(&mut flow.bytes, bytes);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if flow.first_ns == 0 {
+        flow.first_ns = now;
+    }
+    flow.last_ns = now;
+    if let Some(s) = stats(flow.host_id) {
+        // Per-CPU slot: plain adds.
+        if flow.direction == DIR_TO_BACKEND {
+            s.packets_to_backend += 1;
+            s.bytes_to_backend += bytes;
+        } else {
+            s.packets_to_client += 1;
+            s.bytes_to_client += bytes;
+        }
+    }
+}
+
+/// The key of the entry for the other direction of the same connection.
+#[inline(always)]
+fn opposite_key(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
+    if v.direction == DIR_TO_BACKEND {
+        // client -> public; the reply travels backend -> client.
+        out.src = v.nat_addr;
+        out.sport = v.nat_port;
+        out.dst = key.src;
+        out.dport = key.sport;
+    } else {
+        // backend -> client; the client sends client -> public.
+        out.src = key.dst;
+        out.sport = key.dport;
+        out.dst = v.nat_addr;
+        out.dport = v.nat_port;
+    }
+    out.proto = key.proto;
+    out.family = key.family;
+    out._pad = [0; 2];
+}
+
+/// Moves a flow entry's counts from `HOST_UNKNOWN` to `id` and attributes it to `id`.
+#[inline(always)]
+fn attribute(flow: &mut FlowValue, id: u32) {
+    flow.class_state = CLASS_DONE;
+    if flow.host_id == id {
+        return;
+    }
+    let (p, b) = (flow.packets, flow.bytes);
+    // Per-CPU values may go below zero here and there; their sum, taken with wrapping
+    // arithmetic by the daemon, is exact.
+    if let Some(s) = stats(flow.host_id) {
+        if flow.direction == DIR_TO_BACKEND {
+            s.packets_to_backend = s.packets_to_backend.wrapping_sub(p);
+            s.bytes_to_backend = s.bytes_to_backend.wrapping_sub(b);
+        } else {
+            s.packets_to_client = s.packets_to_client.wrapping_sub(p);
+            s.bytes_to_client = s.bytes_to_client.wrapping_sub(b);
+        }
+    }
+    if let Some(s) = stats(id) {
+        if flow.direction == DIR_TO_BACKEND {
+            s.packets_to_backend = s.packets_to_backend.wrapping_add(p);
+            s.bytes_to_backend = s.bytes_to_backend.wrapping_add(b);
+        } else {
+            s.packets_to_client = s.packets_to_client.wrapping_add(p);
+            s.bytes_to_client = s.bytes_to_client.wrapping_add(b);
+        }
+    }
+    flow.host_id = id;
+}
+
+/// Emits a connection event built from both entries of a connection.
+#[inline(always)]
+fn emit(kind: u32, reason: u32, fwd_key: &FlowKey, fwd: &FlowValue, rev: Option<&FlowValue>) {
+    let Some(mut e) = EVENTS.reserve::<ConnEvent>(0) else {
+        count(Counter::EventsLost);
+        return;
+    };
+    let (rp, rb, rlast) = match rev {
+        Some(r) => (r.packets, r.bytes, r.last_ns),
+        None => (0, 0, 0),
+    };
+    e.write(ConnEvent {
+        kind,
+        host_id: fwd.host_id,
+        client_addr: fwd_key.src,
+        client_port: fwd_key.sport,
+        family: fwd_key.family,
+        proto: fwd_key.proto,
+        reason,
+        _pad: 0,
+        packets_to_backend: fwd.packets,
+        bytes_to_backend: fwd.bytes,
+        packets_to_client: rp,
+        bytes_to_client: rb,
+        first_ns: fwd.first_ns,
+        last_ns: if rlast > fwd.last_ns {
+            rlast
+        } else {
+            fwd.last_ns
+        },
+    });
+    e.submit(0);
+}
+
+/// Gives the connection its host: both entries, the connection counter, the event.
+#[inline(never)]
+fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
+    count(c);
+    attribute(fwd, id);
+    let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
+        return;
+    };
+    opposite_key(fwd_key, fwd, &mut s.rev_key);
+    let rev = FLOWS.get_ptr_mut(&s.rev_key).map(|p| unsafe { &mut *p });
+    if let Some(r) = rev {
+        attribute(r, id);
+    }
+    if let Some(st) = stats(id) {
+        st.connections += 1;
+    }
+    let rev = FLOWS.get_ptr(&s.rev_key).map(|p| unsafe { &*p });
+    emit(EVENT_CLASSIFIED, 0, fwd_key, fwd, rev);
+}
+
+/// The classifier's view of the per-CPU buffer: carried bytes, then the segment.
+#[cfg(feature = "classify")]
+struct Buf {
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+}
+
+#[cfg(feature = "classify")]
+struct FindCtx {
+    p: *const [u8; BUF_SIZE],
+    from: u64,
+    to: u64,
+    set: [u8; 4],
+    found: u64,
+}
+
+#[cfg(feature = "classify")]
+extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut FindCtx) };
+    let idx = c.from + i;
+    if idx >= c.to {
+        return 1;
+    }
+    let v = unsafe { (*c.p)[opaque(idx as usize) & (BUF_SIZE - 1)] };
+    if v == c.set[0] || v == c.set[1] || v == c.set[2] || v == c.set[3] {
+        c.found = idx;
+        return 1;
+    }
+    0
+}
+
+#[cfg(feature = "classify")]
+struct CopyCtx {
+    p: *const [u8; BUF_SIZE],
+    from: u64,
+    dst: *mut [u8; COPY_MAX],
+}
+
+#[cfg(feature = "classify")]
+extern "C" fn copy_step(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut CopyCtx) };
+    let v = unsafe { (*c.p)[opaque((c.from + i) as usize) & (BUF_SIZE - 1)] };
+    let at = opaque(i as usize) & 0x1ff;
+    if at < COPY_MAX {
+        unsafe { (*c.dst)[at] = v };
+    }
+    0
+}
+
+#[cfg(feature = "classify")]
+impl Bytes for Buf {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len
+    }
+    #[inline(always)]
+    fn raw8(&self, off: usize) -> Option<u8> {
+        if off >= self.len {
+            return None;
+        }
+        // The mask must survive optimisation: it is what bounds the access for the verifier,
+        // and the finished address must not be folded into other arithmetic.
+        let p = opaque(self.p as usize + (opaque(off) & (BUF_SIZE - 1)));
+        Some(unsafe { *(p as *const u8) })
+    }
+    #[inline(always)]
+    fn raw16(&self, off: usize) -> Option<u16> {
+        Some(u16::from_ne_bytes([self.raw8(off)?, self.raw8(off + 1)?]))
+    }
+    #[inline(always)]
+    fn raw32(&self, off: usize) -> Option<u32> {
+        Some(u32::from_ne_bytes([
+            self.raw8(off)?,
+            self.raw8(off + 1)?,
+            self.raw8(off + 2)?,
+            self.raw8(off + 3)?,
+        ]))
+    }
+    /// With `bpf_loop`, so the verifier checks the loop body once instead of per byte.
+    #[inline(always)]
+    fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+        let to = if to > self.len { self.len } else { to };
+        if from >= to {
+            return None;
+        }
+        let mut c = FindCtx { p: self.p, from: from as u64, to: to as u64, set, found: u64::MAX };
+        let n = ((to - from) & (BUF_SIZE * 2 - 1)) as u32;
+        unsafe { bpf_loop(n, find_step as *mut c_void, &mut c as *mut FindCtx as *mut c_void, 0) };
+        if c.found == u64::MAX { None } else { Some(c.found as usize) }
+    }
+    #[inline(always)]
+    fn copy_out(&self, from: usize, n: usize, dst: &mut [u8; COPY_MAX]) -> bool {
+        if n > COPY_MAX || from + n > self.len {
+            return false;
+        }
+        let mut c = CopyCtx { p: self.p, from: from as u64, dst };
+        unsafe { bpf_loop(n as u32, copy_step as *mut c_void, &mut c as *mut CopyCtx as *mut c_void, 0) };
+        true
+    }
+}
+
+#[cfg(feature = "classify")]
+/// The parser as a BPF function of its own (see `classify::feed_coded`).
+#[inline(never)]
+fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
+    let b = Buf { p: buf, len: (len as usize) & (BUF_SIZE * 2 - 1) };
+    classify::feed_coded(s, &b, b.len, base)
+}
+
+#[cfg(feature = "classify")]
+/// Host id for the name at `off..off + len` of the buffer, as a BPF function of its own;
+/// `u32::MAX` for a name that is not a host name.
+#[inline(never)]
+fn match_host(buf: *const [u8; BUF_SIZE], len: u32, off: u32, name_len: u32) -> u32 {
+    let b = Buf { p: buf, len: (len as usize) & (BUF_SIZE * 2 - 1) };
+    let lookup = |k: &HostKey| unsafe { HOSTS.get(k) }.map(|v| v.id);
+    match host::match_name(&b, off as usize & (BUF_SIZE - 1), name_len as usize & 0x1ff, lookup) {
+        NameMatch::Host(id) => id,
+        NameMatch::Other => HOST_OTHER,
+        NameMatch::Bad => u32::MAX,
+    }
+}
+
+#[cfg(feature = "classify")]
+/// Reads the host from a payload segment of a flow still being classified.
+#[inline(never)]
+pub fn classify_segment<C: EbpfContext + LoadBytes>(
+    ctx: &C,
+    info: &PacketInfo,
+    fwd_key: &FlowKey,
+    fwd: &mut FlowValue,
+) {
+    let payload_off = info.l4() + info.tcp_hlen as usize;
+    let payload_len = info.payload_len();
+    if payload_len == 0 {
+        return;
+    }
+    let Some(seq) = tcp_seq(ctx, info) else {
+        return;
+    };
+    let in_map = CLASSIFY.get_ptr_mut(fwd_key);
+    let s: &mut ClassifyState = match in_map {
+        Some(p) => unsafe { &mut *p },
+        None => {
+            let Some(p) = CLS_STATE.get_ptr_mut(0) else {
+                return;
+            };
+            let s = unsafe { &mut *p };
+            s.kind = 0;
+            s.stage = 0;
+            s.segments = 0;
+            s.next_seq = seq;
+            s.next_off = 0;
+            s.pos = 0;
+            s.ext_end = 0;
+            s.sni_end = 0;
+            s.extensions = 0;
+            s.carry_len = 0;
+            s
+        }
+    };
+    let ahead = seq.wrapping_sub(s.next_seq) as i32;
+    if ahead < 0 {
+        // A retransmission of bytes already seen.
+        return;
+    }
+    if ahead > 0 {
+        // A gap: the missing segment went by unparsed (reordering); do not guess.
+        end_classification(
+            fwd_key,
+            fwd,
+            HOST_UNKNOWN,
+            Counter::ClassifyGaveUp,
+            in_map.is_some(),
+        );
+        return;
+    }
+    s.segments += 1;
+    let Some(buf) = CLS_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let carried = (s.carry_len as usize) & 0x1ff;
+    if carried > CARRY_MAX {
+        return;
+    }
+    // The whole carry area, whatever part of it is in use: a fixed-size copy does not
+    // split the verifier's paths by the carried length.
+    unsafe { core::ptr::copy_nonoverlapping(s.carry.as_ptr(), buf as *mut u8, CARRY_MAX) };
+    if payload_len > MAX_SEGMENT_PAYLOAD {
+        end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, in_map.is_some());
+        return;
+    }
+    // Written so the verifier sees a length of 1..=2048 (payload_len is 1..=2048 here).
+    let n = (opaque(payload_len - 1) & (MAX_SEGMENT_PAYLOAD - 1)) as u32 + 1;
+    let dst = unsafe { (buf as *mut u8).add(opaque(carried) & 0x1ff) };
+    if !ctx.load(payload_off, dst, n) {
+        return;
+    }
+    let base = if carried > 0 { s.pos } else { s.next_off };
+    s.next_seq = seq.wrapping_add(payload_len as u32);
+    s.next_off = s.next_off.wrapping_add(payload_len as u32);
+    let len = (carried + n as usize) as u32;
+    let code = feed(s, buf, len, base);
+    if code == CODE_NEED_MORE {
+        if s.segments >= MAX_SEGMENTS {
+            end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, in_map.is_some());
+        } else if in_map.is_none() && CLASSIFY.insert(fwd_key, &*s, 0).is_err() {
+            end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
+        }
+        return;
+    }
+    let (id, c) = match code {
+        CODE_TLS_NAME | CODE_HTTP_NAME => {
+            let ok = if code == CODE_TLS_NAME { Counter::ClassifiedTls } else { Counter::ClassifiedHttp };
+            match match_host(buf, len, s.name_off, s.name_len) {
+                u32::MAX => (HOST_OTHER, Counter::ClassifyBadName),
+                id => (id, ok),
+            }
+        }
+        CODE_TLS_NO_SNI => (HOST_UNKNOWN, Counter::ClassifyTlsNoSni),
+        CODE_TLS_MALFORMED => (HOST_UNKNOWN, Counter::ClassifyTlsMalformed),
+        CODE_HTTP_NO_HOST => (HOST_UNKNOWN, Counter::ClassifyHttpNoHost),
+        CODE_HTTP_MALFORMED => (HOST_UNKNOWN, Counter::ClassifyHttpMalformed),
+        _ => (HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp),
+    };
+    end_classification(fwd_key, fwd, id, c, in_map.is_some());
+}
+
+#[cfg(feature = "classify")]
+#[inline(always)]
+fn end_classification(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter, in_map: bool) {
+    if in_map {
+        let _ = CLASSIFY.remove(fwd_key);
+    }
+    finish(fwd_key, fwd, id, c);
+}
+
+#[cfg(feature = "classify")]
+#[inline(always)]
+fn tcp_seq<C: LoadBytes>(ctx: &C, info: &PacketInfo) -> Option<u32> {
+    let Some(p) = SCRATCH.get_ptr_mut(0) else {
+        return None;
+    };
+    let dst = unsafe { &mut (*p).seq_buf } as *mut u32 as *mut u8;
+    if !ctx.load(info.l4() + 4, dst, 4) {
+        return None;
+    }
+    Some(u32::from_be(unsafe { (*p).seq_buf }))
+}
+
+/// Per-packet bookkeeping of a forwarded packet: counting, classification of pending flows,
+/// connection end on FIN/RST.
+#[inline(always)]
+pub fn on_packet<C: EbpfContext + LoadBytes>(
+    ctx: &C,
+    info: &PacketInfo,
+    key: &FlowKey,
+    flow: &mut FlowValue,
+) {
+    let ip_len = info.l4_len as u64 + (info.l4() - info.l3()) as u64;
+    account(flow, ip_len);
+    if flow.class_state == CLASS_PENDING && flow.direction == DIR_TO_BACKEND {
+        if info.proto != PROTO_TCP || info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            // No name to read (UDP until HTTP/3 support), or the connection ends before
+            // any payload.
+            finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
+        } else if info.payload_len() > 0 {
+            #[cfg(feature = "classify")]
+            classify_segment(ctx, info, key, flow);
+            // The in-kernel name reader does not pass the verifier yet within its
+            // instruction budget (see docs/architecture.md): count the connection as
+            // unknown on its first payload.
+            #[cfg(not(feature = "classify"))]
+            {
+                let _ = ctx;
+                finish(key, flow, HOST_UNKNOWN, Counter::ClassifyUnavailable);
+            }
+        }
+    }
+    if info.proto == PROTO_TCP && info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        connection_end(info, key, flow);
+    }
+}
+
+/// On FIN or RST: marks the entry, and reports the connection's end once it is over
+/// (RST, or FIN in both directions).
+#[inline(never)]
+fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) {
+    let rst = info.tcp_flags & TCP_RST != 0;
+    flow.flags |= if rst { FLOW_F_RST } else { FLOW_F_FIN };
+    if flow.flags & FLOW_F_END_REPORTED != 0 {
+        return;
+    }
+    let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
+        return;
+    };
+    opposite_key(key, flow, &mut s.rev_key);
+    let Some(other) = FLOWS.get_ptr_mut(&s.rev_key).map(|p| unsafe { &mut *p }) else {
+        return;
+    };
+    if !rst && other.flags & FLOW_F_FIN == 0 {
+        return;
+    }
+    flow.flags |= FLOW_F_END_REPORTED;
+    other.flags |= FLOW_F_END_REPORTED;
+    let reason = if rst { END_RST } else { END_FIN };
+    if flow.direction == DIR_TO_BACKEND {
+        emit(EVENT_ENDED, reason, key, flow, Some(other));
+    } else {
+        // Events are described from the client's side: the forward entry and its key.
+        s.fwd_key = s.rev_key;
+        emit(EVENT_ENDED, reason, &s.fwd_key, other, Some(flow));
+    }
+}
