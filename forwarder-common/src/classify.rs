@@ -417,11 +417,16 @@ fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
         start += 1;
         n += 1;
     }
-    let stop = b.find_any(start, end, [b':', b' ', b'\t', b'\r']).unwrap_or(end);
+    let stop = b
+        .find_any(start, end, [b':', b' ', b'\t', b'\r'])
+        .unwrap_or(end);
     if stop <= start {
         return Outcome::HttpNoHost;
     }
-    Outcome::HttpName(NameAt { off: start, len: stop - start })
+    Outcome::HttpName(NameAt {
+        off: start,
+        len: stop - start,
+    })
 }
 
 /// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`.
@@ -470,7 +475,8 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
     }
     // "http://" or "https://", case-insensitive.
     let p = [b.raw8(i), b.raw8(i + 1), b.raw8(i + 2), b.raw8(i + 3)];
-    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p') {
+    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p')
+    {
         return None;
     }
     let mut j = i + 4;
@@ -481,11 +487,16 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
         return None;
     }
     let start = j + 3;
-    let stop = b.find_any(start, eol, [b':', b'/', b' ', b'?']).unwrap_or(eol);
+    let stop = b
+        .find_any(start, eol, [b':', b'/', b' ', b'?'])
+        .unwrap_or(eol);
     if stop <= start {
         return Some(Outcome::HttpMalformed);
     }
-    Some(Outcome::HttpName(NameAt { off: start, len: stop - start }))
+    Some(Outcome::HttpName(NameAt {
+        off: start,
+        len: stop - start,
+    }))
 }
 
 /// Outcome codes of [`feed_coded`].
@@ -502,14 +513,23 @@ pub const CODE_NOT_TLS_OR_HTTP: u32 = 7;
 /// kernel this runs as a separate BPF function, so the verifier continues after it along a
 /// handful of paths instead of one per way the parse can end.
 #[inline(always)]
-pub fn feed_coded<B: Bytes + ?Sized>(state: &mut ClassifyState, b: &B, len: usize, base: u32) -> u32 {
+pub fn feed_coded<B: Bytes + ?Sized>(
+    state: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> u32 {
     match feed(state, b, len, base) {
         Progress::NeedMore => CODE_NEED_MORE,
         Progress::Done(o) => match o {
             Outcome::TlsName(n) | Outcome::HttpName(n) => {
                 state.name_off = n.off as u32;
                 state.name_len = n.len as u32;
-                if matches!(o, Outcome::TlsName(_)) { CODE_TLS_NAME } else { CODE_HTTP_NAME }
+                if matches!(o, Outcome::TlsName(_)) {
+                    CODE_TLS_NAME
+                } else {
+                    CODE_HTTP_NAME
+                }
             }
             Outcome::TlsNoSni => CODE_TLS_NO_SNI,
             Outcome::TlsMalformed => CODE_TLS_MALFORMED,

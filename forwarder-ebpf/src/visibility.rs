@@ -13,8 +13,7 @@ use aya_ebpf::{
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
     EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue,
-    HOST_OTHER, HOST_UNKNOWN, HostStats, PROTO_TCP,
-    HostKey,
+    HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -24,8 +23,8 @@ use forwarder_common::{
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
 };
 
-use crate::pkt::opaque;
 use crate::maps::{CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_STATS, HOSTS, SCRATCH, count};
+use crate::pkt::opaque;
 
 /// Reads packet bytes into map memory.
 pub trait LoadBytes {
@@ -284,18 +283,46 @@ impl Bytes for Buf {
         if from >= to {
             return None;
         }
-        let mut c = FindCtx { p: self.p, from: from as u64, to: to as u64, set, found: u64::MAX };
+        let mut c = FindCtx {
+            p: self.p,
+            from: from as u64,
+            to: to as u64,
+            set,
+            found: u64::MAX,
+        };
         let n = ((to - from) & (BUF_SIZE * 2 - 1)) as u32;
-        unsafe { bpf_loop(n, find_step as *mut c_void, &mut c as *mut FindCtx as *mut c_void, 0) };
-        if c.found == u64::MAX { None } else { Some(c.found as usize) }
+        unsafe {
+            bpf_loop(
+                n,
+                find_step as *mut c_void,
+                &mut c as *mut FindCtx as *mut c_void,
+                0,
+            )
+        };
+        if c.found == u64::MAX {
+            None
+        } else {
+            Some(c.found as usize)
+        }
     }
     #[inline(always)]
     fn copy_out(&self, from: usize, n: usize, dst: &mut [u8; COPY_MAX]) -> bool {
         if n > COPY_MAX || from + n > self.len {
             return false;
         }
-        let mut c = CopyCtx { p: self.p, from: from as u64, dst };
-        unsafe { bpf_loop(n as u32, copy_step as *mut c_void, &mut c as *mut CopyCtx as *mut c_void, 0) };
+        let mut c = CopyCtx {
+            p: self.p,
+            from: from as u64,
+            dst,
+        };
+        unsafe {
+            bpf_loop(
+                n as u32,
+                copy_step as *mut c_void,
+                &mut c as *mut CopyCtx as *mut c_void,
+                0,
+            )
+        };
         true
     }
 }
@@ -304,7 +331,10 @@ impl Bytes for Buf {
 /// The parser as a BPF function of its own (see `classify::feed_coded`).
 #[inline(never)]
 fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
-    let b = Buf { p: buf, len: (len as usize) & (BUF_SIZE * 2 - 1) };
+    let b = Buf {
+        p: buf,
+        len: (len as usize) & (BUF_SIZE * 2 - 1),
+    };
     classify::feed_coded(s, &b, b.len, base)
 }
 
@@ -313,9 +343,17 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
 /// `u32::MAX` for a name that is not a host name.
 #[inline(never)]
 fn match_host(buf: *const [u8; BUF_SIZE], len: u32, off: u32, name_len: u32) -> u32 {
-    let b = Buf { p: buf, len: (len as usize) & (BUF_SIZE * 2 - 1) };
+    let b = Buf {
+        p: buf,
+        len: (len as usize) & (BUF_SIZE * 2 - 1),
+    };
     let lookup = |k: &HostKey| unsafe { HOSTS.get(k) }.map(|v| v.id);
-    match host::match_name(&b, off as usize & (BUF_SIZE - 1), name_len as usize & 0x1ff, lookup) {
+    match host::match_name(
+        &b,
+        off as usize & (BUF_SIZE - 1),
+        name_len as usize & 0x1ff,
+        lookup,
+    ) {
         NameMatch::Host(id) => id,
         NameMatch::Other => HOST_OTHER,
         NameMatch::Bad => u32::MAX,
@@ -388,7 +426,13 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     // split the verifier's paths by the carried length.
     unsafe { core::ptr::copy_nonoverlapping(s.carry.as_ptr(), buf as *mut u8, CARRY_MAX) };
     if payload_len > MAX_SEGMENT_PAYLOAD {
-        end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, in_map.is_some());
+        end_classification(
+            fwd_key,
+            fwd,
+            HOST_UNKNOWN,
+            Counter::ClassifyGaveUp,
+            in_map.is_some(),
+        );
         return;
     }
     // Written so the verifier sees a length of 1..=2048 (payload_len is 1..=2048 here).
@@ -404,7 +448,13 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     let code = feed(s, buf, len, base);
     if code == CODE_NEED_MORE {
         if s.segments >= MAX_SEGMENTS {
-            end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, in_map.is_some());
+            end_classification(
+                fwd_key,
+                fwd,
+                HOST_UNKNOWN,
+                Counter::ClassifyGaveUp,
+                in_map.is_some(),
+            );
         } else if in_map.is_none() && CLASSIFY.insert(fwd_key, &*s, 0).is_err() {
             end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
         }
@@ -412,7 +462,11 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     }
     let (id, c) = match code {
         CODE_TLS_NAME | CODE_HTTP_NAME => {
-            let ok = if code == CODE_TLS_NAME { Counter::ClassifiedTls } else { Counter::ClassifiedHttp };
+            let ok = if code == CODE_TLS_NAME {
+                Counter::ClassifiedTls
+            } else {
+                Counter::ClassifiedHttp
+            };
             match match_host(buf, len, s.name_off, s.name_len) {
                 u32::MAX => (HOST_OTHER, Counter::ClassifyBadName),
                 id => (id, ok),

@@ -9,6 +9,7 @@ use std::{
     str::FromStr,
 };
 
+use forwarder_common::{HOST_FIRST_CONFIGURED, MAX_HOSTS, host::HostPattern};
 use serde::Deserialize;
 
 /// Ports forwarded when no rule is configured.
@@ -86,7 +87,22 @@ pub struct FileConfig {
     pub backends: Vec<IpAddr>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// Names counted separately (per-host statistics, metrics, connection log).
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostConfig>,
 }
+
+/// A `[[host]]` section: a name (from TLS SNI or the HTTP Host header) whose connections
+/// are counted under their own label. More settings per host (e.g. a policy) go here.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// `app.example.com` (exactly that name) or `*.example.com` (every name below it).
+    pub name: String,
+}
+
+/// Most hosts that can be configured (ids 0 and 1 are `unknown` and `other`).
+pub const MAX_CONFIGURED_HOSTS: usize = (MAX_HOSTS - HOST_FIRST_CONFIGURED) as usize;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +188,9 @@ pub struct Config {
     pub tunnel_iface: String,
     pub tunnel_mtu: Option<u32>,
     pub rules: Vec<Rule>,
+    /// Configured hosts in configuration order; the one at index `i` has host id
+    /// `HOST_FIRST_CONFIGURED + i`.
+    pub hosts: Vec<HostPattern>,
 }
 
 impl Config {
@@ -192,6 +211,7 @@ impl Config {
         let tunnel_iface = tunnel_iface.or(file.tunnel_iface).ok_or_else(|| {
             ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
         })?;
+        let hosts = resolve_hosts(&file.hosts)?;
         if let Some(mtu) = file.tunnel_mtu
             && !(1280..=9000).contains(&mtu)
         {
@@ -305,12 +325,44 @@ impl Config {
             tunnel_iface,
             tunnel_mtu: file.tunnel_mtu,
             rules,
+            hosts,
         })
     }
 
     pub fn backends(&self) -> BTreeSet<IpAddr> {
         self.rules.iter().map(|r| r.backend).collect()
     }
+}
+
+/// Validates and normalises the `[[host]]` sections, keeping their order.
+pub fn resolve_hosts(cfgs: &[HostConfig]) -> Result<Vec<HostPattern>, ConfigError> {
+    if cfgs.len() > MAX_CONFIGURED_HOSTS {
+        return Err(ConfigError::Invalid(format!(
+            "{} [[host]] sections: at most {MAX_CONFIGURED_HOSTS} hosts can be configured",
+            cfgs.len()
+        )));
+    }
+    let mut hosts: Vec<HostPattern> = Vec::with_capacity(cfgs.len());
+    for (i, hc) in cfgs.iter().enumerate() {
+        let n = i + 1;
+        let p = HostPattern::parse(&hc.name)
+            .map_err(|e| ConfigError::Invalid(format!("[[host]] {n}: {e}")))?;
+        if let Some(j) = hosts.iter().position(|h| h.label == p.label) {
+            return Err(ConfigError::Invalid(format!(
+                "[[host]] {n}: host {:?} is configured twice (also [[host]] {})",
+                p.label,
+                j + 1
+            )));
+        }
+        if let Some(prev) = hosts.iter().find(|h| h.key() == p.key()) {
+            return Err(ConfigError::Invalid(format!(
+                "[[host]] {n}: host {:?} has the same hash as {:?}; rename one of them",
+                p.label, prev.label
+            )));
+        }
+        hosts.push(p);
+    }
+    Ok(hosts)
 }
 
 fn check_unicast(a: IpAddr, what: &str) -> Result<(), ConfigError> {
@@ -401,6 +453,90 @@ port = 443
                 "tcp [2001:db8::1]:443 -> [fd00::2]:443",
                 "udp [2001:db8::1]:5353 -> [fd00::2]:53",
             ]
+        );
+    }
+
+    fn resolve_text(text: &str) -> Result<Config, ConfigError> {
+        let f = FileConfig::parse(Path::new("f.toml"), text)?;
+        Config::resolve(
+            f,
+            Some("eth0".into()),
+            Some("wg0".into()),
+            vec!["10.8.0.2".parse().unwrap()],
+            addrs,
+        )
+    }
+
+    #[test]
+    fn hosts_keep_config_order_and_are_normalised() {
+        let c = resolve_text(
+            "[[host]]\nname = \"App.Example.com.\"\n[[host]]\nname = \"*.example.com\"\n[[host]]\nname = \"example.com\"\n",
+        )
+        .unwrap();
+        let labels: Vec<&str> = c.hosts.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(labels, ["app.example.com", "*.example.com", "example.com"]);
+        assert!(c.hosts[1].wildcard);
+        assert_eq!(c.hosts[1].name, "example.com");
+        assert_eq!(
+            c.hosts[1].key().hash,
+            forwarder_common::host::name_hash(b"example.com")
+        );
+        assert_ne!(c.hosts[1].key(), c.hosts[2].key());
+        assert!(resolve_text("").unwrap().hosts.is_empty());
+    }
+
+    #[test]
+    fn duplicate_hosts_are_rejected_naming_the_host() {
+        let e = resolve_text(
+            "[[host]]\nname = \"app.example.com\"\n[[host]]\nname = \"blog.example.com\"\n[[host]]\nname = \"APP.example.com\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"app.example.com\""), "{e}");
+        assert!(e.contains("twice"), "{e}");
+        assert!(e.contains("[[host]] 3") && e.contains("[[host]] 1"), "{e}");
+        let e = resolve_text("[[host]]\nname = \"*.a.b\"\n[[host]]\nname = \"*.a.b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"*.a.b\"") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_hosts_are_rejected_with_reason() {
+        for (text, want) in [
+            ("[[host]]\nname = \"a..b\"\n", "empty label"),
+            ("[[host]]\nname = \"a.*.b\"\n", "wildcard"),
+            ("[[host]]\nname = \"other\"\n", "reserved"),
+            ("[[host]]\nname = \"bad name\"\n", "invalid character"),
+        ] {
+            let e = resolve_text(text).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("[[host]] 1"), "{text}: {e}");
+        }
+        let e = FileConfig::parse(Path::new("f.toml"), "[[host]]\nname = \"a.b\"\nwat = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.toml:3:") && e.contains("unknown field"),
+            "{e}"
+        );
+        let e = FileConfig::parse(Path::new("f.toml"), "[[host]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn too_many_hosts_are_rejected() {
+        let hosts: Vec<HostConfig> = (0..=MAX_CONFIGURED_HOSTS)
+            .map(|i| HostConfig {
+                name: format!("h{i}.example.com"),
+            })
+            .collect();
+        let e = resolve_hosts(&hosts).unwrap_err().to_string();
+        assert!(e.contains("at most 1022"), "{e}");
+        assert_eq!(
+            resolve_hosts(&hosts[..MAX_CONFIGURED_HOSTS]).unwrap().len(),
+            MAX_CONFIGURED_HOSTS
         );
     }
 

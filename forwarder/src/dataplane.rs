@@ -1,22 +1,25 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
-use std::net::IpAddr;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
     util::KernelVersion,
 };
 use forwarder_common::{
-    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, IPV4_TCP_HEADERS,
-    IPV6_TCP_HEADERS, RULES_MAP, RuleKey, RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG,
-    XDP_INGRESS_PROG,
+    CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
+    HostKey, HostValue, IPV4_TCP_HEADERS, IPV6_TCP_HEADERS, RULES_MAP, RuleKey, RuleValue,
+    TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{config::Config, netif};
+use crate::{config::Config, maps::Maps, netif};
 
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
 pub static EBPF_OBJECT: &[u8] =
@@ -54,6 +57,21 @@ pub enum XdpPreference {
     Generic,
     /// No XDP at all.
     Off,
+}
+
+/// The inverse of [`addr_words`]; `None` for an unknown family.
+pub fn words_to_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
+        FAMILY_V6 => {
+            let mut o = [0u8; 16];
+            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
 }
 
 pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
@@ -98,10 +116,14 @@ pub fn load() -> anyhow::Result<Ebpf> {
         .context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
 }
 
-/// A running data path. Dropping it detaches every program and frees every map.
+/// A running data path. Dropping it detaches every program; the maps live on until the
+/// last handle on them (`maps`, the event ring buffer) is dropped too.
 pub struct Dataplane {
     pub ebpf: Ebpf,
     pub mode: AttachMode,
+    /// The maps the daemon keeps reading and writing while it runs.
+    pub maps: Arc<Maps>,
+    events: Option<RingBuf<MapData>>,
 }
 
 impl Dataplane {
@@ -125,6 +147,7 @@ impl Dataplane {
             Err(e) => warn!("kernel-side logging unavailable: {e}"),
         }
         write_rules(&mut ebpf, cfg, tunnel_ifindex)?;
+        write_hosts(&mut ebpf, cfg)?;
 
         // Attach the tunnel side and the tc hand-off before XDP, so that no packet is
         // translated before something can deliver it.
@@ -165,25 +188,48 @@ impl Dataplane {
             mode = mode.as_str(),
             "data path attached"
         );
-        Ok(Self { ebpf, mode })
+        let (maps, events) = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            mode,
+            maps: Arc::new(maps),
+            events,
+        })
     }
 
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
-        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(COUNTERS_MAP)
-                .context("COUNTERS map missing")?,
-        )?;
-        let mut out = Vec::with_capacity(Counter::ALL.len());
-        for c in Counter::ALL {
-            let v = map
-                .get(&(c as u32), 0)
-                .with_context(|| format!("reading counter {}", c.name()))?;
-            out.push((c, v.iter().sum()));
-        }
-        Ok(out)
+        Ok(self.maps.counters()?)
     }
+
+    /// The connection event ring buffer, if the kernel programs have one (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+}
+
+/// Fills the host table: configured host `i` gets id `HOST_FIRST_CONFIGURED + i`.
+fn write_hosts(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<()> {
+    let Some(map) = ebpf.map_mut(HOSTS_MAP) else {
+        if cfg.hosts.is_empty() {
+            debug!("the kernel programs have no {HOSTS_MAP} map: no per-host classification");
+        } else {
+            warn!(
+                "the kernel programs have no {HOSTS_MAP} map: connections are not classified by host, the {} [[host]] section(s) have no effect yet",
+                cfg.hosts.len()
+            );
+        }
+        return Ok(());
+    };
+    let mut hosts: HashMap<&mut MapData, HostKey, HostValue> =
+        HashMap::try_from(map).with_context(|| format!("opening the {HOSTS_MAP} map"))?;
+    for (id, h) in (HOST_FIRST_CONFIGURED..).zip(&cfg.hosts) {
+        hosts
+            .insert(h.key(), HostValue { id, _pad: 0 }, 0)
+            .with_context(|| format!("adding host {} to the host table", h.label))?;
+        info!(host = %h.label, id, "counting host");
+    }
+    Ok(())
 }
 
 fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Result<()> {
@@ -303,4 +349,19 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
             guard.clear_ready();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_words_round_trip() {
+        for a in ["203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4", "fd00::2"] {
+            let a: IpAddr = a.parse().unwrap();
+            let (w, f) = addr_words(a);
+            assert_eq!(words_to_addr(w, f), Some(a));
+        }
+        assert_eq!(words_to_addr([0; 4], 0), None);
+    }
 }

@@ -1,6 +1,13 @@
 //! The forwarder daemon and CLI, as a library so the tests drive the same code.
 
 pub mod config;
+pub mod connlog;
 pub mod dataplane;
+pub mod flowgc;
 pub mod home;
+pub mod http;
+pub mod maps;
+pub mod metrics;
 pub mod netif;
+pub mod snapshot;
+pub mod stats_cli;

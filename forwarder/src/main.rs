@@ -1,11 +1,17 @@
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use forwarder::{
     config::{Config, FileConfig},
+    connlog::{self, ConnLog, ConnLogTarget},
     dataplane::{Dataplane, XdpPreference},
-    home, netif,
+    flowgc::{FlowGc, FlowGcState, GcTimeouts},
+    home,
+    http::{self, DEFAULT_METRICS_ADDR, MetricsAddr},
+    netif,
+    snapshot::{HostLabels, LiveStats},
+    stats_cli,
 };
 use tracing::info;
 
@@ -57,6 +63,29 @@ enum Command {
         /// Write the daemon's PID here once the data path is attached (removed on exit).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        /// Serve Prometheus metrics (/metrics) and statistics (/stats.json) on this
+        /// address, or `off`.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: MetricsAddr,
+        /// Write one JSON line per connection event to this file (appended), or `-` for
+        /// standard output. Off by default.
+        #[arg(long, value_name = "PATH|-")]
+        conn_log: Option<ConnLogTarget>,
+        /// Most connection log lines per second (bursts up to max(N, 1000)); 0 = no limit.
+        #[arg(long, value_name = "N", default_value_t = connlog::DEFAULT_RATE)]
+        conn_log_rate: u32,
+    },
+    /// Show per-host statistics of the running daemon (from its metrics endpoint).
+    Stats {
+        /// The daemon's --metrics-addr.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: MetricsAddr,
+        /// Print the statistics document as JSON.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Refresh every SECONDS (default 2) with per-second rates, until Ctrl-C.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
     /// Validate the configuration and print the rules it resolves to, without attaching.
     Check {
@@ -89,19 +118,56 @@ fn main() -> anyhow::Result<()> {
             target,
             xdp_mode,
             pid_file,
+            metrics_addr,
+            conn_log,
+            conn_log_rate,
         } => {
             let cfg = resolve(&target)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(run(cfg, xdp_mode, pid_file))
+            rt.block_on(run(
+                cfg,
+                RunOptions {
+                    xdp: xdp_mode,
+                    pid_file,
+                    metrics_addr,
+                    conn_log,
+                    conn_log_rate,
+                },
+            ))
         }
         Command::Check { target } => {
             let cfg = resolve(&target)?;
             println!("configuration OK: {} rule(s)", cfg.rules.len());
             for r in &cfg.rules {
                 println!("  {r}");
+            }
+            if !cfg.hosts.is_empty() {
+                println!("{} host(s) counted separately:", cfg.hosts.len());
+                for h in &cfg.hosts {
+                    println!("  {}", h.label);
+                }
+            }
+            Ok(())
+        }
+        Command::Stats {
+            metrics_addr,
+            json,
+            watch,
+        } => {
+            let MetricsAddr::On(addr) = metrics_addr else {
+                bail!("--metrics-addr off: give the address the daemon serves its metrics on");
+            };
+            match watch {
+                Some(secs) => {
+                    if !(0.2..=3600.0).contains(&secs) {
+                        bail!("--watch {secs}: the interval must be between 0.2 and 3600 seconds");
+                    }
+                    stats_cli::watch(addr, Duration::from_secs_f64(secs))?;
+                }
+                None => stats_cli::show(addr, json)?,
             }
             Ok(())
         }
@@ -138,11 +204,80 @@ fn resolve(target: &Target) -> anyhow::Result<Config> {
     )?)
 }
 
-async fn run(cfg: Config, xdp: XdpPreference, pid_file: Option<PathBuf>) -> anyhow::Result<()> {
+struct RunOptions {
+    xdp: XdpPreference,
+    pid_file: Option<PathBuf>,
+    metrics_addr: MetricsAddr,
+    conn_log: Option<ConnLogTarget>,
+    conn_log_rate: u32,
+}
+
+async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let RunOptions {
+        xdp,
+        pid_file,
+        metrics_addr,
+        conn_log: conn_log_target,
+        conn_log_rate,
+    } = opts;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let dp = Dataplane::start(&cfg, xdp)?;
+    // Everything that can fail on a bad flag fails before the kernel is touched.
+    let listener = match metrics_addr {
+        MetricsAddr::On(addr) => Some(http::bind(addr).await?),
+        MetricsAddr::Off => None,
+    };
+    let conn_log = Arc::new(match &conn_log_target {
+        Some(target) => ConnLog::open(target, conn_log_rate)?,
+        None => ConnLog::disabled(),
+    });
+    let started = Instant::now();
+    let mut dp = Dataplane::start(&cfg, xdp)?;
+    let labels = HostLabels::new(&cfg.hosts);
+    let gc_state = Arc::new(FlowGcState::default());
+    let mut tasks = Vec::new();
+    if let Some(events) = dp.take_events() {
+        tasks.push(connlog::spawn_event_reader(
+            events,
+            Arc::clone(&conn_log),
+            labels.clone(),
+        ));
+    }
+    tasks.push(
+        FlowGc {
+            maps: Arc::clone(&dp.maps),
+            state: Arc::clone(&gc_state),
+            labels: labels.clone(),
+            timeouts: GcTimeouts::default(),
+            conn_log: Arc::clone(&conn_log),
+        }
+        .spawn(),
+    );
+    let limit = match conn_log_rate {
+        0 => "no rate limit".to_owned(),
+        n => format!("at most {n} lines/s"),
+    };
+    match &conn_log_target {
+        Some(ConnLogTarget::Stdout) => info!("connection log: standard output, {limit}"),
+        Some(ConnLogTarget::File(p)) => info!("connection log: {}, {limit}", p.display()),
+        None => {}
+    }
+    if let Some(listener) = listener {
+        if let Ok(addr) = listener.local_addr() {
+            info!("metrics on http://{addr}/metrics, statistics on http://{addr}/stats.json");
+        }
+        let stats = LiveStats {
+            maps: Arc::clone(&dp.maps),
+            labels,
+            mode: dp.mode,
+            tunnel_iface: cfg.tunnel_iface.clone(),
+            started,
+            gc: gc_state,
+            conn_log: conn_log.counters(),
+        };
+        tasks.push(http::spawn(listener, Arc::new(stats)));
+    }
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing pid file {}", p.display()))?;
@@ -151,6 +286,9 @@ async fn run(cfg: Config, xdp: XdpPreference, pid_file: Option<PathBuf>) -> anyh
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+    }
+    for t in &tasks {
+        t.abort();
     }
     let counters = dp.counters();
     drop(dp);

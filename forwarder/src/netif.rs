@@ -62,3 +62,44 @@ pub fn link_header_len(name: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("parsing {path}"))?;
     Ok(if ty == ARPHRD_ETHER { 14 } else { 0 })
 }
+
+/// Whether `name` is up: its operational state is `up`, or `unknown` (TUN devices such as
+/// wireguard-go's never report more) with the administrative `IFF_UP` flag set. False when
+/// the interface does not exist.
+pub fn is_up(name: &str) -> bool {
+    let read = |what: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{what}"));
+    let (Ok(operstate), flags) = (read("operstate"), read("flags")) else {
+        return false;
+    };
+    operstate_is_up(&operstate, flags.ok().as_deref())
+}
+
+fn operstate_is_up(operstate: &str, flags: Option<&str>) -> bool {
+    const IFF_UP: u32 = 0x1;
+    match operstate.trim() {
+        "up" => true,
+        "unknown" => flags
+            .and_then(|f| {
+                let f = f.trim();
+                u32::from_str_radix(f.strip_prefix("0x").unwrap_or(f), 16).ok()
+            })
+            .is_some_and(|f| f & IFF_UP != 0),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tun_devices_report_unknown_and_count_as_up_with_iff_up() {
+        assert!(operstate_is_up("up\n", None));
+        assert!(operstate_is_up("unknown\n", Some("0x1091\n")));
+        assert!(!operstate_is_up("unknown\n", Some("0x1090\n")));
+        assert!(!operstate_is_up("unknown\n", None));
+        assert!(!operstate_is_up("down\n", Some("0x1003\n")));
+        assert!(!operstate_is_up("lowerlayerdown\n", Some("0x1003\n")));
+        assert!(!is_up("no-such-interface-here"));
+    }
+}

@@ -1,0 +1,634 @@
+//! The connection log: one JSON line per connection event ("classified" when the kernel
+//! learned a connection's host, "ended" when it closed or idled out), rate-limited by a
+//! token bucket. Events come from the kernel's `EVENTS` ring buffer and from the flow GC.
+
+use std::{
+    fmt::Write as _,
+    fs::OpenOptions,
+    io::{self, Write},
+    net::IpAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{MapData, RingBuf};
+use forwarder_common::{
+    ConnEvent, END_FIN, END_IDLE, END_RST, EVENT_CLASSIFIED, EVENT_ENDED, PROTO_TCP, PROTO_UDP,
+};
+use serde::Serialize;
+use tracing::warn;
+
+use crate::{
+    dataplane::words_to_addr,
+    flowgc::{Expired, monotonic_ns},
+    snapshot::HostLabels,
+};
+
+/// Lines per second the log may write on average.
+pub const DEFAULT_RATE: u32 = 200;
+/// Lines the log may write in a burst.
+pub const DEFAULT_BURST: u32 = 1000;
+/// At most one "lines suppressed" warning per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnLogError {
+    #[error("cannot open the connection log {path} (--conn-log)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the log goes: `-` for standard output, else a file (appended to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnLogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl FromStr for ConnLogTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Err("empty path (use - for standard output)".into()),
+            "-" => Ok(ConnLogTarget::Stdout),
+            p => Ok(ConnLogTarget::File(PathBuf::from(p))),
+        }
+    }
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct ConnLogCounters {
+    pub enabled: bool,
+    pub lines: AtomicU64,
+    pub suppressed: AtomicU64,
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// `rate == 0` means no limit.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Realtime minus monotonic, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        let mono = i128::from(monotonic_ns());
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// Unix time in milliseconds of a monotonic timestamp.
+    pub fn unix_ms(&self, ktime_ns: u64) -> i128 {
+        (i128::from(ktime_ns) + self.offset_ns).div_euclid(1_000_000)
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-05-20T07:08:09.123Z`.
+pub fn rfc3339_ms(unix_ms: i128) -> String {
+    let ms = unix_ms.rem_euclid(1000);
+    let secs = unix_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    let mut s = String::with_capacity(24);
+    let _ = write!(
+        s,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+    s
+}
+
+/// One line of the connection log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnRecord {
+    pub ts: String,
+    /// `classified` or `ended`.
+    pub event: &'static str,
+    pub client: IpAddr,
+    pub client_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// A configured pattern, `other` or `unknown`.
+    pub host: String,
+    pub verdict: &'static str,
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub duration_ms: u64,
+    /// `fin`, `rst` or `idle` (ended events only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        _ => "other",
+    }
+}
+
+fn duration_ms(first_ns: u64, last_ns: u64) -> u64 {
+    if first_ns == 0 {
+        return 0;
+    }
+    last_ns.saturating_sub(first_ns) / 1_000_000
+}
+
+impl ConnRecord {
+    /// A kernel event; `None` for an event kind or address family this daemon does not
+    /// know.
+    pub fn from_event(ev: &ConnEvent, labels: &HostLabels, clock: &WallClock) -> Option<Self> {
+        let (event, reason) = match ev.kind {
+            EVENT_CLASSIFIED => ("classified", None),
+            EVENT_ENDED => (
+                "ended",
+                Some(match ev.reason {
+                    END_FIN => "fin",
+                    END_RST => "rst",
+                    END_IDLE => "idle",
+                    _ => "other",
+                }),
+            ),
+            _ => return None,
+        };
+        Some(Self {
+            ts: rfc3339_ms(clock.unix_ms(ev.last_ns)),
+            event,
+            client: words_to_addr(ev.client_addr, ev.family)?,
+            client_port: u16::from_be(ev.client_port),
+            proto: proto_name(ev.proto),
+            host: labels.label(ev.host_id).to_owned(),
+            verdict: "forwarded",
+            packets_to_backend: ev.packets_to_backend,
+            bytes_to_backend: ev.bytes_to_backend,
+            packets_to_client: ev.packets_to_client,
+            bytes_to_client: ev.bytes_to_client,
+            duration_ms: duration_ms(ev.first_ns, ev.last_ns),
+            reason,
+        })
+    }
+
+    /// A connection the flow GC removed at monotonic time `now_ns`. Closed connections are
+    /// stamped with their last packet, idle ones with the time they were declared ended.
+    pub fn from_expired(
+        e: &Expired,
+        labels: &HostLabels,
+        clock: &WallClock,
+        now_ns: u64,
+    ) -> Option<Self> {
+        let (client, client_port, proto, family) = match (&e.fwd, &e.rev) {
+            (Some((k, _)), _) => (k.src, k.sport, k.proto, k.family),
+            (None, Some((k, _))) => (k.dst, k.dport, k.proto, k.family),
+            (None, None) => return None,
+        };
+        let fwd = e.fwd.map(|f| f.1).unwrap_or_default();
+        let rev = e.rev.map(|r| r.1).unwrap_or_default();
+        let host_id = e.fwd.map_or(rev.host_id, |f| f.1.host_id);
+        let first = [fwd.first_ns, rev.first_ns]
+            .into_iter()
+            .filter(|t| *t != 0)
+            .min()
+            .unwrap_or(0);
+        let last = fwd.last_ns.max(rev.last_ns);
+        let reason = e.reason.as_str();
+        let ts_ns = if reason == "idle" { now_ns } else { last };
+        Some(Self {
+            ts: rfc3339_ms(clock.unix_ms(ts_ns)),
+            event: "ended",
+            client: words_to_addr(client, family)?,
+            client_port: u16::from_be(client_port),
+            proto: proto_name(proto),
+            host: labels.label(host_id).to_owned(),
+            verdict: "forwarded",
+            packets_to_backend: fwd.packets,
+            bytes_to_backend: fwd.bytes,
+            packets_to_client: rev.packets,
+            bytes_to_client: rev.bytes,
+            duration_ms: duration_ms(first, last),
+            reason: Some(reason),
+        })
+    }
+}
+
+struct Writer {
+    out: Box<dyn Write + Send>,
+    bucket: TokenBucket,
+    rate: u32,
+    suppressed_since_warn: u64,
+    last_warn: Option<Instant>,
+    last_error: Option<Instant>,
+}
+
+/// The connection log (possibly disabled: then nothing is written or counted).
+pub struct ConnLog {
+    counters: Arc<ConnLogCounters>,
+    writer: Option<Mutex<Writer>>,
+}
+
+impl ConnLog {
+    pub fn disabled() -> Self {
+        Self {
+            counters: Arc::default(),
+            writer: None,
+        }
+    }
+
+    /// Opens the log; `rate` lines per second (0: unlimited), bursts of
+    /// `max(rate, DEFAULT_BURST)`.
+    pub fn open(target: &ConnLogTarget, rate: u32) -> Result<Self, ConnLogError> {
+        let out: Box<dyn Write + Send> = match target {
+            ConnLogTarget::Stdout => Box::new(io::stdout()),
+            ConnLogTarget::File(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| ConnLogError::Open {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        Ok(Self::with_writer(out, rate, rate.max(DEFAULT_BURST)))
+    }
+
+    pub fn with_writer(out: Box<dyn Write + Send>, rate: u32, burst: u32) -> Self {
+        Self {
+            counters: Arc::new(ConnLogCounters {
+                enabled: true,
+                ..Default::default()
+            }),
+            writer: Some(Mutex::new(Writer {
+                out,
+                bucket: TokenBucket::new(rate, burst, Instant::now()),
+                rate,
+                suppressed_since_warn: 0,
+                last_warn: None,
+                last_error: None,
+            })),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<ConnLogCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Writes one line, unless the rate limit says no (then it is counted as suppressed).
+    pub fn write(&self, rec: &ConnRecord) {
+        self.write_at(rec, Instant::now());
+    }
+
+    fn write_at(&self, rec: &ConnRecord, now: Instant) {
+        let Some(w) = &self.writer else { return };
+        let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+        if !w.bucket.take(now) {
+            self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+            w.suppressed_since_warn += 1;
+            if w.last_warn
+                .is_none_or(|t| now.saturating_duration_since(t) >= WARN_INTERVAL)
+            {
+                warn!(
+                    "connection log: {} line(s) suppressed by the rate limit ({}/s, --conn-log-rate)",
+                    w.suppressed_since_warn, w.rate
+                );
+                w.suppressed_since_warn = 0;
+                w.last_warn = Some(now);
+            }
+            return;
+        }
+        let mut line = match serde_json::to_vec(rec) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("connection log: cannot encode a record: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        match w.out.write_all(&line).and_then(|()| w.out.flush()) {
+            Ok(()) => {
+                self.counters.lines.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if w.last_error
+                    .is_none_or(|t| now.saturating_duration_since(t) >= WARN_INTERVAL)
+                {
+                    warn!("connection log: write failed: {e}");
+                    w.last_error = Some(now);
+                }
+            }
+        }
+    }
+}
+
+/// Parses a ring buffer record into a `ConnEvent`; `None` if it is too short.
+pub fn parse_event(bytes: &[u8]) -> Option<ConnEvent> {
+    if bytes.len() < size_of::<ConnEvent>() {
+        return None;
+    }
+    // SAFETY: `ConnEvent` is `repr(C)` plain integers (every bit pattern is valid) and
+    // `bytes` holds at least `size_of::<ConnEvent>()` bytes; the read is unaligned.
+    Some(unsafe { bytes.as_ptr().cast::<ConnEvent>().read_unaligned() })
+}
+
+/// Reads the kernel's connection events until the task is dropped, writing them to the
+/// log (and just draining them when the log is off, so the kernel never sees it full).
+pub fn spawn_event_reader(
+    events: RingBuf<MapData>,
+    log: Arc<ConnLog>,
+    labels: HostLabels,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the ring buffer owns its map's fd, which stays open and unchanged for as
+        // long as the ring buffer lives inside the AsyncFd.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
+        };
+        let mut fd = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!("connection events unavailable: cannot poll their ring buffer: {e}");
+                return;
+            }
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let clock = WallClock::now();
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                if !log.is_enabled() {
+                    continue;
+                }
+                if let Some(rec) =
+                    parse_event(&item).and_then(|ev| ConnRecord::from_event(&ev, &labels, &clock))
+                {
+                    log.write(&rec);
+                }
+            }
+            guard.clear_ready();
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use forwarder_common::{DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, host::HostPattern};
+
+    use super::*;
+    use crate::{dataplane::addr_words, flowgc::EndReason};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn labels() -> HostLabels {
+        HostLabels::new(&[HostPattern::parse("app.example.com").unwrap()])
+    }
+
+    #[test]
+    fn token_bucket_allows_bursts_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 5, t0);
+        assert_eq!((0..8).filter(|_| b.take(t0)).count(), 5);
+        // 0.5 s later: 5 more tokens.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!((0..8).filter(|_| b.take(t1)).count(), 5);
+        // A long pause saves up at most the burst.
+        let t2 = t1 + Duration::from_secs(100);
+        assert_eq!((0..100).filter(|_| b.take(t2)).count(), 5);
+        // Time going backwards (never with Instant, but) gives nothing.
+        assert!(!b.take(t0));
+        let mut unlimited = TokenBucket::new(0, 1, t0);
+        assert!((0..10_000).all(|_| unlimited.take(t0)));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_779_260_889_007), "2026-05-20T07:08:09.007Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        let c = WallClock::with_offset(1_779_260_889_000_000_000 - 5_000_000_000);
+        assert_eq!(
+            rfc3339_ms(c.unix_ms(5_007_000_000)),
+            "2026-05-20T07:08:09.007Z"
+        );
+    }
+
+    fn event(kind: u32, reason: u32, host_id: u32) -> ConnEvent {
+        let (client_addr, family) = addr_words("2001:db8::9".parse().unwrap());
+        ConnEvent {
+            kind,
+            host_id,
+            client_addr,
+            client_port: 51000u16.to_be(),
+            family,
+            proto: PROTO_TCP,
+            reason,
+            packets_to_backend: 5,
+            bytes_to_backend: 600,
+            packets_to_client: 4,
+            bytes_to_client: 5000,
+            first_ns: 1_000_000_000,
+            last_ns: 3_500_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kernel_events_become_json_lines() {
+        let clock = WallClock::with_offset(1_779_260_889_000_000_000);
+        let ev = event(EVENT_ENDED, END_FIN, 2);
+        let mut bytes = [0u8; 96];
+        // SAFETY: test: copy the event's bytes as the ring buffer would hold them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const ev).cast::<u8>(),
+                bytes.as_mut_ptr(),
+                size_of::<ConnEvent>(),
+            );
+        }
+        let parsed = parse_event(&bytes).unwrap();
+        assert_eq!(parsed, ev);
+        assert!(parse_event(&bytes[..87]).is_none());
+        let rec = ConnRecord::from_event(&parsed, &labels(), &clock).unwrap();
+        let line = serde_json::to_string(&rec).unwrap();
+        assert_eq!(
+            line,
+            r#"{"ts":"2026-05-20T07:08:12.500Z","event":"ended","client":"2001:db8::9","client_port":51000,"proto":"tcp","host":"app.example.com","verdict":"forwarded","packets_to_backend":5,"bytes_to_backend":600,"packets_to_client":4,"bytes_to_client":5000,"duration_ms":2500,"reason":"fin"}"#
+        );
+        let rec =
+            ConnRecord::from_event(&event(EVENT_CLASSIFIED, 0, 77), &labels(), &clock).unwrap();
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains(r#""event":"classified""#), "{line}");
+        assert!(line.contains(r#""host":"other""#), "{line}");
+        assert!(!line.contains("reason"), "{line}");
+        assert!(ConnRecord::from_event(&event(9, 0, 0), &labels(), &clock).is_none());
+    }
+
+    #[test]
+    fn expired_flows_become_ended_lines() {
+        let (client, family) = addr_words("203.0.113.9".parse().unwrap());
+        let (public, _) = addr_words("203.0.113.1".parse().unwrap());
+        let fk = FlowKey {
+            src: client,
+            dst: public,
+            sport: 40000u16.to_be(),
+            dport: 443u16.to_be(),
+            proto: PROTO_UDP,
+            family,
+            _pad: [0; 2],
+        };
+        let fv = FlowValue {
+            direction: DIR_TO_BACKEND,
+            host_id: 2,
+            packets: 3,
+            bytes: 100,
+            first_ns: 2_000_000_000,
+            last_ns: 4_000_000_000,
+            ..Default::default()
+        };
+        let rv = FlowValue {
+            direction: DIR_TO_CLIENT,
+            host_id: 2,
+            packets: 1,
+            bytes: 50,
+            first_ns: 2_500_000_000,
+            last_ns: 5_000_000_000,
+            ..Default::default()
+        };
+        let e = Expired {
+            fwd: Some((fk, fv)),
+            rev: Some((FlowKey::default(), rv)),
+            reason: EndReason::Idle,
+            report: true,
+        };
+        let clock = WallClock::with_offset(0);
+        let rec = ConnRecord::from_expired(&e, &labels(), &clock, 70_000_000_000).unwrap();
+        assert_eq!(rec.ts, "1970-01-01T00:01:10.000Z");
+        assert_eq!(rec.client.to_string(), "203.0.113.9");
+        assert_eq!((rec.client_port, rec.proto), (40000, "udp"));
+        assert_eq!(rec.host, "app.example.com");
+        assert_eq!((rec.packets_to_backend, rec.bytes_to_backend), (3, 100));
+        assert_eq!((rec.packets_to_client, rec.bytes_to_client), (1, 50));
+        assert_eq!(rec.duration_ms, 3000);
+        assert_eq!(rec.reason, Some("idle"));
+    }
+
+    #[test]
+    fn the_rate_limit_counts_suppressed_lines() {
+        let sink = Sink::default();
+        let log = ConnLog::with_writer(Box::new(sink.clone()), 10, 3);
+        let clock = WallClock::with_offset(0);
+        let rec =
+            ConnRecord::from_event(&event(EVENT_CLASSIFIED, 0, 0), &labels(), &clock).unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            log.write_at(&rec, t0);
+        }
+        log.write_at(&rec, t0 + Duration::from_millis(100));
+        let c = log.counters();
+        assert_eq!(c.lines.load(Ordering::Relaxed), 4);
+        assert_eq!(c.suppressed.load(Ordering::Relaxed), 2);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.lines().all(|l| l.starts_with("{\"ts\":")));
+        let off = ConnLog::disabled();
+        off.write(&rec);
+        assert_eq!(off.counters().lines.load(Ordering::Relaxed), 0);
+        assert!(!off.is_enabled());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!("-".parse::<ConnLogTarget>(), Ok(ConnLogTarget::Stdout));
+        assert_eq!(
+            "/var/log/f.jsonl".parse::<ConnLogTarget>(),
+            Ok(ConnLogTarget::File("/var/log/f.jsonl".into()))
+        );
+        assert!("".parse::<ConnLogTarget>().is_err());
+    }
+}

@@ -1,0 +1,447 @@
+//! `forwarder stats`: fetches `/stats.json` from the running daemon and shows it as a
+//! per-host table, as JSON, or refreshed like `top` with per-second rates.
+
+use std::{
+    fmt::Write as _,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use crate::snapshot::{HostSnapshot, Snapshot};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response accepted (a full host table is well below this).
+const MAX_RESPONSE: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error(
+        "cannot reach the forwarder daemon at {addr}: is `forwarder run` running? (metrics address {addr}; choose another with --metrics-addr)"
+    )]
+    Unreachable {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon at {addr} answered with a malformed response: {why}")]
+    BadResponse { addr: SocketAddr, why: String },
+    #[error("the daemon at {addr} answered {status}: {body}")]
+    Status {
+        addr: SocketAddr,
+        status: u16,
+        body: String,
+    },
+    #[error("the daemon at {addr} sent statistics this version cannot read")]
+    Json {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing to standard output")]
+    Output(#[source] std::io::Error),
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), StatsError> {
+    let unreachable = |source| StatsError::Unreachable { addr, source };
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: forwarder-stats\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(unreachable)?;
+    let mut raw = Vec::new();
+    s.take(MAX_RESPONSE)
+        .read_to_end(&mut raw)
+        .map_err(unreachable)?;
+    parse_response(&raw).map_err(|why| StatsError::BadResponse { addr, why })
+}
+
+/// Splits a `Connection: close` response into status and body.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
+    let status_line = head.lines().next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(format!("bad status line {status_line:?}"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not HTTP/1.x: {status_line:?}"));
+    }
+    let status: u16 = code
+        .parse()
+        .map_err(|_| format!("bad status line {status_line:?}"))?;
+    let mut body = raw[end + 4..].to_vec();
+    let length = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    if let Some(n) = length {
+        if body.len() < n {
+            return Err(format!("body truncated ({} of {n} bytes)", body.len()));
+        }
+        body.truncate(n);
+    }
+    Ok((status, body))
+}
+
+/// Fetches the daemon's statistics.
+pub fn fetch(addr: SocketAddr) -> Result<Snapshot, StatsError> {
+    let (status, body) = http_get(addr, "/stats.json")?;
+    if status != 200 {
+        return Err(StatsError::Status {
+            addr,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|source| StatsError::Json { addr, source })
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, ...
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `999`, `12.3k`, `4.5M`, ... for packet and connection counts.
+pub fn human_count(n: u64) -> String {
+    match n {
+        0..10_000 => n.to_string(),
+        10_000..10_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        10_000_000..10_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
+fn rate(cur: u64, prev: u64, secs: f64) -> f64 {
+    // A restarted daemon starts from zero: show no negative rates.
+    cur.saturating_sub(prev) as f64 / secs
+}
+
+fn human_rate_bytes(r: f64) -> String {
+    format!("{}/s", human_bytes(r.round() as u64))
+}
+
+fn human_rate_count(r: f64) -> String {
+    if r < 10.0 && r.fract() != 0.0 {
+        format!("{r:.1}/s")
+    } else {
+        format!("{}/s", human_count(r.round() as u64))
+    }
+}
+
+/// The per-host table. With `prev` (the previous snapshot and the seconds between the
+/// two) the counters are shown as per-second rates.
+pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
+    let mut out = String::new();
+    let ft = &cur.flow_table;
+    let pct = if ft.capacity > 0 {
+        ft.entries as f64 * 100.0 / ft.capacity as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        out,
+        "forwarder {}  up {}  mode {}  tunnel {} {}",
+        cur.version,
+        human_duration(cur.uptime_seconds),
+        cur.attach_mode,
+        cur.tunnel.iface,
+        if cur.tunnel.up { "up" } else { "DOWN" },
+    );
+    let _ = writeln!(
+        out,
+        "flow table {}/{} entries ({pct:.1}%), ~{} evicted",
+        ft.entries, ft.capacity, ft.evictions_estimate
+    );
+    if !cur.host_stats_available {
+        let _ = writeln!(
+            out,
+            "(the kernel programs keep no per-host statistics: only active flows are counted)"
+        );
+    }
+    let rates = prev.filter(|(_, secs)| *secs > 0.0);
+    if let Some((_, secs)) = rates {
+        let _ = writeln!(out, "rates over the last {secs:.1} s");
+    }
+    let _ = writeln!(out);
+    let header = [
+        "HOST",
+        if rates.is_some() { "CONN/s" } else { "CONNS" },
+        "FLOWS",
+        "PKTS>BE",
+        "BYTES>BE",
+        "PKTS>CL",
+        "BYTES>CL",
+        "DROPS",
+    ];
+    let mut rows: Vec<[String; 8]> = Vec::with_capacity(cur.hosts.len());
+    for h in &cur.hosts {
+        let row = match rates {
+            Some((p, secs)) => {
+                let before = p.hosts.iter().find(|x| x.host == h.host);
+                let b = |f: fn(&HostSnapshot) -> u64| before.map_or(f(h), f);
+                [
+                    h.host.clone(),
+                    human_rate_count(rate(h.connections, b(|x| x.connections), secs)),
+                    h.active_flows.to_string(),
+                    human_rate_count(rate(
+                        h.packets_to_backend,
+                        b(|x| x.packets_to_backend),
+                        secs,
+                    )),
+                    human_rate_bytes(rate(h.bytes_to_backend, b(|x| x.bytes_to_backend), secs)),
+                    human_rate_count(rate(h.packets_to_client, b(|x| x.packets_to_client), secs)),
+                    human_rate_bytes(rate(h.bytes_to_client, b(|x| x.bytes_to_client), secs)),
+                    human_rate_count(rate(h.drops_total(), b(HostSnapshot::drops_total), secs)),
+                ]
+            }
+            None => [
+                h.host.clone(),
+                human_count(h.connections),
+                h.active_flows.to_string(),
+                human_count(h.packets_to_backend),
+                human_bytes(h.bytes_to_backend),
+                human_count(h.packets_to_client),
+                human_bytes(h.bytes_to_client),
+                human_count(h.drops_total()),
+            ],
+        };
+        rows.push(row);
+    }
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(l, "{c:<w$}");
+            } else {
+                let _ = write!(l, "  {c:>w$}");
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(&header);
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Prints the table (or the JSON document) once.
+pub fn show(addr: SocketAddr, json: bool) -> Result<(), StatsError> {
+    let snap = fetch(addr)?;
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(&snap)
+            .map_err(|source| StatsError::Json { addr, source })?;
+        t.push('\n');
+        t
+    } else {
+        render_table(&snap, None)
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(StatsError::Output)
+}
+
+/// Refreshes the table every `interval` until interrupted, showing per-second rates.
+pub fn watch(addr: SocketAddr, interval: Duration) -> Result<(), StatsError> {
+    let mut prev: Option<(Snapshot, Instant)> = None;
+    loop {
+        let snap = fetch(addr)?;
+        let at = Instant::now();
+        let table = match &prev {
+            Some((p, t)) => render_table(&snap, Some((p, at.duration_since(*t).as_secs_f64()))),
+            None => render_table(&snap, None),
+        };
+        let mut stdout = std::io::stdout().lock();
+        // Clear the screen and go home, like `watch`.
+        write!(
+            stdout,
+            "\x1b[2J\x1b[H{table}\n(every {:.1} s; Ctrl-C to quit)\n",
+            interval.as_secs_f64()
+        )
+        .and_then(|()| stdout.flush())
+        .map_err(StatsError::Output)?;
+        prev = Some((snap, at));
+        std::thread::sleep(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::sample;
+
+    #[test]
+    fn units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(human_count(9999), "9999");
+        assert_eq!(human_count(12_345), "12.3k");
+        assert_eq!(human_count(45_600_000), "45.6M");
+        assert_eq!(human_duration(42), "42s");
+        assert_eq!(human_duration(3725), "1h02m");
+        assert_eq!(human_duration(200_000), "2d7h");
+    }
+
+    #[test]
+    fn table_lists_every_host_with_totals() {
+        let t = render_table(&sample(), None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].contains("mode xdp-driver") && lines[0].contains("wg0 up"),
+            "{t}"
+        );
+        assert!(lines[1].contains("6/262144"), "{t}");
+        let header = lines.iter().position(|l| l.starts_with("HOST")).unwrap();
+        let rows = &lines[header + 1..];
+        let hosts: Vec<&str> = rows
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            hosts,
+            ["app.example.com", "*.example.com", "other", "unknown"]
+        );
+        // app.example.com: id 2 in the sample: 3 connections, 1 flow, 30 packets / 4.4 KiB
+        // to the backend, 60 packets / 8.6 MiB to the client, 4 drops.
+        let app: Vec<&str> = rows[0].split_whitespace().collect();
+        assert_eq!(
+            app,
+            [
+                "app.example.com",
+                "3",
+                "1",
+                "30",
+                "4.4",
+                "KiB",
+                "60",
+                "8.6",
+                "MiB",
+                "4"
+            ]
+        );
+        // Columns line up: every row as long as the header (right-aligned numbers).
+        let width = lines[header].len();
+        assert!(rows.iter().all(|r| r.len() == width), "{t}");
+    }
+
+    #[test]
+    fn watch_table_shows_rates() {
+        let before = sample();
+        let mut after = sample();
+        after.hosts[0].connections += 20;
+        after.hosts[0].bytes_to_client += 10 << 20;
+        after.hosts[0].packets_to_backend += 5;
+        // A host whose counters went down (daemon restarted) shows zero, not garbage.
+        after.hosts[1].bytes_to_backend = 0;
+        let t = render_table(&after, Some((&before, 2.0)));
+        assert!(t.contains("rates over the last 2.0 s"), "{t}");
+        assert!(t.contains("CONN/s"), "{t}");
+        let row: Vec<&str> = t
+            .lines()
+            .find(|l| l.starts_with("app.example.com"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            row,
+            [
+                "app.example.com",
+                "10/s",
+                "1",
+                "2.5/s",
+                "0",
+                "B/s",
+                "0/s",
+                "5.0",
+                "MiB/s",
+                "0/s"
+            ]
+        );
+        let star: Vec<&str> = t
+            .lines()
+            .find(|l| l.starts_with("*.example.com"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(star[4], "0");
+    }
+
+    #[test]
+    fn json_output_is_the_document() {
+        let s = sample();
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["hosts"][0]["host"], "app.example.com");
+        assert_eq!(v["flow_table"]["capacity"], 262_144);
+        assert_eq!(v["counters"]["xdp_rx"], 0);
+    }
+
+    #[test]
+    fn responses_parse() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(raw), Ok((200, b"{}".to_vec())));
+        let raw = b"HTTP/1.1 404 Not Found\r\n\r\nnope\n";
+        assert_eq!(parse_response(raw), Ok((404, b"nope\n".to_vec())));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_explained() {
+        // A port nothing listens on: bind one, learn its number, close it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = fetch(addr).unwrap_err().to_string();
+        assert!(e.contains("is `forwarder run` running?"), "{e}");
+        assert!(e.contains(&addr.to_string()), "{e}");
+    }
+}
