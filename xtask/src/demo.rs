@@ -21,8 +21,13 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         SUBDOMAINS.join(", ")
     );
     let t = Instant::now();
+    let hosts: String = SUBDOMAINS
+        .iter()
+        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
+        .collect();
     let mut lab = Lab::new(&LabOptions {
         udp_echo: true,
+        extra_config: hosts,
         ..LabOptions::default()
     })?;
     println!(
@@ -71,6 +76,15 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
     for l in lab.access_log().lines() {
         println!("  {l}");
     }
+    println!("\n`forwarder stats` on the VPS (per-host table read from the running daemon):");
+    let bin_s = bin.display().to_string();
+    match lab.exec(&lab.vps, &[&bin_s, "stats"]) {
+        Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => println!("  (stats unavailable: {e:#})"),
+    }
+    println!(
+        "(Connections count as `unknown` until the in-kernel SNI/Host reader ships; see docs/architecture.md.)"
+    );
     if keep {
         println!("\nThe lab keeps running. Try:");
         println!(
