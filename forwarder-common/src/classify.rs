@@ -19,7 +19,10 @@ pub const BUF_SIZE: usize = 4096;
 /// end the classification as unknown rather than being parsed in part.
 pub const MAX_SEGMENT_PAYLOAD: usize = 2048;
 /// TLS extensions looked at before giving up (browsers send about twenty).
-pub const MAX_EXTENSIONS: usize = 32;
+pub const MAX_EXTENSIONS: usize = 48;
+/// Fields (TLS) or header lines (HTTP) parsed per segment before giving up. In the kernel
+/// each is one `bpf_loop` iteration, so this costs the verifier nothing.
+pub const MAX_STEPS: usize = 64;
 /// Segments a ClientHello or request may span before we give up.
 pub const MAX_SEGMENTS: u8 = 4;
 /// Request bytes scanned for the Host header before giving up.
@@ -180,134 +183,147 @@ fn be16<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<usize> {
 }
 
 #[inline(always)]
-fn tls<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
+fn tls_step<B: Bytes + ?Sized>(
+    s: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> Option<Progress> {
     use Outcome::TlsMalformed as Bad;
-    let mut i = 0;
     // One field per iteration; the extension loop is the long part.
-    while i < MAX_EXTENSIONS + 8 {
+    // Offset of the current field in this buffer.
+    let Some(at) = s.pos.checked_sub(base) else {
+        return Some(Progress::Done(Bad));
+    };
+    let at = at as usize;
+    if at > len {
+        // The field starts in a later segment: nothing to carry.
+        s.carry_len = 0;
+        return Some(Progress::NeedMore);
+    }
+    if s.stage == TLS_EXTENSION && s.pos == s.ext_end {
+        return Some(Progress::Done(Outcome::TlsNoSni));
+    }
+    let need = match s.stage {
+        TLS_RECORD => 5 + 4 + 2 + 32 + 1,
+        TLS_SESSION_ID | TLS_CIPHERS | TLS_EXTENSIONS_LEN => 2,
+        TLS_COMPRESSION => 1,
+        TLS_EXTENSION => 4,
+        _ => 5,
+    };
+    if at + need > len {
+        return Some(carry_from(s, b, at, len, base, Bad));
+    }
+    match s.stage {
+        TLS_RECORD => {
+            // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
+            let (Some(major), Some(rec_len), Some(hs_type), Some(hs_hi), Some(hs_lo)) = (
+                b.raw8(at + 1),
+                be16(b, at + 3),
+                b.raw8(at + 5),
+                b.raw8(at + 6),
+                be16(b, at + 7),
+            ) else {
+                return Some(Progress::Done(Bad));
+            };
+            let hs_len = ((hs_hi as usize) << 16) | hs_lo;
+            if major != 3 || hs_type != 1 || rec_len < 4 + 38 || hs_len + 4 != rec_len {
+                // Also rejects a ClientHello fragmented over several records.
+                return Some(Progress::Done(Bad));
+            }
+            s.ext_end = s.pos + 5 + rec_len as u32;
+            let Some(sid_len) = b.raw8(at + 5 + 4 + 2 + 32) else {
+                return Some(Progress::Done(Bad));
+            };
+            if sid_len > 32 {
+                return Some(Progress::Done(Bad));
+            }
+            s.pos += (5 + 4 + 2 + 32 + 1 + sid_len as usize) as u32;
+            s.stage = TLS_CIPHERS;
+        }
+        TLS_CIPHERS => {
+            let Some(n) = be16(b, at) else {
+                return Some(Progress::Done(Bad));
+            };
+            if n < 2 || n % 2 != 0 {
+                return Some(Progress::Done(Bad));
+            }
+            s.pos += 2 + n as u32;
+            s.stage = TLS_COMPRESSION;
+        }
+        TLS_COMPRESSION => {
+            let Some(n) = b.raw8(at) else {
+                return Some(Progress::Done(Bad));
+            };
+            if n < 1 {
+                return Some(Progress::Done(Bad));
+            }
+            s.pos += 1 + n as u32;
+            s.stage = TLS_EXTENSIONS_LEN;
+        }
+        TLS_EXTENSIONS_LEN => {
+            let Some(n) = be16(b, at) else {
+                return Some(Progress::Done(Bad));
+            };
+            // The extensions must end exactly where the handshake does: no trailing
+            // garbage.
+            if s.pos + 2 + n as u32 != s.ext_end {
+                return Some(Progress::Done(Bad));
+            }
+            s.pos += 2;
+            s.stage = TLS_EXTENSION;
+        }
+        TLS_EXTENSION => {
+            s.extensions += 1;
+            if s.extensions as usize > MAX_EXTENSIONS {
+                return Some(Progress::Done(Outcome::TlsNoSni));
+            }
+            let (Some(ty), Some(n)) = (be16(b, at), be16(b, at + 2)) else {
+                return Some(Progress::Done(Bad));
+            };
+            if s.pos + 4 + n as u32 > s.ext_end {
+                return Some(Progress::Done(Bad));
+            }
+            if ty == 0 {
+                s.pos += 4;
+                s.stage = TLS_SNI;
+                // Remember where the extension ends, to check the name fills it.
+                s.sni_end = s.pos + n as u32;
+            } else {
+                s.pos += 4 + n as u32;
+            }
+        }
+        _ => {
+            // server_name: list length, name type, name length, name.
+            let ext_end = s.sni_end;
+            let (Some(list), Some(kind), Some(name_len)) =
+                (be16(b, at), b.raw8(at + 2), be16(b, at + 3))
+            else {
+                return Some(Progress::Done(Bad));
+            };
+            // Exactly one host_name and nothing after it.
+            if kind != 0 || list != name_len + 3 || s.pos + 2 + list as u32 != ext_end {
+                return Some(Progress::Done(Bad));
+            }
+            if at + 5 + name_len > len {
+                return Some(carry_from(s, b, at, len, base, Bad));
+            }
+            return Some(Progress::Done(Outcome::TlsName(NameAt {
+                off: at + 5,
+                len: name_len,
+            })));
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn tls<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
+    let mut i = 0;
+    while i < MAX_STEPS {
         i += 1;
-        // Offset of the current field in this buffer.
-        let Some(at) = s.pos.checked_sub(base) else {
-            return Progress::Done(Bad);
-        };
-        let at = at as usize;
-        if at > len {
-            // The field starts in a later segment: nothing to carry.
-            s.carry_len = 0;
-            return Progress::NeedMore;
-        }
-        if s.stage == TLS_EXTENSION && s.pos == s.ext_end {
-            return Progress::Done(Outcome::TlsNoSni);
-        }
-        let need = match s.stage {
-            TLS_RECORD => 5 + 4 + 2 + 32 + 1,
-            TLS_SESSION_ID | TLS_CIPHERS | TLS_EXTENSIONS_LEN => 2,
-            TLS_COMPRESSION => 1,
-            TLS_EXTENSION => 4,
-            _ => 5,
-        };
-        if at + need > len {
-            return carry_from(s, b, at, len, base, Bad);
-        }
-        match s.stage {
-            TLS_RECORD => {
-                // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
-                let (Some(major), Some(rec_len), Some(hs_type), Some(hs_hi), Some(hs_lo)) = (
-                    b.raw8(at + 1),
-                    be16(b, at + 3),
-                    b.raw8(at + 5),
-                    b.raw8(at + 6),
-                    be16(b, at + 7),
-                ) else {
-                    return Progress::Done(Bad);
-                };
-                let hs_len = ((hs_hi as usize) << 16) | hs_lo;
-                if major != 3 || hs_type != 1 || rec_len < 4 + 38 || hs_len + 4 != rec_len {
-                    // Also rejects a ClientHello fragmented over several records.
-                    return Progress::Done(Bad);
-                }
-                s.ext_end = s.pos + 5 + rec_len as u32;
-                let Some(sid_len) = b.raw8(at + 5 + 4 + 2 + 32) else {
-                    return Progress::Done(Bad);
-                };
-                if sid_len > 32 {
-                    return Progress::Done(Bad);
-                }
-                s.pos += (5 + 4 + 2 + 32 + 1 + sid_len as usize) as u32;
-                s.stage = TLS_CIPHERS;
-            }
-            TLS_CIPHERS => {
-                let Some(n) = be16(b, at) else {
-                    return Progress::Done(Bad);
-                };
-                if n < 2 || n % 2 != 0 {
-                    return Progress::Done(Bad);
-                }
-                s.pos += 2 + n as u32;
-                s.stage = TLS_COMPRESSION;
-            }
-            TLS_COMPRESSION => {
-                let Some(n) = b.raw8(at) else {
-                    return Progress::Done(Bad);
-                };
-                if n < 1 {
-                    return Progress::Done(Bad);
-                }
-                s.pos += 1 + n as u32;
-                s.stage = TLS_EXTENSIONS_LEN;
-            }
-            TLS_EXTENSIONS_LEN => {
-                let Some(n) = be16(b, at) else {
-                    return Progress::Done(Bad);
-                };
-                // The extensions must end exactly where the handshake does: no trailing
-                // garbage.
-                if s.pos + 2 + n as u32 != s.ext_end {
-                    return Progress::Done(Bad);
-                }
-                s.pos += 2;
-                s.stage = TLS_EXTENSION;
-            }
-            TLS_EXTENSION => {
-                s.extensions += 1;
-                if s.extensions as usize > MAX_EXTENSIONS {
-                    return Progress::Done(Outcome::TlsNoSni);
-                }
-                let (Some(ty), Some(n)) = (be16(b, at), be16(b, at + 2)) else {
-                    return Progress::Done(Bad);
-                };
-                if s.pos + 4 + n as u32 > s.ext_end {
-                    return Progress::Done(Bad);
-                }
-                if ty == 0 {
-                    s.pos += 4;
-                    s.stage = TLS_SNI;
-                    // Remember where the extension ends, to check the name fills it.
-                    s.sni_end = s.pos + n as u32;
-                } else {
-                    s.pos += 4 + n as u32;
-                }
-            }
-            _ => {
-                // server_name: list length, name type, name length, name.
-                let ext_end = s.sni_end;
-                let (Some(list), Some(kind), Some(name_len)) =
-                    (be16(b, at), b.raw8(at + 2), be16(b, at + 3))
-                else {
-                    return Progress::Done(Bad);
-                };
-                // Exactly one host_name and nothing after it.
-                if kind != 0 || list != name_len + 3 || s.pos + 2 + list as u32 != ext_end {
-                    return Progress::Done(Bad);
-                }
-                if at + 5 + name_len > len {
-                    return carry_from(s, b, at, len, base, Bad);
-                }
-                return Progress::Done(Outcome::TlsName(NameAt {
-                    off: at + 5,
-                    len: name_len,
-                }));
-            }
+        if let Some(p) = tls_step(s, b, len, base) {
+            return p;
         }
     }
     Progress::Done(Outcome::TlsNoSni)
@@ -319,75 +335,88 @@ fn lower(c: u8) -> u8 {
 }
 
 /// Header lines looked at before giving up.
-pub const MAX_HTTP_LINES: usize = 24;
+pub const MAX_HTTP_LINES: usize = 64;
+
+#[inline(always)]
+fn http_step<B: Bytes + ?Sized>(
+    s: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> Option<Progress> {
+    if s.pos > MAX_HTTP_HEADER_BYTES {
+        return Some(Progress::Done(Outcome::HttpNoHost));
+    }
+    let Some(at) = s.pos.checked_sub(base) else {
+        return Some(Progress::Done(Outcome::HttpMalformed));
+    };
+    let at = at as usize;
+    if at >= len {
+        s.carry_len = 0;
+        return Some(Progress::NeedMore);
+    }
+    let Some(eol) = b.find(at, len, b'\n') else {
+        // The line goes on in the next segment.
+        if s.stage == HTTP_SKIP_LINE {
+            s.pos = base + len as u32;
+            s.carry_len = 0;
+            return Some(Progress::NeedMore);
+        }
+        if len - at <= CARRY_MAX {
+            return Some(carry_from(s, b, at, len, base, Outcome::HttpMalformed));
+        }
+        // Too long to carry: decide on what is here, or skip the rest of the line.
+        if s.stage == HTTP_REQUEST_LINE {
+            if let Some(name) = absolute_target_host(b, at, len) {
+                return Some(Progress::Done(name));
+            }
+        } else if starts_with_host(b, at, len) {
+            return Some(Progress::Done(host_value(b, at + 5, len)));
+        }
+        s.stage = HTTP_SKIP_LINE;
+        s.pos = base + len as u32;
+        s.carry_len = 0;
+        return Some(Progress::NeedMore);
+    };
+    let end = if eol > at && b.raw8(eol - 1) == Some(b'\r') {
+        eol - 1
+    } else {
+        eol
+    };
+    match s.stage {
+        HTTP_REQUEST_LINE => {
+            // METHOD SP target SP HTTP/1.x; an absolute-form target names the host.
+            if !request_line_ok(b, at, end) {
+                return Some(Progress::Done(Outcome::HttpMalformed));
+            }
+            if let Some(name) = absolute_target_host(b, at, end) {
+                return Some(Progress::Done(name));
+            }
+            s.stage = HTTP_LINE_START;
+        }
+        HTTP_LINE_START => {
+            if end == at {
+                // Empty line: end of headers without Host.
+                return Some(Progress::Done(Outcome::HttpNoHost));
+            }
+            if starts_with_host(b, at, end) {
+                return Some(Progress::Done(host_value(b, at + 5, end)));
+            }
+        }
+        _ => s.stage = HTTP_LINE_START,
+    }
+    s.pos = base + eol as u32 + 1;
+    None
+}
 
 #[inline(always)]
 fn http<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
     let mut i = 0;
-    while i < MAX_HTTP_LINES {
+    while i < MAX_STEPS {
         i += 1;
-        if s.pos > MAX_HTTP_HEADER_BYTES {
-            return Progress::Done(Outcome::HttpNoHost);
+        if let Some(p) = http_step(s, b, len, base) {
+            return p;
         }
-        let Some(at) = s.pos.checked_sub(base) else {
-            return Progress::Done(Outcome::HttpMalformed);
-        };
-        let at = at as usize;
-        if at >= len {
-            s.carry_len = 0;
-            return Progress::NeedMore;
-        }
-        let Some(eol) = b.find(at, len, b'\n') else {
-            // The line goes on in the next segment.
-            if s.stage == HTTP_SKIP_LINE {
-                s.pos = base + len as u32;
-                s.carry_len = 0;
-                return Progress::NeedMore;
-            }
-            if len - at <= CARRY_MAX {
-                return carry_from(s, b, at, len, base, Outcome::HttpMalformed);
-            }
-            // Too long to carry: decide on what is here, or skip the rest of the line.
-            if s.stage == HTTP_REQUEST_LINE {
-                if let Some(name) = absolute_target_host(b, at, len) {
-                    return Progress::Done(name);
-                }
-            } else if starts_with_host(b, at, len) {
-                return Progress::Done(host_value(b, at + 5, len));
-            }
-            s.stage = HTTP_SKIP_LINE;
-            s.pos = base + len as u32;
-            s.carry_len = 0;
-            return Progress::NeedMore;
-        };
-        let end = if eol > at && b.raw8(eol - 1) == Some(b'\r') {
-            eol - 1
-        } else {
-            eol
-        };
-        match s.stage {
-            HTTP_REQUEST_LINE => {
-                // METHOD SP target SP HTTP/1.x; an absolute-form target names the host.
-                if !request_line_ok(b, at, end) {
-                    return Progress::Done(Outcome::HttpMalformed);
-                }
-                if let Some(name) = absolute_target_host(b, at, end) {
-                    return Progress::Done(name);
-                }
-                s.stage = HTTP_LINE_START;
-            }
-            HTTP_LINE_START => {
-                if end == at {
-                    // Empty line: end of headers without Host.
-                    return Progress::Done(Outcome::HttpNoHost);
-                }
-                if starts_with_host(b, at, end) {
-                    return Progress::Done(host_value(b, at + 5, end));
-                }
-            }
-            _ => s.stage = HTTP_LINE_START,
-        }
-        s.pos = base + eol as u32 + 1;
     }
     Progress::Done(Outcome::HttpNoHost)
 }
@@ -537,6 +566,86 @@ pub fn feed_coded<B: Bytes + ?Sized>(
             Outcome::HttpMalformed => CODE_HTTP_MALFORMED,
             Outcome::NotTlsOrHttp => CODE_NOT_TLS_OR_HTTP,
         },
+    }
+}
+
+/// `step_coded` result: the step consumed a field or line, call again.
+pub const STEP_CONTINUE: u32 = u32::MAX;
+
+#[inline(always)]
+fn code_of(state: &mut ClassifyState, p: Progress) -> u32 {
+    match p {
+        Progress::NeedMore => CODE_NEED_MORE,
+        Progress::Done(o) => match o {
+            Outcome::TlsName(n) | Outcome::HttpName(n) => {
+                state.name_off = n.off as u32;
+                state.name_len = n.len as u32;
+                if matches!(o, Outcome::TlsName(_)) {
+                    CODE_TLS_NAME
+                } else {
+                    CODE_HTTP_NAME
+                }
+            }
+            Outcome::TlsNoSni => CODE_TLS_NO_SNI,
+            Outcome::TlsMalformed => CODE_TLS_MALFORMED,
+            Outcome::HttpNoHost => CODE_HTTP_NO_HOST,
+            Outcome::HttpMalformed => CODE_HTTP_MALFORMED,
+            Outcome::NotTlsOrHttp => CODE_NOT_TLS_OR_HTTP,
+        },
+    }
+}
+
+/// First part of [`feed`] for the kernel's step-wise driver: decides the protocol on a
+/// connection's first byte. Returns a code, or `STEP_CONTINUE` to go on with
+/// [`step_coded`].
+#[inline(always)]
+pub fn begin_coded<B: Bytes + ?Sized>(state: &mut ClassifyState, b: &B, base: u32) -> u32 {
+    state.carry_len = 0;
+    if state.kind != KIND_NONE {
+        return STEP_CONTINUE;
+    }
+    let Some(first) = b.raw8(0) else {
+        return CODE_NEED_MORE;
+    };
+    if first == 0x16 {
+        state.kind = KIND_TLS;
+        state.stage = TLS_RECORD;
+    } else if first.is_ascii_uppercase() {
+        state.kind = KIND_HTTP;
+        state.stage = HTTP_REQUEST_LINE;
+    } else {
+        return CODE_NOT_TLS_OR_HTTP;
+    }
+    state.pos = base;
+    STEP_CONTINUE
+}
+
+/// One field (TLS) or header line (HTTP): a code, or `STEP_CONTINUE`.
+#[inline(always)]
+pub fn step_coded<B: Bytes + ?Sized>(
+    state: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> u32 {
+    let r = if state.kind == KIND_TLS {
+        tls_step(state, b, len, base)
+    } else {
+        http_step(state, b, len, base)
+    };
+    match r {
+        None => STEP_CONTINUE,
+        Some(p) => code_of(state, p),
+    }
+}
+
+/// The code when `MAX_STEPS` steps found nothing.
+#[inline(always)]
+pub fn exhausted_code(state: &ClassifyState) -> u32 {
+    if state.kind == KIND_TLS {
+        CODE_TLS_NO_SNI
+    } else {
+        CODE_HTTP_NO_HOST
     }
 }
 

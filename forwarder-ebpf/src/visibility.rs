@@ -17,7 +17,7 @@ use forwarder_common::{
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
-        MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS,
+        MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
     },
     host::{self, NameMatch},
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
@@ -328,14 +328,63 @@ impl Bytes for Buf {
 }
 
 #[cfg(feature = "classify")]
-/// The parser as a BPF function of its own (see `classify::feed_coded`).
+/// The parser's state and buffer for one `bpf_loop` callback per field or line.
+struct StepCtx {
+    s: *mut ClassifyState,
+    p: *const [u8; BUF_SIZE],
+    len: u64,
+    base: u64,
+    code: u64,
+}
+
+#[cfg(feature = "classify")]
+extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut StepCtx) };
+    let b = Buf {
+        p: c.p,
+        len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
+    };
+    let r = classify::step_coded(unsafe { &mut *c.s }, &b, b.len, c.base as u32);
+    if r == STEP_CONTINUE {
+        return 0;
+    }
+    c.code = r as u64;
+    1
+}
+
+/// The parser: one `bpf_loop` iteration per TLS field or HTTP header line, so the verifier
+/// checks one step instead of every path through a long loop.
+#[cfg(feature = "classify")]
 #[inline(never)]
 fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
     let b = Buf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
     };
-    classify::feed_coded(s, &b, b.len, base)
+    let first = classify::begin_coded(s, &b, base);
+    if first != STEP_CONTINUE {
+        return first;
+    }
+    let mut c = StepCtx {
+        s,
+        p: buf,
+        len: len as u64,
+        base: base as u64,
+        code: u64::MAX,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_STEPS as u32,
+            step_cb as *mut c_void,
+            &mut c as *mut StepCtx as *mut c_void,
+            0,
+        )
+    };
+    if c.code == u64::MAX {
+        classify::exhausted_code(unsafe { &*c.s })
+    } else {
+        c.code as u32
+    }
 }
 
 #[cfg(feature = "classify")]
