@@ -150,11 +150,23 @@ pub fn feed<B: Bytes + ?Sized>(
         }
         state.pos = base;
     }
-    if state.kind == KIND_TLS {
-        tls(state, b, len, base)
-    } else {
-        http(state, b, len, base)
+    let mut i = 0;
+    while i < MAX_STEPS {
+        i += 1;
+        let r = if state.kind == KIND_TLS {
+            tls_step(state, b, len, base)
+        } else {
+            http_step(state, b, len, base)
+        };
+        if let Some(p) = r {
+            return p;
+        }
     }
+    Progress::Done(if state.kind == KIND_TLS {
+        Outcome::TlsNoSni
+    } else {
+        Outcome::HttpNoHost
+    })
 }
 
 /// Carries `b[from..len]` into the state for the next call, or gives up with `fail` when
@@ -318,18 +330,6 @@ fn tls_step<B: Bytes + ?Sized>(
 }
 
 #[inline(always)]
-fn tls<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
-    let mut i = 0;
-    while i < MAX_STEPS {
-        i += 1;
-        if let Some(p) = tls_step(s, b, len, base) {
-            return p;
-        }
-    }
-    Progress::Done(Outcome::TlsNoSni)
-}
-
-#[inline(always)]
 fn lower(c: u8) -> u8 {
     if c.is_ascii_uppercase() { c + 32 } else { c }
 }
@@ -407,18 +407,6 @@ fn http_step<B: Bytes + ?Sized>(
     }
     s.pos = base + eol as u32 + 1;
     None
-}
-
-#[inline(always)]
-fn http<B: Bytes + ?Sized>(s: &mut ClassifyState, b: &B, len: usize, base: u32) -> Progress {
-    let mut i = 0;
-    while i < MAX_STEPS {
-        i += 1;
-        if let Some(p) = http_step(s, b, len, base) {
-            return p;
-        }
-    }
-    Progress::Done(Outcome::HttpNoHost)
 }
 
 #[inline(always)]
@@ -548,25 +536,8 @@ pub fn feed_coded<B: Bytes + ?Sized>(
     len: usize,
     base: u32,
 ) -> u32 {
-    match feed(state, b, len, base) {
-        Progress::NeedMore => CODE_NEED_MORE,
-        Progress::Done(o) => match o {
-            Outcome::TlsName(n) | Outcome::HttpName(n) => {
-                state.name_off = n.off as u32;
-                state.name_len = n.len as u32;
-                if matches!(o, Outcome::TlsName(_)) {
-                    CODE_TLS_NAME
-                } else {
-                    CODE_HTTP_NAME
-                }
-            }
-            Outcome::TlsNoSni => CODE_TLS_NO_SNI,
-            Outcome::TlsMalformed => CODE_TLS_MALFORMED,
-            Outcome::HttpNoHost => CODE_HTTP_NO_HOST,
-            Outcome::HttpMalformed => CODE_HTTP_MALFORMED,
-            Outcome::NotTlsOrHttp => CODE_NOT_TLS_OR_HTTP,
-        },
-    }
+    let p = feed(state, b, len, base);
+    code_of(state, p)
 }
 
 /// `step_coded` result: the step consumed a field or line, call again.
