@@ -190,11 +190,6 @@ fn carry_from<B: Bytes + ?Sized>(
 }
 
 #[inline(always)]
-fn be16<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<usize> {
-    b.be16(off).map(|v| v as usize)
-}
-
-#[inline(always)]
 fn tls_step<B: Bytes + ?Sized>(
     s: &mut ClassifyState,
     b: &B,
@@ -229,24 +224,21 @@ fn tls_step<B: Bytes + ?Sized>(
     match s.stage {
         TLS_RECORD => {
             // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
-            let (Some(major), Some(rec_len), Some(hs_type), Some(hs_hi), Some(hs_lo)) = (
-                b.raw8(at + 1),
-                be16(b, at + 3),
-                b.raw8(at + 5),
-                b.raw8(at + 6),
-                be16(b, at + 7),
-            ) else {
-                return Some(Progress::Done(Bad));
-            };
+            // `need` bytes are there: plain reads (see `Bytes::byte`).
+            let (major, rec_len, hs_type, hs_hi, hs_lo) = (
+                b.byte(at + 1),
+                b.be16_at(at + 3) as usize,
+                b.byte(at + 5),
+                b.byte(at + 6),
+                b.be16_at(at + 7) as usize,
+            );
             let hs_len = ((hs_hi as usize) << 16) | hs_lo;
             if major != 3 || hs_type != 1 || rec_len < 4 + 38 || hs_len + 4 != rec_len {
                 // Also rejects a ClientHello fragmented over several records.
                 return Some(Progress::Done(Bad));
             }
             s.ext_end = s.pos + 5 + rec_len as u32;
-            let Some(sid_len) = b.raw8(at + 5 + 4 + 2 + 32) else {
-                return Some(Progress::Done(Bad));
-            };
+            let sid_len = b.byte(at + 5 + 4 + 2 + 32);
             if sid_len > 32 {
                 return Some(Progress::Done(Bad));
             }
@@ -254,19 +246,15 @@ fn tls_step<B: Bytes + ?Sized>(
             s.stage = TLS_CIPHERS;
         }
         TLS_CIPHERS => {
-            let Some(n) = be16(b, at) else {
-                return Some(Progress::Done(Bad));
-            };
-            if n < 2 || n % 2 != 0 {
+            let n = b.be16_at(at);
+            if n < 2 || !n.is_multiple_of(2) {
                 return Some(Progress::Done(Bad));
             }
             s.pos += 2 + n as u32;
             s.stage = TLS_COMPRESSION;
         }
         TLS_COMPRESSION => {
-            let Some(n) = b.raw8(at) else {
-                return Some(Progress::Done(Bad));
-            };
+            let n = b.byte(at);
             if n < 1 {
                 return Some(Progress::Done(Bad));
             }
@@ -274,9 +262,7 @@ fn tls_step<B: Bytes + ?Sized>(
             s.stage = TLS_EXTENSIONS_LEN;
         }
         TLS_EXTENSIONS_LEN => {
-            let Some(n) = be16(b, at) else {
-                return Some(Progress::Done(Bad));
-            };
+            let n = b.be16_at(at);
             // The extensions must end exactly where the handshake does: no trailing
             // garbage.
             if s.pos + 2 + n as u32 != s.ext_end {
@@ -290,9 +276,7 @@ fn tls_step<B: Bytes + ?Sized>(
             if s.extensions as usize > MAX_EXTENSIONS {
                 return Some(Progress::Done(Outcome::TlsNoSni));
             }
-            let (Some(ty), Some(n)) = (be16(b, at), be16(b, at + 2)) else {
-                return Some(Progress::Done(Bad));
-            };
+            let (ty, n) = (b.be16_at(at), b.be16_at(at + 2));
             if s.pos + 4 + n as u32 > s.ext_end {
                 return Some(Progress::Done(Bad));
             }
@@ -308,11 +292,11 @@ fn tls_step<B: Bytes + ?Sized>(
         _ => {
             // server_name: list length, name type, name length, name.
             let ext_end = s.sni_end;
-            let (Some(list), Some(kind), Some(name_len)) =
-                (be16(b, at), b.raw8(at + 2), be16(b, at + 3))
-            else {
-                return Some(Progress::Done(Bad));
-            };
+            let (list, kind, name_len) = (
+                b.be16_at(at) as usize,
+                b.byte(at + 2),
+                b.be16_at(at + 3) as usize,
+            );
             // Exactly one host_name and nothing after it.
             if kind != 0 || list != name_len + 3 || s.pos + 2 + list as u32 != ext_end {
                 return Some(Progress::Done(Bad));
@@ -378,7 +362,7 @@ fn http_step<B: Bytes + ?Sized>(
         s.carry_len = 0;
         return Some(Progress::NeedMore);
     };
-    let end = if eol > at && b.raw8(eol - 1) == Some(b'\r') {
+    let end = if eol > at && b.byte(eol - 1) == b'\r' {
         eol - 1
     } else {
         eol
@@ -414,15 +398,11 @@ fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
     if at + 5 > end {
         return false;
     }
-    let w = [
-        b.raw8(at),
-        b.raw8(at + 1),
-        b.raw8(at + 2),
-        b.raw8(at + 3),
-        b.raw8(at + 4),
-    ];
-    matches!(w, [Some(h), Some(o), Some(s), Some(t), Some(b':')]
-        if lower(h) == b'h' && lower(o) == b'o' && lower(s) == b's' && lower(t) == b't')
+    lower(b.byte(at)) == b'h'
+        && lower(b.byte(at + 1)) == b'o'
+        && lower(b.byte(at + 2)) == b's'
+        && lower(b.byte(at + 3)) == b't'
+        && b.byte(at + 4) == b':'
 }
 
 /// The Host value in `b[from..end]`: optional whitespace, the name, an optional port.
@@ -430,7 +410,7 @@ fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
 fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
     let mut start = from;
     let mut n = 0;
-    while n < 8 && start < end && matches!(b.raw8(start), Some(b' ' | b'\t')) {
+    while n < 8 && start < end && matches!(b.byte(start), b' ' | b'\t') {
         start += 1;
         n += 1;
     }
@@ -452,35 +432,25 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
     let mut i = at;
     let mut n = 0;
     // Method: uppercase letters, then a space.
-    while n < 16 && i < end && b.raw8(i).is_some_and(|c| c.is_ascii_uppercase()) {
+    while n < 16 && i < end && b.byte(i).is_ascii_uppercase() {
         i += 1;
         n += 1;
     }
-    if n == 0 || b.raw8(i) != Some(b' ') {
+    if n == 0 || b.byte(i) != b' ' {
         return false;
     }
     if end < at + 9 {
         return false;
     }
     let v = end - 8;
-    let tail = [
-        b.raw8(v),
-        b.raw8(v + 1),
-        b.raw8(v + 2),
-        b.raw8(v + 3),
-        b.raw8(v + 4),
-        b.raw8(v + 5),
-        b.raw8(v + 6),
-    ];
-    tail == [
-        Some(b'H'),
-        Some(b'T'),
-        Some(b'T'),
-        Some(b'P'),
-        Some(b'/'),
-        Some(b'1'),
-        Some(b'.'),
-    ] && b.raw8(v - 1) == Some(b' ')
+    b.byte(v) == b'H'
+        && b.byte(v + 1) == b'T'
+        && b.byte(v + 2) == b'T'
+        && b.byte(v + 3) == b'P'
+        && b.byte(v + 4) == b'/'
+        && b.byte(v + 5) == b'1'
+        && b.byte(v + 6) == b'.'
+        && b.byte(v - 1) == b' '
 }
 
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.
@@ -491,16 +461,18 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
         return None;
     }
     // "http://" or "https://", case-insensitive.
-    let p = [b.raw8(i), b.raw8(i + 1), b.raw8(i + 2), b.raw8(i + 3)];
-    if !matches!(p, [Some(h), Some(t1), Some(t2), Some(p)] if lower(h) == b'h' && lower(t1) == b't' && lower(t2) == b't' && lower(p) == b'p')
+    if !(lower(b.byte(i)) == b'h'
+        && lower(b.byte(i + 1)) == b't'
+        && lower(b.byte(i + 2)) == b't'
+        && lower(b.byte(i + 3)) == b'p')
     {
         return None;
     }
     let mut j = i + 4;
-    if b.raw8(j).map(lower) == Some(b's') {
+    if lower(b.byte(j)) == b's' {
         j += 1;
     }
-    if [b.raw8(j), b.raw8(j + 1), b.raw8(j + 2)] != [Some(b':'), Some(b'/'), Some(b'/')] {
+    if !(b.byte(j) == b':' && b.byte(j + 1) == b'/' && b.byte(j + 2) == b'/') {
         return None;
     }
     let start = j + 3;

@@ -52,54 +52,117 @@ pub fn match_name<B: Bytes + ?Sized>(
     len: usize,
     mut lookup: impl FnMut(&HostKey) -> Option<u32>,
 ) -> NameMatch {
-    // One trailing dot (an absolute name) is allowed and ignored.
-    let mut len = len;
-    if len > 0 && b.raw8(off + len - 1) == Some(b'.') {
-        len -= 1;
-    }
-    if len == 0 || len > MAX_NAME_LEN {
-        return NameMatch::Bad;
-    }
-    let mut h = FNV_OFFSET;
-    let mut best = None;
-    let mut prev_dot = true;
-    let mut key = HostKey {
-        hash: 0,
-        wildcard: 1,
-        _pad: 0,
+    let mut w = match NameWalk::begin(b, off, len) {
+        Ok(w) => w,
+        Err(m) => return m,
     };
     let mut n = 0;
     while n < MAX_NAME_LEN {
-        if n >= len {
+        if !w.step(b, n, &mut lookup) {
             break;
         }
-        let Some(c) = b.raw8(off + len - 1 - n).and_then(normalize_byte) else {
-            return NameMatch::Bad;
-        };
-        if c == b'.' {
-            if prev_dot {
-                return NameMatch::Bad;
-            }
-            key.hash = h;
-            if let Some(id) = lookup(&key) {
-                best = Some(id);
-            }
-            prev_dot = true;
-        } else {
-            prev_dot = false;
-        }
-        h = hash_step(h, c);
         n += 1;
     }
-    if prev_dot {
-        // A leading dot.
-        return NameMatch::Bad;
+    w.end(lookup)
+}
+
+/// The state of [`match_name`]'s backward pass, for callers that run its steps one at a
+/// time (the kernel, one `bpf_loop` iteration per byte, so that the verifier checks one
+/// step instead of every iteration of a 253-byte loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameWalk {
+    /// Hash of the bytes walked so far.
+    pub h: u64,
+    /// Offset of the name's first byte, and its length without a trailing dot.
+    pub off: u32,
+    pub len: u32,
+    /// Most specific wildcard match so far, `u32::MAX` for none.
+    pub best: u32,
+    /// Whether the byte walked last was a dot (true at the start: an empty last label).
+    pub prev_dot: bool,
+    /// Set when the name turned out not to be a host name.
+    pub bad: bool,
+}
+
+impl NameWalk {
+    #[inline(always)]
+    pub fn begin<B: Bytes + ?Sized>(b: &B, off: usize, len: usize) -> Result<Self, NameMatch> {
+        // One trailing dot (an absolute name) is allowed and ignored.
+        let mut len = len;
+        if len > 0 && b.raw8(off + len - 1) == Some(b'.') {
+            len -= 1;
+        }
+        if len == 0 || len > MAX_NAME_LEN {
+            return Err(NameMatch::Bad);
+        }
+        Ok(NameWalk {
+            h: FNV_OFFSET,
+            off: off as u32,
+            len: len as u32,
+            best: u32::MAX,
+            prev_dot: true,
+            bad: false,
+        })
     }
-    key.hash = h;
-    key.wildcard = 0;
-    match lookup(&key).or(best) {
-        Some(id) => NameMatch::Host(id),
-        None => NameMatch::Other,
+
+    /// Walks the `n`-th byte from the end; false when the walk is over (all bytes done, or
+    /// a bad one).
+    #[inline(always)]
+    pub fn step<B: Bytes + ?Sized>(
+        &mut self,
+        b: &B,
+        n: usize,
+        lookup: &mut impl FnMut(&HostKey) -> Option<u32>,
+    ) -> bool {
+        let len = self.len as usize;
+        if n >= len || self.bad {
+            return false;
+        }
+        let Some(c) = b
+            .raw8(self.off as usize + len - 1 - n)
+            .and_then(normalize_byte)
+        else {
+            self.bad = true;
+            return false;
+        };
+        if c == b'.' {
+            if self.prev_dot {
+                self.bad = true;
+                return false;
+            }
+            let key = HostKey {
+                hash: self.h,
+                wildcard: 1,
+                _pad: 0,
+            };
+            if let Some(id) = lookup(&key) {
+                self.best = id;
+            }
+            self.prev_dot = true;
+        } else {
+            self.prev_dot = false;
+        }
+        self.h = hash_step(self.h, c);
+        n + 1 < len
+    }
+
+    /// The verdict once [`NameWalk::step`] said the walk is over.
+    #[inline(always)]
+    pub fn end(&self, mut lookup: impl FnMut(&HostKey) -> Option<u32>) -> NameMatch {
+        // `prev_dot` at the end: a leading dot (or bytes never walked).
+        if self.bad || self.prev_dot {
+            return NameMatch::Bad;
+        }
+        let key = HostKey {
+            hash: self.h,
+            wildcard: 0,
+            _pad: 0,
+        };
+        match lookup(&key) {
+            Some(id) => NameMatch::Host(id),
+            None if self.best != u32::MAX => NameMatch::Host(self.best),
+            None => NameMatch::Other,
+        }
     }
 }
 

@@ -19,6 +19,10 @@ pub const HOST_STATS_MAP: &str = "HOST_STATS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Classification in progress (LRU): forward `FlowKey` -> `ClassifyState`.
 pub const CLASSIFY_MAP: &str = "CLASSIFY";
+/// Program arrays holding the name reader, tail-called on a connection's first payload;
+/// one per program type, as the kernel ties a program array to the type of its callers.
+pub const XDP_READER_MAP: &str = "XDP_READER";
+pub const TC_READER_MAP: &str = "TC_READER";
 
 /// Host ids: 0 and 1 are fixed, configured hosts are numbered from 2.
 pub const HOST_UNKNOWN: u32 = 0;
@@ -31,6 +35,9 @@ pub const MAX_HOSTS: u32 = 1024;
 pub const XDP_INGRESS_PROG: &str = "fwd_xdp_ingress";
 pub const TC_INGRESS_PROG: &str = "fwd_tc_ingress";
 pub const TC_TUNNEL_PROG: &str = "fwd_tc_tunnel";
+/// The name readers (TLS SNI / HTTP Host), one per program type.
+pub const XDP_READER_PROG: &str = "fwd_xdp_reader";
+pub const TC_READER_PROG: &str = "fwd_tc_reader";
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -21,6 +21,20 @@ pub trait Bytes {
         self.raw16(off).map(u16::from_be)
     }
 
+    /// The byte at `off`, 0 past the end. For callers that checked the range already:
+    /// a plain value leaves the compiler no undefined `None` payload to fill with whatever
+    /// register is at hand (the BPF verifier rejects such code when that is a pointer).
+    #[inline(always)]
+    fn byte(&self, off: usize) -> u8 {
+        self.raw8(off).unwrap_or_default()
+    }
+
+    /// Big-endian u16 at `off` from two [`Bytes::byte`] reads, 0-filled past the end.
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> u16 {
+        ((self.byte(off) as u16) << 8) | self.byte(off + 1) as u16
+    }
+
     /// Offset of the first byte in `[from, to)` that is one of `set`. The kernel
     /// implements this with the `bpf_loop` helper, so the verifier walks the loop body once
     /// instead of once per byte.

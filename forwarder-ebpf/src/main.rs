@@ -7,6 +7,8 @@
 //!   the translation itself.
 //! * `fwd_tc_tunnel` (tc ingress, tunnel interface): translates replies back to the public
 //!   address and sends them out of the public interface.
+//! * `fwd_xdp_reader` / `fwd_tc_reader`: read the host name (TLS SNI / HTTP Host) of a
+//!   connection's first payload; tail-called from the programs above.
 #![no_std]
 #![no_main]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
@@ -17,6 +19,7 @@
 mod flow;
 mod maps;
 mod pkt;
+mod reader;
 mod tc;
 mod visibility;
 mod xdp;

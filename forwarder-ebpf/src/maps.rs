@@ -1,6 +1,6 @@
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use forwarder_common::{
     COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
@@ -37,7 +37,8 @@ pub struct Scratch {
     pub rev: FlowValue,
     /// Landing place for `bpf_*_load_bytes` of the TCP sequence number.
     pub seq_buf: u32,
-    pub _pad: u32,
+    /// Where the tc name reader sends the packet once it is done (tc-only mode).
+    pub redirect_ifindex: u32,
 }
 
 #[map(name = "SCRATCH")]
@@ -65,6 +66,15 @@ pub static CLS_BUF: PerCpuArray<[u8; BUF_SIZE]> = PerCpuArray::with_max_entries(
 /// state must outlive the packet.
 #[map(name = "CLS_STATE")]
 pub static CLS_STATE: PerCpuArray<ClassifyState> = PerCpuArray::with_max_entries(1, 0);
+
+/// The name readers, reached by tail call (slot 0): verified as programs of their own, so
+/// their parse paths do not multiply with the forwarding program's. The daemon fills them
+/// in; one array per program type, as the kernel ties an array to its callers' type.
+#[map(name = "XDP_READER")]
+pub static XDP_READER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[map(name = "TC_READER")]
+pub static TC_READER: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The parsed headers of the packet being processed, per CPU.
 #[map(name = "PKT_INFO")]

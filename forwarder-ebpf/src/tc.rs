@@ -13,7 +13,7 @@ use forwarder_common::{
 
 use crate::{
     flow,
-    maps::{FLOWS, RULES, config, count, packet_info},
+    maps::{FLOWS, RULES, TC_READER, config, count, packet_info},
     pkt::Pkt,
     visibility,
 };
@@ -49,7 +49,7 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn redirect_to_tunnel(ifindex: u32) -> i32 {
+pub(crate) fn redirect_to_tunnel(ifindex: u32) -> i32 {
     let r = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if r == TC_ACT_REDIRECT {
         count(Counter::TcToTunnel);
@@ -107,8 +107,12 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         nat,
     )?;
     apply_mss(ctx, info, mss);
-    visibility::on_packet(ctx, info, key, nat);
+    let read = visibility::on_packet(info, key, nat);
     count(Counter::TcTranslated);
+    if read {
+        // The reader redirects the packet to the tunnel when it is done.
+        visibility::to_reader(ctx, &TC_READER, key, nat);
+    }
     Ok(redirect_to_tunnel(nat.ifindex))
 }
 
@@ -158,7 +162,8 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         nat,
     )?;
     apply_mss(ctx, info, mss);
-    visibility::on_packet(ctx, info, &key, nat);
+    // Replies never start a classification (only the client's first payload does).
+    let _ = visibility::on_packet(info, &key, nat);
     // The public interface has a MAC header; redirect_neigh fills in both addresses.
     if l2_len == 0 {
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_HLEN as u32, 0) } != 0 {

@@ -1,13 +1,16 @@
 //! Per-host visibility: counting every forwarded packet under its flow's host, reading the
 //! host from the first payload (TLS SNI / HTTP Host), and reporting connection events.
-// Without the `classify` feature the name reader is compiled out, with what only it uses.
-#![cfg_attr(not(feature = "classify"), allow(unused_imports, dead_code))]
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    bindings::bpf_dynptr,
+    helpers::{
+        bpf_dynptr_from_mem, bpf_dynptr_read, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes,
+        bpf_xdp_load_bytes,
+    },
+    maps::ProgramArray,
     programs::{TcContext, XdpContext},
 };
 use forwarder_common::{
@@ -19,12 +22,16 @@ use forwarder_common::{
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
         MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
     },
-    host::{self, NameMatch},
+    host::{MAX_NAME_LEN, NameMatch, NameWalk},
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
 };
 
-use crate::maps::{CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_STATS, HOSTS, SCRATCH, count};
-use crate::pkt::opaque;
+use crate::{
+    maps::{
+        CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_STATS, HOSTS, SCRATCH, count, packet_info,
+    },
+    pkt::opaque,
+};
 
 /// Reads packet bytes into map memory.
 pub trait LoadBytes {
@@ -199,13 +206,44 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
 }
 
 /// The classifier's view of the per-CPU buffer: carried bytes, then the segment.
-#[cfg(feature = "classify")]
+///
+/// Single fields are read through a dynptr: the helper checks the offset at run time, so
+/// the verifier need not track every offset precisely, which would keep it from merging
+/// the parser's paths (it ran out of its instruction budget that way).
 struct Buf {
     p: *const [u8; BUF_SIZE],
     len: usize,
+    d: bpf_dynptr,
 }
 
-#[cfg(feature = "classify")]
+impl Buf {
+    /// Must be called where the `Buf` stays: a dynptr cannot be moved.
+    #[inline(always)]
+    fn init(&mut self) {
+        unsafe {
+            bpf_dynptr_from_mem(self.p as *mut c_void, BUF_SIZE as u32, 0, &mut self.d);
+        }
+    }
+
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if off + N > self.len {
+            return None;
+        }
+        let mut v = [0u8; N];
+        let r = unsafe {
+            bpf_dynptr_read(
+                v.as_mut_ptr() as *mut c_void,
+                N as u32,
+                &self.d,
+                off as u32,
+                0,
+            )
+        };
+        if r == 0 { Some(v) } else { None }
+    }
+}
+
 struct FindCtx {
     p: *const [u8; BUF_SIZE],
     from: u64,
@@ -214,7 +252,6 @@ struct FindCtx {
     found: u64,
 }
 
-#[cfg(feature = "classify")]
 extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut FindCtx) };
     let idx = c.from + i;
@@ -229,14 +266,12 @@ extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-#[cfg(feature = "classify")]
 struct CopyCtx {
     p: *const [u8; BUF_SIZE],
     from: u64,
     dst: *mut [u8; COPY_MAX],
 }
 
-#[cfg(feature = "classify")]
 extern "C" fn copy_step(i: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut CopyCtx) };
     let v = unsafe { (*c.p)[opaque((c.from + i) as usize) & (BUF_SIZE - 1)] };
@@ -247,7 +282,6 @@ extern "C" fn copy_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-#[cfg(feature = "classify")]
 impl Bytes for Buf {
     #[inline(always)]
     fn total_len(&self) -> usize {
@@ -255,26 +289,22 @@ impl Bytes for Buf {
     }
     #[inline(always)]
     fn raw8(&self, off: usize) -> Option<u8> {
-        if off >= self.len {
-            return None;
-        }
-        // The mask must survive optimisation: it is what bounds the access for the verifier,
-        // and the finished address must not be folded into other arithmetic.
-        let p = opaque(self.p as usize + (opaque(off) & (BUF_SIZE - 1)));
-        Some(unsafe { *(p as *const u8) })
+        self.read::<1>(off).map(|v| v[0])
     }
     #[inline(always)]
     fn raw16(&self, off: usize) -> Option<u16> {
-        Some(u16::from_ne_bytes([self.raw8(off)?, self.raw8(off + 1)?]))
+        self.read::<2>(off).map(u16::from_ne_bytes)
     }
     #[inline(always)]
     fn raw32(&self, off: usize) -> Option<u32> {
-        Some(u32::from_ne_bytes([
-            self.raw8(off)?,
-            self.raw8(off + 1)?,
-            self.raw8(off + 2)?,
-            self.raw8(off + 3)?,
-        ]))
+        self.read::<4>(off).map(u32::from_ne_bytes)
+    }
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> u16 {
+        match self.read::<2>(off) {
+            Some(v) => u16::from_be_bytes(v),
+            None => 0,
+        }
     }
     /// With `bpf_loop`, so the verifier checks the loop body once instead of per byte.
     #[inline(always)]
@@ -327,7 +357,6 @@ impl Bytes for Buf {
     }
 }
 
-#[cfg(feature = "classify")]
 /// The parser's state and buffer for one `bpf_loop` callback per field or line.
 struct StepCtx {
     s: *mut ClassifyState,
@@ -337,13 +366,14 @@ struct StepCtx {
     code: u64,
 }
 
-#[cfg(feature = "classify")]
 extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut StepCtx) };
-    let b = Buf {
+    let mut b = Buf {
         p: c.p,
         len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
+        d: unsafe { core::mem::zeroed() },
     };
+    b.init();
     let r = classify::step_coded(unsafe { &mut *c.s }, &b, b.len, c.base as u32);
     if r == STEP_CONTINUE {
         return 0;
@@ -354,13 +384,14 @@ extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
 
 /// The parser: one `bpf_loop` iteration per TLS field or HTTP header line, so the verifier
 /// checks one step instead of every path through a long loop.
-#[cfg(feature = "classify")]
 #[inline(never)]
 fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
-    let b = Buf {
+    let mut b = Buf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
+        d: unsafe { core::mem::zeroed() },
     };
+    b.init();
     let first = classify::begin_coded(s, &b, base);
     if first != STEP_CONTINUE {
         return first;
@@ -387,29 +418,97 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
     }
 }
 
-#[cfg(feature = "classify")]
+/// Direct reads from the buffer, masked into its bounds: for small `bpf_loop` callbacks,
+/// where the verifier's precise offsets cost little.
+struct DirectBuf {
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+}
+
+impl Bytes for DirectBuf {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len
+    }
+    #[inline(always)]
+    fn raw8(&self, off: usize) -> Option<u8> {
+        if off >= self.len {
+            return None;
+        }
+        // The mask must survive optimisation: it is what bounds the access for the verifier.
+        Some(unsafe { (*self.p)[opaque(off) & (BUF_SIZE - 1)] })
+    }
+    #[inline(always)]
+    fn raw16(&self, off: usize) -> Option<u16> {
+        Some(u16::from_ne_bytes([self.raw8(off)?, self.raw8(off + 1)?]))
+    }
+    #[inline(always)]
+    fn raw32(&self, off: usize) -> Option<u32> {
+        Some(u32::from_ne_bytes([
+            self.raw8(off)?,
+            self.raw8(off + 1)?,
+            self.raw8(off + 2)?,
+            self.raw8(off + 3)?,
+        ]))
+    }
+}
+
+struct WalkCtx {
+    p: *const [u8; BUF_SIZE],
+    len: u64,
+    w: NameWalk,
+}
+
+#[inline(always)]
+fn host_lookup(k: &HostKey) -> Option<u32> {
+    unsafe { HOSTS.get(k) }.map(|v| v.id)
+}
+
+extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut WalkCtx) };
+    let b = DirectBuf {
+        p: c.p,
+        len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
+    };
+    if c.w.step(&b, i as usize, &mut host_lookup) {
+        0
+    } else {
+        1
+    }
+}
+
 /// Host id for the name at `off..off + len` of the buffer, as a BPF function of its own;
-/// `u32::MAX` for a name that is not a host name.
+/// `u32::MAX` for a name that is not a host name. One `bpf_loop` iteration per byte.
 #[inline(never)]
 fn match_host(buf: *const [u8; BUF_SIZE], len: u32, off: u32, name_len: u32) -> u32 {
-    let b = Buf {
+    let b = DirectBuf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
     };
-    let lookup = |k: &HostKey| unsafe { HOSTS.get(k) }.map(|v| v.id);
-    match host::match_name(
-        &b,
-        off as usize & (BUF_SIZE - 1),
-        name_len as usize & 0x1ff,
-        lookup,
-    ) {
+    let w = match NameWalk::begin(&b, off as usize & (BUF_SIZE - 1), name_len as usize & 0x1ff) {
+        Ok(w) => w,
+        Err(_) => return u32::MAX,
+    };
+    let mut c = WalkCtx {
+        p: buf,
+        len: b.len as u64,
+        w,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_NAME_LEN as u32,
+            walk_step as *mut c_void,
+            &mut c as *mut WalkCtx as *mut c_void,
+            0,
+        )
+    };
+    match c.w.end(host_lookup) {
         NameMatch::Host(id) => id,
         NameMatch::Other => HOST_OTHER,
         NameMatch::Bad => u32::MAX,
     }
 }
 
-#[cfg(feature = "classify")]
 /// Reads the host from a payload segment of a flow still being classified.
 #[inline(never)]
 pub fn classify_segment<C: EbpfContext + LoadBytes>(
@@ -530,7 +629,6 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     end_classification(fwd_key, fwd, id, c, in_map.is_some());
 }
 
-#[cfg(feature = "classify")]
 #[inline(always)]
 fn end_classification(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter, in_map: bool) {
     if in_map {
@@ -539,7 +637,6 @@ fn end_classification(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counte
     finish(fwd_key, fwd, id, c);
 }
 
-#[cfg(feature = "classify")]
 #[inline(always)]
 fn tcp_seq<C: LoadBytes>(ctx: &C, info: &PacketInfo) -> Option<u32> {
     let Some(p) = SCRATCH.get_ptr_mut(0) else {
@@ -552,38 +649,64 @@ fn tcp_seq<C: LoadBytes>(ctx: &C, info: &PacketInfo) -> Option<u32> {
     Some(u32::from_be(unsafe { (*p).seq_buf }))
 }
 
-/// Per-packet bookkeeping of a forwarded packet: counting, classification of pending flows,
-/// connection end on FIN/RST.
+/// Per-packet bookkeeping of a forwarded packet: counting, connection end on FIN/RST.
+/// True when the packet carries payload of a connection whose host is not known yet: the
+/// caller then hands it to the name reader with [`to_reader`] once it is done with it.
 #[inline(always)]
-pub fn on_packet<C: EbpfContext + LoadBytes>(
-    ctx: &C,
-    info: &PacketInfo,
-    key: &FlowKey,
-    flow: &mut FlowValue,
-) {
+pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> bool {
     let ip_len = info.l4_len as u64 + (info.l4() - info.l3()) as u64;
     account(flow, ip_len);
+    let mut read = false;
     if flow.class_state == CLASS_PENDING && flow.direction == DIR_TO_BACKEND {
         if info.proto != PROTO_TCP || info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             // No name to read (UDP until HTTP/3 support), or the connection ends before
             // any payload.
             finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
         } else if info.payload_len() > 0 {
-            #[cfg(feature = "classify")]
-            classify_segment(ctx, info, key, flow);
-            // The in-kernel name reader does not pass the verifier yet within its
-            // instruction budget (see docs/architecture.md): count the connection as
-            // unknown on its first payload.
-            #[cfg(not(feature = "classify"))]
-            {
-                let _ = ctx;
-                finish(key, flow, HOST_UNKNOWN, Counter::ClassifyUnavailable);
-            }
+            read = true;
         }
     }
     if info.proto == PROTO_TCP && info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         connection_end(info, key, flow);
     }
+    read
+}
+
+/// Tail-calls the name reader in `readers`. `key` must be the per-CPU
+/// `SCRATCH.fwd_key`, where the reader finds it. Returns only if there is no reader (the
+/// daemon could not load it): the connection is then counted as unknown.
+#[inline(always)]
+pub fn to_reader<C: EbpfContext>(
+    ctx: &C,
+    readers: &ProgramArray,
+    key: &FlowKey,
+    flow: &mut FlowValue,
+) {
+    if let Some(s) = SCRATCH.get_ptr_mut(0) {
+        unsafe { (*s).redirect_ifindex = flow.ifindex };
+    }
+    let _ = unsafe { readers.tail_call(ctx, 0) };
+    finish(key, flow, HOST_UNKNOWN, Counter::ClassifyUnavailable);
+}
+
+/// The body of the name reader programs: classifies the packet `to_reader` handed over.
+/// Returns where tc must send it (the flow's tunnel interface).
+#[inline(always)]
+pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> u32 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let ifindex = unsafe { (*s).redirect_ifindex };
+    let Some(info) = packet_info() else {
+        return ifindex;
+    };
+    // The key stays in the per-CPU scratch; `finish` only writes other fields of it.
+    let key = unsafe { &(*s).fwd_key };
+    let Some(flow) = FLOWS.get_ptr_mut(key) else {
+        return ifindex;
+    };
+    classify_segment(ctx, info, key, unsafe { &mut *flow });
+    ifindex
 }
 
 /// On FIN or RST: marks the entry, and reports the connection's end once it is over

@@ -10,7 +10,7 @@ use forwarder_common::{
 
 use crate::{
     flow,
-    maps::{RULES, config, count, packet_info},
+    maps::{RULES, XDP_READER, config, count, packet_info},
     pkt::Pkt,
     visibility,
 };
@@ -94,8 +94,13 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         };
         clamp_mss(&pkt, info, mss);
     }
-    visibility::on_packet(ctx, info, key, nat);
-    pass(Counter::XdpToTunnel)
+    let read = visibility::on_packet(info, key, nat);
+    count(Counter::XdpToTunnel);
+    if read {
+        // Classification last: the reader ends the program with the same verdict.
+        visibility::to_reader(ctx, &XDP_READER, key, nat);
+    }
+    Ok(xdp_action::XDP_PASS)
 }
 
 /// Destination NAT with incremental checksum updates (IPv4 header, L4 pseudo-header and

@@ -8,14 +8,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, ProgramArray, RingBuf},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
     util::KernelVersion,
 };
 use forwarder_common::{
     CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
     HostKey, HostValue, IPV4_TCP_HEADERS, IPV6_TCP_HEADERS, RULES_MAP, RuleKey, RuleValue,
-    TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
+    TC_INGRESS_PROG, TC_READER_MAP, TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
+    XDP_READER_MAP, XDP_READER_PROG,
 };
 use tracing::{debug, info, warn};
 
@@ -148,6 +149,16 @@ impl Dataplane {
         }
         write_rules(&mut ebpf, cfg, tunnel_ifindex)?;
         write_hosts(&mut ebpf, cfg)?;
+        // Without the readers everything is still forwarded and counted, under "unknown".
+        let readers = match load_readers(&mut ebpf) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    "the host name reader did not load: {e:#}; connections are counted under host \"unknown\" (counter classify_unavailable)"
+                );
+                false
+            }
+        };
 
         // Attach the tunnel side and the tc hand-off before XDP, so that no packet is
         // translated before something can deliver it.
@@ -170,7 +181,13 @@ impl Dataplane {
         config
             .set(0, dp_cfg, 0)
             .context("writing the data path configuration")?;
-        for name in [XDP_INGRESS_PROG, TC_INGRESS_PROG, TC_TUNNEL_PROG] {
+        for name in [
+            XDP_INGRESS_PROG,
+            TC_INGRESS_PROG,
+            TC_TUNNEL_PROG,
+            XDP_READER_PROG,
+            TC_READER_PROG,
+        ] {
             let id = ebpf
                 .program(name)
                 .and_then(|p| p.info().ok())
@@ -186,6 +203,7 @@ impl Dataplane {
             mss_v4,
             mss_v6,
             mode = mode.as_str(),
+            readers,
             "data path attached"
         );
         let (maps, events) = Maps::take(&mut ebpf)?;
@@ -255,6 +273,33 @@ fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Re
             .insert(key, value, 0)
             .with_context(|| format!("adding rule {r}"))?;
         info!("forwarding {r}");
+    }
+    Ok(())
+}
+
+/// Loads the name readers and puts them where the forwarding programs tail-call them.
+/// The program arrays stay owned by `ebpf`: the kernel empties a program array once no
+/// process holds it open any more.
+pub fn load_readers(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(XDP_READER_PROG)
+        .context("XDP reader missing from the object")?
+        .try_into()?;
+    xdp.load().context("verifying the XDP name reader")?;
+    let xdp_fd = xdp.fd()?.try_clone()?;
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(TC_READER_PROG)
+        .context("tc reader missing from the object")?
+        .try_into()?;
+    tc.load().context("verifying the tc name reader")?;
+    let tc_fd = tc.fd()?.try_clone()?;
+    for (map, fd) in [(XDP_READER_MAP, &xdp_fd), (TC_READER_MAP, &tc_fd)] {
+        let mut a = ProgramArray::try_from(
+            ebpf.map_mut(map)
+                .with_context(|| format!("{map} map missing"))?,
+        )?;
+        a.set(0, fd, 0)
+            .with_context(|| format!("installing the name reader in {map}"))?;
     }
     Ok(())
 }

@@ -328,6 +328,7 @@ impl Harness {
             .context("program")?
             .try_into()?;
         xdp.load()?;
+        forwarder::dataplane::load_readers(&mut ebpf)?;
         {
             let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
                 HashMap::try_from(ebpf.map_mut(RULES_MAP).context("rules")?)?;

@@ -57,41 +57,43 @@ fn metrics_stats_and_connection_log_count_every_connection() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    // Each connection is counted once, on its first payload. Without the in-kernel name
-    // reader (see docs/architecture.md) every connection is counted as unknown.
+    // Each connection is counted once, on its first payload, under the name it asked for:
+    // one HTTP and one HTTPS connection per subdomain.
+    let conns = |page: &str, host: &str| {
+        sample(
+            page,
+            &format!("forwarder_host_connections_total{{host=\"{host}\"}}"),
+        )
+    };
     let page = wait_for("connections in /metrics", Duration::from_secs(10), || {
         let page = fetch("/metrics");
-        (sample(&page, "forwarder_host_connections_total{host=\"unknown\"}")
-            == Some(requests as f64))
-        .then_some(page)
+        SUBDOMAINS
+            .iter()
+            .all(|h| conns(&page, h) == Some(2.0))
+            .then_some(page)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", fetch("/metrics")));
-    let to_backend = sample(
-        &page,
-        "forwarder_host_bytes_total{host=\"unknown\",direction=\"to_backend\"}",
-    )
-    .unwrap();
-    let to_client = sample(
-        &page,
-        "forwarder_host_bytes_total{host=\"unknown\",direction=\"to_client\"}",
-    )
-    .unwrap();
-    assert!(
-        to_backend > 0.0 && to_client > to_backend,
-        "bytes {to_backend} / {to_client}"
-    );
+    assert_eq!(conns(&page, "unknown"), Some(0.0), "{page}");
+    assert_eq!(conns(&page, "other"), Some(0.0), "{page}");
+    for host in SUBDOMAINS {
+        let bytes = |dir: &str| {
+            sample(
+                &page,
+                &format!("forwarder_host_bytes_total{{host=\"{host}\",direction=\"{dir}\"}}"),
+            )
+            .unwrap()
+        };
+        let (to_backend, to_client) = (bytes("to_backend"), bytes("to_client"));
+        assert!(
+            to_backend > 0.0 && to_client > to_backend,
+            "{host}: bytes {to_backend} / {to_client}"
+        );
+    }
     assert_eq!(
         sample(&page, "forwarder_xdp_attach_mode{mode=\"xdp-driver\"}"),
         Some(1.0),
         "{page}"
     );
-    // Configured hosts are labels (at zero here); nothing else is.
-    for host in SUBDOMAINS {
-        assert!(
-            page.contains(&format!("host=\"{host}\"")),
-            "no series for {host}"
-        );
-    }
     // The CLI reads the same numbers from the running daemon.
     let bin = forwarder_bin().display().to_string();
     let out = lab.exec(&lab.vps, &[&bin, "stats", "--json"]).unwrap();
@@ -101,12 +103,14 @@ fn metrics_stats_and_connection_log_count_every_connection() {
         String::from_utf8_lossy(&out.stderr)
     );
     let json = String::from_utf8_lossy(&out.stdout);
-    assert!(json.contains("\"unknown\""), "{json}");
     let table = lab.exec(&lab.vps, &[&bin, "stats"]).unwrap();
-    assert!(
-        String::from_utf8_lossy(&table.stdout).contains("unknown"),
-        "{table:?}"
-    );
+    for host in SUBDOMAINS {
+        assert!(json.contains(&format!("\"{host}\"")), "{json}");
+        assert!(
+            String::from_utf8_lossy(&table.stdout).contains(host),
+            "{table:?}"
+        );
+    }
     // One "classified" and, once closed, one "ended" line per connection.
     let lines = wait_for(
         "ended events in the connection log",
@@ -133,5 +137,11 @@ fn metrics_stats_and_connection_log_count_every_connection() {
     assert_eq!(classified, requests, "{lines}");
     for l in lines.lines() {
         assert!(l.contains("\"client\":\"203.0.113.2\""), "{l}");
+        assert!(
+            SUBDOMAINS
+                .iter()
+                .any(|h| l.contains(&format!("\"host\":\"{h}\""))),
+            "{l}"
+        );
     }
 }

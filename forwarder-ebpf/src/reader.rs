@@ -1,0 +1,27 @@
+//! The name readers: programs of their own, reached by tail call from the forwarding
+//! programs on a connection's first payload. Split off so the verifier checks the parser
+//! once, on its own, instead of once per path through the forwarding program.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+use crate::{tc::redirect_to_tunnel, visibility};
+
+/// XDP: the packet is already translated and marked for the tc hand-off.
+#[xdp]
+pub fn fwd_xdp_reader(ctx: XdpContext) -> u32 {
+    let _ = visibility::read_name(&ctx);
+    xdp_action::XDP_PASS
+}
+
+/// tc-only mode: the packet is already translated; it goes to the tunnel from here.
+#[classifier]
+pub fn fwd_tc_reader(ctx: TcContext) -> i32 {
+    match visibility::read_name(&ctx) {
+        0 => TC_ACT_SHOT,
+        ifindex => redirect_to_tunnel(ifindex),
+    }
+}
