@@ -637,73 +637,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn ext(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut e = ty.to_be_bytes().to_vec();
-        e.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        e.extend_from_slice(body);
-        e
-    }
-
-    fn sni_ext(names: &[&[u8]]) -> Vec<u8> {
-        let mut list = Vec::new();
-        for n in names {
-            list.push(0);
-            list.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            list.extend_from_slice(n);
-        }
-        let mut body = (list.len() as u16).to_be_bytes().to_vec();
-        body.extend_from_slice(&list);
-        ext(0, &body)
-    }
-
-    /// A ClientHello record with the given extensions (already encoded).
-    pub fn client_hello(exts: &[Vec<u8>], session_id: usize) -> Vec<u8> {
-        let mut ch = vec![0x03, 0x03];
-        ch.extend_from_slice(&[0x5a; 32]);
-        ch.push(session_id as u8);
-        ch.extend(std::iter::repeat_n(0x11, session_id));
-        let ciphers: Vec<u8> = [0x1301u16, 0x1302, 0x1303, 0xc02b, 0xc02f]
-            .iter()
-            .flat_map(|c| c.to_be_bytes())
-            .collect();
-        ch.extend_from_slice(&(ciphers.len() as u16).to_be_bytes());
-        ch.extend_from_slice(&ciphers);
-        ch.extend_from_slice(&[1, 0]);
-        let all: Vec<u8> = exts.concat();
-        ch.extend_from_slice(&(all.len() as u16).to_be_bytes());
-        ch.extend_from_slice(&all);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(ch.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&ch);
-        let mut rec = vec![0x16, 0x03, 0x01];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
-
-    /// Extensions a browser sends, without server_name: GREASE, a post-quantum-sized key
-    /// share, ALPN, session ticket, ECH, padding.
-    fn browser_exts(grease: u16, key_share: usize) -> Vec<Vec<u8>> {
-        vec![
-            ext(grease, &[]),
-            ext(0x0017, &[]),
-            ext(0xff01, &[0]),
-            ext(0x000a, &[0, 4, 0x11, 0xec, 0, 0x1d]),
-            ext(0x000b, &[1, 0]),
-            ext(0x0023, &[0x77; 40]),
-            ext(
-                0x0010,
-                &[
-                    0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1',
-                ],
-            ),
-            ext(0x0033, &vec![0x42; key_share]),
-            ext(0x002b, &[4, 0x13, 0x03, 0x03, 0x03]),
-            ext(0xfe0d, &[0x99; 200]),
-            ext(0x0015, &[0; 30]),
-        ]
-    }
+    use crate::samples::{browser_exts, client_hello, sni_ext};
 
     fn name_of(r: (Option<Outcome>, Vec<u8>)) -> (Option<Outcome>, String) {
         (r.0, String::from_utf8_lossy(&r.1).into_owned())

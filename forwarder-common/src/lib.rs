@@ -13,5 +13,7 @@ pub mod csum;
 pub mod host;
 pub mod maps;
 pub mod packet;
+#[cfg(feature = "std")]
+pub mod samples;
 
 pub use maps::*;

@@ -16,8 +16,9 @@ use aya::{
 };
 use forwarder::dataplane::{EBPF_OBJECT, addr_words};
 use forwarder_common::{
-    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, PROTO_TCP, PROTO_UDP, RULES_MAP, RuleKey,
-    RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
+    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FLOWS_MAP, FlowKey, FlowValue,
+    HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, PROTO_TCP, PROTO_UDP, RULES_MAP, RuleKey,
+    RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, host::HostPattern,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -89,6 +90,8 @@ pub struct Pkt {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP sequence number.
+    pub seq: u32,
     pub tcp_options: Vec<u8>,
     pub payload: Vec<u8>,
     /// UDP over IPv4 may carry no checksum.
@@ -117,6 +120,7 @@ impl Pkt {
             sport,
             dport,
             tcp_flags: flags,
+            seq: 0x1000_0000,
             tcp_options: Vec::new(),
             payload: Vec::new(),
             udp_no_csum: false,
@@ -131,6 +135,10 @@ impl Pkt {
     }
     pub fn options(mut self, o: Vec<u8>) -> Self {
         self.tcp_options = o;
+        self
+    }
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.seq = seq;
         self
     }
     pub fn payload(mut self, p: &[u8]) -> Self {
@@ -158,7 +166,7 @@ impl Pkt {
                 self.tcp_options.len().is_multiple_of(4),
                 "TCP options must be padded"
             );
-            l4.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&self.seq.to_be_bytes());
             l4.extend_from_slice(
                 &(if self.tcp_flags & ACK != 0 {
                     0x2000_0000u32
@@ -552,6 +560,42 @@ impl Harness {
         let mut v: Vec<Duration> = (0..n).map(|_| f(&mut out)).collect();
         v.sort();
         v[v.len() / 2]
+    }
+
+    /// Fills the host table as the daemon does: pattern `i` gets id
+    /// `HOST_FIRST_CONFIGURED + i`. Returns the host-side view of the table, for
+    /// `forwarder_common::host::match_name`.
+    pub fn set_hosts(
+        &mut self,
+        patterns: &[&str],
+    ) -> anyhow::Result<std::collections::HashMap<HostKey, u32>> {
+        let mut map: HashMap<&mut MapData, HostKey, HostValue> =
+            HashMap::try_from(self.ebpf.map_mut(HOSTS_MAP).context("hosts")?)?;
+        let mut table = std::collections::HashMap::new();
+        for (id, p) in (HOST_FIRST_CONFIGURED..).zip(patterns) {
+            let h = HostPattern::parse(p).map_err(|e| anyhow::anyhow!(e))?;
+            map.insert(h.key(), HostValue { id, _pad: 0 }, 0)?;
+            table.insert(h.key(), id);
+        }
+        Ok(table)
+    }
+
+    /// The flow entry of the connection `client` -> `public` (as the client sent it).
+    pub fn forward_flow(&self, client: (IpAddr, u16), public: (IpAddr, u16)) -> Option<FlowValue> {
+        let map: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map(FLOWS_MAP)?).ok()?;
+        let (src, family) = addr_words(client.0);
+        let (dst, _) = addr_words(public.0);
+        let key = FlowKey {
+            src,
+            dst,
+            sport: client.1.to_be(),
+            dport: public.1.to_be(),
+            proto: PROTO_TCP,
+            family,
+            _pad: [0; 2],
+        };
+        map.get(&key, 0).ok()
     }
 
     pub fn counter(&self, c: Counter) -> u64 {
