@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "socat",
     "bpftool",
     "ca-certificates",
+    "prometheus",
 ];
 
 pub fn run(with_packages: bool) -> anyhow::Result<()> {
