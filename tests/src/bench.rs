@@ -2,7 +2,10 @@
 
 use std::net::IpAddr;
 
-use forwarder_common::TC_INGRESS_PROG;
+use forwarder_common::{
+    Counter, TC_INGRESS_PROG,
+    samples::{browser_hello, http_request},
+};
 
 use crate::bpf::*;
 
@@ -44,7 +47,8 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         })
     };
 
-    let h = Harness::new(false)?;
+    let mut h = Harness::new(false)?;
+    h.set_hosts(BENCH_HOSTS)?;
     let tun = TC_TUNNEL_NAME;
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x08, 0x06]);
@@ -111,9 +115,51 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         "SYN-ACK (MSS clamped)",
         h.time_tc(tun, &synack, 0, runs),
     );
+    let classified = |h: &Harness| {
+        h.counter(Counter::ClassifiedTls) + h.counter(Counter::ClassifiedHttp)
+    };
+    let before = classified(&h);
+    let hello = browser_hello(b"app.example.test", 0x3a3a, 32, 5);
+    let pq_hello = browser_hello(b"app.example.test", 0x3a3a, 1216, 5);
+    let request = http_request("app.example.test", 4);
+    let (small_len, pq_len, req_len) = (hello.len(), pq_hello.len(), request.len());
+    let first = first_payload_conns(runs, &hello, 1, 1);
+    row(
+        "xdp+reader",
+        leak(format!("TLS ClientHello ({small_len} B): SNI read, host matched")),
+        h.time_first_payloads(&first, false),
+    );
+    let first = first_payload_conns(runs / 2, &pq_hello, 2, 2);
+    row(
+        "xdp+reader",
+        leak(format!(
+            "TLS ClientHello ({pq_len} B, 2 segments): per segment"
+        )),
+        h.time_first_payloads(&first, false),
+    );
+    let first = first_payload_conns(runs, &request, 1, 3);
+    row(
+        "xdp+reader",
+        leak(format!("HTTP request ({req_len} B): Host read, host matched")),
+        h.time_first_payloads(&first, false),
+    );
+    // Every timed first payload must really have been read (ports wrap after 30000).
+    let want = (runs.min(30000) * 2 + (runs / 2).min(30000)) as u64;
+    anyhow::ensure!(
+        classified(&h) - before == want,
+        "the reader classified {} connections, not {want}",
+        classified(&h) - before
+    );
     drop(h);
 
-    let h = Harness::new(true)?;
+    let mut h = Harness::new(true)?;
+    h.set_hosts(BENCH_HOSTS)?;
+    let first = first_payload_conns(runs, &hello, 1, 4);
+    row(
+        "tc+reader",
+        leak(format!("TLS ClientHello ({small_len} B): SNI read, host matched")),
+        h.time_first_payloads(&first, true),
+    );
     let syns: Vec<Vec<u8>> = (0..runs)
         .map(|i| {
             Pkt::tcp(c4, 10000 + (i % 50000) as u16, p4, 443, SYN)
@@ -139,15 +185,64 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
 
 const TC_TUNNEL_NAME: &str = forwarder_common::TC_TUNNEL_PROG;
 
+/// A host table like a user's: a few exact names and a wildcard.
+const BENCH_HOSTS: &[&str] = &[
+    "app.example.test",
+    "blog.example.test",
+    "media.example.test",
+    "*.svc.example.test",
+];
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// `n` connections from client address 198.18.`client`.7, each a SYN and then `payload`
+/// in `segments` segments, each connection from its own source port.
+fn first_payload_conns(
+    n: u32,
+    payload: &[u8],
+    segments: usize,
+    client: u8,
+) -> Vec<Vec<Vec<u8>>> {
+    // Each row its own client address, so no row finds flows another one classified.
+    let c4: IpAddr = std::net::Ipv4Addr::new(198, 18, client, 7).into();
+    let p4: IpAddr = PUBLIC4.into();
+    let part = payload.len().div_ceil(segments);
+    (0..n)
+        .map(|i| {
+            let port = 30000 + (i % 30000) as u16;
+            let isn = 0x1000_0000u32;
+            let mut frames = vec![
+                Pkt::tcp(c4, port, p4, 443, SYN)
+                    .seq(isn)
+                    .options(mss_option(1460))
+                    .frame(),
+            ];
+            let mut seq = isn + 1;
+            for chunk in payload.chunks(part) {
+                frames.push(
+                    Pkt::tcp(c4, port, p4, 443, ACK | PSH)
+                        .seq(seq)
+                        .payload(chunk)
+                        .frame(),
+                );
+                seq += chunk.len() as u32;
+            }
+            frames
+        })
+        .collect()
+}
+
 pub fn print(c: &Costs) {
     println!(
-        "{:<11} {:<52} {:>9} {:>9}",
+        "{:<11} {:<56} {:>9} {:>9}",
         "program", "packet", "measured", "program"
     );
-    println!("{}", "-".repeat(84));
+    println!("{}", "-".repeat(88));
     for r in &c.rows {
         println!(
-            "{:<11} {:<52} {:>6.0} ns {:>6.0} ns",
+            "{:<11} {:<56} {:>6.0} ns {:>6.0} ns",
             r.program, r.packet, r.ns, r.net_ns
         );
     }

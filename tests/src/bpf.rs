@@ -552,6 +552,46 @@ impl Harness {
         })
     }
 
+    /// Median per timed packet over connections: each connection's first frame (its SYN)
+    /// runs untimed, the rest (its first payload segments) are timed one by one. With
+    /// `tc_only`, tc ingress runs instead of XDP.
+    pub fn time_first_payloads(&self, conns: &[Vec<Vec<u8>>], tc_only: bool) -> Duration {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(XDP_INGRESS_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let tc: &SchedClassifier = self
+            .ebpf
+            .program(TC_INGRESS_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; 4096];
+        let mut run = |f: &[u8]| {
+            let opts = TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            };
+            if tc_only {
+                tc.test_run(opts).expect("tc test run").duration
+            } else {
+                xdp.test_run(opts).expect("XDP test run").duration
+            }
+        };
+        let mut v = Vec::new();
+        for c in conns {
+            let _ = run(&c[0]);
+            for f in &c[1..] {
+                v.push(run(f));
+            }
+        }
+        v.sort();
+        v[v.len() / 2]
+    }
+
     fn timed(&self, n: u32, mut f: impl FnMut(&mut [u8]) -> Duration) -> Duration {
         let mut out = vec![0u8; 4096];
         // Each run starts from the original packet: with `repeat`, the kernel would feed the
