@@ -252,34 +252,106 @@ struct FindCtx {
     found: u64,
 }
 
+/// One `bpf_loop` iteration per 8 bytes: each byte of the word is compared with the set at
+/// once (the "has zero byte" trick on the word XOR each wanted byte).
 extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let c = unsafe { &mut *(ctx as *mut FindCtx) };
-    let idx = c.from + i;
+    let idx = c.from + i * 8;
     if idx >= c.to {
         return 1;
     }
-    let v = unsafe { (*c.p)[opaque(idx as usize) & (BUF_SIZE - 1)] };
-    if v == c.set[0] || v == c.set[1] || v == c.set[2] || v == c.set[3] {
-        c.found = idx;
+    let at = opaque(idx as usize) & (BUF_SIZE - 1);
+    if at > BUF_SIZE - 8 {
+        // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
         return 1;
     }
-    0
-}
-
-struct CopyCtx {
-    p: *const [u8; BUF_SIZE],
-    from: u64,
-    dst: *mut [u8; COPY_MAX],
-}
-
-extern "C" fn copy_step(i: u64, ctx: *mut c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut CopyCtx) };
-    let v = unsafe { (*c.p)[opaque((c.from + i) as usize) & (BUF_SIZE - 1)] };
-    let at = opaque(i as usize) & 0x1ff;
-    if at < COPY_MAX {
-        unsafe { (*c.dst)[at] = v };
+    let w = u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
+    let mut hits = 0;
+    let mut k = 0;
+    while k < 4 {
+        let x = w ^ (c.set[k] as u64 * ONES);
+        hits |= x.wrapping_sub(ONES) & !x & HIGHS;
+        k += 1;
     }
-    0
+    if hits == 0 {
+        return 0;
+    }
+    // The lowest flagged byte is a true match (false flags only occur above a true one).
+    let mut first = 0u64;
+    while first < 8 && hits & (0x80 << (first * 8)) == 0 {
+        first += 1;
+    }
+    let found = idx + first;
+    if found < c.to {
+        c.found = found;
+    }
+    1
+}
+
+/// `Bytes::find_any` over the buffer with `bpf_loop`, so the verifier checks the loop body
+/// once instead of per byte.
+#[inline(always)]
+fn buf_find(
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+    from: usize,
+    to: usize,
+    set: [u8; 4],
+) -> Option<usize> {
+    let to = if to > len { len } else { to };
+    if from >= to {
+        return None;
+    }
+    let mut c = FindCtx {
+        p,
+        from: from as u64,
+        to: to as u64,
+        set,
+        found: u64::MAX,
+    };
+    let n = (((to - from + 7) / 8) & (BUF_SIZE - 1)) as u32;
+    unsafe {
+        bpf_loop(
+            n,
+            find_step as *mut c_void,
+            &mut c as *mut FindCtx as *mut c_void,
+            0,
+        )
+    };
+    if c.found == u64::MAX {
+        None
+    } else {
+        Some(c.found as usize)
+    }
+}
+
+/// `Bytes::copy_out` with one helper call.
+#[inline(always)]
+fn buf_copy(
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+    from: usize,
+    n: usize,
+    dst: &mut [u8; COPY_MAX],
+) -> bool {
+    // Bounded for the verifier by the mask and the check, whatever the compiler does.
+    let n = opaque(n) & 0x1ff;
+    if n > COPY_MAX || from + n > len {
+        return false;
+    }
+    let mut d: bpf_dynptr = unsafe { core::mem::zeroed() };
+    unsafe {
+        bpf_dynptr_from_mem(p as *mut c_void, BUF_SIZE as u32, 0, &mut d);
+        bpf_dynptr_read(
+            dst.as_mut_ptr() as *mut c_void,
+            n as u32,
+            &d,
+            from as u32,
+            0,
+        ) == 0
+    }
 }
 
 impl Bytes for Buf {
@@ -306,54 +378,13 @@ impl Bytes for Buf {
             None => 0,
         }
     }
-    /// With `bpf_loop`, so the verifier checks the loop body once instead of per byte.
     #[inline(always)]
     fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
-        let to = if to > self.len { self.len } else { to };
-        if from >= to {
-            return None;
-        }
-        let mut c = FindCtx {
-            p: self.p,
-            from: from as u64,
-            to: to as u64,
-            set,
-            found: u64::MAX,
-        };
-        let n = ((to - from) & (BUF_SIZE * 2 - 1)) as u32;
-        unsafe {
-            bpf_loop(
-                n,
-                find_step as *mut c_void,
-                &mut c as *mut FindCtx as *mut c_void,
-                0,
-            )
-        };
-        if c.found == u64::MAX {
-            None
-        } else {
-            Some(c.found as usize)
-        }
+        buf_find(self.p, self.len, from, to, set)
     }
     #[inline(always)]
     fn copy_out(&self, from: usize, n: usize, dst: &mut [u8; COPY_MAX]) -> bool {
-        if n > COPY_MAX || from + n > self.len {
-            return false;
-        }
-        let mut c = CopyCtx {
-            p: self.p,
-            from: from as u64,
-            dst,
-        };
-        unsafe {
-            bpf_loop(
-                n as u32,
-                copy_step as *mut c_void,
-                &mut c as *mut CopyCtx as *mut c_void,
-                0,
-            )
-        };
-        true
+        buf_copy(self.p, self.len, from, n, dst)
     }
 }
 
@@ -429,6 +460,14 @@ impl Bytes for DirectBuf {
     #[inline(always)]
     fn total_len(&self) -> usize {
         self.len
+    }
+    #[inline(always)]
+    fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+        buf_find(self.p, self.len, from, to, set)
+    }
+    #[inline(always)]
+    fn copy_out(&self, from: usize, n: usize, dst: &mut [u8; COPY_MAX]) -> bool {
+        buf_copy(self.p, self.len, from, n, dst)
     }
     #[inline(always)]
     fn raw8(&self, off: usize) -> Option<u8> {
