@@ -225,12 +225,13 @@ fn tls_step<B: Bytes + ?Sized>(
         TLS_RECORD => {
             // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
             // `need` bytes are there: plain reads (see `Bytes::byte`).
+            let h: [u8; 9] = b.array(at);
             let (major, rec_len, hs_type, hs_hi, hs_lo) = (
-                b.byte(at + 1),
-                b.be16_at(at + 3) as usize,
-                b.byte(at + 5),
-                b.byte(at + 6),
-                b.be16_at(at + 7) as usize,
+                h[1],
+                u16::from_be_bytes([h[3], h[4]]) as usize,
+                h[5],
+                h[6],
+                u16::from_be_bytes([h[7], h[8]]) as usize,
             );
             let hs_len = ((hs_hi as usize) << 16) | hs_lo;
             if major != 3 || hs_type != 1 || rec_len < 4 + 38 || hs_len + 4 != rec_len {
@@ -276,7 +277,11 @@ fn tls_step<B: Bytes + ?Sized>(
             if s.extensions as usize > MAX_EXTENSIONS {
                 return Some(Progress::Done(Outcome::TlsNoSni));
             }
-            let (ty, n) = (b.be16_at(at), b.be16_at(at + 2));
+            let e: [u8; 4] = b.array(at);
+            let (ty, n) = (
+                u16::from_be_bytes([e[0], e[1]]),
+                u16::from_be_bytes([e[2], e[3]]),
+            );
             if s.pos + 4 + n as u32 > s.ext_end {
                 return Some(Progress::Done(Bad));
             }
@@ -292,10 +297,11 @@ fn tls_step<B: Bytes + ?Sized>(
         _ => {
             // server_name: list length, name type, name length, name.
             let ext_end = s.sni_end;
+            let x: [u8; 5] = b.array(at);
             let (list, kind, name_len) = (
-                b.be16_at(at) as usize,
-                b.byte(at + 2),
-                b.be16_at(at + 3) as usize,
+                u16::from_be_bytes([x[0], x[1]]) as usize,
+                x[2],
+                u16::from_be_bytes([x[3], x[4]]) as usize,
             );
             // Exactly one host_name and nothing after it.
             if kind != 0 || list != name_len + 3 || s.pos + 2 + list as u32 != ext_end {
@@ -398,19 +404,21 @@ fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
     if at + 5 > end {
         return false;
     }
-    lower(b.byte(at)) == b'h'
-        && lower(b.byte(at + 1)) == b'o'
-        && lower(b.byte(at + 2)) == b's'
-        && lower(b.byte(at + 3)) == b't'
-        && b.byte(at + 4) == b':'
+    let w: [u8; 5] = b.array(at);
+    lower(w[0]) == b'h'
+        && lower(w[1]) == b'o'
+        && lower(w[2]) == b's'
+        && lower(w[3]) == b't'
+        && w[4] == b':'
 }
 
 /// The Host value in `b[from..end]`: optional whitespace, the name, an optional port.
 #[inline(always)]
 fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
+    let ws: [u8; 8] = b.array(from);
     let mut start = from;
     let mut n = 0;
-    while n < 8 && start < end && matches!(b.byte(start), b' ' | b'\t') {
+    while n < 8 && start < end && matches!(ws[n], b' ' | b'\t') {
         start += 1;
         n += 1;
     }
@@ -429,28 +437,22 @@ fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
 /// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`.
 #[inline(always)]
 fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
-    let mut i = at;
-    let mut n = 0;
     // Method: uppercase letters, then a space.
-    while n < 16 && i < end && b.byte(i).is_ascii_uppercase() {
-        i += 1;
+    let m: [u8; 16] = b.array(at);
+    let mut n = 0;
+    while n < 16 && at + n < end && m[n].is_ascii_uppercase() {
         n += 1;
     }
-    if n == 0 || b.byte(i) != b' ' {
+    let sp = if n < 16 { m[n] } else { b.byte(at + 16) };
+    if n == 0 || sp != b' ' {
         return false;
     }
     if end < at + 9 {
         return false;
     }
-    let v = end - 8;
-    b.byte(v) == b'H'
-        && b.byte(v + 1) == b'T'
-        && b.byte(v + 2) == b'T'
-        && b.byte(v + 3) == b'P'
-        && b.byte(v + 4) == b'/'
-        && b.byte(v + 5) == b'1'
-        && b.byte(v + 6) == b'.'
-        && b.byte(v - 1) == b' '
+    // " HTTP/1.x" at the end.
+    let t: [u8; 8] = b.array(end - 9);
+    t == *b" HTTP/1."
 }
 
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.
@@ -461,21 +463,17 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
         return None;
     }
     // "http://" or "https://", case-insensitive.
-    if !(lower(b.byte(i)) == b'h'
-        && lower(b.byte(i + 1)) == b't'
-        && lower(b.byte(i + 2)) == b't'
-        && lower(b.byte(i + 3)) == b'p')
-    {
+    let p: [u8; 8] = b.array(i);
+    if !(lower(p[0]) == b'h' && lower(p[1]) == b't' && lower(p[2]) == b't' && lower(p[3]) == b'p') {
         return None;
     }
-    let mut j = i + 4;
-    if lower(b.byte(j)) == b's' {
-        j += 1;
-    }
-    if !(b.byte(j) == b':' && b.byte(j + 1) == b'/' && b.byte(j + 2) == b'/') {
+    let start = if lower(p[4]) == b's' && p[5] == b':' && p[6] == b'/' && p[7] == b'/' {
+        i + 8
+    } else if p[4] == b':' && p[5] == b'/' && p[6] == b'/' {
+        i + 7
+    } else {
         return None;
-    }
-    let start = j + 3;
+    };
     let stop = b
         .find_any(start, eol, [b':', b'/', b' ', b'?'])
         .unwrap_or(eol);

@@ -29,6 +29,18 @@ pub trait Bytes {
         self.raw8(off).unwrap_or_default()
     }
 
+    /// `N` bytes from `off`: the bytes up to the end, zeros after; one read in the kernel.
+    #[inline(always)]
+    fn array<const N: usize>(&self, off: usize) -> [u8; N] {
+        let mut v = [0; N];
+        let mut i = 0;
+        while i < N {
+            v[i] = self.byte(off + i);
+            i += 1;
+        }
+        v
+    }
+
     /// Big-endian u16 at `off` from two [`Bytes::byte`] reads, 0-filled past the end.
     #[inline(always)]
     fn be16_at(&self, off: usize) -> u16 {

@@ -213,18 +213,12 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
 struct Buf {
     p: *const [u8; BUF_SIZE],
     len: usize,
-    d: bpf_dynptr,
+    /// Over `p`, made once per segment by [`feed`] (a dynptr cannot be moved, and helper
+    /// calls are not free).
+    d: *const bpf_dynptr,
 }
 
 impl Buf {
-    /// Must be called where the `Buf` stays: a dynptr cannot be moved.
-    #[inline(always)]
-    fn init(&mut self) {
-        unsafe {
-            bpf_dynptr_from_mem(self.p as *mut c_void, BUF_SIZE as u32, 0, &mut self.d);
-        }
-    }
-
     #[inline(always)]
     fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         if off + N > self.len {
@@ -235,7 +229,7 @@ impl Buf {
             bpf_dynptr_read(
                 v.as_mut_ptr() as *mut c_void,
                 N as u32,
-                &self.d,
+                self.d,
                 off as u32,
                 0,
             )
@@ -378,6 +372,30 @@ impl Bytes for Buf {
             None => 0,
         }
     }
+    /// One helper call: the bytes up to the buffer's end, zeros after (as the trait says).
+    #[inline(always)]
+    fn array<const N: usize>(&self, off: usize) -> [u8; N] {
+        let mut v = [0u8; N];
+        if off >= self.len {
+            return v;
+        }
+        let avail = self.len - off;
+        // Masked so that the verifier sees the length bounded, whatever the compiler does.
+        let n = opaque(if avail < N { avail } else { N }) & ((2 * N).next_power_of_two() - 1);
+        if n == 0 || n > N {
+            return v;
+        }
+        unsafe {
+            bpf_dynptr_read(
+                v.as_mut_ptr() as *mut c_void,
+                n as u32,
+                self.d,
+                off as u32,
+                0,
+            )
+        };
+        v
+    }
     #[inline(always)]
     fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
         buf_find(self.p, self.len, from, to, set)
@@ -392,6 +410,7 @@ impl Bytes for Buf {
 struct StepCtx {
     s: *mut ClassifyState,
     p: *const [u8; BUF_SIZE],
+    d: *const bpf_dynptr,
     len: u64,
     base: u64,
     code: u64,
@@ -399,12 +418,11 @@ struct StepCtx {
 
 extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut StepCtx) };
-    let mut b = Buf {
+    let b = Buf {
         p: c.p,
         len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
-        d: unsafe { core::mem::zeroed() },
+        d: c.d,
     };
-    b.init();
     let r = classify::step_coded(unsafe { &mut *c.s }, &b, b.len, c.base as u32);
     if r == STEP_CONTINUE {
         return 0;
@@ -417,12 +435,13 @@ extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
 /// checks one step instead of every path through a long loop.
 #[inline(never)]
 fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
-    let mut b = Buf {
+    let mut d: bpf_dynptr = unsafe { core::mem::zeroed() };
+    unsafe { bpf_dynptr_from_mem(buf as *mut c_void, BUF_SIZE as u32, 0, &mut d) };
+    let b = Buf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
-        d: unsafe { core::mem::zeroed() },
+        d: &d,
     };
-    b.init();
     let first = classify::begin_coded(s, &b, base);
     if first != STEP_CONTINUE {
         return first;
@@ -430,6 +449,7 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
     let mut c = StepCtx {
         s,
         p: buf,
+        d: &d,
         len: len as u64,
         base: base as u64,
         code: u64::MAX,
