@@ -20,6 +20,8 @@ pub const BUF_SIZE: usize = 4096;
 pub const MAX_SEGMENT_PAYLOAD: usize = 2048;
 /// TLS extensions looked at before giving up (browsers send about twenty).
 pub const MAX_EXTENSIONS: usize = 48;
+/// TLS extensions skipped per step at most.
+const EXTENSIONS_PER_STEP: usize = 4;
 /// Fields (TLS) or header lines (HTTP) parsed per segment before giving up. In the kernel
 /// each is one `bpf_loop` iteration, so this costs the verifier nothing.
 pub const MAX_STEPS: usize = 64;
@@ -273,25 +275,38 @@ fn tls_step<B: Bytes + ?Sized>(
             s.stage = TLS_EXTENSION;
         }
         TLS_EXTENSION => {
-            s.extensions += 1;
-            if s.extensions as usize > MAX_EXTENSIONS {
-                return Some(Progress::Done(Outcome::TlsNoSni));
-            }
-            let e: [u8; 4] = b.array(at);
-            let (ty, n) = (
-                u16::from_be_bytes([e[0], e[1]]),
-                u16::from_be_bytes([e[2], e[3]]),
-            );
-            if s.pos + 4 + n as u32 > s.ext_end {
-                return Some(Progress::Done(Bad));
-            }
-            if ty == 0 {
-                s.pos += 4;
-                s.stage = TLS_SNI;
-                // Remember where the extension ends, to check the name fills it.
-                s.sni_end = s.pos + n as u32;
-            } else {
+            // Up to EXTENSIONS_PER_STEP extensions per step: skipping one is cheap, and in
+            // the kernel every step has a fixed cost.
+            let mut at = at;
+            let mut k = 0;
+            while k < EXTENSIONS_PER_STEP {
+                k += 1;
+                s.extensions += 1;
+                if s.extensions as usize > MAX_EXTENSIONS {
+                    return Some(Progress::Done(Outcome::TlsNoSni));
+                }
+                let e: [u8; 4] = b.array(at);
+                let (ty, n) = (
+                    u16::from_be_bytes([e[0], e[1]]),
+                    u16::from_be_bytes([e[2], e[3]]),
+                );
+                if s.pos + 4 + n as u32 > s.ext_end {
+                    return Some(Progress::Done(Bad));
+                }
+                if ty == 0 {
+                    s.pos += 4;
+                    s.stage = TLS_SNI;
+                    // Remember where the extension ends, to check the name fills it.
+                    s.sni_end = s.pos + n as u32;
+                    break;
+                }
                 s.pos += 4 + n as u32;
+                // The next one in this step only if its header is here; the next step
+                // handles the end of the extensions and headers split over segments.
+                at = (s.pos - base) as usize;
+                if s.pos == s.ext_end || at + 4 > len {
+                    break;
+                }
             }
         }
         _ => {

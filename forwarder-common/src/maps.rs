@@ -144,6 +144,8 @@ pub const FLOW_F_FIN: u32 = 1;
 pub const FLOW_F_RST: u32 = 2;
 /// The "ended" event of this connection was emitted.
 pub const FLOW_F_END_REPORTED: u32 = 4;
+/// The connection's first payload spans segments: its parse state is in `CLASSIFY_MAP`.
+pub const FLOW_F_CLS_STATE: u32 = 8;
 
 /// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for
 /// a wildcard `*.example.com`, of `example.com`).

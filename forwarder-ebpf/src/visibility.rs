@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
-    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue,
-    HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, PROTO_TCP,
+    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_CLS_STATE, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST,
+    FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -194,15 +194,20 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
         return;
     };
     opposite_key(fwd_key, fwd, &mut s.rev_key);
-    let rev = FLOWS.get_ptr_mut(&s.rev_key).map(|p| unsafe { &mut *p });
+    let rev = FLOWS.get_ptr_mut(&s.rev_key);
     if let Some(r) = rev {
-        attribute(r, id);
+        attribute(unsafe { &mut *r }, id);
     }
     if let Some(st) = stats(id) {
         st.connections += 1;
     }
-    let rev = FLOWS.get_ptr(&s.rev_key).map(|p| unsafe { &*p });
-    emit(EVENT_CLASSIFIED, 0, fwd_key, fwd, rev);
+    emit(
+        EVENT_CLASSIFIED,
+        0,
+        fwd_key,
+        fwd,
+        rev.map(|p| unsafe { &*(p as *const FlowValue) }),
+    );
 }
 
 /// The classifier's view of the per-CPU buffer: carried bytes, then the segment.
@@ -584,7 +589,12 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     let Some(seq) = tcp_seq(ctx, info) else {
         return;
     };
-    let in_map = CLASSIFY.get_ptr_mut(fwd_key);
+    // Only connections whose name spans segments have a parse state in the map.
+    let in_map = if fwd.flags & FLOW_F_CLS_STATE != 0 {
+        CLASSIFY.get_ptr_mut(fwd_key)
+    } else {
+        None
+    };
     let s: &mut ClassifyState = match in_map {
         Some(p) => unsafe { &mut *p },
         None => {
@@ -629,9 +639,11 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     if carried > CARRY_MAX {
         return;
     }
-    // The whole carry area, whatever part of it is in use: a fixed-size copy does not
-    // split the verifier's paths by the carried length.
-    unsafe { core::ptr::copy_nonoverlapping(s.carry.as_ptr(), buf as *mut u8, CARRY_MAX) };
+    if carried > 0 {
+        // The whole carry area, whatever part of it is in use: a fixed-size copy does not
+        // split the verifier's paths by the carried length.
+        unsafe { core::ptr::copy_nonoverlapping(s.carry.as_ptr(), buf as *mut u8, CARRY_MAX) };
+    }
     if payload_len > MAX_SEGMENT_PAYLOAD {
         end_classification(
             fwd_key,
@@ -662,8 +674,12 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
                 Counter::ClassifyGaveUp,
                 in_map.is_some(),
             );
-        } else if in_map.is_none() && CLASSIFY.insert(fwd_key, &*s, 0).is_err() {
-            end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
+        } else if in_map.is_none() {
+            if CLASSIFY.insert(fwd_key, &*s, 0).is_ok() {
+                fwd.flags |= FLOW_F_CLS_STATE;
+            } else {
+                end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
+            }
         }
         return;
     }
