@@ -13,7 +13,13 @@ use anyhow::{Context as _, bail};
 use crate::status;
 
 /// The targets in `forwarder-common/fuzz/fuzz_targets`.
-pub const TARGETS: &[&str] = &["parse_ethernet", "parse_ip", "csum_incremental", "classify"];
+pub const TARGETS: &[&str] = &[
+    "parse_ethernet",
+    "parse_ip",
+    "csum_incremental",
+    "classify",
+    "host_match",
+];
 
 /// Runs every fuzz target for `seconds_per_target` seconds, after replaying the crash inputs
 /// saved under `fuzz/regressions/<target>/`.
