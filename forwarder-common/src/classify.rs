@@ -75,6 +75,10 @@ pub struct ClassifyState {
     /// Where [`feed_coded`] reports the name it found (offsets in the buffer).
     pub name_off: u32,
     pub name_len: u32,
+    /// The code of the last [`step_coded`] call. Kept here rather than returned through
+    /// the caller's stack: the verifier tracks stack values, and a value that differs
+    /// between `bpf_loop` iterations makes it check the loop body once more per value.
+    pub code: u32,
     pub carry: [u8; CARRY_MAX],
 }
 
@@ -94,6 +98,7 @@ impl Default for ClassifyState {
             carry_len: 0,
             name_off: 0,
             name_len: 0,
+            code: 0,
             carry: [0; CARRY_MAX],
         }
     }
@@ -227,7 +232,7 @@ fn tls_step<B: Bytes + ?Sized>(
         TLS_RECORD => {
             // Record: handshake(22), TLS 1.x, length; handshake: client_hello(1), length.
             // `need` bytes are there: plain reads (see `Bytes::byte`).
-            let h: [u8; 9] = b.array(at);
+            let h: [u8; 44] = b.array(at);
             let (major, rec_len, hs_type, hs_hi, hs_lo) = (
                 h[1],
                 u16::from_be_bytes([h[3], h[4]]) as usize,
@@ -241,7 +246,7 @@ fn tls_step<B: Bytes + ?Sized>(
                 return Some(Progress::Done(Bad));
             }
             s.ext_end = s.pos + 5 + rec_len as u32;
-            let sid_len = b.byte(at + 5 + 4 + 2 + 32);
+            let sid_len = h[5 + 4 + 2 + 32];
             if sid_len > 32 {
                 return Some(Progress::Done(Bad));
             }
@@ -375,7 +380,7 @@ fn http_step<B: Bytes + ?Sized>(
             if let Some(name) = absolute_target_host(b, at, len) {
                 return Some(Progress::Done(name));
             }
-        } else if starts_with_host(b, at, len) {
+        } else if at + 5 <= len && is_host_name(&b.array(at)) {
             return Some(Progress::Done(host_value(b, at + 5, len)));
         }
         s.stage = HTTP_SKIP_LINE;
@@ -383,13 +388,17 @@ fn http_step<B: Bytes + ?Sized>(
         s.carry_len = 0;
         return Some(Progress::NeedMore);
     };
-    let end = if eol > at && b.byte(eol - 1) == b'\r' {
-        eol - 1
-    } else {
-        eol
+    // The line without its CR, where it matters (each read costs in the kernel).
+    let end_of = |b: &B| {
+        if eol > at && b.byte(eol - 1) == b'\r' {
+            eol - 1
+        } else {
+            eol
+        }
     };
     match s.stage {
         HTTP_REQUEST_LINE => {
+            let end = end_of(b);
             // METHOD SP target SP HTTP/1.x; an absolute-form target names the host.
             if !request_line_ok(b, at, end) {
                 return Some(Progress::Done(Outcome::HttpMalformed));
@@ -400,12 +409,16 @@ fn http_step<B: Bytes + ?Sized>(
             s.stage = HTTP_LINE_START;
         }
         HTTP_LINE_START => {
-            if end == at {
+            let w: [u8; 5] = b.array(at);
+            if eol == at || (eol == at + 1 && w[0] == b'\r') {
                 // Empty line: end of headers without Host.
                 return Some(Progress::Done(Outcome::HttpNoHost));
             }
-            if starts_with_host(b, at, end) {
-                return Some(Progress::Done(host_value(b, at + 5, end)));
+            if at + 5 <= eol && is_host_name(&w) {
+                let end = end_of(b);
+                if at + 5 <= end {
+                    return Some(Progress::Done(host_value(b, at + 5, end)));
+                }
             }
         }
         _ => s.stage = HTTP_LINE_START,
@@ -415,11 +428,7 @@ fn http_step<B: Bytes + ?Sized>(
 }
 
 #[inline(always)]
-fn starts_with_host<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
-    if at + 5 > end {
-        return false;
-    }
-    let w: [u8; 5] = b.array(at);
+fn is_host_name(w: &[u8; 5]) -> bool {
     lower(w[0]) == b'h'
         && lower(w[1]) == b'o'
         && lower(w[2]) == b's'
@@ -589,10 +598,12 @@ pub fn step_coded<B: Bytes + ?Sized>(
     } else {
         http_step(state, b, len, base)
     };
-    match r {
+    let code = match r {
         None => STEP_CONTINUE,
         Some(p) => code_of(state, p),
-    }
+    };
+    state.code = code;
+    code
 }
 
 /// The code when `MAX_STEPS` steps found nothing.

@@ -60,8 +60,11 @@ pub struct XdpMeta {
     pub magic: u32,
     /// Interface the tc program redirects the packet to.
     pub ifindex: u32,
+    /// The flow's host, for per-host drop counts of the hand-off.
+    pub host_id: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<XdpMeta>() == 8);
+const _: () = assert!(size_of::<XdpMeta>() == 16);
 
 /// A forwarding rule's match: destination address, protocol and port on the public side.
 /// Addresses are four raw words in network byte order (IPv4 uses only the first).

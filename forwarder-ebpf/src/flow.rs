@@ -4,8 +4,8 @@
 use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, HOST_UNKNOWN,
-    RuleValue, packet::PacketInfo,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue,
+    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, RuleValue, packet::PacketInfo,
 };
 
 use crate::maps::{FLOWS, SCRATCH, count};
@@ -78,6 +78,8 @@ pub fn to_backend<C: EbpfContext>(
     if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
     {
         count(Counter::FlowCreateFailed);
+        // The packet is dropped; whose it was is not known yet.
+        crate::visibility::host_drop(HOST_UNKNOWN, HOST_DROP_FLOW_TABLE_FULL);
         warn!(ctx, "flow table insert failed (proto {})", info.proto);
     } else {
         count(Counter::FlowsCreated);

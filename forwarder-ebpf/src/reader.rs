@@ -21,7 +21,7 @@ pub fn fwd_xdp_reader(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn fwd_tc_reader(ctx: TcContext) -> i32 {
     match visibility::read_name(&ctx) {
-        0 => TC_ACT_SHOT,
-        ifindex => redirect_to_tunnel(ifindex),
+        (0, _) => TC_ACT_SHOT,
+        (ifindex, host) => redirect_to_tunnel(ifindex, host),
     }
 }

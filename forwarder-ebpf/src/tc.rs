@@ -7,7 +7,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, META_MAGIC, PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta,
+    Counter, FAMILY_V4, FlowValue, HOST_DROP_REDIRECT_FAILED, META_MAGIC, PROTO_TCP, PROTO_UDP,
+    RuleKey, XdpMeta,
     packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
 };
 
@@ -32,7 +33,7 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
     if meta + size_of::<XdpMeta>() <= data {
         let m = unsafe { (meta as *const XdpMeta).read_unaligned() };
         if m.magic == META_MAGIC {
-            return redirect_to_tunnel(m.ifindex);
+            return redirect_to_tunnel(m.ifindex, m.host_id);
         }
     }
     match config() {
@@ -49,12 +50,13 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-pub(crate) fn redirect_to_tunnel(ifindex: u32) -> i32 {
+pub(crate) fn redirect_to_tunnel(ifindex: u32, host_id: u32) -> i32 {
     let r = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if r == TC_ACT_REDIRECT {
         count(Counter::TcToTunnel);
     } else {
         count(Counter::TcRedirectFailed);
+        visibility::host_drop(host_id, HOST_DROP_REDIRECT_FAILED);
     }
     r
 }
@@ -113,7 +115,7 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         // The reader redirects the packet to the tunnel when it is done.
         visibility::to_reader(ctx, &TC_READER, key, nat);
     }
-    Ok(redirect_to_tunnel(nat.ifindex))
+    Ok(redirect_to_tunnel(nat.ifindex, nat.host_id))
 }
 
 /// tc ingress on the tunnel interface: replies of translated flows go back to the client.
@@ -181,6 +183,7 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TunnelToClient);
     } else {
         count(Counter::TunnelRedirectFailed);
+        visibility::host_drop(nat.host_id, HOST_DROP_REDIRECT_FAILED);
     }
     Ok(r)
 }

@@ -77,6 +77,16 @@ fn add(field: &mut u64, v: u64) {
     }
 }
 
+/// Counts a dropped packet under its host.
+#[inline(always)]
+pub fn host_drop(id: u32, reason: usize) {
+    if let Some(s) = stats(id)
+        && let Some(d) = s.drops.get_mut(reason)
+    {
+        *d += 1;
+    }
+}
+
 /// Counts one packet of `bytes` on the flow entry and under its host.
 #[inline(always)]
 pub fn account(flow: &mut FlowValue, bytes: u64) {
@@ -251,42 +261,52 @@ struct FindCtx {
     found: u64,
 }
 
-/// One `bpf_loop` iteration per 8 bytes: each byte of the word is compared with the set at
-/// once (the "has zero byte" trick on the word XOR each wanted byte).
+/// Bytes `find_step` looks at per `bpf_loop` iteration: four words, as each iteration is a
+/// function call and returns are not cheap with the kernel's speculation mitigations.
+const FIND_STRIDE: u64 = 32;
+
+/// One `bpf_loop` iteration per `FIND_STRIDE` bytes: each byte of a word is compared with
+/// the set at once (the "has zero byte" trick on the word XOR each wanted byte).
 extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let c = unsafe { &mut *(ctx as *mut FindCtx) };
-    let idx = c.from + i * 8;
-    if idx >= c.to {
-        return 1;
+    let mut word = 0;
+    while word < FIND_STRIDE / 8 {
+        let idx = c.from + i * FIND_STRIDE + word * 8;
+        if idx >= c.to {
+            return 1;
+        }
+        let at = opaque(idx as usize) & (BUF_SIZE - 1);
+        if at > BUF_SIZE - 8 {
+            // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
+            return 1;
+        }
+        let w =
+            u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
+        let mut hits = 0;
+        let mut k = 0;
+        while k < 4 {
+            let x = w ^ (c.set[k] as u64 * ONES);
+            hits |= x.wrapping_sub(ONES) & !x & HIGHS;
+            k += 1;
+        }
+        if hits != 0 {
+            // The lowest flagged byte is a true match (false flags only occur above a true
+            // one).
+            let mut first = 0u64;
+            while first < 8 && hits & (0x80 << (first * 8)) == 0 {
+                first += 1;
+            }
+            let found = idx + first;
+            if found < c.to {
+                c.found = found;
+            }
+            return 1;
+        }
+        word += 1;
     }
-    let at = opaque(idx as usize) & (BUF_SIZE - 1);
-    if at > BUF_SIZE - 8 {
-        // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
-        return 1;
-    }
-    let w = u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
-    let mut hits = 0;
-    let mut k = 0;
-    while k < 4 {
-        let x = w ^ (c.set[k] as u64 * ONES);
-        hits |= x.wrapping_sub(ONES) & !x & HIGHS;
-        k += 1;
-    }
-    if hits == 0 {
-        return 0;
-    }
-    // The lowest flagged byte is a true match (false flags only occur above a true one).
-    let mut first = 0u64;
-    while first < 8 && hits & (0x80 << (first * 8)) == 0 {
-        first += 1;
-    }
-    let found = idx + first;
-    if found < c.to {
-        c.found = found;
-    }
-    1
+    0
 }
 
 /// `Bytes::find_any` over the buffer with `bpf_loop`, so the verifier checks the loop body
@@ -310,7 +330,7 @@ fn buf_find(
         set,
         found: u64::MAX,
     };
-    let n = (((to - from + 7) / 8) & (BUF_SIZE - 1)) as u32;
+    let n = ((((to - from) as u64).div_ceil(FIND_STRIDE)) & (BUF_SIZE as u64 - 1)) as u32;
     unsafe {
         bpf_loop(
             n,
@@ -418,7 +438,6 @@ struct StepCtx {
     d: *const bpf_dynptr,
     len: u64,
     base: u64,
-    code: u64,
 }
 
 extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
@@ -428,12 +447,9 @@ extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
         len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
         d: c.d,
     };
+    // The outcome stays in the map-held state (see `ClassifyState::code`).
     let r = classify::step_coded(unsafe { &mut *c.s }, &b, b.len, c.base as u32);
-    if r == STEP_CONTINUE {
-        return 0;
-    }
-    c.code = r as u64;
-    1
+    if r == STEP_CONTINUE { 0 } else { 1 }
 }
 
 /// The parser: one `bpf_loop` iteration per TLS field or HTTP header line, so the verifier
@@ -457,8 +473,8 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
         d: &d,
         len: len as u64,
         base: base as u64,
-        code: u64::MAX,
     };
+    s.code = STEP_CONTINUE;
     unsafe {
         bpf_loop(
             MAX_STEPS as u32,
@@ -467,10 +483,11 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
             0,
         )
     };
-    if c.code == u64::MAX {
-        classify::exhausted_code(unsafe { &*c.s })
+    let s = unsafe { &*c.s };
+    if s.code == STEP_CONTINUE {
+        classify::exhausted_code(s)
     } else {
-        c.code as u32
+        s.code
     }
 }
 
@@ -765,23 +782,24 @@ pub fn to_reader<C: EbpfContext>(
 }
 
 /// The body of the name reader programs: classifies the packet `to_reader` handed over.
-/// Returns where tc must send it (the flow's tunnel interface).
+/// Returns where tc must send it (the flow's tunnel interface) and the flow's host.
 #[inline(always)]
-pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> u32 {
+pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return (0, HOST_UNKNOWN);
     };
     let ifindex = unsafe { (*s).redirect_ifindex };
     let Some(info) = packet_info() else {
-        return ifindex;
+        return (ifindex, HOST_UNKNOWN);
     };
     // The key stays in the per-CPU scratch; `finish` only writes other fields of it.
     let key = unsafe { &(*s).fwd_key };
     let Some(flow) = FLOWS.get_ptr_mut(key) else {
-        return ifindex;
+        return (ifindex, HOST_UNKNOWN);
     };
-    classify_segment(ctx, info, key, unsafe { &mut *flow });
-    ifindex
+    let flow = unsafe { &mut *flow };
+    classify_segment(ctx, info, key, flow);
+    (ifindex, flow.host_id)
 }
 
 /// On FIN or RST: marks the entry, and reports the connection's end once it is over

@@ -82,6 +82,8 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: META_MAGIC,
             ifindex: nat.ifindex,
+            host_id: nat.host_id,
+            _pad: 0,
         })
     };
     let pkt = Pkt::new(data, data_end, data_end - data);

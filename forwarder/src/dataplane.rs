@@ -188,12 +188,11 @@ impl Dataplane {
             XDP_READER_PROG,
             TC_READER_PROG,
         ] {
-            let id = ebpf
-                .program(name)
-                .and_then(|p| p.info().ok())
-                .map(|i| i.id());
-            if let Some(id) = id {
-                info!(program = name, id, "program loaded");
+            let info = ebpf.program(name).and_then(|p| p.info().ok());
+            if let Some(i) = info {
+                // How much of the verifier's one-million-instruction budget it took.
+                let verified = i.verified_instruction_count().unwrap_or(0);
+                info!(program = name, verified, id = i.id(), "program loaded");
             }
         }
         info!(

@@ -20,6 +20,8 @@ pub struct Row {
 
 pub struct Costs {
     pub rows: Vec<Row>,
+    /// Instructions the verifier processed per program (of its one-million budget).
+    pub verified: Vec<(&'static str, u32)>,
     /// What a single timed run costs beyond the program: the ARP path timed as a single
     /// run, minus the same path timed over many kernel-side repetitions.
     pub overhead_ns: f64,
@@ -49,6 +51,24 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
 
     let mut h = Harness::new(false)?;
     h.set_hosts(BENCH_HOSTS)?;
+    let verified = [
+        forwarder_common::XDP_INGRESS_PROG,
+        forwarder_common::TC_INGRESS_PROG,
+        forwarder_common::TC_TUNNEL_PROG,
+        forwarder_common::XDP_READER_PROG,
+        forwarder_common::TC_READER_PROG,
+    ]
+    .into_iter()
+    .map(|name| {
+        let n = h
+            .ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count())
+            .unwrap_or(0);
+        (name, n)
+    })
+    .collect();
     let tun = TC_TUNNEL_NAME;
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x08, 0x06]);
@@ -185,7 +205,11 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
     for r in &mut rows {
         r.net_ns = (r.ns - overhead_ns).max(0.0);
     }
-    Ok(Costs { rows, overhead_ns })
+    Ok(Costs {
+        rows,
+        verified,
+        overhead_ns,
+    })
 }
 
 const TC_TUNNEL_NAME: &str = forwarder_common::TC_TUNNEL_PROG;
@@ -251,4 +275,8 @@ pub fn print(c: &Costs) {
          the test clock's own cost per run (ARP path timed singly vs. repeated in the kernel).",
         c.overhead_ns
     );
+    println!("\nInstructions the verifier processed (budget: 1 000 000 per program):");
+    for (name, n) in &c.verified {
+        println!("  {name:<16} {n:>9}");
+    }
 }

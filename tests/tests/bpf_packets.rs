@@ -108,7 +108,7 @@ fn xdp_translates_client_packets_toward_the_backend() {
     for c in forward_cases() {
         let (verdict, meta, out) = h.xdp(&c.input.frame());
         assert_eq!(verdict, XDP_PASS, "{}: verdict", c.name);
-        assert_eq!(meta.len(), 8, "{}: metadata {meta:02x?}", c.name);
+        assert_eq!(meta.len(), 16, "{}: metadata {meta:02x?}", c.name);
         assert_eq!(
             u32::from_ne_bytes(meta[0..4].try_into().unwrap()),
             META_MAGIC,

@@ -191,15 +191,20 @@ fn nothing_of_ours_remains_after_exit() {
     let mut lab = lab(LabOptions::default());
     lab.start_forwarder(&[]).expect("starting the forwarder");
     // The daemon logs the kernel ids of its programs; bpftool tells their maps and links.
-    let ids: Vec<String> = lab
+    // Three attached programs and the two name readers they tail-call.
+    let loaded: Vec<(bool, String)> = lab
         .forwarder_output()
         .lines()
         .filter(|l| l.contains("program loaded"))
-        .filter_map(|l| l.split("id=").nth(1).map(|s| s.trim().to_owned()))
+        .filter_map(|l| {
+            let id = l.split("id=").nth(1)?.trim().to_owned();
+            Some((!l.contains("_reader"), id))
+        })
         .collect();
+    let ids: Vec<String> = loaded.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(
         ids.len(),
-        3,
+        5,
         "program ids not logged:\n{}",
         lab.forwarder_output()
     );
@@ -225,7 +230,7 @@ fn nothing_of_ours_remains_after_exit() {
     }
     assert!(!maps.is_empty(), "no maps found for programs {ids:?}");
     let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
-    for id in &ids {
+    for (_, id) in loaded.iter().filter(|(attached, _)| *attached) {
         assert!(
             links.contains(&format!("\"prog_id\":{id}")),
             "program {id} has no link: {links}"

@@ -133,7 +133,10 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     // The benchmark runs too (briefly), so it never rots.
     bench::run(true)?;
     let mut c = cargo();
-    c.args(["test"]).args(locked()).env("FORWARDER_BIN", &bin);
+    // Every suite runs even when one fails, so the summary counts them all.
+    c.args(["test", "--no-fail-fast"])
+        .args(locked())
+        .env("FORWARDER_BIN", &bin);
     if let Some(f) = filter {
         c.arg(f);
     }
