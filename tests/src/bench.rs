@@ -53,7 +53,7 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
     h.set_hosts(BENCH_HOSTS)?;
     let verified = [
         forwarder_common::XDP_INGRESS_PROG,
-        forwarder_common::TC_INGRESS_PROG,
+        TC_INGRESS_PROG,
         forwarder_common::TC_TUNNEL_PROG,
         forwarder_common::XDP_READER_PROG,
         forwarder_common::TC_READER_PROG,
