@@ -420,6 +420,12 @@ fn http_step<B: Bytes + ?Sized>(
                     return Some(Progress::Done(host_value(b, at + 5, end)));
                 }
             }
+            // Straight to the next line that could matter (Host, or the empty line), past
+            // the ones that cannot; lines in later segments are taken one by one.
+            if let Some(next) = b.find_line_start(eol + 1, len, [b'h', b'H', b'\r', b'\n']) {
+                s.pos = base + next as u32;
+                return None;
+            }
         }
         _ => s.stage = HTTP_LINE_START,
     }

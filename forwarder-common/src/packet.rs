@@ -68,6 +68,27 @@ pub trait Bytes {
         None
     }
 
+    /// Offset of the first line start in `[from, to)` whose first byte is one of `set`; a
+    /// line start is `from` itself or a position right after a `\n`.
+    #[inline(always)]
+    fn find_line_start(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+        let mut i = from;
+        let mut n = 0;
+        while n < FIND_MAX {
+            if i >= to {
+                return None;
+            }
+            let c = self.raw8(i)?;
+            let starts = i == from || self.raw8(i - 1) == Some(b'\n');
+            if starts && (c == set[0] || c == set[1] || c == set[2] || c == set[3]) {
+                return Some(i);
+            }
+            i += 1;
+            n += 1;
+        }
+        None
+    }
+
     /// Offset of the first `byte` in `[from, to)`.
     #[inline(always)]
     fn find(&self, from: usize, to: usize, byte: u8) -> Option<usize> {

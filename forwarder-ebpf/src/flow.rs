@@ -23,6 +23,32 @@ pub fn forward_key(info: &PacketInfo) -> FlowKey {
     }
 }
 
+const ZERO_FLOW: FlowValue = FlowValue {
+    nat_addr: [0; 4],
+    nat_port: 0,
+    direction: 0,
+    class_state: 0,
+    ifindex: 0,
+    host_id: HOST_UNKNOWN,
+    flags: 0,
+    packets: 0,
+    bytes: 0,
+    first_ns: 0,
+    last_ns: 0,
+};
+
+#[inline(always)]
+fn zero_counts(v: &mut FlowValue) {
+    unsafe {
+        core::ptr::write_volatile(&mut v.host_id, HOST_UNKNOWN);
+        core::ptr::write_volatile(&mut v.flags, 0);
+        core::ptr::write_volatile(&mut v.packets, 0);
+        core::ptr::write_volatile(&mut v.bytes, 0);
+        core::ptr::write_volatile(&mut v.first_ns, 0);
+        core::ptr::write_volatile(&mut v.last_ns, 0);
+    }
+}
+
 /// Returns the translation for a client -> public packet, creating both flow entries from
 /// `rule` when the connection is new (or its entry was evicted).
 // Not inlined, and building entries in per-CPU scratch space: keys and values would
@@ -39,19 +65,17 @@ pub fn to_backend<C: EbpfContext>(
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
         return Some(unsafe { &mut *v });
     }
+    // The zero fields are written one by one below: as part of the struct, LLVM turns
+    // them into a call to a byte-by-byte memset subprogram.
     s.fwd = FlowValue {
         nat_addr: rule.backend_addr,
         nat_port: rule.backend_port,
         direction: DIR_TO_BACKEND,
         class_state: CLASS_PENDING,
         ifindex: rule.tunnel_ifindex,
-        host_id: HOST_UNKNOWN,
-        flags: 0,
-        packets: 0,
-        bytes: 0,
-        first_ns: 0,
-        last_ns: 0,
+        ..ZERO_FLOW
     };
+    zero_counts(&mut s.fwd);
     s.rev_key = FlowKey {
         src: rule.backend_addr,
         dst: info.src,
@@ -67,13 +91,9 @@ pub fn to_backend<C: EbpfContext>(
         direction: DIR_TO_CLIENT,
         class_state: CLASS_PENDING,
         ifindex: public_ifindex,
-        host_id: HOST_UNKNOWN,
-        flags: 0,
-        packets: 0,
-        bytes: 0,
-        first_ns: 0,
-        last_ns: 0,
+        ..ZERO_FLOW
     };
+    zero_counts(&mut s.rev);
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
     if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
     {

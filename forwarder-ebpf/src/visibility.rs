@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::bpf_dynptr,
     helpers::{
         bpf_dynptr_from_mem, bpf_dynptr_read, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes,
-        bpf_xdp_load_bytes,
+        bpf_xdp_load_bytes, generated,
     },
     maps::ProgramArray,
     programs::{TcContext, XdpContext},
@@ -309,6 +309,105 @@ extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Bytes with the high bit set exactly where `x` has a zero byte.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((x & LOWS).wrapping_add(LOWS)) | x | LOWS)
+}
+
+struct LineCtx {
+    p: *const [u8; BUF_SIZE],
+    from: u64,
+    to: u64,
+    set: [u8; 4],
+    found: u64,
+}
+
+/// `find_line_start` past its first position, `FIND_STRIDE` bytes per iteration: a position
+/// matches when its byte is in the set and the byte before it is `\n` (the word one byte
+/// back gives the latter for all eight positions at once).
+extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let c = unsafe { &mut *(ctx as *mut LineCtx) };
+    let mut word = 0;
+    while word < FIND_STRIDE / 8 {
+        let idx = c.from + 1 + i * FIND_STRIDE + word * 8;
+        if idx >= c.to {
+            return 1;
+        }
+        let at = opaque(idx as usize) & (BUF_SIZE - 1);
+        if at == 0 || at > BUF_SIZE - 8 {
+            // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
+            return 1;
+        }
+        let base = c.p as *const u8;
+        let (w, before) = unsafe {
+            (
+                u64::from_le((base.add(at) as *const u64).read_unaligned()),
+                u64::from_le((base.add(at - 1) as *const u64).read_unaligned()),
+            )
+        };
+        let mut hits = 0;
+        let mut k = 0;
+        while k < 4 {
+            hits |= zero_bytes(w ^ (c.set[k] as u64 * ONES));
+            k += 1;
+        }
+        let m = hits & zero_bytes(before ^ (b'\n' as u64 * ONES));
+        if m != 0 {
+            let mut first = 0u64;
+            while first < 8 && m & (0x80 << (first * 8)) == 0 {
+                first += 1;
+            }
+            let found = idx + first;
+            if found < c.to {
+                c.found = found;
+            }
+            return 1;
+        }
+        word += 1;
+    }
+    0
+}
+
+/// `Bytes::find_line_start` over the buffer with `bpf_loop`.
+#[inline(always)]
+fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+    let to = if to > b.len { b.len } else { to };
+    if from >= to {
+        return None;
+    }
+    let c0 = b.byte(from);
+    if c0 == set[0] || c0 == set[1] || c0 == set[2] || c0 == set[3] {
+        return Some(from);
+    }
+    if from + 1 >= to {
+        return None;
+    }
+    let mut c = LineCtx {
+        p: b.p,
+        from: from as u64,
+        to: to as u64,
+        set,
+        found: u64::MAX,
+    };
+    let n = ((((to - from - 1) as u64).div_ceil(FIND_STRIDE)) & (BUF_SIZE as u64 - 1)) as u32;
+    unsafe {
+        bpf_loop(
+            n,
+            line_step as *mut c_void,
+            &mut c as *mut LineCtx as *mut c_void,
+            0,
+        )
+    };
+    if c.found == u64::MAX {
+        None
+    } else {
+        Some(c.found as usize)
+    }
+}
+
 /// `Bytes::find_any` over the buffer with `bpf_loop`, so the verifier checks the loop body
 /// once instead of per byte.
 #[inline(always)]
@@ -360,13 +459,13 @@ fn buf_copy(
     if n > COPY_MAX || from + n > len {
         return false;
     }
-    let mut d: bpf_dynptr = unsafe { core::mem::zeroed() };
+    let mut d = core::mem::MaybeUninit::<bpf_dynptr>::uninit();
     unsafe {
-        bpf_dynptr_from_mem(p as *mut c_void, BUF_SIZE as u32, 0, &mut d);
+        bpf_dynptr_from_mem(p as *mut c_void, BUF_SIZE as u32, 0, d.as_mut_ptr());
         bpf_dynptr_read(
             dst.as_mut_ptr() as *mut c_void,
             n as u32,
-            &d,
+            d.as_ptr(),
             from as u32,
             0,
         ) == 0
@@ -377,6 +476,10 @@ impl Bytes for Buf {
     #[inline(always)]
     fn total_len(&self) -> usize {
         self.len
+    }
+    #[inline(always)]
+    fn find_line_start(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+        buf_line_start(self, from, to, set)
     }
     #[inline(always)]
     fn raw8(&self, off: usize) -> Option<u8> {
@@ -400,26 +503,25 @@ impl Bytes for Buf {
     /// One helper call: the bytes up to the buffer's end, zeros after (as the trait says).
     #[inline(always)]
     fn array<const N: usize>(&self, off: usize) -> [u8; N] {
-        let mut v = [0u8; N];
-        if off >= self.len {
-            return v;
+        let mut v = core::mem::MaybeUninit::<[u8; N]>::uninit();
+        let p = v.as_mut_ptr() as *mut u8;
+        let avail = self.len.saturating_sub(off);
+        if avail < N {
+            // Rare (a field at the very end). Byte stores: a zeroed array would be a call
+            // to a byte-by-byte memset subprogram, on every read.
+            let mut k = 0;
+            while k < N {
+                unsafe { p.add(k).write_volatile(0) };
+                k += 1;
+            }
         }
-        let avail = self.len - off;
         // Masked so that the verifier sees the length bounded, whatever the compiler does.
         let n = opaque(if avail < N { avail } else { N }) & ((2 * N).next_power_of_two() - 1);
-        if n == 0 || n > N {
-            return v;
+        if n > 0 && n <= N {
+            unsafe { bpf_dynptr_read(p as *mut c_void, n as u32, self.d, off as u32, 0) };
         }
-        unsafe {
-            bpf_dynptr_read(
-                v.as_mut_ptr() as *mut c_void,
-                n as u32,
-                self.d,
-                off as u32,
-                0,
-            )
-        };
-        v
+        // Every byte is written: by the helper, or zeroed above.
+        unsafe { v.assume_init() }
     }
     #[inline(always)]
     fn find_any(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
@@ -456,12 +558,14 @@ extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
 /// checks one step instead of every path through a long loop.
 #[inline(never)]
 fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
-    let mut d: bpf_dynptr = unsafe { core::mem::zeroed() };
-    unsafe { bpf_dynptr_from_mem(buf as *mut c_void, BUF_SIZE as u32, 0, &mut d) };
+    // Initialised by the helper (a zeroed value would cost a memset call).
+    let mut d = core::mem::MaybeUninit::<bpf_dynptr>::uninit();
+    unsafe { bpf_dynptr_from_mem(buf as *mut c_void, BUF_SIZE as u32, 0, d.as_mut_ptr()) };
+    let d = d.as_ptr();
     let b = Buf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
-        d: &d,
+        d,
     };
     let first = classify::begin_coded(s, &b, base);
     if first != STEP_CONTINUE {
@@ -470,7 +574,7 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
     let mut c = StepCtx {
         s,
         p: buf,
-        d: &d,
+        d,
         len: len as u64,
         base: base as u64,
     };
@@ -534,6 +638,9 @@ impl Bytes for DirectBuf {
     }
 }
 
+/// Name bytes `walk_step` handles per `bpf_loop` iteration.
+const WALK_STRIDE: usize = 4;
+
 struct WalkCtx {
     p: *const [u8; BUF_SIZE],
     len: u64,
@@ -551,11 +658,15 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
         p: c.p,
         len: opaque(c.len as usize) & (BUF_SIZE * 2 - 1),
     };
-    if c.w.step(&b, i as usize, &mut host_lookup) {
-        0
-    } else {
-        1
+    // Several bytes per iteration: each iteration is a call, and calls are not free.
+    let mut k = 0;
+    while k < WALK_STRIDE {
+        if !c.w.step(&b, i as usize * WALK_STRIDE + k, &mut host_lookup) {
+            return 1;
+        }
+        k += 1;
     }
+    0
 }
 
 /// Host id for the name at `off..off + len` of the buffer, as a BPF function of its own;
@@ -577,7 +688,7 @@ fn match_host(buf: *const [u8; BUF_SIZE], len: u32, off: u32, name_len: u32) -> 
     };
     unsafe {
         bpf_loop(
-            MAX_NAME_LEN as u32,
+            MAX_NAME_LEN.div_ceil(WALK_STRIDE) as u32,
             walk_step as *mut c_void,
             &mut c as *mut WalkCtx as *mut c_void,
             0,
@@ -659,7 +770,14 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     if carried > 0 {
         // The whole carry area, whatever part of it is in use: a fixed-size copy does not
         // split the verifier's paths by the carried length.
-        unsafe { core::ptr::copy_nonoverlapping(s.carry.as_ptr(), buf as *mut u8, CARRY_MAX) };
+        // One helper call: a plain copy would be a byte-by-byte memcpy subprogram.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                buf as *mut c_void,
+                CARRY_MAX as u32,
+                s.carry.as_ptr() as *const c_void,
+            )
+        };
     }
     if payload_len > MAX_SEGMENT_PAYLOAD {
         end_classification(
