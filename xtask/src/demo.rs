@@ -65,6 +65,23 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
             }
         }
     }
+    // Names the host table does not list, and no name at all, are counted but never become
+    // labels of their own.
+    for (host, note) in [
+        (
+            "unlisted.example.test",
+            "(not a [[host]]: counted as other)",
+        ),
+        (VPS_V4, "(no SNI: counted as unknown)"),
+    ] {
+        match lab.curl("https", host, "/", VPS_V4, &["-k"]) {
+            Ok((code, _)) => println!("{:<7} {host:<22} {VPS_V4:<16} {code:>6}  {note}", "https"),
+            Err(e) => println!(
+                "{:<7} {host:<22} {VPS_V4:<16} {:>6}  {e:#}",
+                "https", "FAIL"
+            ),
+        }
+    }
     let (_, tx1) = lab.tunnel_transfer()?;
     println!(
         "\nThe VPS sent {} bytes into the tunnel for these requests.",
@@ -83,7 +100,8 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         Err(e) => println!("  (stats unavailable: {e:#})"),
     }
     println!(
-        "(Connections count as `unknown` until the in-kernel SNI/Host reader ships; see docs/architecture.md.)"
+        "(Hosts come from the TLS SNI or HTTP Host the kernel read from each connection's first\n\
+         packet; the same numbers are on http://127.0.0.1:9724/metrics, see docs/metrics.md.)"
     );
     if keep {
         println!("\nThe lab keeps running. Try:");
