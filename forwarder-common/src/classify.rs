@@ -365,6 +365,18 @@ fn http_step<B: Bytes + ?Sized>(
         s.carry_len = 0;
         return Some(Progress::NeedMore);
     }
+    if s.stage == HTTP_LINE_START {
+        // A header line that is neither Host nor the empty line: straight to the next line
+        // that could be, without looking for this one's end first.
+        // (`at` itself is then no match, so the search moves on.)
+        let first = b.byte(at);
+        if !LINES_THAT_MATTER.contains(&first)
+            && let Some(next) = b.find_line_start(at, len, LINES_THAT_MATTER)
+        {
+            s.pos = base + next as u32;
+            return None;
+        }
+    }
     let Some(eol) = b.find(at, len, b'\n') else {
         // The line goes on in the next segment.
         if s.stage == HTTP_SKIP_LINE {
@@ -400,13 +412,20 @@ fn http_step<B: Bytes + ?Sized>(
         HTTP_REQUEST_LINE => {
             let end = end_of(b);
             // METHOD SP target SP HTTP/1.x; an absolute-form target names the host.
-            if !request_line_ok(b, at, end) {
+            let Some(target) = request_line_ok(b, at, end) else {
                 return Some(Progress::Done(Outcome::HttpMalformed));
-            }
-            if let Some(name) = absolute_target_host(b, at, end) {
+            };
+            // An origin-form target ("/...") names no host.
+            if target != b'/'
+                && let Some(name) = absolute_target_host(b, at, end)
+            {
                 return Some(Progress::Done(name));
             }
             s.stage = HTTP_LINE_START;
+            if let Some(next) = b.find_line_start(eol + 1, len, LINES_THAT_MATTER) {
+                s.pos = base + next as u32;
+                return None;
+            }
         }
         HTTP_LINE_START => {
             let w: [u8; 5] = b.array(at);
@@ -422,7 +441,7 @@ fn http_step<B: Bytes + ?Sized>(
             }
             // Straight to the next line that could matter (Host, or the empty line), past
             // the ones that cannot; lines in later segments are taken one by one.
-            if let Some(next) = b.find_line_start(eol + 1, len, [b'h', b'H', b'\r', b'\n']) {
+            if let Some(next) = b.find_line_start(eol + 1, len, LINES_THAT_MATTER) {
                 s.pos = base + next as u32;
                 return None;
             }
@@ -432,6 +451,9 @@ fn http_step<B: Bytes + ?Sized>(
     s.pos = base + eol as u32 + 1;
     None
 }
+
+/// First bytes of the header lines the HTTP reader stops at: Host, and the empty line.
+const LINES_THAT_MATTER: [u8; 4] = [b'h', b'H', b'\r', b'\n'];
 
 #[inline(always)]
 fn is_host_name(w: &[u8; 5]) -> bool {
@@ -464,9 +486,10 @@ fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
     })
 }
 
-/// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`.
+/// The request line `b[at..end]` must be `TOKEN SP target SP HTTP/1.x`; returns the
+/// target's first byte if at hand (0 otherwise), `None` for anything else.
 #[inline(always)]
-fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
+fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> Option<u8> {
     // Method: uppercase letters, then a space.
     let m: [u8; 16] = b.array(at);
     let mut n = 0;
@@ -475,14 +498,18 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> bool {
     }
     let sp = if n < 16 { m[n] } else { b.byte(at + 16) };
     if n == 0 || sp != b' ' {
-        return false;
+        return None;
     }
     if end < at + 9 {
-        return false;
+        return None;
     }
     // " HTTP/1.x" at the end.
     let t: [u8; 8] = b.array(end - 9);
-    t == *b" HTTP/1."
+    if t != *b" HTTP/1." {
+        return None;
+    }
+    // The target's first byte when it was read already, else 0.
+    Some(if n + 1 < 16 { m[n + 1] } else { 0 })
 }
 
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.
