@@ -1,4 +1,9 @@
-use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration, time::Instant};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};

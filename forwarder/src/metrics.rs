@@ -172,6 +172,14 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
         "1 if the tunnel interface is up.",
         u64::from(s.tunnel.up),
     )?;
+    if let Some(age) = s.tunnel.handshake_age_seconds {
+        gauge(
+            enc,
+            "forwarder_tunnel_handshake_age_seconds",
+            "Seconds since the last WireGuard handshake with a peer on the tunnel (WireGuard renews it every two minutes while traffic flows).",
+            age,
+        )?;
+    }
     counter(
         enc,
         "forwarder_connection_log_lines",
@@ -246,13 +254,14 @@ mod tests {
             "forwarder_flow_table_evictions_total",
             "forwarder_xdp_attach_mode",
             "forwarder_tunnel_up",
+            "forwarder_tunnel_handshake_age_seconds",
             "forwarder_connection_log_lines_total",
             "forwarder_connection_log_suppressed_total",
             "forwarder_build_info",
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 14, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 15, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"

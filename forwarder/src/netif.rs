@@ -63,6 +63,35 @@ pub fn link_header_len(name: &str) -> anyhow::Result<u32> {
     Ok(if ty == ARPHRD_ETHER { 14 } else { 0 })
 }
 
+/// Seconds since the most recent WireGuard handshake of any peer on `iface`, from
+/// `wg show <iface> latest-handshakes` (kernel WireGuard and wireguard-go alike). `None`
+/// when that cannot be asked (no `wg`, not a WireGuard interface) or no handshake happened
+/// yet.
+pub fn wireguard_handshake_age(iface: &str) -> Option<u64> {
+    let out = std::process::Command::new("wg")
+        .args(["show", iface, "latest-handshakes"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    latest_handshake(&String::from_utf8_lossy(&out.stdout)).map(|t| now.saturating_sub(t))
+}
+
+/// The newest handshake time in `wg show latest-handshakes` output (`<peer>\t<unix time>`
+/// per line, 0 for never).
+fn latest_handshake(text: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .filter(|&t| t > 0)
+        .max()
+}
+
 /// Whether `name` is up: its operational state is `up`, or `unknown` (TUN devices such as
 /// wireguard-go's never report more) with the administrative `IFF_UP` flag set. False when
 /// the interface does not exist.
@@ -94,6 +123,12 @@ mod tests {
 
     #[test]
     fn tun_devices_report_unknown_and_count_as_up_with_iff_up() {
+        assert_eq!(
+            latest_handshake("a=\t1700000000\nb=\t1700000100\nc=\t0\n"),
+            Some(1_700_000_100)
+        );
+        assert_eq!(latest_handshake("a=\t0\n"), None);
+        assert_eq!(latest_handshake(""), None);
         assert!(operstate_is_up("up\n", None));
         assert!(operstate_is_up("unknown\n", Some("0x1091\n")));
         assert!(!operstate_is_up("unknown\n", Some("0x1090\n")));

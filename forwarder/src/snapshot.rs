@@ -17,8 +17,11 @@ use forwarder_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    connlog::ConnLogCounters, dataplane::AttachMode, flowgc::FlowGcState, maps::Maps,
-    maps::MapsError, netif,
+    connlog::ConnLogCounters,
+    dataplane::AttachMode,
+    flowgc::FlowGcState,
+    maps::{Maps, MapsError},
+    netif,
 };
 
 /// Label of host id 0: no name could be read from the connection.
@@ -83,6 +86,9 @@ pub struct Snapshot {
 pub struct TunnelState {
     pub iface: String,
     pub up: bool,
+    /// Seconds since the last WireGuard handshake with a peer (home); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_age_seconds: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +198,7 @@ impl SnapshotSource for LiveStats {
             tunnel: TunnelState {
                 iface: self.tunnel_iface.clone(),
                 up: netif::is_up(&self.tunnel_iface),
+                handshake_age_seconds: netif::wireguard_handshake_age(&self.tunnel_iface),
             },
             host_stats_available: stats.is_some(),
             flow_table: FlowTableStats {
@@ -248,6 +255,7 @@ pub mod tests {
             tunnel: TunnelState {
                 iface: "wg0".into(),
                 up: true,
+                handshake_age_seconds: Some(17),
             },
             host_stats_available: true,
             flow_table: FlowTableStats {

@@ -161,12 +161,16 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     };
     let _ = writeln!(
         out,
-        "forwarder {}  up {}  mode {}  tunnel {} {}",
+        "forwarder {}  up {}  mode {}  tunnel {} {}{}",
         cur.version,
         human_duration(cur.uptime_seconds),
         cur.attach_mode,
         cur.tunnel.iface,
         if cur.tunnel.up { "up" } else { "DOWN" },
+        match cur.tunnel.handshake_age_seconds {
+            Some(age) => format!(", handshake {} ago", human_duration(age)),
+            None => String::new(),
+        },
     );
     let _ = writeln!(
         out,

@@ -147,6 +147,7 @@ fn full_snapshot() -> Snapshot {
         tunnel: TunnelState {
             iface: "wg0".to_owned(),
             up: true,
+            handshake_age_seconds: Some(17),
         },
         host_stats_available: true,
         flow_table: FlowTableStats {

@@ -94,6 +94,12 @@ fn metrics_stats_and_connection_log_count_every_connection() {
         Some(1.0),
         "{page}"
     );
+    // Traffic went through the tunnel moments ago, so its handshake is fresh.
+    let age = sample(&page, "forwarder_tunnel_handshake_age_seconds");
+    assert!(
+        age.is_some_and(|a| a < 180.0),
+        "handshake age {age:?}\n{page}"
+    );
     // The CLI reads the same numbers from the running daemon.
     let bin = forwarder_bin().display().to_string();
     let out = lab.exec(&lab.vps, &[&bin, "stats", "--json"]).unwrap();
