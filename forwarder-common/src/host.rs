@@ -338,3 +338,76 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod properties {
+    extern crate std;
+    use std::{collections::HashMap, format, string::String, vec::Vec};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The plain reading of "exact beats wildcard, longer wildcard beats shorter".
+    fn reference(name: &str, table: &HashMap<String, u32>) -> NameMatch {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        if let Some(&id) = table.get(&name) {
+            return NameMatch::Host(id);
+        }
+        for (i, c) in name.char_indices() {
+            if c == '.'
+                && let Some(&id) = table.get(&format!("*.{}", &name[i + 1..]))
+            {
+                return NameMatch::Host(id);
+            }
+        }
+        NameMatch::Other
+    }
+
+    fn label() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("app".into()),
+            Just("example".into()),
+            Just("com".into()),
+            Just("b".into()),
+            "[a-z0-9-]{1,6}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_like_the_plain_reading(
+            labels in proptest::collection::vec(label(), 1..6),
+            patterns in proptest::collection::vec(
+                (proptest::collection::vec(label(), 1..4), any::<bool>()), 0..6),
+            upper in any::<bool>(),
+            dot in any::<bool>(),
+        ) {
+            let mut table = HashMap::new();
+            let mut keys = HashMap::new();
+            for (id, (p, wildcard)) in (crate::HOST_FIRST_CONFIGURED..).zip(&patterns) {
+                let text = format!("{}{}", if *wildcard { "*." } else { "" }, p.join("."));
+                let pat = HostPattern::parse(&text).unwrap();
+                if !table.contains_key(&text) {
+                    table.insert(text, id);
+                    keys.insert(pat.key(), id);
+                }
+            }
+            let mut name = labels.join(".");
+            if upper {
+                name = name.to_ascii_uppercase();
+            }
+            if dot {
+                name.push('.');
+            }
+            let got = match_name(name.as_bytes(), 0, name.len(), |k| keys.get(k).copied());
+            prop_assert_eq!(got, reference(&name, &table));
+        }
+
+        #[test]
+        fn anything_else_is_bad(name in "[a-z]{0,4}[^a-zA-Z0-9._-][a-z.]{0,4}|\\.[a-z]{1,4}|[a-z]{1,4}\\.\\.[a-z]{1,4}") {
+            let bytes: Vec<u8> = name.bytes().collect();
+            prop_assert_eq!(match_name(&bytes[..], 0, bytes.len(), |_| Some(7)), NameMatch::Bad);
+        }
+    }
+}
