@@ -388,8 +388,9 @@ mod properties {
             for (id, (p, wildcard)) in (crate::HOST_FIRST_CONFIGURED..).zip(&patterns) {
                 let text = format!("{}{}", if *wildcard { "*." } else { "" }, p.join("."));
                 let pat = HostPattern::parse(&text).unwrap();
-                if !table.contains_key(&text) {
-                    table.insert(text, id);
+                // The daemon rejects duplicates; the first one stands here.
+                if let std::collections::hash_map::Entry::Vacant(e) = table.entry(text) {
+                    e.insert(id);
                     keys.insert(pat.key(), id);
                 }
             }
