@@ -90,6 +90,9 @@ pub struct FileConfig {
     /// Names counted separately (per-host statistics, metrics, connection log).
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
+    /// Backend health probes.
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
 }
 
 /// A `[[host]]` section: a name (from TLS SNI or the HTTP Host header) whose connections
@@ -191,6 +194,7 @@ pub struct Config {
     /// Configured hosts in configuration order; the one at index `i` has host id
     /// `HOST_FIRST_CONFIGURED + i`.
     pub hosts: Vec<HostPattern>,
+    pub health: crate::health::HealthConfig,
 }
 
 impl Config {
@@ -212,6 +216,7 @@ impl Config {
             ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
         })?;
         let hosts = resolve_hosts(&file.hosts)?;
+        file.health.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu
             && !(1280..=9000).contains(&mtu)
         {
@@ -326,11 +331,23 @@ impl Config {
             tunnel_mtu: file.tunnel_mtu,
             rules,
             hosts,
+            health: file.health,
         })
     }
 
     pub fn backends(&self) -> BTreeSet<IpAddr> {
         self.rules.iter().map(|r| r.backend).collect()
+    }
+
+    /// What the health checks probe: each TCP backend address and port.
+    pub fn tcp_backends(&self) -> Vec<std::net::SocketAddr> {
+        let set: BTreeSet<std::net::SocketAddr> = self
+            .rules
+            .iter()
+            .filter(|r| r.proto == Proto::Tcp)
+            .map(|r| std::net::SocketAddr::new(r.backend, r.backend_port))
+            .collect();
+        set.into_iter().collect()
     }
 }
 

@@ -4,6 +4,7 @@ pub mod config;
 pub mod connlog;
 pub mod dataplane;
 pub mod flowgc;
+pub mod health;
 pub mod home;
 pub mod http;
 pub mod maps;

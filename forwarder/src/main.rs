@@ -242,6 +242,21 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let labels = HostLabels::new(&cfg.hosts);
     let gc_state = Arc::new(FlowGcState::default());
     let mut tasks = Vec::new();
+    let health = Arc::new(forwarder::health::Health::default());
+    let probed = cfg.tcp_backends();
+    if !probed.is_empty() {
+        info!(
+            backends = probed.len(),
+            interval_ms = cfg.health.interval_ms,
+            detection_ms = cfg.health.detection_bound().as_millis() as u64,
+            "probing backends"
+        );
+        tasks.push(forwarder::health::spawn(
+            probed,
+            cfg.health,
+            Arc::clone(&health),
+        ));
+    }
     if let Some(events) = dp.take_events() {
         tasks.push(connlog::spawn_event_reader(
             events,
@@ -280,6 +295,7 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             started,
             gc: gc_state,
             conn_log: conn_log.counters(),
+            health,
         };
         tasks.push(http::spawn(listener, Arc::new(stats)));
     }

@@ -172,6 +172,22 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
         "1 if the tunnel interface is up.",
         u64::from(s.tunnel.up),
     )?;
+    gauges(
+        enc,
+        "forwarder_backend_up",
+        "1 if the backend answers the health probes (TCP connect through the tunnel), with hysteresis.",
+        s.backends
+            .iter()
+            .map(|b| ([("backend", b.backend.as_str())], u64::from(b.up))),
+    )?;
+    counters(
+        enc,
+        "forwarder_backend_transitions",
+        "Times the backend went down or came back up.",
+        s.backends
+            .iter()
+            .map(|b| ([("backend", b.backend.as_str())], b.transitions)),
+    )?;
     if let Some(age) = s.tunnel.handshake_age_seconds {
         gauge(
             enc,
@@ -255,13 +271,15 @@ mod tests {
             "forwarder_xdp_attach_mode",
             "forwarder_tunnel_up",
             "forwarder_tunnel_handshake_age_seconds",
+            "forwarder_backend_up",
+            "forwarder_backend_transitions_total",
             "forwarder_connection_log_lines_total",
             "forwarder_connection_log_suppressed_total",
             "forwarder_build_info",
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 15, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 17, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"

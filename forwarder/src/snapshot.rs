@@ -80,6 +80,23 @@ pub struct Snapshot {
     /// Global data-path counters by name (`Counter::name`).
     pub counters: BTreeMap<String, u64>,
     pub conn_log: ConnLogStats,
+    /// Health of each TCP backend, as the probes see it.
+    #[serde(default)]
+    pub backends: Vec<BackendSnapshot>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSnapshot {
+    /// `address:port`.
+    pub backend: String,
+    pub up: bool,
+    /// Seconds in the current state.
+    pub since_seconds: u64,
+    /// Up/down changes since the daemon started.
+    pub transitions: u64,
+    /// Why the last failed probe failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +194,7 @@ pub struct LiveStats {
     pub started: Instant,
     pub gc: Arc<FlowGcState>,
     pub conn_log: Arc<ConnLogCounters>,
+    pub health: Arc<crate::health::Health>,
 }
 
 impl SnapshotSource for LiveStats {
@@ -217,6 +235,18 @@ impl SnapshotSource for LiveStats {
                 lines: self.conn_log.lines.load(Ordering::Relaxed),
                 suppressed: self.conn_log.suppressed.load(Ordering::Relaxed),
             },
+            backends: self
+                .health
+                .states()
+                .into_iter()
+                .map(|b| BackendSnapshot {
+                    backend: b.addr.to_string(),
+                    up: b.up,
+                    since_seconds: b.since.elapsed().as_secs(),
+                    transitions: b.transitions,
+                    last_error: b.last_error,
+                })
+                .collect(),
         })
     }
 }
@@ -275,6 +305,13 @@ pub mod tests {
                 lines: 7,
                 suppressed: 1,
             },
+            backends: vec![BackendSnapshot {
+                backend: "10.8.0.2:443".into(),
+                up: true,
+                since_seconds: 30,
+                transitions: 2,
+                last_error: Some("connection refused".into()),
+            }],
         }
     }
 

@@ -177,6 +177,17 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         "flow table {}/{} entries ({pct:.1}%), ~{} evicted",
         ft.entries, ft.capacity, ft.evictions_estimate
     );
+    if !cur.backends.is_empty() {
+        let list: Vec<String> = cur
+            .backends
+            .iter()
+            .map(|b| {
+                let state = if b.up { "up" } else { "DOWN" };
+                format!("{} {state} {}", b.backend, human_duration(b.since_seconds))
+            })
+            .collect();
+        let _ = writeln!(out, "backends {}", list.join(", "));
+    }
     if !cur.host_stats_available {
         let _ = writeln!(
             out,

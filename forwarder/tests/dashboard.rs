@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use forwarder::{
     metrics::encode,
-    snapshot::{ConnLogStats, FlowTableStats, HostLabels, Snapshot, TunnelState, host_snapshots},
+    snapshot::{
+        BackendSnapshot, ConnLogStats, FlowTableStats, HostLabels, Snapshot, TunnelState,
+        host_snapshots,
+    },
 };
 use forwarder_common::{Counter, HOST_DROP_REASONS, HostStats, host::HostPattern};
 use serde_json::Value;
@@ -167,6 +170,13 @@ fn full_snapshot() -> Snapshot {
             lines: 7,
             suppressed: 1,
         },
+        backends: vec![BackendSnapshot {
+            backend: "10.8.0.2:443".to_owned(),
+            up: true,
+            since_seconds: 30,
+            transitions: 2,
+            last_error: None,
+        }],
     }
 }
 
@@ -1070,8 +1080,8 @@ fn checker_rejects_unknown_metrics_labels_and_values() {
             "forwarder_host_bytes is not exported",
         ),
         (
-            "forwarder_backend_up",
-            "forwarder_backend_up is not exported",
+            "forwarder_backend_latency_seconds",
+            "forwarder_backend_latency_seconds is not exported",
         ),
         // Labels the metric does not have.
         (r#"forwarder_tunnel_up{iface="wg0"}"#, "has no label iface"),

@@ -1,0 +1,268 @@
+//! Backend health: the daemon connects to each backend (TCP, through the tunnel) at a fixed
+//! interval and decides up/down with hysteresis, so that one lost probe does not flap the
+//! state. The states are exported (metrics, `forwarder stats`) and logged on change.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+use tracing::{info, warn};
+
+/// The `[health]` section.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between two probes of a backend, in milliseconds.
+    pub interval_ms: u64,
+    /// How long a probe's TCP connect may take, in milliseconds (less than the interval).
+    pub timeout_ms: u64,
+    /// Consecutive failed probes after which an up backend is down.
+    pub down_after: u32,
+    /// Consecutive successful probes after which a down backend is up again.
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            down_after: 3,
+            up_after: 2,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Every problem with the section, as one message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_ms < 100 {
+            return Err(format!(
+                "health.interval_ms = {}: at least 100 ms",
+                self.interval_ms
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms >= self.interval_ms {
+            return Err(format!(
+                "health.timeout_ms = {}: must be above 0 and below interval_ms ({})",
+                self.timeout_ms, self.interval_ms
+            ));
+        }
+        if self.down_after == 0 || self.up_after == 0 {
+            return Err("health.down_after and health.up_after must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Longest time from a backend going away to it being reported down.
+    pub fn detection_bound(&self) -> Duration {
+        Duration::from_millis(self.interval_ms * u64::from(self.down_after) + self.timeout_ms)
+    }
+}
+
+/// One backend's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendState {
+    pub addr: SocketAddr,
+    pub up: bool,
+    /// Consecutive probes against the current state.
+    streak: u32,
+    pub since: Instant,
+    pub transitions: u64,
+    pub last_error: Option<String>,
+}
+
+impl BackendState {
+    pub fn new(addr: SocketAddr, now: Instant) -> Self {
+        // Up until probes say otherwise: the daemon must not start in fallback.
+        BackendState {
+            addr,
+            up: true,
+            streak: 0,
+            since: now,
+            transitions: 0,
+            last_error: None,
+        }
+    }
+
+    /// Takes one probe result; true when the state changed.
+    pub fn observe(
+        &mut self,
+        result: Result<(), String>,
+        cfg: &HealthConfig,
+        now: Instant,
+    ) -> bool {
+        let ok = result.is_ok();
+        if let Err(e) = result {
+            self.last_error = Some(e);
+        }
+        if ok == self.up {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        let needed = if self.up {
+            cfg.down_after
+        } else {
+            cfg.up_after
+        };
+        if self.streak < needed {
+            return false;
+        }
+        self.up = ok;
+        self.streak = 0;
+        self.since = now;
+        self.transitions += 1;
+        true
+    }
+}
+
+/// What the rest of the daemon reads.
+#[derive(Default)]
+pub struct Health {
+    states: Mutex<Vec<BackendState>>,
+}
+
+impl Health {
+    pub fn states(&self) -> Vec<BackendState> {
+        self.states.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// Probes every backend at the configured interval, for as long as the task runs.
+pub fn spawn(
+    backends: Vec<SocketAddr>,
+    cfg: HealthConfig,
+    health: Arc<Health>,
+) -> tokio::task::JoinHandle<()> {
+    let now = Instant::now();
+    if let Ok(mut s) = health.states.lock() {
+        *s = backends
+            .iter()
+            .map(|&a| BackendState::new(a, now))
+            .collect();
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        loop {
+            tick.tick().await;
+            let results =
+                run_concurrently(backends.iter().map(|&a| probe(a, timeout)).collect()).await;
+            let now = Instant::now();
+            let Ok(mut states) = health.states.lock() else {
+                return;
+            };
+            for (s, r) in states.iter_mut().zip(results) {
+                if s.observe(r, &cfg, now) {
+                    if s.up {
+                        info!(backend = %s.addr, "backend is up again");
+                    } else {
+                        warn!(
+                            backend = %s.addr,
+                            error = s.last_error.as_deref().unwrap_or(""),
+                            "backend is down"
+                        );
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Runs the probes concurrently, so one unreachable backend does not delay the others.
+async fn run_concurrently(
+    probes: Vec<impl Future<Output = Result<(), String>> + Send + 'static>,
+) -> Vec<Result<(), String>> {
+    let handles: Vec<_> = probes.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap_or_else(|e| Err(e.to_string())));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "10.8.0.2:443".parse().unwrap()
+    }
+
+    #[test]
+    fn goes_down_and_up_with_hysteresis() {
+        let cfg = HealthConfig {
+            down_after: 3,
+            up_after: 2,
+            ..HealthConfig::default()
+        };
+        let t = Instant::now();
+        let mut s = BackendState::new(addr(), t);
+        let fail = || Err("refused".to_owned());
+        assert!(!s.observe(fail(), &cfg, t));
+        assert!(!s.observe(fail(), &cfg, t));
+        // A success in between starts the count again.
+        assert!(!s.observe(Ok(()), &cfg, t));
+        assert!(!s.observe(fail(), &cfg, t));
+        assert!(!s.observe(fail(), &cfg, t));
+        assert!(s.up);
+        assert!(s.observe(fail(), &cfg, t));
+        assert!(!s.up);
+        assert_eq!(s.last_error.as_deref(), Some("refused"));
+        assert!(!s.observe(Ok(()), &cfg, t));
+        assert!(!s.observe(fail(), &cfg, t));
+        assert!(!s.observe(Ok(()), &cfg, t));
+        assert!(s.observe(Ok(()), &cfg, t));
+        assert!(s.up);
+        assert_eq!(s.transitions, 2);
+    }
+
+    #[test]
+    fn bad_sections_are_rejected_with_the_field_named() {
+        let ok = HealthConfig::default();
+        assert!(ok.validate().is_ok());
+        let e = HealthConfig {
+            timeout_ms: 5000,
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = HealthConfig {
+            interval_ms: 10,
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("interval_ms"), "{e}");
+        let e = HealthConfig {
+            down_after: 0,
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("down_after"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_reaches_a_listening_port_and_not_a_closed_one() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = l.local_addr().unwrap();
+        assert_eq!(probe(open, Duration::from_secs(1)).await, Ok(()));
+        drop(l);
+        assert!(probe(open, Duration::from_secs(1)).await.is_err());
+    }
+}
