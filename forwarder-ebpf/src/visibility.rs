@@ -324,6 +324,8 @@ struct LineCtx {
     found: u64,
 }
 
+// A callback of its own rather than a mode of `find_step`: one callback serving both kinds
+// of scan costs the verifier several times the instructions (it went over the budget).
 /// `find_line_start` past its first position, `FIND_STRIDE` bytes per iteration: a position
 /// matches when its byte is in the set and the byte before it is `\n` (the word one byte
 /// back gives the latter for all eight positions at once).
