@@ -87,9 +87,14 @@ pub struct RuleValue {
     /// Network byte order.
     pub backend_port: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// `RULE_F_*` bits.
+    pub flags: u8,
     pub tunnel_ifindex: u32,
 }
+
+/// The rule's backend is down and the rule falls back to the VPS's own stack: packets of
+/// connections that are not already forwarded are left to the kernel untranslated.
+pub const RULE_F_FALLBACK_LOCAL: u8 = 1;
 const _: () = assert!(size_of::<RuleValue>() == 24);
 
 /// One direction of a translated connection, as seen on the wire before translation.
@@ -300,12 +305,16 @@ pub enum Counter {
     ClassifyGaveUp,
     /// Events lost because the ring buffer was full.
     EventsLost,
-    /// Connections counted as unknown because this build's kernel programs do not read
-    /// names (see docs/architecture.md).
+    /// Connections counted as unknown because the name reader could not be loaded (see
+    /// docs/architecture.md).
     ClassifyUnavailable,
+    /// XDP / tc-only: a packet of a new connection left to the VPS's own stack because the
+    /// rule's backend is down (`fallback = "local"`).
+    XdpPassFallback,
+    TcPassFallback,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::ClassifyUnavailable as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::TcPassFallback as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -341,6 +350,8 @@ impl Counter {
         Counter::ClassifyGaveUp,
         Counter::EventsLost,
         Counter::ClassifyUnavailable,
+        Counter::XdpPassFallback,
+        Counter::TcPassFallback,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -378,6 +389,8 @@ impl Counter {
             Counter::ClassifyGaveUp => "classify_gave_up",
             Counter::EventsLost => "events_lost",
             Counter::ClassifyUnavailable => "classify_unavailable",
+            Counter::XdpPassFallback => "xdp_pass_fallback",
+            Counter::TcPassFallback => "tc_pass_fallback",
         }
     }
 }

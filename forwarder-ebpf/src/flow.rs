@@ -115,6 +115,18 @@ pub fn to_backend<C: EbpfContext>(
     FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
 }
 
+/// Whether the packet belongs to no forwarded connection yet (checked only while a rule is
+/// in fallback, so that connections already going home keep doing so).
+#[inline(never)]
+pub fn is_new(info: &PacketInfo) -> bool {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return true;
+    };
+    let s = unsafe { &mut *s };
+    s.fwd_key = forward_key(info);
+    unsafe { FLOWS.get(&s.fwd_key) }.is_none()
+}
+
 /// The key of the flow `to_backend` returned last on this CPU.
 #[inline(always)]
 pub fn last_forward_key() -> Option<&'static FlowKey> {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     Counter, FAMILY_V4, FlowValue, HOST_DROP_REDIRECT_FAILED, META_MAGIC, PROTO_TCP, PROTO_UDP,
-    RuleKey, XdpMeta,
+    RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
     packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
 };
 
@@ -96,6 +96,10 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TcPass);
         return Ok(TC_ACT_OK);
     };
+    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
+        count(Counter::TcPassFallback);
+        return Ok(TC_ACT_OK);
+    }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     let key = flow::last_forward_key().ok_or(())?;
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);

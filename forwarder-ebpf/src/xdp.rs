@@ -4,7 +4,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_meta, macros::xdp, programs::XdpContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, META_MAGIC, PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta, csum,
+    Counter, FAMILY_V4, FlowValue, META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL,
+    RuleKey, XdpMeta, csum,
     packet::{self, PacketInfo, Skip, TCP_SYN},
 };
 
@@ -65,6 +66,9 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     let Some(rule) = (unsafe { RULES.get(&key) }) else {
         return pass(Counter::XdpPassNoRule);
     };
+    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
+        return pass(Counter::XdpPassFallback);
+    }
     let public_ifindex = cfg.public_ifindex;
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
     // Reserve the metadata before touching the packet: a packet is only rewritten if the tc

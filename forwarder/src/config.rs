@@ -120,6 +120,16 @@ pub struct RuleConfig {
     /// Public address; defaults to every address of the public interface of the backend's
     /// family.
     pub public_addr: Option<IpAddr>,
+    /// Where new connections go while the backend is down (see `[health]`): `"local"`,
+    /// the VPS's own stack. Without it they keep going to the backend.
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The VPS's own stack (a local web server with a maintenance page, say).
+    Local,
 }
 
 fn default_proto() -> Proto {
@@ -163,6 +173,7 @@ pub struct Rule {
     pub port: u16,
     pub backend: IpAddr,
     pub backend_port: u16,
+    pub fallback: Option<Fallback>,
 }
 
 impl fmt::Display for Rule {
@@ -173,7 +184,11 @@ impl fmt::Display for Rule {
             self.proto,
             sock(self.public_addr, self.port),
             sock(self.backend, self.backend_port)
-        )
+        )?;
+        if self.fallback == Some(Fallback::Local) {
+            write!(f, " (local fallback)")?;
+        }
+        Ok(())
     }
 }
 
@@ -254,6 +269,7 @@ impl Config {
                     backend: None,
                     backend_port: None,
                     public_addr: None,
+                    fallback: None,
                 });
             }
         }
@@ -262,6 +278,11 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, rc) in rule_cfgs.iter().enumerate() {
             let n = i + 1;
+            if rc.fallback.is_some() && rc.proto != Proto::Tcp {
+                return Err(ConfigError::Invalid(format!(
+                    "rule {n}: a fallback needs a TCP rule (backends are health-checked over TCP)"
+                )));
+            }
             if rc.port == 0 || rc.backend_port == Some(0) {
                 return Err(ConfigError::Invalid(format!(
                     "rule {n}: port 0 is not a valid port"
@@ -321,6 +342,7 @@ impl Config {
                     port: rc.port,
                     backend,
                     backend_port: rc.backend_port.unwrap_or(rc.port),
+                    fallback: rc.fallback,
                 });
             }
         }
@@ -482,6 +504,39 @@ port = 443
             vec!["10.8.0.2".parse().unwrap()],
             addrs,
         )
+    }
+
+    #[test]
+    fn fallbacks_and_health_settings_are_checked() {
+        let c = resolve_text(
+            "[[rule]]\nport = 80\nfallback = \"local\"\n[[rule]]\nport = 443\n\
+             [health]\ninterval_ms = 500\ntimeout_ms = 300\n",
+        )
+        .unwrap();
+        let f: Vec<_> = c.rules.iter().map(|r| (r.port, r.fallback)).collect();
+        assert!(f.contains(&(80, Some(Fallback::Local))), "{f:?}");
+        assert!(f.contains(&(443, None)), "{f:?}");
+        assert_eq!(c.health.interval_ms, 500);
+        assert_eq!(c.health.down_after, 3, "unset fields keep their defaults");
+        let e = resolve_text("[[rule]]\nproto = \"udp\"\nport = 53\nfallback = \"local\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fallback needs a TCP rule"), "{e}");
+        let e = resolve_text("[[rule]]\nport = 80\nfallback = \"elsewhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("elsewhere") || e.contains("unknown variant"),
+            "{e}"
+        );
+        let e = resolve_text("[health]\ninterval_ms = 1000\ntimeout_ms = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = resolve_text("[health]\nintervall_ms = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("intervall_ms"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,11 @@ use forwarder_common::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{config::Config, maps::Maps, netif};
+use crate::{
+    config::{Config, Rule},
+    maps::Maps,
+    netif,
+};
 
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
 pub static EBPF_OBJECT: &[u8] =
@@ -249,23 +253,28 @@ fn write_hosts(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel's key of a rule.
+pub fn rule_key(r: &Rule) -> RuleKey {
+    let (addr, family) = addr_words(r.public_addr);
+    RuleKey {
+        addr,
+        port: r.port.to_be(),
+        proto: r.proto.number(),
+        family,
+    }
+}
+
 fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Result<()> {
     let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
         HashMap::try_from(ebpf.map_mut(RULES_MAP).context("RULES map missing")?)?;
     for r in &cfg.rules {
-        let (addr, family) = addr_words(r.public_addr);
+        let key = rule_key(r);
         let (backend_addr, _) = addr_words(r.backend);
-        let key = RuleKey {
-            addr,
-            port: r.port.to_be(),
-            proto: r.proto.number(),
-            family,
-        };
         let value = RuleValue {
             backend_addr,
             backend_port: r.backend_port.to_be(),
-            family,
-            _pad: 0,
+            family: key.family,
+            flags: 0,
             tunnel_ifindex,
         };
         rules

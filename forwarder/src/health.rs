@@ -140,11 +140,13 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Probes every backend at the configured interval, for as long as the task runs.
+/// Probes every backend at the configured interval, for as long as the task runs, and
+/// calls `on_change(backend, up)` on every transition.
 pub fn spawn(
     backends: Vec<SocketAddr>,
     cfg: HealthConfig,
     health: Arc<Health>,
+    on_change: impl Fn(SocketAddr, bool) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let now = Instant::now();
     if let Ok(mut s) = health.states.lock() {
@@ -162,21 +164,28 @@ pub fn spawn(
             let results =
                 run_concurrently(backends.iter().map(|&a| probe(a, timeout)).collect()).await;
             let now = Instant::now();
-            let Ok(mut states) = health.states.lock() else {
-                return;
-            };
-            for (s, r) in states.iter_mut().zip(results) {
-                if s.observe(r, &cfg, now) {
-                    if s.up {
-                        info!(backend = %s.addr, "backend is up again");
-                    } else {
-                        warn!(
-                            backend = %s.addr,
-                            error = s.last_error.as_deref().unwrap_or(""),
-                            "backend is down"
-                        );
+            let mut changed = Vec::new();
+            {
+                let Ok(mut states) = health.states.lock() else {
+                    return;
+                };
+                for (s, r) in states.iter_mut().zip(results) {
+                    if s.observe(r, &cfg, now) {
+                        if s.up {
+                            info!(backend = %s.addr, "backend is up again");
+                        } else {
+                            warn!(
+                                backend = %s.addr,
+                                error = s.last_error.as_deref().unwrap_or(""),
+                                "backend is down"
+                            );
+                        }
+                        changed.push((s.addr, s.up));
                     }
                 }
+            }
+            for (addr, up) in changed {
+                on_change(addr, up);
             }
         }
     })

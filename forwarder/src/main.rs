@@ -18,7 +18,7 @@ use forwarder::{
     snapshot::{HostLabels, LiveStats},
     stats_cli,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 /// XDP/eBPF edge forwarder: steers web traffic arriving at a VPS into a WireGuard tunnel
 /// toward a home server, keeping the client's IP address, without terminating TLS.
@@ -251,10 +251,38 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             detection_ms = cfg.health.detection_bound().as_millis() as u64,
             "probing backends"
         );
+        // The rules that fall back to the local stack while their backend is down.
+        let mut fallback: std::collections::HashMap<std::net::SocketAddr, Vec<_>> =
+            std::collections::HashMap::new();
+        for r in &cfg.rules {
+            if r.fallback == Some(forwarder::config::Fallback::Local) {
+                fallback
+                    .entry(std::net::SocketAddr::new(r.backend, r.backend_port))
+                    .or_default()
+                    .push(forwarder::dataplane::rule_key(r));
+            }
+        }
+        let maps = Arc::clone(&dp.maps);
         tasks.push(forwarder::health::spawn(
             probed,
             cfg.health,
             Arc::clone(&health),
+            move |backend, up| {
+                let Some(keys) = fallback.get(&backend) else {
+                    return;
+                };
+                match maps.set_fallback(keys, !up) {
+                    Ok(()) if up => {
+                        info!(%backend, rules = keys.len(), "new connections go to the backend again")
+                    }
+                    Ok(()) => warn!(
+                        %backend,
+                        rules = keys.len(),
+                        "new connections go to the local stack (fallback)"
+                    ),
+                    Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
+                }
+            },
         ));
     }
     if let Some(events) = dp.take_events() {

@@ -13,7 +13,7 @@ use aya::{
 };
 use forwarder_common::{
     COUNTERS_MAP, Counter, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue, HOST_STATS_MAP, HostStats,
-    MAX_HOSTS,
+    MAX_HOSTS, RULE_F_FALLBACK_LOCAL, RULES_MAP, RuleKey, RuleValue,
 };
 use tracing::warn;
 
@@ -45,6 +45,7 @@ pub struct Maps {
     host_stats: Option<PerCpuArray<MapData, HostStats>>,
     flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
     flows_capacity: u32,
+    rules: Mutex<HashMap<MapData, RuleKey, RuleValue>>,
 }
 
 impl Maps {
@@ -52,6 +53,7 @@ impl Maps {
     /// maps and, if the object has one, the connection event ring buffer.
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Option<RingBuf<MapData>>), MapsError> {
         let counters = typed(ebpf, COUNTERS_MAP, PerCpuArray::try_from)?;
+        let rules = typed(ebpf, RULES_MAP, HashMap::try_from)?;
         let flows: HashMap<MapData, FlowKey, FlowValue> =
             typed(ebpf, FLOWS_MAP, HashMap::try_from)?;
         let flows_capacity = flows
@@ -76,9 +78,35 @@ impl Maps {
                 host_stats,
                 flows: Mutex::new(flows),
                 flows_capacity,
+                rules: Mutex::new(rules),
             },
             events,
         ))
+    }
+
+    /// Puts the rules `keys` into fallback (new connections go to the VPS's own stack) or
+    /// takes them out. Each rule changes with one map update, which the kernel applies
+    /// atomically: a packet sees the rule either before or after.
+    pub fn set_fallback(&self, keys: &[RuleKey], on: bool) -> Result<(), MapsError> {
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            let mut v = rules.get(key, 0).map_err(|source| MapsError::Read {
+                name: RULES_MAP,
+                what: "a forwarding rule".to_owned(),
+                source,
+            })?;
+            if on {
+                v.flags |= RULE_F_FALLBACK_LOCAL;
+            } else {
+                v.flags &= !RULE_F_FALLBACK_LOCAL;
+            }
+            rules.insert(key, v, 0).map_err(|source| MapsError::Read {
+                name: RULES_MAP,
+                what: "updating a forwarding rule".to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Sums the per-CPU global counters.

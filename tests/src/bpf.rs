@@ -354,7 +354,7 @@ impl Harness {
                         backend_addr,
                         backend_port: bport.to_be(),
                         family,
-                        _pad: 0,
+                        flags: 0,
                         tunnel_ifindex,
                     },
                     0,
@@ -618,6 +618,24 @@ impl Harness {
             table.insert(h.key(), id);
         }
         Ok(table)
+    }
+
+    /// Sets the `RULE_F_*` flags of the TCP rule for `public`:`port`, as the daemon does
+    /// when a backend goes down or comes back.
+    pub fn set_rule_flags(&mut self, public: IpAddr, port: u16, flags: u8) -> anyhow::Result<()> {
+        let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
+            HashMap::try_from(self.ebpf.map_mut(RULES_MAP).context("rules")?)?;
+        let (addr, family) = addr_words(public);
+        let key = RuleKey {
+            addr,
+            port: port.to_be(),
+            proto: PROTO_TCP,
+            family,
+        };
+        let mut v = rules.get(&key, 0)?;
+        v.flags = flags;
+        rules.insert(key, v, 0)?;
+        Ok(())
     }
 
     /// The flow entry of the connection `client` -> `public` (as the client sent it).

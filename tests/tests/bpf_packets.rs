@@ -282,6 +282,62 @@ fn packets_without_a_rule_pass_untouched() {
 }
 
 #[test]
+fn a_rule_in_local_fallback_passes_new_connections_and_keeps_forwarding_old_ones() {
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        let run = |h: &Harness, frame: &[u8]| -> (u32, Vec<u8>) {
+            if tc_only {
+                h.tc_ingress(frame)
+            } else {
+                let (verdict, _, out) = h.xdp(frame);
+                (verdict, out)
+            }
+        };
+        let (pass, forwarded) = if tc_only {
+            (TC_ACT_OK, TC_ACT_REDIRECT)
+        } else {
+            (XDP_PASS, XDP_PASS)
+        };
+        // A connection to home, established before the backend went down.
+        let old = Pkt::tcp(v4(CLIENT4), 41000, v4(PUBLIC4), 443, SYN).options(mss_option(1460));
+        let (v, out) = run(&h, &old.frame());
+        assert_eq!(v, forwarded);
+        assert_ne!(out, old.frame(), "the SYN was not translated");
+        h.set_rule_flags(v4(PUBLIC4), 443, forwarder_common::RULE_F_FALLBACK_LOCAL)
+            .unwrap();
+        // New connections (and whatever else has no flow) go to the VPS untouched.
+        for p in [
+            Pkt::tcp(v4(CLIENT4), 41001, v4(PUBLIC4), 443, SYN).options(mss_option(1460)),
+            Pkt::tcp(v4(CLIENT4), 41002, v4(PUBLIC4), 443, ACK | PSH).payload(b"GET / HTTP/1.1"),
+        ] {
+            let frame = p.frame();
+            assert_eq!(run(&h, &frame), (pass, frame.clone()), "tc_only {tc_only}");
+        }
+        let c = if tc_only {
+            Counter::TcPassFallback
+        } else {
+            Counter::XdpPassFallback
+        };
+        assert_eq!(h.counter(c), 2, "tc_only {tc_only}");
+        // The established one keeps going home.
+        let data = Pkt::tcp(v4(CLIENT4), 41000, v4(PUBLIC4), 443, ACK | PSH).payload(b"more");
+        let (v, out) = run(&h, &data.frame());
+        assert_eq!(v, forwarded);
+        assert_eq!(
+            &out[14..],
+            &data.with((v4(CLIENT4), 41000), (v4(BACKEND4), 443)).ip()[..],
+            "tc_only {tc_only}: the established flow was not translated"
+        );
+        // Back to normal: new connections are forwarded again.
+        h.set_rule_flags(v4(PUBLIC4), 443, 0).unwrap();
+        let again = Pkt::tcp(v4(CLIENT4), 41003, v4(PUBLIC4), 443, SYN).options(mss_option(1460));
+        let (v, out) = run(&h, &again.frame());
+        assert_eq!(v, forwarded);
+        assert_ne!(out, again.frame());
+    }
+}
+
+#[test]
 fn malformed_fragmented_and_optioned_packets_get_defined_verdicts() {
     let h = harness(false);
     let good = Pkt::tcp(v4(CLIENT4), 40000, v4(PUBLIC4), 443, ACK)

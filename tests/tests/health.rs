@@ -49,11 +49,10 @@ fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
 
-    // Home's end of the tunnel goes away.
-    let wg = lab.wg_home.clone();
-    let home = lab.home.clone();
-    lab.exec(&home, &["ip", "link", "set", &wg, "down"])
-        .expect("taking the tunnel down at home");
+    // The VPS loses its uplink to home (the WireGuard underlay), as in an ISP outage at home.
+    let vps = lab.vps.clone();
+    lab.exec(&vps, &["ip", "link", "set", "up0", "down"])
+        .expect("cutting the uplink to home");
     let t0 = Instant::now();
     // Worst case: a probe just passed, then `down_after` failing ones, each up to its
     // timeout; plus one interval for the metric read to see it.
@@ -64,8 +63,8 @@ fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
     let detected = t0.elapsed();
 
-    lab.exec(&home, &["ip", "link", "set", &wg, "up"])
-        .expect("bringing the tunnel back at home");
+    lab.exec(&vps, &["ip", "link", "set", "up0", "up"])
+        .expect("restoring the uplink to home");
     let t1 = Instant::now();
     wait_for("backend up again", Duration::from_secs(15), || {
         (backend_up(&lab, 80) == Some(1.0)).then_some(())

@@ -1,0 +1,130 @@
+//! The local fallback as a visitor sees it: home's tunnel goes down while a client polls
+//! every 100 ms; within the health settings' detection time the VPS's own web server
+//! answers (a maintenance page), and once the tunnel is back, home answers again.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Lab, LabOptions, VPS_V4, missing_prerequisites, wait_for};
+
+const INTERVAL_MS: u64 = 300;
+const TIMEOUT_MS: u64 = 200;
+const DOWN_AFTER: u64 = 2;
+const UP_AFTER: u64 = 1;
+
+/// A process of this test, stopped by PID when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One request as the client makes it: the body, or why there was none.
+fn get(lab: &Lab) -> Result<String, String> {
+    lab.curl(
+        "http",
+        "app.example.test",
+        "/",
+        VPS_V4,
+        &["--max-time", "1"],
+    )
+    .map(|(_, body)| body)
+    .map_err(|e| format!("{e:#}"))
+}
+
+#[test]
+fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let mut lab = Lab::new(&LabOptions {
+        extra_config: format!(
+            "[[rule]]\nport = 80\nfallback = \"local\"\n\n[[rule]]\nport = 443\n\n\
+             [health]\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\n\
+             down_after = {DOWN_AFTER}\nup_after = {UP_AFTER}\n"
+        ),
+        ..LabOptions::default()
+    })
+    .expect("building the lab");
+    // The VPS's own web server: what a user runs there for maintenance.
+    let _local = Guard(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.vps, "socat"])
+            .arg(format!("TCP-LISTEN:80,bind={VPS_V4},fork,reuseaddr"))
+            .arg("SYSTEM:echo HTTP/1.0 200 OK; echo; echo maintenance")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the local web server"),
+    );
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    let home = wait_for("home answering", Duration::from_secs(10), || {
+        get(&lab).ok().filter(|b| b.contains("home"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+    assert!(home.contains("app.example.test"), "{home}");
+
+    // The VPS loses its uplink to home (the WireGuard underlay), as in an ISP outage at home.
+    let vps = lab.vps.clone();
+    lab.exec(&vps, &["ip", "link", "set", "up0", "down"])
+        .expect("cutting the uplink to home");
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut poll = |want: &str| -> Option<()> {
+        let start = Instant::now();
+        let r = get(&lab);
+        slowest = slowest.max(start.elapsed());
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(start.elapsed()));
+        r.ok().filter(|b| b.contains(want)).map(|_| ())
+    };
+    wait_for("the maintenance page", Duration::from_secs(10), || {
+        poll("maintenance")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+    let failover = t0.elapsed();
+
+    lab.exec(&vps, &["ip", "link", "set", "up0", "up"])
+        .expect("restoring the uplink to home");
+    let t1 = Instant::now();
+    wait_for("home again", Duration::from_secs(15), || poll("home"))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+    let recovery = t1.elapsed();
+    eprintln!(
+        "failover to the local page after {} ms, back home after {} ms, slowest request {} ms",
+        failover.as_millis(),
+        recovery.as_millis(),
+        slowest.as_millis()
+    );
+    // Detection (a probe just passed, then `down_after` failed ones, each up to its
+    // timeout), plus one interval and one poll.
+    let bound = Duration::from_millis(INTERVAL_MS * (DOWN_AFTER + 1) + TIMEOUT_MS + 1000);
+    assert!(
+        failover <= bound,
+        "failover took {failover:?}, bound {bound:?}"
+    );
+    // Requests are bounded by curl's --max-time 1: none hangs.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a request took {slowest:?}"
+    );
+    let log = lab.stop_forwarder().unwrap();
+    assert!(
+        log.contains("new connections go to the local stack"),
+        "{log}"
+    );
+    assert!(
+        log.contains("new connections go to the backend again"),
+        "{log}"
+    );
+    let counters = Lab::counters(&log);
+    assert!(
+        counters.get("xdp_pass_fallback").copied().unwrap_or(0) > 0,
+        "{counters:?}"
+    );
+}
