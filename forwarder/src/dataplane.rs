@@ -118,7 +118,7 @@ pub fn load() -> anyhow::Result<Ebpf> {
     aya::EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
         .load(EBPF_OBJECT)
-        .context("loading the kernel programs (needs CAP_BPF and CAP_NET_ADMIN, i.e. root)")
+        .context("loading the kernel programs (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, i.e. root)")
 }
 
 /// A running data path. Dropping it detaches every program; the maps live on until the

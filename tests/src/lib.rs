@@ -584,6 +584,16 @@ http {{
 
     /// Starts `forwarder run` in the VPS namespace and waits until it is attached.
     pub fn start_forwarder(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
+        self.start_forwarder_under(&[], extra_args)
+    }
+
+    /// Starts the forwarder behind `wrapper` (e.g. `setpriv` with a capability set), run
+    /// inside the VPS namespace.
+    pub fn start_forwarder_under(
+        &mut self,
+        wrapper: &[&str],
+        extra_args: &[&str],
+    ) -> anyhow::Result<()> {
         let bin = forwarder_bin();
         if !bin.is_file() {
             bail!(
@@ -596,6 +606,7 @@ http {{
         let log = fs::File::create(&self.forwarder_log)?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.vps])
+            .args(wrapper)
             .arg(&bin)
             .arg("run")
             .arg("--config")

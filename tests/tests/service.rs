@@ -1,0 +1,124 @@
+//! The systemd unit's capability set (`deploy/forwarder.service`) is what the daemon needs:
+//! with exactly those capabilities it attaches, forwards and reads host names; without any
+//! one of them it does not get that far.
+
+use std::time::Duration;
+
+use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, wait_for};
+
+/// `CAP_BPF CAP_NET_ADMIN ...` from the unit's `CapabilityBoundingSet=` line, as setpriv
+/// spells them (`bpf`, `net_admin`, ...).
+fn unit_capabilities() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/forwarder.service");
+    let unit = std::fs::read_to_string(path).expect("reading the unit");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    line.split_whitespace()
+        .map(|c| {
+            c.strip_prefix("CAP_")
+                .unwrap_or_else(|| panic!("{c}: not a capability"))
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
+/// setpriv limiting the daemon (still uid 0, as the unit runs it) to `caps`.
+fn limited_to(caps: &[String]) -> Vec<String> {
+    let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set=-all{set}"),
+        format!("--inh-caps=-all{set}"),
+        "--no-new-privs".into(),
+        "--".into(),
+    ]
+}
+
+fn lab() -> Lab {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let hosts: String = SUBDOMAINS
+        .iter()
+        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
+        .collect();
+    Lab::new(&LabOptions {
+        extra_config: hosts,
+        ..LabOptions::default()
+    })
+    .expect("building the lab")
+}
+
+#[test]
+fn the_units_capabilities_are_enough_and_each_is_needed() {
+    let caps = unit_capabilities();
+    assert!(!caps.is_empty());
+    let mut lab = lab();
+    let wrapper = limited_to(&caps);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    lab.start_forwarder_under(&wrapper, &[])
+        .expect("starting the forwarder with the unit's capabilities");
+    let log = lab.forwarder_output();
+    assert!(
+        log.contains("readers=true"),
+        "the name reader did not load:\n{log}"
+    );
+    let (code, body) = lab
+        .curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])
+        .expect("a request through the tunnel");
+    assert_eq!(code, 200, "{body}");
+    let counted = wait_for("the connection counted", Duration::from_secs(10), || {
+        let out = lab
+            .exec(
+                &lab.vps,
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:9724/metrics",
+                ],
+            )
+            .ok()?;
+        let page = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want = format!(
+            "forwarder_host_connections_total{{host=\"{}\"}} 1",
+            SUBDOMAINS[0]
+        );
+        page.contains(&want).then_some(())
+    });
+    assert!(counted.is_ok(), "{counted:?}\n{}", lab.forwarder_output());
+    lab.stop_forwarder().expect("stopping the forwarder");
+
+    for missing in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let wrapper = limited_to(&fewer);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let started = lab.start_forwarder_under(&wrapper, &[]);
+        let log = lab.forwarder_output();
+        eprintln!(
+            "without CAP_{}: {}",
+            missing.to_ascii_uppercase(),
+            match &started {
+                Ok(()) => "started".to_owned(),
+                Err(e) => format!("{e:#}")
+                    .lines()
+                    .find(|l| l.contains("Error") || l.contains("rror:") || l.contains("failed"))
+                    .unwrap_or("")
+                    .to_owned(),
+            }
+        );
+        // Either it does not start, or it starts without the name reader.
+        let complete = started.is_ok() && log.contains("readers=true");
+        if started.is_ok() {
+            let _ = lab.stop_forwarder();
+        }
+        assert!(
+            !complete,
+            "without CAP_{} everything still works: the unit need not grant it\n{log}",
+            missing.to_ascii_uppercase()
+        );
+    }
+}
