@@ -252,9 +252,44 @@ pub struct DataplaneConfig {
     /// Link-layer header length of the tunnel device: 0 for WireGuard and other L3
     /// devices, 14 for Ethernet-like tunnels (GRETAP, VXLAN).
     pub tunnel_l2_len: u32,
-    pub _pad: u32,
+    /// New connections per second and burst allowed per client address; 0: no limit.
+    pub conn_rate: u16,
+    pub conn_burst: u16,
 }
 const _: () = assert!(size_of::<DataplaneConfig>() == 24);
+
+/// Key of the per-client new-connection limiter: the client's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<SourceKey>() == 20);
+
+/// The limiter's state per client address (LRU): the "theoretical arrival time" of the
+/// generic cell rate algorithm, in `bpf_ktime_get_ns` nanoseconds.
+pub const LIMITER_MAP: &str = "LIMITER";
+
+/// Whether a new connection from a client may start at `now`, given the limiter state
+/// `tat` (0 for a client not seen yet): the generic cell rate algorithm, i.e. a token bucket
+/// of `burst` connections refilled at `rate` per second. Returns the new state, or `None`
+/// to refuse.
+#[inline(always)]
+pub const fn admit(tat: u64, now: u64, rate: u16, burst: u16) -> Option<u64> {
+    if rate == 0 {
+        return Some(tat);
+    }
+    let interval = 1_000_000_000 / rate as u64;
+    let burst = if burst == 0 { 1 } else { burst as u64 };
+    let tolerance = (burst - 1) * interval;
+    let tat = if tat > now { tat } else { now };
+    if tat - now > tolerance {
+        return None;
+    }
+    Some(tat + interval)
+}
 
 /// Global counters. Each name says what happened to a packet and, for drops and passes,
 /// why; the daemon exports them under these names.
@@ -312,9 +347,13 @@ pub enum Counter {
     /// rule's backend is down (`fallback = "local"`).
     XdpPassFallback,
     TcPassFallback,
+    /// XDP / tc-only: a new connection refused because its client opened more than the
+    /// configured number per second.
+    XdpDropRateLimit,
+    TcDropRateLimit,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::TcPassFallback as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::TcDropRateLimit as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -352,6 +391,8 @@ impl Counter {
         Counter::ClassifyUnavailable,
         Counter::XdpPassFallback,
         Counter::TcPassFallback,
+        Counter::XdpDropRateLimit,
+        Counter::TcDropRateLimit,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -391,6 +432,8 @@ impl Counter {
             Counter::ClassifyUnavailable => "classify_unavailable",
             Counter::XdpPassFallback => "xdp_pass_fallback",
             Counter::TcPassFallback => "tc_pass_fallback",
+            Counter::XdpDropRateLimit => "xdp_drop_rate_limit",
+            Counter::TcDropRateLimit => "tc_drop_rate_limit",
         }
     }
 }
@@ -409,6 +452,7 @@ mod pod {
     unsafe impl aya::Pod for HostValue {}
     unsafe impl aya::Pod for HostStats {}
     unsafe impl aya::Pod for ConnEvent {}
+    unsafe impl aya::Pod for SourceKey {}
 }
 
 #[cfg(test)]
@@ -421,6 +465,68 @@ mod tests {
             assert_eq!(*c as usize, i, "{c:?} out of place");
             for other in &Counter::ALL[..i] {
                 assert_ne!(c.name(), other.name());
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod limiter_tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::admit;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let s = 1_000_000_000u64;
+        let mut tat = 0;
+        let mut ok = 0;
+        for _ in 0..10 {
+            if let Some(t) = admit(tat, 5 * s, 2, 3) {
+                tat = t;
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 3, "the burst at once");
+        assert_eq!(
+            admit(tat, 5 * s + s / 4, 2, 3),
+            None,
+            "nothing refilled yet"
+        );
+        assert!(
+            admit(tat, 5 * s + s / 2, 2, 3).is_some(),
+            "one back after 1/rate"
+        );
+        assert_eq!(admit(7, 9, 0, 0), Some(7), "rate 0: no limit");
+    }
+
+    proptest! {
+        /// However connections arrive, no window of `w` seconds admits more than
+        /// `burst + rate * w` (rounded up) of them.
+        #[test]
+        fn never_more_than_burst_plus_rate(
+            rate in 1u16..50,
+            burst in 1u16..20,
+            gaps in proptest::collection::vec(0u64..300_000_000, 1..200),
+        ) {
+            let mut now = 1_000_000_000u64;
+            let mut tat = 0;
+            let mut admitted = Vec::new();
+            for g in gaps {
+                now += g;
+                if let Some(t) = admit(tat, now, rate, burst) {
+                    tat = t;
+                    admitted.push(now);
+                }
+            }
+            let interval = 1_000_000_000 / rate as u64;
+            for (i, &start) in admitted.iter().enumerate() {
+                let in_window = admitted[i..].iter().take_while(|&&t| t - start < 1_000_000_000).count() as u64;
+                prop_assert!(in_window <= burst as u64 + 1_000_000_000 / interval + 1,
+                    "{in_window} in one second at rate {rate} burst {burst}");
             }
         }
     }

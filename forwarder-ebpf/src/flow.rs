@@ -1,14 +1,15 @@
 //! The flow table: one entry per direction so that both directions of a connection are
 //! translated consistently, even if the rules change while it runs.
 
-use aya_ebpf::EbpfContext;
+use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue,
-    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, RuleValue, packet::PacketInfo,
+    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RuleValue, SourceKey,
+    packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
-use crate::maps::{FLOWS, SCRATCH, count};
+use crate::maps::{FLOWS, LIMITER, SCRATCH, count};
 
 #[inline(always)]
 pub fn forward_key(info: &PacketInfo) -> FlowKey {
@@ -125,6 +126,38 @@ pub fn is_new(info: &PacketInfo) -> bool {
     let s = unsafe { &mut *s };
     s.fwd_key = forward_key(info);
     unsafe { FLOWS.get(&s.fwd_key) }.is_none()
+}
+
+/// Whether the packet may start a new connection under the per-client limit (`rate` per
+/// second, `burst` at once). Only called for packets that would create a flow.
+#[inline(never)]
+pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
+    let key = SourceKey {
+        addr: info.src,
+        family: info.family,
+        _pad: [0; 3],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tat = match LIMITER.get_ptr_mut(&key) {
+        Some(p) => unsafe { *p },
+        None => 0,
+    };
+    match forwarder_common::admit(tat, now, rate, burst) {
+        Some(next) => {
+            // Racing CPUs may both pass on the same state: the limit is approximate by at
+            // most one connection per CPU.
+            let _ = LIMITER.insert(&key, &next, 0);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether the packet would open a connection: a TCP SYN (without ACK), or any UDP packet
+/// (checked against the flow table afterwards).
+#[inline(always)]
+pub fn opens_connection(info: &PacketInfo) -> bool {
+    info.proto != PROTO_TCP || info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// The key of the flow `to_backend` returned last on this CPU.

@@ -4,7 +4,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
-    HostValue, MAX_HOSTS, RuleKey, RuleValue,
+    HostValue, MAX_HOSTS, RuleKey, RuleValue, SourceKey,
     classify::{BUF_SIZE, ClassifyState},
     packet::PacketInfo,
 };
@@ -75,6 +75,10 @@ pub static XDP_READER: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map(name = "TC_READER")]
 pub static TC_READER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// New-connection limiter state per client address (see `forwarder_common::admit`).
+#[map(name = "LIMITER")]
+pub static LIMITER: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// The parsed headers of the packet being processed, per CPU.
 #[map(name = "PKT_INFO")]

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, HOST_DROP_REDIRECT_FAILED, META_MAGIC, PROTO_TCP, PROTO_UDP,
-    RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
+    Counter, FAMILY_V4, FlowValue, HOST_DROP_RATE_LIMIT, HOST_DROP_REDIRECT_FAILED, HOST_UNKNOWN,
+    META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
     packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
 };
 
@@ -99,6 +99,15 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
     if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
         count(Counter::TcPassFallback);
         return Ok(TC_ACT_OK);
+    }
+    if cfg.conn_rate != 0
+        && flow::opens_connection(info)
+        && flow::is_new(info)
+        && !flow::admit(info, cfg.conn_rate, cfg.conn_burst)
+    {
+        count(Counter::TcDropRateLimit);
+        visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+        return Ok(TC_ACT_SHOT);
     }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     let key = flow::last_forward_key().ok_or(())?;

@@ -4,8 +4,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_meta, macros::xdp, programs::XdpContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL,
-    RuleKey, XdpMeta, csum,
+    Counter, FAMILY_V4, FlowValue, HOST_DROP_RATE_LIMIT, HOST_UNKNOWN, META_MAGIC, PROTO_TCP,
+    PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta, csum,
     packet::{self, PacketInfo, Skip, TCP_SYN},
 };
 
@@ -68,6 +68,15 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     };
     if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
         return pass(Counter::XdpPassFallback);
+    }
+    if cfg.conn_rate != 0
+        && flow::opens_connection(info)
+        && flow::is_new(info)
+        && !flow::admit(info, cfg.conn_rate, cfg.conn_burst)
+    {
+        count(Counter::XdpDropRateLimit);
+        visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+        return Ok(xdp_action::XDP_DROP);
     }
     let public_ifindex = cfg.public_ifindex;
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);

@@ -93,6 +93,39 @@ pub struct FileConfig {
     /// Backend health probes.
     #[serde(default)]
     pub health: crate::health::HealthConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `[limits]` section: a per-client limit on new connections, enforced in XDP (or tc)
+/// before anything reaches the tunnel. Off by default.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// New connections per second one client address may open (0: no limit).
+    pub new_connections_per_second: u16,
+    /// How many it may open at once before the rate applies (default: the rate).
+    pub burst: Option<u16>,
+}
+
+impl Limits {
+    /// `(rate, burst)` as the kernel takes them.
+    pub fn kernel(&self) -> (u16, u16) {
+        let rate = self.new_connections_per_second;
+        (rate, self.burst.unwrap_or(rate))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.burst == Some(0) {
+            return Err("limits.burst = 0: at least 1 (or leave it out: the rate)".into());
+        }
+        if self.burst.is_some() && self.new_connections_per_second == 0 {
+            return Err(
+                "limits.burst without limits.new_connections_per_second: set the rate too".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A `[[host]]` section: a name (from TLS SNI or the HTTP Host header) whose connections
@@ -210,6 +243,7 @@ pub struct Config {
     /// `HOST_FIRST_CONFIGURED + i`.
     pub hosts: Vec<HostPattern>,
     pub health: crate::health::HealthConfig,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -232,6 +266,7 @@ impl Config {
         })?;
         let hosts = resolve_hosts(&file.hosts)?;
         file.health.validate().map_err(ConfigError::Invalid)?;
+        file.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu
             && !(1280..=9000).contains(&mtu)
         {
@@ -354,6 +389,7 @@ impl Config {
             rules,
             hosts,
             health: file.health,
+            limits: file.limits,
         })
     }
 
@@ -533,6 +569,24 @@ port = 443
             .unwrap_err()
             .to_string();
         assert!(e.contains("timeout_ms"), "{e}");
+        let c = resolve_text("[limits]\nnew_connections_per_second = 20\n").unwrap();
+        assert_eq!(c.limits.kernel(), (20, 20), "burst defaults to the rate");
+        let c = resolve_text("[limits]\nnew_connections_per_second = 20\nburst = 50\n").unwrap();
+        assert_eq!(c.limits.kernel(), (20, 50));
+        assert_eq!(
+            resolve_text("").unwrap().limits.kernel(),
+            (0, 0),
+            "off by default"
+        );
+        let e = resolve_text("[limits]\nburst = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("new_connections_per_second"), "{e}");
+        let e = resolve_text("[limits]\nnew_connections_per_second = 70000\n")
+            .unwrap_err()
+            .to_string();
+        // Named by position: line 2, where the value is.
+        assert!(e.contains("f.toml:2:") && e.contains("70000"), "{e}");
         let e = resolve_text("[health]\nintervall_ms = 1000\n")
             .unwrap_err()
             .to_string();

@@ -118,7 +118,9 @@ pub fn load() -> anyhow::Result<Ebpf> {
     aya::EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
         .load(EBPF_OBJECT)
-        .context("loading the kernel programs (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, i.e. root)")
+        .context(
+            "loading the kernel programs (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, i.e. root)",
+        )
 }
 
 /// A running data path. Dropping it detaches every program; the maps live on until the
@@ -178,7 +180,8 @@ impl Dataplane {
             enabled: 1,
             tc_translate: u32::from(mode == AttachMode::TcOnly),
             tunnel_l2_len: netif::link_header_len(&cfg.tunnel_iface)?,
-            _pad: 0,
+            conn_rate: cfg.limits.kernel().0,
+            conn_burst: cfg.limits.kernel().1,
         };
         let mut config: Array<&mut MapData, DataplaneConfig> =
             Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?)?;
@@ -207,6 +210,7 @@ impl Dataplane {
             mss_v6,
             mode = mode.as_str(),
             readers,
+            new_connections_per_second = cfg.limits.kernel().0,
             "data path attached"
         );
         let (maps, events) = Maps::take(&mut ebpf)?;

@@ -388,7 +388,8 @@ impl Harness {
                 enabled: 1,
                 tc_translate: u32::from(tc_translate),
                 tunnel_l2_len: 14,
-                _pad: 0,
+                conn_rate: 0,
+                conn_burst: 0,
             },
             0,
         )?;
@@ -618,6 +619,17 @@ impl Harness {
             table.insert(h.key(), id);
         }
         Ok(table)
+    }
+
+    /// Sets the per-client new-connection limit, as `[limits]` does.
+    pub fn set_conn_limit(&mut self, rate: u16, burst: u16) -> anyhow::Result<()> {
+        let mut cfg: Array<&mut MapData, DataplaneConfig> =
+            Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
+        let mut c = cfg.get(&0, 0)?;
+        c.conn_rate = rate;
+        c.conn_burst = burst;
+        cfg.set(0, c, 0)?;
+        Ok(())
     }
 
     /// Sets the `RULE_F_*` flags of the TCP rule for `public`:`port`, as the daemon does

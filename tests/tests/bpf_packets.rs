@@ -338,6 +338,50 @@ fn a_rule_in_local_fallback_passes_new_connections_and_keeps_forwarding_old_ones
 }
 
 #[test]
+fn new_connections_beyond_a_clients_limit_are_dropped_before_the_tunnel() {
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        // One per second, two at once: a third SYN right away is refused.
+        h.set_conn_limit(1, 2).unwrap();
+        let run = |h: &Harness, frame: &[u8]| -> u32 {
+            if tc_only {
+                h.tc_ingress(frame).0
+            } else {
+                h.xdp(frame).0
+            }
+        };
+        let (ok, refused) = if tc_only {
+            (TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_DROP)
+        };
+        let syn = |client, port| {
+            Pkt::tcp(client, port, v4(PUBLIC4), 443, SYN)
+                .options(mss_option(1460))
+                .frame()
+        };
+        assert_eq!(run(&h, &syn(v4(CLIENT4), 42000)), ok);
+        assert_eq!(run(&h, &syn(v4(CLIENT4), 42001)), ok);
+        assert_eq!(
+            run(&h, &syn(v4(CLIENT4), 42002)),
+            refused,
+            "tc_only {tc_only}"
+        );
+        // A retransmitted SYN of an admitted connection is not a new connection.
+        assert_eq!(run(&h, &syn(v4(CLIENT4), 42000)), ok);
+        // Other clients have their own allowance.
+        let other = std::net::Ipv4Addr::new(198, 18, 0, 99);
+        assert_eq!(run(&h, &syn(v4(other), 42000)), ok);
+        let c = if tc_only {
+            Counter::TcDropRateLimit
+        } else {
+            Counter::XdpDropRateLimit
+        };
+        assert_eq!(h.counter(c), 1, "tc_only {tc_only}");
+    }
+}
+
+#[test]
 fn malformed_fragmented_and_optioned_packets_get_defined_verdicts() {
     let h = harness(false);
     let good = Pkt::tcp(v4(CLIENT4), 40000, v4(PUBLIC4), 443, ACK)
