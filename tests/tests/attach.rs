@@ -57,7 +57,7 @@ impl Drop for Netns {
 }
 
 /// Stops `child` (SIGTERM, by PID) and returns what it printed.
-fn stop(mut child: Child) -> String {
+fn stop(child: Child) -> String {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().expect("waiting for the forwarder");
