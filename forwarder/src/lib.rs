@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod connlog;
+pub mod control;
 pub mod dataplane;
 pub mod flowgc;
 pub mod health;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use forwarder::{
     config::{Config, FileConfig},
     connlog::{self, ConnLog, ConnLogTarget},
+    control,
     dataplane::{Dataplane, XdpPreference},
     flowgc::{FlowGc, FlowGcState, GcTimeouts},
     home,
@@ -57,6 +58,18 @@ impl Target {
 }
 
 #[derive(Subcommand)]
+enum RulesAction {
+    /// List the rules in force, with their fallback state.
+    List {
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Load and attach the data path and keep forwarding until SIGINT or SIGTERM.
     Run {
@@ -79,6 +92,26 @@ enum Command {
         /// Most connection log lines per second (bursts up to max(N, 1000)); 0 = no limit.
         #[arg(long, value_name = "N", default_value_t = connlog::DEFAULT_RATE)]
         conn_log_rate: u32,
+        /// The control socket `forwarder status` and `forwarder rules` talk to.
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Group (name or id) whose members may use the control socket besides root.
+        #[arg(long, value_name = "GROUP")]
+        admin_group: Option<String>,
+    },
+    /// Show the running daemon's state: attach mode, tunnel and backend health, rules in
+    /// fallback, version (over its control socket).
+    Status {
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running daemon's forwarding rules (over its control socket).
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
     },
     /// Show per-host statistics of the running daemon (from its metrics endpoint).
     Stats {
@@ -126,8 +159,21 @@ fn main() -> anyhow::Result<()> {
             metrics_addr,
             conn_log,
             conn_log_rate,
+            control,
+            admin_group,
         } => {
             let cfg = resolve(&target)?;
+            let admin_gid = match admin_group {
+                None => None,
+                Some(g) => Some(match g.parse::<u32>() {
+                    Ok(id) => id,
+                    Err(_) => nix::unistd::Group::from_name(&g)
+                        .with_context(|| format!("looking up group {g}"))?
+                        .with_context(|| format!("--admin-group {g}: no such group"))?
+                        .gid
+                        .as_raw(),
+                }),
+            };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -140,8 +186,37 @@ fn main() -> anyhow::Result<()> {
                     metrics_addr,
                     conn_log,
                     conn_log_rate,
+                    control,
+                    access: control::Access { admin_gid },
                 },
             ))
+        }
+        Command::Status { control, json } => {
+            let v = ask(&control, control::Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", render_status(&v));
+            }
+            Ok(())
+        }
+        Command::Rules {
+            action: RulesAction::List { control, json },
+        } => {
+            let v = ask(&control, control::Request::Rules)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for r in v.as_array().into_iter().flatten() {
+                    let state = if r["in_fallback"].as_bool() == Some(true) {
+                        "  [fallback: local stack]"
+                    } else {
+                        ""
+                    };
+                    println!("{}{state}", r["rule"].as_str().unwrap_or("?"));
+                }
+            }
+            Ok(())
         }
         Command::Check { target } => {
             let cfg = resolve(&target)?;
@@ -209,12 +284,142 @@ fn resolve(target: &Target) -> anyhow::Result<Config> {
     )?)
 }
 
+fn ask(path: &std::path::Path, req: control::Request) -> anyhow::Result<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(control::request(path, &req))
+}
+
+fn render_status(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+    let _ = writeln!(
+        out,
+        "forwarder {}  up {}s",
+        s("version"),
+        v["uptime_seconds"]
+    );
+    let _ = writeln!(out, "attach mode   {}", s("attach_mode"));
+    let t = &v["tunnel"];
+    let hs = match t["handshake_age_seconds"].as_u64() {
+        Some(a) => format!(", last handshake {a}s ago"),
+        None => String::new(),
+    };
+    let up = if t["up"].as_bool() == Some(true) {
+        "up"
+    } else {
+        "DOWN"
+    };
+    let _ = writeln!(
+        out,
+        "tunnel        {} {up}{hs}",
+        t["iface"].as_str().unwrap_or("?")
+    );
+    for b in v["backends"].as_array().into_iter().flatten() {
+        let up = if b["up"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "DOWN"
+        };
+        let err = match (b["up"].as_bool(), b["last_error"].as_str()) {
+            (Some(false), Some(e)) => format!(" ({e})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "backend       {} {up} for {}s{err}",
+            b["backend"].as_str().unwrap_or("?"),
+            b["since_seconds"]
+        );
+    }
+    let fallback: Vec<&str> = v["rules_in_fallback"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .collect();
+    if fallback.is_empty() {
+        let _ = writeln!(out, "fallback      none active");
+    } else {
+        for r in fallback {
+            let _ = writeln!(
+                out,
+                "fallback      {r}: new connections go to the local stack"
+            );
+        }
+    }
+    out
+}
+
+/// Answers the control socket's requests from the daemon's live state.
+fn control_handler(
+    cfg: &Config,
+    stats: Arc<LiveStats>,
+    health: Arc<forwarder::health::Health>,
+) -> control::Handler {
+    use forwarder::snapshot::SnapshotSource as _;
+    let rules = cfg.rules.clone();
+    Arc::new(move |req| {
+        let down: std::collections::HashSet<std::net::SocketAddr> = health
+            .states()
+            .into_iter()
+            .filter(|b| !b.up)
+            .map(|b| b.addr)
+            .collect();
+        let in_fallback = |r: &forwarder::config::Rule| {
+            r.fallback.is_some()
+                && down.contains(&std::net::SocketAddr::new(r.backend, r.backend_port))
+        };
+        match req {
+            control::Request::Status => {
+                let s = stats
+                    .snapshot()
+                    .map_err(|e| format!("reading the maps: {e}"))?;
+                Ok(serde_json::json!({
+                    "version": s.version,
+                    "uptime_seconds": s.uptime_seconds,
+                    "attach_mode": s.attach_mode,
+                    "tunnel": s.tunnel,
+                    "backends": s.backends,
+                    "rules_in_fallback": rules
+                        .iter()
+                        .filter(|r| in_fallback(r))
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>(),
+                }))
+            }
+            control::Request::Rules => Ok(serde_json::Value::Array(
+                rules
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "rule": r.to_string(),
+                            "public": r.public_addr,
+                            "proto": r.proto.to_string(),
+                            "port": r.port,
+                            "backend": r.backend,
+                            "backend_port": r.backend_port,
+                            "fallback": r.fallback.map(|_| "local"),
+                            "in_fallback": in_fallback(r),
+                        })
+                    })
+                    .collect(),
+            )),
+        }
+    })
+}
+
 struct RunOptions {
     xdp: XdpPreference,
     pid_file: Option<PathBuf>,
     metrics_addr: MetricsAddr,
     conn_log: Option<ConnLogTarget>,
     conn_log_rate: u32,
+    control: PathBuf,
+    access: control::Access,
 }
 
 async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
@@ -225,6 +430,8 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         metrics_addr,
         conn_log: conn_log_target,
         conn_log_rate,
+        control: control_path,
+        access,
     } = opts;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -233,6 +440,7 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         MetricsAddr::On(addr) => Some(http::bind(addr).await?),
         MetricsAddr::Off => None,
     };
+    let control_listener = control::bind(&control_path, access).await?;
     let conn_log = Arc::new(match &conn_log_target {
         Some(target) => ConnLog::open(target, conn_log_rate)?,
         None => ConnLog::disabled(),
@@ -311,22 +519,29 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         Some(ConnLogTarget::File(p)) => info!("connection log: {}, {limit}", p.display()),
         None => {}
     }
+    let stats = Arc::new(LiveStats {
+        maps: Arc::clone(&dp.maps),
+        labels,
+        mode: dp.mode,
+        tunnel_iface: cfg.tunnel_iface.clone(),
+        started,
+        gc: gc_state,
+        conn_log: conn_log.counters(),
+        health: Arc::clone(&health),
+    });
     if let Some(listener) = listener {
         if let Ok(addr) = listener.local_addr() {
             info!("metrics on http://{addr}/metrics, statistics on http://{addr}/stats.json");
         }
-        let stats = LiveStats {
-            maps: Arc::clone(&dp.maps),
-            labels,
-            mode: dp.mode,
-            tunnel_iface: cfg.tunnel_iface.clone(),
-            started,
-            gc: gc_state,
-            conn_log: conn_log.counters(),
-            health,
-        };
-        tasks.push(http::spawn(listener, Arc::new(stats)));
+        let source: Arc<dyn forwarder::snapshot::SnapshotSource> = stats.clone();
+        tasks.push(http::spawn(listener, source));
     }
+    tasks.push(control::spawn(
+        control_listener,
+        control_path.clone(),
+        access,
+        control_handler(&cfg, stats, health),
+    ));
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing pid file {}", p.display()))?;
@@ -345,6 +560,7 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
+    let _ = std::fs::remove_file(&control_path);
     let counters = counters?;
     println!("{:<26} {:>12}", "counter", "packets");
     for (c, v) in counters {

@@ -578,6 +578,11 @@ http {{
         Ok(())
     }
 
+    /// The daemon's control socket in this lab.
+    pub fn control_path(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("forwarder.toml")
     }
@@ -613,6 +618,8 @@ http {{
             .arg(self.config_path())
             .arg("--pid-file")
             .arg(&pid_file)
+            .arg("--control")
+            .arg(self.control_path())
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

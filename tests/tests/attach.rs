@@ -42,6 +42,8 @@ impl Netns {
             .arg(forwarder_bin())
             .args(["run", "--public-iface", "m0", "--tunnel", "t0"])
             .args(["--backend", "10.9.0.2", "--xdp-mode", mode])
+            .arg("--control")
+            .arg(std::env::temp_dir().join(format!("{}-{mode}.sock", self.0)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

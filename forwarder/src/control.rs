@@ -1,0 +1,267 @@
+//! The control socket: a Unix socket through which the CLI asks the running daemon for its
+//! state. One JSON request per connection, one JSON answer.
+//!
+//! Access is checked twice: the socket's directory and file permissions (root, or the
+//! configured admin group), and the caller's credentials (`SO_PEERCRED`), so that loosened
+//! file permissions alone do not open it. Requests are size-limited; every request gets an
+//! answer, an error saying what was wrong included.
+
+use std::{
+    os::unix::fs::{PermissionsExt as _, chown},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tracing::{info, warn};
+
+pub const DEFAULT_SOCKET: &str = "/run/forwarder/control.sock";
+/// Largest request accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// What a client may ask.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Attach mode, tunnel and backend health, fallback state, version.
+    Status,
+    /// The forwarding rules in force.
+    Rules,
+}
+
+/// The answer to every request.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
+impl Response {
+    fn error(e: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(e.into()),
+            result: None,
+        }
+    }
+}
+
+/// Who may use the socket: root, and members of the admin group if one is configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub admin_gid: Option<u32>,
+}
+
+impl Access {
+    /// `groups`: the caller's supplementary groups.
+    pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0
+            || self
+                .admin_gid
+                .is_some_and(|g| gid == g || groups.contains(&g))
+    }
+}
+
+/// Supplementary groups of process `pid` (from /proc), empty if unknown.
+fn groups_of(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Parses one request; the error says what was wrong with it.
+pub fn parse(bytes: &[u8]) -> Result<Request, String> {
+    if bytes.len() > MAX_REQUEST {
+        return Err(format!("request larger than {MAX_REQUEST} bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_owned())?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty request (expected e.g. {\"cmd\":\"status\"})".to_owned());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("bad request: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| "bad request: expected a JSON object".to_owned())?;
+    // serde does not reject unknown fields next to a tag; neither requests take any yet.
+    if let Some(k) = obj.keys().find(|k| *k != "cmd") {
+        return Err(format!("bad request: unknown field `{k}`"));
+    }
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;
+
+/// Creates the socket (and its directory, mode 0750) with mode 0660, owned by root and the
+/// admin group. A socket file left by a daemon that is gone is replaced; one that answers
+/// is another daemon's, and an error.
+pub async fn bind(path: &Path, access: Access) -> anyhow::Result<tokio::net::UnixListener> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        if let Some(g) = access.admin_gid {
+            chown(dir, None, Some(g)).with_context(|| format!("chown {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "{} is in use: another forwarder daemon is running (stop it first, or pass --control)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("creating the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(g) = access.admin_gid {
+        chown(path, None, Some(g)).with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Serves requests until the task is aborted.
+pub fn spawn(
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    access: Access,
+    handler: Handler,
+) -> tokio::task::JoinHandle<()> {
+    info!(socket = %path.display(), "control socket ready");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                if let Err(e) = serve(stream, access, handler).await {
+                    warn!("control connection: {e:#}");
+                }
+            });
+        }
+    })
+}
+
+async fn serve(
+    mut stream: tokio::net::UnixStream,
+    access: Access,
+    handler: Handler,
+) -> anyhow::Result<()> {
+    let cred = stream.peer_cred()?;
+    let response = if !access.allows(cred.uid(), cred.gid(), &groups_of(cred.pid())) {
+        warn!(
+            uid = cred.uid(),
+            pid = cred.pid(),
+            "control request refused: not root or the admin group"
+        );
+        Response::error("permission denied: the control socket is for root and the admin group")
+    } else {
+        let mut buf = Vec::new();
+        // One byte more than allowed tells an oversized request from a full one.
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            (&mut stream)
+                .take(MAX_REQUEST as u64 + 1)
+                .read_to_end(&mut buf),
+        )
+        .await;
+        match read {
+            Err(_) => Response::error("request not completed within 5 s"),
+            Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
+            Ok(Ok(_)) => match parse(&buf) {
+                Err(e) => Response::error(e),
+                Ok(req) => match handler(&req) {
+                    Ok(result) => Response {
+                        ok: true,
+                        error: None,
+                        result: Some(result),
+                    },
+                    Err(e) => Response::error(e),
+                },
+            },
+        }
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    stream.write_all(&out).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// The CLI side: sends `req` and returns the daemon's result.
+pub async fn request(path: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    let mut stream = tokio::net::UnixStream::connect(path).await.with_context(|| {
+        format!(
+            "connecting to the daemon's control socket {} (is `forwarder run` running, and are you root or in its admin group?)",
+            path.display()
+        )
+    })?;
+    let mut body = serde_json::to_vec(req)?;
+    body.push(b'\n');
+    stream.write_all(&body).await?;
+    stream.shutdown().await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let r: Response = serde_json::from_slice(&answer).context("reading the daemon's answer")?;
+    match (r.ok, r.result, r.error) {
+        (true, Some(v), _) => Ok(v),
+        (_, _, Some(e)) => anyhow::bail!("the daemon refused: {e}"),
+        _ => anyhow::bail!("the daemon gave no answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_the_admin_group_only() {
+        let none = Access::default();
+        assert!(none.allows(0, 0, &[]));
+        assert!(!none.allows(1000, 1000, &[27]));
+        let admins = Access {
+            admin_gid: Some(27),
+        };
+        assert!(admins.allows(1000, 27, &[]));
+        assert!(admins.allows(1000, 1000, &[4, 27]));
+        assert!(!admins.allows(1000, 1000, &[4]));
+    }
+
+    #[test]
+    fn requests_are_parsed_strictly_with_the_problem_named() {
+        assert_eq!(parse(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(parse(b"{\"cmd\":\"rules\"}\n"), Ok(Request::Rules));
+        let e = parse(br#"{"cmd":"reboot"}"#).unwrap_err();
+        assert!(e.contains("reboot"), "{e}");
+        let e = parse(br#"{"cmd":"status","extra":1}"#).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+        assert!(parse(b"").unwrap_err().contains("empty"));
+        assert!(parse(b"\xff\xfe").unwrap_err().contains("UTF-8"));
+        let big = vec![b' '; MAX_REQUEST + 1];
+        assert!(parse(&big).unwrap_err().contains("larger than"));
+    }
+}
