@@ -135,6 +135,14 @@ pub fn forwarder_bin() -> PathBuf {
     target.join("debug").join("forwarder")
 }
 
+/// `[[host]]` sections for the lab's three subdomains.
+pub fn subdomain_hosts() -> String {
+    SUBDOMAINS
+        .iter()
+        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
+        .collect()
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LabOptions {
     /// Extra TOML appended to the forwarder's config file (e.g. `[[rule]]` sections).
@@ -576,6 +584,26 @@ http {{
         );
         fs::write(self.config_path(), conf)?;
         Ok(())
+    }
+
+    /// The daemon's metrics page, fetched inside the VPS namespace from the default
+    /// `--metrics-addr`; `None` while it does not answer.
+    pub fn metrics_page(&self) -> Option<String> {
+        let out = self
+            .exec(
+                &self.vps,
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:9724/metrics",
+                ],
+            )
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The daemon's control socket in this lab.

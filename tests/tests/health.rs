@@ -11,19 +11,7 @@ const DOWN_AFTER: u64 = 2;
 const UP_AFTER: u64 = 1;
 
 fn backend_up(lab: &Lab, port: u16) -> Option<f64> {
-    let out = lab
-        .exec(
-            &lab.vps,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:9724/metrics",
-            ],
-        )
-        .ok()?;
-    let page = String::from_utf8_lossy(&out.stdout).into_owned();
+    let page = lab.metrics_page()?;
     let want = format!("forwarder_backend_up{{backend=\"{HOME_WG_V4}:{port}\"}} ");
     page.lines()
         .find_map(|l| l.strip_prefix(&want))

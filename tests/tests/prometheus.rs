@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, wait_for};
+use integration_tests::{
+    Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, subdomain_hosts, wait_for,
+};
 
 const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
 /// Prometheus's listener inside the VPS namespace: not 9090, so that nothing here is ever
@@ -35,12 +37,8 @@ fn lab() -> Lab {
              `prometheus`: `cargo xtask setup` does)"
         );
     }
-    let hosts: String = SUBDOMAINS
-        .iter()
-        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
-        .collect();
     Lab::new(&LabOptions {
-        extra_config: hosts,
+        extra_config: subdomain_hosts(),
         ..LabOptions::default()
     })
     .expect("building the lab")

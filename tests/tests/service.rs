@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, wait_for};
+use integration_tests::{
+    Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, subdomain_hosts, wait_for,
+};
 
 /// `CAP_BPF CAP_NET_ADMIN ...` from the unit's `CapabilityBoundingSet=` line, as setpriv
 /// spells them (`bpf`, `net_admin`, ...).
@@ -40,12 +42,8 @@ fn lab() -> Lab {
     if let Some(why) = missing_prerequisites() {
         panic!("cannot build the lab: {why}");
     }
-    let hosts: String = SUBDOMAINS
-        .iter()
-        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
-        .collect();
     Lab::new(&LabOptions {
-        extra_config: hosts,
+        extra_config: subdomain_hosts(),
         ..LabOptions::default()
     })
     .expect("building the lab")
@@ -70,19 +68,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         .expect("a request through the tunnel");
     assert_eq!(code, 200, "{body}");
     let counted = wait_for("the connection counted", Duration::from_secs(10), || {
-        let out = lab
-            .exec(
-                &lab.vps,
-                &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "http://127.0.0.1:9724/metrics",
-                ],
-            )
-            .ok()?;
-        let page = String::from_utf8_lossy(&out.stdout).into_owned();
+        let page = lab.metrics_page()?;
         let want = format!(
             "forwarder_host_connections_total{{host=\"{}\"}} 1",
             SUBDOMAINS[0]

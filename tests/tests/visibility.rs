@@ -4,19 +4,16 @@
 use std::time::Duration;
 
 use integration_tests::{
-    Lab, LabOptions, SUBDOMAINS, VPS_V4, forwarder_bin, missing_prerequisites, wait_for,
+    Lab, LabOptions, SUBDOMAINS, VPS_V4, forwarder_bin, missing_prerequisites, subdomain_hosts,
+    wait_for,
 };
 
 fn lab() -> Lab {
     if let Some(why) = missing_prerequisites() {
         panic!("cannot build the lab: {why}");
     }
-    let hosts: String = SUBDOMAINS
-        .iter()
-        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
-        .collect();
     Lab::new(&LabOptions {
-        extra_config: hosts,
+        extra_config: subdomain_hosts(),
         ..LabOptions::default()
     })
     .expect("building the lab")
