@@ -154,15 +154,39 @@ pub struct RuleConfig {
     /// family.
     pub public_addr: Option<IpAddr>,
     /// Where new connections go while the backend is down (see `[health]`): `"local"`,
-    /// the VPS's own stack. Without it they keep going to the backend.
-    pub fallback: Option<Fallback>,
+    /// the VPS's own stack, or another backend (`"10.8.0.3"`, `"10.8.0.3:8080"`,
+    /// `"[fd00::3]:8080"`). Without it they keep going to the backend.
+    pub fallback: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+/// A rule's fallback, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fallback {
     /// The VPS's own stack (a local web server with a maintenance page, say).
     Local,
+    /// Another backend (a second machine at home, another WireGuard peer).
+    Backend(std::net::SocketAddr),
+}
+
+impl Fallback {
+    fn parse(s: &str, backend_port: u16) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("local") {
+            return Ok(Fallback::Local);
+        }
+        if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+            return Ok(Fallback::Backend(a));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Fallback::Backend(std::net::SocketAddr::new(
+                ip,
+                backend_port,
+            )));
+        }
+        Err(format!(
+            "fallback {s:?}: expected \"local\" or a backend address (10.8.0.3, 10.8.0.3:8080, [fd00::3]:8080)"
+        ))
+    }
 }
 
 fn default_proto() -> Proto {
@@ -218,8 +242,10 @@ impl fmt::Display for Rule {
             sock(self.public_addr, self.port),
             sock(self.backend, self.backend_port)
         )?;
-        if self.fallback == Some(Fallback::Local) {
-            write!(f, " (local fallback)")?;
+        match self.fallback {
+            Some(Fallback::Local) => write!(f, " (local fallback)")?,
+            Some(Fallback::Backend(a)) => write!(f, " (fallback {a})")?,
+            None => {}
         }
         Ok(())
     }
@@ -371,13 +397,35 @@ impl Config {
                         rc.proto, rc.port
                     )));
                 }
+                let backend_port = rc.backend_port.unwrap_or(rc.port);
+                let fallback = match &rc.fallback {
+                    None => None,
+                    Some(s) => {
+                        let f = Fallback::parse(s, backend_port)
+                            .map_err(|e| ConfigError::Invalid(format!("rule {n}: {e}")))?;
+                        match f {
+                            Fallback::Backend(a) => {
+                                check_unicast(a.ip(), "fallback backend")?;
+                                if a.ip() == backend && a.port() == backend_port {
+                                    return Err(ConfigError::Invalid(format!(
+                                        "rule {n}: the fallback {a} is the backend itself"
+                                    )));
+                                }
+                                // A rule expands per public address; only those of the
+                                // fallback's family can use it.
+                                (a.is_ipv4() == public.is_ipv4()).then_some(f)
+                            }
+                            Fallback::Local => Some(f),
+                        }
+                    }
+                };
                 rules.push(Rule {
                     public_addr: public,
                     proto: rc.proto,
                     port: rc.port,
                     backend,
-                    backend_port: rc.backend_port.unwrap_or(rc.port),
-                    fallback: rc.fallback,
+                    backend_port,
+                    fallback,
                 });
             }
         }
@@ -403,7 +451,13 @@ impl Config {
             .rules
             .iter()
             .filter(|r| r.proto == Proto::Tcp)
-            .map(|r| std::net::SocketAddr::new(r.backend, r.backend_port))
+            .flat_map(|r| {
+                let alt = match r.fallback {
+                    Some(Fallback::Backend(a)) => Some(a),
+                    _ => None,
+                };
+                std::iter::once(std::net::SocketAddr::new(r.backend, r.backend_port)).chain(alt)
+            })
             .collect();
         set.into_iter().collect()
     }
@@ -558,6 +612,16 @@ port = 443
             .unwrap_err()
             .to_string();
         assert!(e.contains("fallback needs a TCP rule"), "{e}");
+        let c = resolve_text("[[rule]]\nport = 80\nfallback = \"10.8.0.3\"\n").unwrap();
+        assert_eq!(
+            c.rules[0].fallback,
+            Some(Fallback::Backend("10.8.0.3:80".parse().unwrap())),
+            "the port defaults to the backend port"
+        );
+        let e = resolve_text("[[rule]]\nport = 80\nfallback = \"10.8.0.2:80\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the backend itself"), "{e}");
         let e = resolve_text("[[rule]]\nport = 80\nfallback = \"elsewhere\"\n")
             .unwrap_err()
             .to_string();

@@ -345,10 +345,7 @@ fn render_status(v: &serde_json::Value) -> String {
         let _ = writeln!(out, "fallback      none active");
     } else {
         for r in fallback {
-            let _ = writeln!(
-                out,
-                "fallback      {r}: new connections go to the local stack"
-            );
+            let _ = writeln!(out, "fallback      active: {r}");
         }
     }
     out
@@ -402,7 +399,11 @@ fn control_handler(
                             "port": r.port,
                             "backend": r.backend,
                             "backend_port": r.backend_port,
-                            "fallback": r.fallback.map(|_| "local"),
+                            "fallback": match r.fallback {
+                                Some(forwarder::config::Fallback::Local) => Some("local".to_owned()),
+                                Some(forwarder::config::Fallback::Backend(a)) => Some(a.to_string()),
+                                None => None,
+                            },
                             "in_fallback": in_fallback(r),
                         })
                     })
@@ -459,15 +460,20 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             detection_ms = cfg.health.detection_bound().as_millis() as u64,
             "probing backends"
         );
-        // The rules that fall back to the local stack while their backend is down.
-        let mut fallback: std::collections::HashMap<std::net::SocketAddr, Vec<_>> =
-            std::collections::HashMap::new();
+        // Per primary backend: the rules that fall back to the local stack, and those that
+        // fall back to another backend (with that backend).
+        use std::{collections::HashMap, net::SocketAddr};
+
+        use forwarder::config::Fallback;
+        let mut local: HashMap<SocketAddr, Vec<_>> = HashMap::new();
+        let mut other: HashMap<SocketAddr, Vec<(_, SocketAddr)>> = HashMap::new();
         for r in &cfg.rules {
-            if r.fallback == Some(forwarder::config::Fallback::Local) {
-                fallback
-                    .entry(std::net::SocketAddr::new(r.backend, r.backend_port))
-                    .or_default()
-                    .push(forwarder::dataplane::rule_key(r));
+            let primary = SocketAddr::new(r.backend, r.backend_port);
+            let key = forwarder::dataplane::rule_key(r);
+            match r.fallback {
+                Some(Fallback::Local) => local.entry(primary).or_default().push(key),
+                Some(Fallback::Backend(alt)) => other.entry(primary).or_default().push((key, alt)),
+                None => {}
             }
         }
         let maps = Arc::clone(&dp.maps);
@@ -476,19 +482,30 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             cfg.health,
             Arc::clone(&health),
             move |backend, up| {
-                let Some(keys) = fallback.get(&backend) else {
-                    return;
-                };
-                match maps.set_fallback(keys, !up) {
-                    Ok(()) if up => {
-                        info!(%backend, rules = keys.len(), "new connections go to the backend again")
+                if let Some(keys) = local.get(&backend) {
+                    match maps.set_fallback(keys, !up) {
+                        Ok(()) if up => {
+                            info!(%backend, rules = keys.len(), "new connections go to the backend again")
+                        }
+                        Ok(()) => warn!(
+                            %backend,
+                            rules = keys.len(),
+                            "new connections go to the local stack (fallback)"
+                        ),
+                        Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
                     }
-                    Ok(()) => warn!(
-                        %backend,
-                        rules = keys.len(),
-                        "new connections go to the local stack (fallback)"
-                    ),
-                    Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
+                }
+                for (key, alt) in other.get(&backend).into_iter().flatten() {
+                    let to = if up { backend } else { *alt };
+                    match maps.set_backend(std::slice::from_ref(key), to) {
+                        Ok(()) if up => info!(%backend, "new connections go to the backend again"),
+                        Ok(()) => warn!(
+                            %backend,
+                            fallback = %alt,
+                            "new connections go to the fallback backend"
+                        ),
+                        Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
+                    }
                 }
             },
         ));

@@ -109,6 +109,32 @@ impl Maps {
         Ok(())
     }
 
+    /// Points the rules `keys` at `backend` for new connections (flows already made keep
+    /// theirs). One map update per rule, atomic for each.
+    pub fn set_backend(
+        &self,
+        keys: &[RuleKey],
+        backend: std::net::SocketAddr,
+    ) -> Result<(), MapsError> {
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let (words, _) = crate::dataplane::addr_words(backend.ip());
+        for key in keys {
+            let mut v = rules.get(key, 0).map_err(|source| MapsError::Read {
+                name: RULES_MAP,
+                what: "a forwarding rule".to_owned(),
+                source,
+            })?;
+            v.backend_addr = words;
+            v.backend_port = backend.port().to_be();
+            rules.insert(key, v, 0).map_err(|source| MapsError::Read {
+                name: RULES_MAP,
+                what: "updating a forwarding rule".to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Sums the per-CPU global counters.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, MapsError> {
         let mut out = Vec::with_capacity(Counter::ALL.len());

@@ -128,3 +128,66 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
         "{counters:?}"
     );
 }
+
+#[test]
+fn new_connections_go_to_the_fallback_backend_while_the_primary_is_down() {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    // The primary is a service on port 8080 at home, down at first; nginx on port 80 is
+    // the fallback.
+    let mut lab = Lab::new(&LabOptions {
+        extra_config: format!(
+            "[[rule]]\nport = 80\nbackend_port = 8080\nfallback = \"10.8.0.2:80\"\n\n\
+             [health]\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\n\
+             down_after = {DOWN_AFTER}\nup_after = {UP_AFTER}\n"
+        ),
+        ..LabOptions::default()
+    })
+    .expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    let t0 = Instant::now();
+    wait_for(
+        "the fallback backend answering",
+        Duration::from_secs(10),
+        || {
+            get(&lab)
+                .ok()
+                .filter(|b| b.contains("home app.example.test"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+    let failover = t0.elapsed();
+
+    // The primary comes up.
+    let _primary = Guard(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.home, "socat"])
+            .arg("TCP-LISTEN:8080,fork,reuseaddr")
+            .arg("SYSTEM:echo HTTP/1.0 200 OK; echo; echo primary")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the primary"),
+    );
+    let t1 = Instant::now();
+    wait_for("the primary answering", Duration::from_secs(10), || {
+        get(&lab).ok().filter(|b| b.contains("primary"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+    eprintln!(
+        "fallback backend after {} ms, primary again after {} ms",
+        failover.as_millis(),
+        t1.elapsed().as_millis()
+    );
+    let log = lab.stop_forwarder().unwrap();
+    assert!(
+        log.contains("new connections go to the fallback backend"),
+        "{log}"
+    );
+    assert!(
+        log.contains("new connections go to the backend again"),
+        "{log}"
+    );
+}
