@@ -85,47 +85,46 @@ impl Maps {
     }
 
     /// Puts the rules `keys` into fallback (new connections go to the VPS's own stack) or
-    /// takes them out. Each rule changes with one map update, which the kernel applies
-    /// atomically: a packet sees the rule either before or after.
+    /// takes them out.
     pub fn set_fallback(&self, keys: &[RuleKey], on: bool) -> Result<(), MapsError> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in keys {
-            let mut v = rules.get(key, 0).map_err(|source| MapsError::Read {
-                name: RULES_MAP,
-                what: "a forwarding rule".to_owned(),
-                source,
-            })?;
+        self.update_rules(keys, |v| {
             if on {
                 v.flags |= RULE_F_FALLBACK_LOCAL;
             } else {
                 v.flags &= !RULE_F_FALLBACK_LOCAL;
             }
-            rules.insert(key, v, 0).map_err(|source| MapsError::Read {
-                name: RULES_MAP,
-                what: "updating a forwarding rule".to_owned(),
-                source,
-            })?;
-        }
-        Ok(())
+        })
     }
 
     /// Points the rules `keys` at `backend` for new connections (flows already made keep
-    /// theirs). One map update per rule, atomic for each.
+    /// theirs).
     pub fn set_backend(
         &self,
         keys: &[RuleKey],
         backend: std::net::SocketAddr,
     ) -> Result<(), MapsError> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         let (words, _) = crate::dataplane::addr_words(backend.ip());
+        self.update_rules(keys, |v| {
+            v.backend_addr = words;
+            v.backend_port = backend.port().to_be();
+        })
+    }
+
+    /// Changes the rules `keys` with `change`, one map update per rule, which the kernel
+    /// applies atomically: a packet sees each rule either before or after.
+    fn update_rules(
+        &self,
+        keys: &[RuleKey],
+        change: impl Fn(&mut RuleValue),
+    ) -> Result<(), MapsError> {
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         for key in keys {
             let mut v = rules.get(key, 0).map_err(|source| MapsError::Read {
                 name: RULES_MAP,
                 what: "a forwarding rule".to_owned(),
                 source,
             })?;
-            v.backend_addr = words;
-            v.backend_port = backend.port().to_be();
+            change(&mut v);
             rules.insert(key, v, 0).map_err(|source| MapsError::Read {
                 name: RULES_MAP,
                 what: "updating a forwarding rule".to_owned(),

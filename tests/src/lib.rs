@@ -135,6 +135,19 @@ pub fn forwarder_bin() -> PathBuf {
     target.join("debug").join("forwarder")
 }
 
+/// A lab whose forwarder counts the three subdomains as hosts; panics with the reason when
+/// the machine cannot build one.
+pub fn lab_with_subdomain_hosts() -> Lab {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    Lab::new(&LabOptions {
+        extra_config: subdomain_hosts(),
+        ..LabOptions::default()
+    })
+    .expect("building the lab")
+}
+
 /// `[[host]]` sections for the lab's three subdomains.
 pub fn subdomain_hosts() -> String {
     SUBDOMAINS

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{
-    Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, subdomain_hosts, wait_for,
-};
+use integration_tests::{SUBDOMAINS, VPS_V4, lab_with_subdomain_hosts as lab, wait_for};
 
 /// `CAP_BPF CAP_NET_ADMIN ...` from the unit's `CapabilityBoundingSet=` line, as setpriv
 /// spells them (`bpf`, `net_admin`, ...).
@@ -36,17 +34,6 @@ fn limited_to(caps: &[String]) -> Vec<String> {
         "--no-new-privs".into(),
         "--".into(),
     ]
-}
-
-fn lab() -> Lab {
-    if let Some(why) = missing_prerequisites() {
-        panic!("cannot build the lab: {why}");
-    }
-    Lab::new(&LabOptions {
-        extra_config: subdomain_hosts(),
-        ..LabOptions::default()
-    })
-    .expect("building the lab")
 }
 
 #[test]

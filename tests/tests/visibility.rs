@@ -4,20 +4,8 @@
 use std::time::Duration;
 
 use integration_tests::{
-    Lab, LabOptions, SUBDOMAINS, VPS_V4, forwarder_bin, missing_prerequisites, subdomain_hosts,
-    wait_for,
+    SUBDOMAINS, VPS_V4, forwarder_bin, lab_with_subdomain_hosts as lab, wait_for,
 };
-
-fn lab() -> Lab {
-    if let Some(why) = missing_prerequisites() {
-        panic!("cannot build the lab: {why}");
-    }
-    Lab::new(&LabOptions {
-        extra_config: subdomain_hosts(),
-        ..LabOptions::default()
-    })
-    .expect("building the lab")
-}
 
 /// The value of the sample `name{labels}` in an OpenMetrics/Prometheus text page.
 fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
