@@ -72,7 +72,7 @@ pub struct ClassifyState {
     pub extensions: u32,
     /// Bytes in `carry`.
     pub carry_len: u32,
-    /// Where [`feed_coded`] reports the name it found (offsets in the buffer).
+    /// Where [`step_coded`] reports the name it found (offsets in the buffer).
     pub name_off: u32,
     pub name_len: u32,
     /// The code of the last [`step_coded`] call. Kept here rather than returned through
@@ -141,39 +141,66 @@ pub fn feed<B: Bytes + ?Sized>(
     len: usize,
     base: u32,
 ) -> Progress {
-    state.carry_len = 0;
-    if state.kind == KIND_NONE {
-        let Some(first) = b.raw8(0) else {
-            return Progress::NeedMore;
-        };
-        if first == 0x16 {
-            state.kind = KIND_TLS;
-            state.stage = TLS_RECORD;
-        } else if first.is_ascii_uppercase() {
-            state.kind = KIND_HTTP;
-            state.stage = HTTP_REQUEST_LINE;
-        } else {
-            return Progress::Done(Outcome::NotTlsOrHttp);
-        }
-        state.pos = base;
+    if let Some(p) = begin(state, b, base) {
+        return p;
     }
     let mut i = 0;
     while i < MAX_STEPS {
         i += 1;
-        let r = if state.kind == KIND_TLS {
-            tls_step(state, b, len, base)
-        } else {
-            http_step(state, b, len, base)
-        };
-        if let Some(p) = r {
+        if let Some(p) = step(state, b, len, base) {
             return p;
         }
     }
-    Progress::Done(if state.kind == KIND_TLS {
+    Progress::Done(exhausted(state))
+}
+
+/// Decides the protocol on a connection's first byte (once); `Some` when that already
+/// ends the parse.
+#[inline(always)]
+fn begin<B: Bytes + ?Sized>(state: &mut ClassifyState, b: &B, base: u32) -> Option<Progress> {
+    state.carry_len = 0;
+    if state.kind != KIND_NONE {
+        return None;
+    }
+    let Some(first) = b.raw8(0) else {
+        return Some(Progress::NeedMore);
+    };
+    if first == 0x16 {
+        state.kind = KIND_TLS;
+        state.stage = TLS_RECORD;
+    } else if first.is_ascii_uppercase() {
+        state.kind = KIND_HTTP;
+        state.stage = HTTP_REQUEST_LINE;
+    } else {
+        return Some(Progress::Done(Outcome::NotTlsOrHttp));
+    }
+    state.pos = base;
+    None
+}
+
+/// One TLS field or HTTP header line; `Some` when the parse ends (or needs more).
+#[inline(always)]
+fn step<B: Bytes + ?Sized>(
+    state: &mut ClassifyState,
+    b: &B,
+    len: usize,
+    base: u32,
+) -> Option<Progress> {
+    if state.kind == KIND_TLS {
+        tls_step(state, b, len, base)
+    } else {
+        http_step(state, b, len, base)
+    }
+}
+
+/// The outcome when `MAX_STEPS` steps found nothing.
+#[inline(always)]
+fn exhausted(state: &ClassifyState) -> Outcome {
+    if state.kind == KIND_TLS {
         Outcome::TlsNoSni
     } else {
         Outcome::HttpNoHost
-    })
+    }
 }
 
 /// Carries `b[from..len]` into the state for the next call, or gives up with `fail` when
@@ -543,7 +570,7 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
     }))
 }
 
-/// Outcome codes of [`feed_coded`].
+/// Outcome codes of [`begin_coded`] and [`step_coded`].
 pub const CODE_NEED_MORE: u32 = 0;
 pub const CODE_TLS_NAME: u32 = 1;
 pub const CODE_HTTP_NAME: u32 = 2;
@@ -552,20 +579,6 @@ pub const CODE_TLS_MALFORMED: u32 = 4;
 pub const CODE_HTTP_NO_HOST: u32 = 5;
 pub const CODE_HTTP_MALFORMED: u32 = 6;
 pub const CODE_NOT_TLS_OR_HTTP: u32 = 7;
-
-/// [`feed`] with its outcome as a small number and the name's place in the state: in the
-/// kernel this runs as a separate BPF function, so the verifier continues after it along a
-/// handful of paths instead of one per way the parse can end.
-#[inline(always)]
-pub fn feed_coded<B: Bytes + ?Sized>(
-    state: &mut ClassifyState,
-    b: &B,
-    len: usize,
-    base: u32,
-) -> u32 {
-    let p = feed(state, b, len, base);
-    code_of(state, p)
-}
 
 /// `step_coded` result: the step consumed a field or line, call again.
 pub const STEP_CONTINUE: u32 = u32::MAX;
@@ -598,24 +611,10 @@ fn code_of(state: &mut ClassifyState, p: Progress) -> u32 {
 /// [`step_coded`].
 #[inline(always)]
 pub fn begin_coded<B: Bytes + ?Sized>(state: &mut ClassifyState, b: &B, base: u32) -> u32 {
-    state.carry_len = 0;
-    if state.kind != KIND_NONE {
-        return STEP_CONTINUE;
+    match begin(state, b, base) {
+        None => STEP_CONTINUE,
+        Some(p) => code_of(state, p),
     }
-    let Some(first) = b.raw8(0) else {
-        return CODE_NEED_MORE;
-    };
-    if first == 0x16 {
-        state.kind = KIND_TLS;
-        state.stage = TLS_RECORD;
-    } else if first.is_ascii_uppercase() {
-        state.kind = KIND_HTTP;
-        state.stage = HTTP_REQUEST_LINE;
-    } else {
-        return CODE_NOT_TLS_OR_HTTP;
-    }
-    state.pos = base;
-    STEP_CONTINUE
 }
 
 /// One field (TLS) or header line (HTTP): a code, or `STEP_CONTINUE`.
@@ -626,12 +625,7 @@ pub fn step_coded<B: Bytes + ?Sized>(
     len: usize,
     base: u32,
 ) -> u32 {
-    let r = if state.kind == KIND_TLS {
-        tls_step(state, b, len, base)
-    } else {
-        http_step(state, b, len, base)
-    };
-    let code = match r {
+    let code = match step(state, b, len, base) {
         None => STEP_CONTINUE,
         Some(p) => code_of(state, p),
     };
@@ -641,12 +635,9 @@ pub fn step_coded<B: Bytes + ?Sized>(
 
 /// The code when `MAX_STEPS` steps found nothing.
 #[inline(always)]
-pub fn exhausted_code(state: &ClassifyState) -> u32 {
-    if state.kind == KIND_TLS {
-        CODE_TLS_NO_SNI
-    } else {
-        CODE_HTTP_NO_HOST
-    }
+pub fn exhausted_code(state: &mut ClassifyState) -> u32 {
+    let o = exhausted(state);
+    code_of(state, Progress::Done(o))
 }
 
 /// The kernel's segment loop, on the host: feeds `segments` in order the way the programs

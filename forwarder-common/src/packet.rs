@@ -72,18 +72,16 @@ pub trait Bytes {
     /// line start is `from` itself or a position right after a `\n`.
     #[inline(always)]
     fn find_line_start(&self, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
-        let mut i = from;
+        let mut at = from;
         let mut n = 0;
         while n < FIND_MAX {
-            if i >= to {
+            if at >= to {
                 return None;
             }
-            let c = self.raw8(i)?;
-            let starts = i == from || self.raw8(i - 1) == Some(b'\n');
-            if starts && (c == set[0] || c == set[1] || c == set[2] || c == set[3]) {
-                return Some(i);
+            if set.contains(&self.raw8(at)?) {
+                return Some(at);
             }
-            i += 1;
+            at = self.find(at, to, b'\n')? + 1;
             n += 1;
         }
         None

@@ -253,7 +253,8 @@ impl Buf {
     }
 }
 
-struct FindCtx {
+/// What the scan callbacks look for, and where they report it.
+struct ScanCtx {
     p: *const [u8; BUF_SIZE],
     from: u64,
     to: u64,
@@ -261,53 +262,9 @@ struct FindCtx {
     found: u64,
 }
 
-/// Bytes `find_step` looks at per `bpf_loop` iteration: four words, as each iteration is a
-/// function call and returns are not cheap with the kernel's speculation mitigations.
+/// Bytes a scan callback looks at per `bpf_loop` iteration: four words, as each iteration
+/// is a function call and returns are not cheap with the kernel's speculation mitigations.
 const FIND_STRIDE: u64 = 32;
-
-/// One `bpf_loop` iteration per `FIND_STRIDE` bytes: each byte of a word is compared with
-/// the set at once (the "has zero byte" trick on the word XOR each wanted byte).
-extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let c = unsafe { &mut *(ctx as *mut FindCtx) };
-    let mut word = 0;
-    while word < FIND_STRIDE / 8 {
-        let idx = c.from + i * FIND_STRIDE + word * 8;
-        if idx >= c.to {
-            return 1;
-        }
-        let at = opaque(idx as usize) & (BUF_SIZE - 1);
-        if at > BUF_SIZE - 8 {
-            // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
-            return 1;
-        }
-        let w =
-            u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
-        let mut hits = 0;
-        let mut k = 0;
-        while k < 4 {
-            let x = w ^ (c.set[k] as u64 * ONES);
-            hits |= x.wrapping_sub(ONES) & !x & HIGHS;
-            k += 1;
-        }
-        if hits != 0 {
-            // The lowest flagged byte is a true match (false flags only occur above a true
-            // one).
-            let mut first = 0u64;
-            while first < 8 && hits & (0x80 << (first * 8)) == 0 {
-                first += 1;
-            }
-            let found = idx + first;
-            if found < c.to {
-                c.found = found;
-            }
-            return 1;
-        }
-        word += 1;
-    }
-    0
-}
 
 /// Bytes with the high bit set exactly where `x` has a zero byte.
 #[inline(always)]
@@ -316,56 +273,60 @@ fn zero_bytes(x: u64) -> u64 {
     !(((x & LOWS).wrapping_add(LOWS)) | x | LOWS)
 }
 
-struct LineCtx {
-    p: *const [u8; BUF_SIZE],
-    from: u64,
-    to: u64,
-    set: [u8; 4],
-    found: u64,
+/// High bits of the bytes of `w` that are in `set`.
+#[inline(always)]
+fn set_bytes(w: u64, set: &[u8; 4]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut hits = 0;
+    let mut k = 0;
+    while k < 4 {
+        hits |= zero_bytes(w ^ (set[k] as u64 * ONES));
+        k += 1;
+    }
+    hits
 }
 
-// A callback of its own rather than a mode of `find_step`: one callback serving both kinds
-// of scan costs the verifier several times the instructions (it went over the budget).
-/// `find_line_start` past its first position, `FIND_STRIDE` bytes per iteration: a position
-/// matches when its byte is in the set and the byte before it is `\n` (the word one byte
-/// back gives the latter for all eight positions at once).
-extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let c = unsafe { &mut *(ctx as *mut LineCtx) };
+/// The word at `idx` of the scan, or `None` past its end (or the buffer's).
+#[inline(always)]
+fn scan_word(c: &ScanCtx, idx: u64) -> Option<(usize, u64)> {
+    if idx >= c.to {
+        return None;
+    }
+    let at = opaque(idx as usize) & (BUF_SIZE - 1);
+    if at == 0 || at > BUF_SIZE - 8 {
+        // Never: scans start past the buffer's first byte (see the drivers) and buffers hold
+        // at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
+        return None;
+    }
+    let w = u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
+    Some((at, w))
+}
+
+/// Records the first flagged byte of the word at `idx`, if it is inside the scan.
+#[inline(always)]
+fn scan_found(c: &mut ScanCtx, idx: u64, hits: u64) {
+    let mut first = 0u64;
+    while first < 8 && hits & (0x80 << (first * 8)) == 0 {
+        first += 1;
+    }
+    if idx + first < c.to {
+        c.found = idx + first;
+    }
+}
+
+/// `find_any`: one `bpf_loop` iteration per `FIND_STRIDE` bytes, each byte of a word
+/// compared with the set at once.
+extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut ScanCtx) };
     let mut word = 0;
     while word < FIND_STRIDE / 8 {
-        let idx = c.from + 1 + i * FIND_STRIDE + word * 8;
-        if idx >= c.to {
+        let idx = c.from + i * FIND_STRIDE + word * 8;
+        let Some((_, w)) = scan_word(c, idx) else {
             return 1;
-        }
-        let at = opaque(idx as usize) & (BUF_SIZE - 1);
-        if at == 0 || at > BUF_SIZE - 8 {
-            // Never with buffers of at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
-            return 1;
-        }
-        let base = c.p as *const u8;
-        let (w, before) = unsafe {
-            (
-                u64::from_le((base.add(at) as *const u64).read_unaligned()),
-                u64::from_le((base.add(at - 1) as *const u64).read_unaligned()),
-            )
         };
-        let mut hits = 0;
-        let mut k = 0;
-        while k < 4 {
-            hits |= zero_bytes(w ^ (c.set[k] as u64 * ONES));
-            k += 1;
-        }
-        let m = hits & zero_bytes(before ^ (b'\n' as u64 * ONES));
-        if m != 0 {
-            let mut first = 0u64;
-            while first < 8 && m & (0x80 << (first * 8)) == 0 {
-                first += 1;
-            }
-            let found = idx + first;
-            if found < c.to {
-                c.found = found;
-            }
+        let hits = set_bytes(w, &c.set);
+        if hits != 0 {
+            scan_found(c, idx, hits);
             return 1;
         }
         word += 1;
@@ -373,58 +334,48 @@ extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// `Bytes::find_line_start` over the buffer with `bpf_loop`.
-#[inline(always)]
-fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
-    let to = if to > b.len { b.len } else { to };
-    if from >= to {
-        return None;
+// A callback of its own rather than a mode of `find_step`: one callback serving both kinds
+// of scan costs the verifier several times the instructions (it went over the budget).
+/// `find_line_start`: as `find_step`, but a position counts only right after a `\n` (the
+/// word one byte back says which positions are).
+extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let c = unsafe { &mut *(ctx as *mut ScanCtx) };
+    let mut word = 0;
+    while word < FIND_STRIDE / 8 {
+        let idx = c.from + i * FIND_STRIDE + word * 8;
+        let Some((at, w)) = scan_word(c, idx) else {
+            return 1;
+        };
+        let before = u64::from_le(unsafe {
+            ((c.p as *const u8).add(at - 1) as *const u64).read_unaligned()
+        });
+        let hits = set_bytes(w, &c.set) & zero_bytes(before ^ NEWLINES);
+        if hits != 0 {
+            scan_found(c, idx, hits);
+            return 1;
+        }
+        word += 1;
     }
-    let c0 = b.byte(from);
-    if c0 == set[0] || c0 == set[1] || c0 == set[2] || c0 == set[3] {
-        return Some(from);
-    }
-    if from + 1 >= to {
-        return None;
-    }
-    let mut c = LineCtx {
-        p: b.p,
-        from: from as u64,
-        to: to as u64,
-        set,
-        found: u64::MAX,
-    };
-    let n = ((((to - from - 1) as u64).div_ceil(FIND_STRIDE)) & (BUF_SIZE as u64 - 1)) as u32;
-    unsafe {
-        bpf_loop(
-            n,
-            line_step as *mut c_void,
-            &mut c as *mut LineCtx as *mut c_void,
-            0,
-        )
-    };
-    if c.found == u64::MAX {
-        None
-    } else {
-        Some(c.found as usize)
-    }
+    0
 }
 
-/// `Bytes::find_any` over the buffer with `bpf_loop`, so the verifier checks the loop body
-/// once instead of per byte.
+/// Runs `step` over `[from, to)` of the buffer (bounded by `len`), through `bpf_loop`, so
+/// the verifier checks the loop body once instead of per byte. `from` must be above 0.
 #[inline(always)]
-fn buf_find(
+fn buf_scan(
     p: *const [u8; BUF_SIZE],
     len: usize,
     from: usize,
     to: usize,
     set: [u8; 4],
+    step: extern "C" fn(u64, *mut c_void) -> i64,
 ) -> Option<usize> {
     let to = if to > len { len } else { to };
     if from >= to {
         return None;
     }
-    let mut c = FindCtx {
+    let mut c = ScanCtx {
         p,
         from: from as u64,
         to: to as u64,
@@ -435,16 +386,43 @@ fn buf_find(
     unsafe {
         bpf_loop(
             n,
-            find_step as *mut c_void,
-            &mut c as *mut FindCtx as *mut c_void,
+            step as *mut c_void,
+            &mut c as *mut ScanCtx as *mut c_void,
             0,
         )
     };
-    if c.found == u64::MAX {
-        None
-    } else {
-        Some(c.found as usize)
+    (c.found != u64::MAX).then_some(c.found as usize)
+}
+
+/// Whether the byte at `at` is in `set` (the scans start one byte further).
+#[inline(always)]
+fn byte_in(p: *const [u8; BUF_SIZE], len: usize, at: usize, set: &[u8; 4]) -> bool {
+    let v = unsafe { (*p)[opaque(at) & (BUF_SIZE - 1)] };
+    at < len && set.contains(&v)
+}
+
+/// `Bytes::find_any` over the buffer.
+#[inline(always)]
+fn buf_find(
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+    from: usize,
+    to: usize,
+    set: [u8; 4],
+) -> Option<usize> {
+    if from < to && byte_in(p, len, from, &set) {
+        return Some(from);
     }
+    buf_scan(p, len, from + 1, to, set, find_step)
+}
+
+/// `Bytes::find_line_start` over the buffer: `from` itself, then the positions after a `\n`.
+#[inline(always)]
+fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
+    if from < to && byte_in(b.p, b.len, from, &set) {
+        return Some(from);
+    }
+    buf_scan(b.p, b.len, from + 1, to, set, line_step)
 }
 
 /// `Bytes::copy_out` with one helper call.
@@ -589,7 +567,7 @@ fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) 
             0,
         )
     };
-    let s = unsafe { &*c.s };
+    let s = unsafe { &mut *c.s };
     if s.code == STEP_CONTINUE {
         classify::exhausted_code(s)
     } else {
