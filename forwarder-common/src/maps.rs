@@ -2,8 +2,10 @@
 
 use core::mem::size_of;
 
-/// Forwarding rules: `RuleKey` -> `RuleValue`.
-pub const RULES_MAP: &str = "RULES";
+/// Forwarding rules: `RuleKey` -> `RuleValue`, twice. The programs read the set that
+/// `DataplaneConfig::rules_set` selects, so the daemon can write a whole new rule set into
+/// the other one and switch with a single update: no packet sees half a rule set.
+pub const RULES_MAPS: [&str; 2] = ["RULES_0", "RULES_1"];
 /// Flow table (LRU): `FlowKey` -> `FlowValue`, one entry per direction of a connection.
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Single-entry array holding the `DataplaneConfig`.
@@ -69,7 +71,7 @@ const _: () = assert!(size_of::<XdpMeta>() == 16);
 /// A forwarding rule's match: destination address, protocol and port on the public side.
 /// Addresses are four raw words in network byte order (IPv4 uses only the first).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleKey {
     pub addr: [u32; 4],
     /// Network byte order.
@@ -171,8 +173,17 @@ const _: () = assert!(size_of::<HostKey>() == 16);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostValue {
     pub id: u32,
-    pub _pad: u32,
+    /// What happens to connections that name this host: one of the `POLICY_*` codes.
+    pub policy: u8,
+    pub _pad: [u8; 3],
 }
+
+/// Host policies, decided on a connection's first payload.
+pub const POLICY_FORWARD: u8 = 0;
+/// The connection is cut: its first payload is dropped and the client gets a TCP RST.
+pub const POLICY_DROP: u8 = 1;
+/// The connection is handed to the VPS's own stack.
+pub const POLICY_LOCAL: u8 = 2;
 const _: () = assert!(size_of::<HostValue>() == 8);
 
 /// Per-host drop reasons (index into `HostStats::drops`).
@@ -255,8 +266,51 @@ pub struct DataplaneConfig {
     /// New connections per second and burst allowed per client address; 0: no limit.
     pub conn_rate: u16,
     pub conn_burst: u16,
+    /// Which of `RULES_MAPS` is in force (0 or 1).
+    pub rules_set: u32,
+    /// How the daemon attached the public side (`ATTACH_*`), kept for the next daemon
+    /// that adopts the pinned data path.
+    pub attach_mode: u32,
 }
-const _: () = assert!(size_of::<DataplaneConfig>() == 24);
+const _: () = assert!(size_of::<DataplaneConfig>() == 32);
+
+pub const ATTACH_XDP_DRIVER: u32 = 1;
+pub const ATTACH_XDP_GENERIC: u32 = 2;
+pub const ATTACH_TC_ONLY: u32 = 3;
+
+/// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
+/// one of their key or value types, sizes or meanings changes, so that a new daemon never
+/// adopts maps it would misread.
+pub const PIN_LAYOUT_VERSION: u32 = 1;
+/// Per-CPU working memory shared between a forwarding program and the reader it
+/// tail-calls (parsed headers, scratch values, the reader's buffer and state).
+pub const PKT_INFO_MAP: &str = "PKT_INFO";
+pub const SCRATCH_MAP: &str = "SCRATCH";
+pub const CLS_BUF_MAP: &str = "CLS_BUF";
+pub const CLS_STATE_MAP: &str = "CLS_STATE";
+
+/// Every map of the object, all pinned under the bpffs directory and adopted by the next
+/// daemon. Connection state, counters and the configuration must outlive the daemon; the
+/// per-CPU working maps too, because while programs are swapped an old forwarding program
+/// may tail-call a new reader, and both must see the same packet state.
+pub const PINNED_MAPS: [&str; 16] = [
+    RULES_MAPS[0],
+    RULES_MAPS[1],
+    FLOWS_MAP,
+    CONFIG_MAP,
+    COUNTERS_MAP,
+    HOSTS_MAP,
+    HOST_STATS_MAP,
+    EVENTS_MAP,
+    CLASSIFY_MAP,
+    XDP_READER_MAP,
+    TC_READER_MAP,
+    LIMITER_MAP,
+    PKT_INFO_MAP,
+    SCRATCH_MAP,
+    CLS_BUF_MAP,
+    CLS_STATE_MAP,
+];
 
 /// Key of the per-client new-connection limiter: the client's address.
 #[repr(C)]

@@ -16,8 +16,12 @@ const MAX_RULES: u32 = 1024;
 /// Flow entries, two per connection. 256k entries cost about 30 MiB of kernel memory.
 const MAX_FLOWS: u32 = 262_144;
 
-#[map(name = "RULES")]
-pub static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(MAX_RULES, 0);
+/// The two rule sets (see `forwarder_common::RULES_MAPS`).
+#[map(name = "RULES_0")]
+pub static RULES_0: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "RULES_1")]
+pub static RULES_1: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
@@ -95,6 +99,19 @@ pub fn count(c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // Per-CPU slot: no other writer, a plain add is enough.
         unsafe { *p += 1 };
+    }
+}
+
+/// The rule for `key` in the rule set `cfg` selects.
+#[inline(always)]
+pub fn rule(cfg: &DataplaneConfig, key: &RuleKey) -> Option<&'static RuleValue> {
+    // SAFETY: hash map values stay valid for the rest of the program run (RCU).
+    unsafe {
+        if cfg.rules_set == 0 {
+            RULES_0.get(key)
+        } else {
+            RULES_1.get(key)
+        }
     }
 }
 

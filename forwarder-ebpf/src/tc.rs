@@ -14,7 +14,7 @@ use forwarder_common::{
 
 use crate::{
     flow,
-    maps::{FLOWS, RULES, TC_READER, config, count, packet_info},
+    maps::{FLOWS, TC_READER, config, count, packet_info, rule},
     pkt::Pkt,
     visibility,
 };
@@ -92,7 +92,7 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         proto: info.proto,
         family: info.family,
     };
-    let Some(rule) = (unsafe { RULES.get(&key) }) else {
+    let Some(rule) = rule(cfg, &key) else {
         count(Counter::TcPass);
         return Ok(TC_ACT_OK);
     };

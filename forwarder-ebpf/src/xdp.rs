@@ -11,7 +11,7 @@ use forwarder_common::{
 
 use crate::{
     flow,
-    maps::{RULES, XDP_READER, config, count, packet_info},
+    maps::{XDP_READER, config, count, packet_info, rule},
     pkt::Pkt,
     visibility,
 };
@@ -63,7 +63,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         proto: info.proto,
         family: info.family,
     };
-    let Some(rule) = (unsafe { RULES.get(&key) }) else {
+    let Some(rule) = rule(cfg, &key) else {
         return pass(Counter::XdpPassNoRule);
     };
     if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {

@@ -129,12 +129,69 @@ impl Limits {
 }
 
 /// A `[[host]]` section: a name (from TLS SNI or the HTTP Host header) whose connections
-/// are counted under their own label. More settings per host (e.g. a policy) go here.
+/// are counted under their own label, and what happens to them.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// `app.example.com` (exactly that name) or `*.example.com` (every name below it).
     pub name: String,
+    /// What happens to connections naming this host: `"forward"` (the default) sends them
+    /// to the rule's backend like any other; `"drop"` cuts them with a TCP RST; `"local"`
+    /// hands them to the VPS's own stack.
+    #[serde(default, deserialize_with = "host_policy")]
+    pub policy: HostPolicy,
+}
+
+/// What the dataplane does with a connection once it knows which host it names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostPolicy {
+    #[default]
+    Forward,
+    Drop,
+    Local,
+}
+
+impl HostPolicy {
+    /// The value the kernel's host table carries.
+    pub const fn code(self) -> u8 {
+        match self {
+            HostPolicy::Forward => 0,
+            HostPolicy::Drop => 1,
+            HostPolicy::Local => 2,
+        }
+    }
+}
+
+impl fmt::Display for HostPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostPolicy::Forward => "forward",
+            HostPolicy::Drop => "drop",
+            HostPolicy::Local => "local",
+        })
+    }
+}
+
+impl FromStr for HostPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "forward" => Ok(HostPolicy::Forward),
+            "drop" => Ok(HostPolicy::Drop),
+            "local" => Ok(HostPolicy::Local),
+            _ => Err(format!(
+                "unknown host policy {s:?} (expected forward, drop or local)"
+            )),
+        }
+    }
+}
+
+/// Serde's own message for an unknown variant names neither the key nor the meaning of
+/// the value, and a file position alone leaves the user guessing; this one says both.
+fn host_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostPolicy, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 /// Most hosts that can be configured (ids 0 and 1 are `unknown` and `other`).
@@ -215,7 +272,7 @@ impl FileConfig {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -268,6 +325,8 @@ pub struct Config {
     /// Configured hosts in configuration order; the one at index `i` has host id
     /// `HOST_FIRST_CONFIGURED + i`.
     pub hosts: Vec<HostPattern>,
+    /// Each host's policy, index-aligned with `hosts`.
+    pub host_policies: Vec<HostPolicy>,
     pub health: crate::health::HealthConfig,
     pub limits: Limits,
 }
@@ -291,6 +350,7 @@ impl Config {
             ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
         })?;
         let hosts = resolve_hosts(&file.hosts)?;
+        let host_policies = file.hosts.iter().map(|h| h.policy).collect();
         file.health.validate().map_err(ConfigError::Invalid)?;
         file.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu
@@ -436,6 +496,7 @@ impl Config {
             tunnel_mtu: file.tunnel_mtu,
             rules,
             hosts,
+            host_policies,
             health: file.health,
             limits: file.limits,
         })
@@ -716,10 +777,65 @@ port = 443
     }
 
     #[test]
+    fn host_policies_follow_their_hosts() {
+        let c = resolve_text(
+            "[[host]]\nname = \"a.example.com\"\npolicy = \"drop\"\n\
+             [[host]]\nname = \"b.example.com\"\n\
+             [[host]]\nname = \"*.c.example.com\"\npolicy = \"Local\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.host_policies,
+            [HostPolicy::Drop, HostPolicy::Forward, HostPolicy::Local]
+        );
+        assert_eq!(c.hosts.len(), c.host_policies.len());
+        assert!(resolve_text("").unwrap().host_policies.is_empty());
+    }
+
+    #[test]
+    fn unknown_host_policy_names_the_field_and_the_choices() {
+        let e = FileConfig::parse(
+            Path::new("f.toml"),
+            "[[host]]\nname = \"a.b\"\npolicy = \"bounce\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.toml:3:"), "{e}");
+        assert!(
+            e.contains("policy") && e.contains("\"bounce\"") && e.contains("forward, drop or local"),
+            "{e}"
+        );
+        let e = FileConfig::parse(Path::new("f.toml"), "[[host]]\nname = \"a.b\"\npolicy = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn host_policy_text_and_codes() {
+        for (p, code) in [
+            (HostPolicy::Forward, 0),
+            (HostPolicy::Drop, 1),
+            (HostPolicy::Local, 2),
+        ] {
+            assert_eq!(p.code(), code);
+            assert_eq!(p.to_string().parse::<HostPolicy>(), Ok(p));
+            assert_eq!(p.to_string().to_uppercase().parse::<HostPolicy>(), Ok(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{p}\""));
+            assert_eq!(serde_json::from_str::<HostPolicy>(&json).unwrap(), p);
+        }
+        assert_eq!(HostPolicy::default(), HostPolicy::Forward);
+        let e = "reject".parse::<HostPolicy>().unwrap_err();
+        assert!(e.contains("\"reject\"") && e.contains("forward, drop or local"), "{e}");
+    }
+
+    #[test]
     fn too_many_hosts_are_rejected() {
         let hosts: Vec<HostConfig> = (0..=MAX_CONFIGURED_HOSTS)
             .map(|i| HostConfig {
                 name: format!("h{i}.example.com"),
+                policy: HostPolicy::default(),
             })
             .collect();
         let e = resolve_hosts(&hosts).unwrap_err().to_string();

@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::{
     dataplane::words_to_addr,
     flowgc::{Expired, monotonic_ns},
-    snapshot::HostLabels,
+    snapshot::{HostLabels, SharedLabels},
 };
 
 /// Lines per second the log may write on average.
@@ -409,7 +409,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<ConnEvent> {
 pub fn spawn_event_reader(
     events: RingBuf<MapData>,
     log: Arc<ConnLog>,
-    labels: HostLabels,
+    labels: SharedLabels,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // SAFETY: the ring buffer owns its map's fd, which stays open and unchanged for as
@@ -429,6 +429,7 @@ pub fn spawn_event_reader(
                 return;
             };
             let clock = WallClock::now();
+            let labels = labels.get();
             let rb = guard.get_inner_mut();
             while let Some(item) = rb.next() {
                 if !log.is_enabled() {

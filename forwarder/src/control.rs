@@ -29,6 +29,8 @@ pub enum Request {
     Status,
     /// The forwarding rules in force.
     Rules,
+    /// Exit; with `detach`, also take the data path down.
+    Stop { detach: bool },
 }
 
 /// The answer to every request.
@@ -101,11 +103,15 @@ pub fn parse(bytes: &[u8]) -> Result<Request, String> {
     let obj = v
         .as_object()
         .ok_or_else(|| "bad request: expected a JSON object".to_owned())?;
-    // serde does not reject unknown fields next to a tag; neither requests take any yet.
-    if let Some(k) = obj.keys().find(|k| *k != "cmd") {
+    let req: Request =
+        serde_json::from_value(v.clone()).map_err(|e| format!("bad request: {e}"))?;
+    // serde does not reject unknown fields next to a tag: a field the request does not
+    // write back is one it does not know.
+    let known = serde_json::to_value(&req).map_err(|e| format!("bad request: {e}"))?;
+    if let Some(k) = obj.keys().find(|k| known.get(k.as_str()).is_none()) {
         return Err(format!("bad request: unknown field `{k}`"));
     }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+    Ok(req)
 }
 
 pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;

@@ -1,6 +1,7 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -8,22 +9,28 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, ProgramArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    maps::{Array, MapData, ProgramArray, RingBuf},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc,
+    },
     util::KernelVersion,
 };
 use forwarder_common::{
-    CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
-    HostKey, HostValue, IPV4_TCP_HEADERS, IPV6_TCP_HEADERS, RULES_MAP, RuleKey, RuleValue,
-    TC_INGRESS_PROG, TC_READER_MAP, TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
-    XDP_READER_MAP, XDP_READER_PROG,
+    ATTACH_TC_ONLY, ATTACH_XDP_DRIVER, ATTACH_XDP_GENERIC, CONFIG_MAP, Counter, DataplaneConfig,
+    FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, IPV4_TCP_HEADERS,
+    IPV6_TCP_HEADERS, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
+    TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     config::{Config, Rule},
     maps::Maps,
     netif,
+    pin::{LinkKind, PinDir},
+    snapshot::HostLabels,
 };
 
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
@@ -42,6 +49,24 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// How the mode is kept in `DataplaneConfig::attach_mode`.
+    pub const fn code(self) -> u32 {
+        match self {
+            AttachMode::XdpDriver => ATTACH_XDP_DRIVER,
+            AttachMode::XdpGeneric => ATTACH_XDP_GENERIC,
+            AttachMode::TcOnly => ATTACH_TC_ONLY,
+        }
+    }
+
+    pub const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            ATTACH_XDP_DRIVER => Some(AttachMode::XdpDriver),
+            ATTACH_XDP_GENERIC => Some(AttachMode::XdpGeneric),
+            ATTACH_TC_ONLY => Some(AttachMode::TcOnly),
+            _ => None,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             AttachMode::XdpDriver => "xdp-driver",
@@ -109,18 +134,28 @@ fn kernel_log_level() -> u8 {
 }
 
 pub fn load() -> anyhow::Result<Ebpf> {
+    load_pinned(None)
+}
+
+/// Loads the object; with `pins`, every map is created at (or adopted from) its pin.
+pub fn load_pinned(pins: Option<&PinDir>) -> anyhow::Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this binary was built without its kernel programs (FORWARDER_SKIP_EBPF=1); rebuild it with `cargo xtask build`"
         );
     }
     let level = kernel_log_level();
-    aya::EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, true)
-        .load(EBPF_OBJECT)
-        .context(
-            "loading the kernel programs (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, i.e. root)",
-        )
+    let mut loader = aya::EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
+    let paths: Vec<(&str, std::path::PathBuf)> = pins
+        .map(|p| PINNED_MAPS.iter().map(|m| (*m, p.map_path(m))).collect())
+        .unwrap_or_default();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    loader.load(EBPF_OBJECT).context(
+        "loading the kernel programs (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, i.e. root)",
+    )
 }
 
 /// A running data path. Dropping it detaches every program; the maps live on until the
@@ -131,10 +166,18 @@ pub struct Dataplane {
     /// The maps the daemon keeps reading and writing while it runs.
     pub maps: Arc<Maps>,
     events: Option<RingBuf<MapData>>,
+    /// Host id -> label, as assigned in the host table.
+    pub labels: HostLabels,
+    pub tunnel_ifindex: u32,
+    /// Whether an earlier daemon's data path was taken over.
+    pub adopted: bool,
 }
 
 impl Dataplane {
-    pub fn start(cfg: &Config, xdp: XdpPreference) -> anyhow::Result<Self> {
+    /// Loads, fills and attaches the data path. With `pins`, a data path an earlier daemon
+    /// left there is adopted: its maps (flows, counters, host ids) are kept and its programs
+    /// are replaced atomically, so established connections keep flowing.
+    pub fn start(cfg: &Config, xdp: XdpPreference, pins: Option<&PinDir>) -> anyhow::Result<Self> {
         let public_ifindex = netif::ifindex(&cfg.public_iface)?;
         let tunnel_ifindex = netif::ifindex(&cfg.tunnel_iface)?;
         let mtu = match cfg.tunnel_mtu {
@@ -148,14 +191,18 @@ impl Dataplane {
             .unwrap_or(u16::MAX)
             .saturating_sub(IPV6_TCP_HEADERS);
 
-        let mut ebpf = load()?;
+        let tunnel_l2_len = netif::link_header_len(&cfg.tunnel_iface)?;
+        let adopting = pins.is_some_and(PinDir::has_state);
+        if let Some(p) = pins {
+            p.check_layouts(EBPF_OBJECT)?;
+        }
+        let mut ebpf = load_pinned(pins)?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => spawn_kernel_logger(logger),
             Err(e) => warn!("kernel-side logging unavailable: {e}"),
         }
-        write_rules(&mut ebpf, cfg, tunnel_ifindex)?;
-        write_hosts(&mut ebpf, cfg)?;
-        // Without the readers everything is still forwarded and counted, under "unknown".
+        // A reader swapped into a running data path serves the old forwarding programs
+        // until they are replaced too; both read the same (pinned) per-packet state.
         let readers = match load_readers(&mut ebpf) {
             Ok(()) => true,
             Err(e) => {
@@ -165,29 +212,24 @@ impl Dataplane {
                 false
             }
         };
+        let previous = {
+            let cfg_map: Array<&MapData, DataplaneConfig> =
+                Array::try_from(ebpf.map(CONFIG_MAP).context("CONFIG map missing")?)?;
+            cfg_map
+                .get(&0, 0)
+                .context("reading the data path configuration")?
+        };
+        let previous_mode = (previous.enabled != 0)
+            .then(|| AttachMode::from_code(previous.attach_mode))
+            .flatten();
 
         // Attach the tunnel side and the tc hand-off before XDP, so that no packet is
         // translated before something can deliver it.
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        attach_tc(&mut ebpf, TC_TUNNEL_PROG, &cfg.tunnel_iface, tcx)?;
-        attach_tc(&mut ebpf, TC_INGRESS_PROG, &cfg.public_iface, tcx)?;
-        let mode = attach_xdp(&mut ebpf, &cfg.public_iface, xdp)?;
+        attach_tc(&mut ebpf, TC_TUNNEL_PROG, &cfg.tunnel_iface, tcx, pins)?;
+        attach_tc(&mut ebpf, TC_INGRESS_PROG, &cfg.public_iface, tcx, pins)?;
+        let mode = attach_xdp(&mut ebpf, &cfg.public_iface, xdp, pins, previous_mode)?;
 
-        let dp_cfg = DataplaneConfig {
-            public_ifindex,
-            mss_v4,
-            mss_v6,
-            enabled: 1,
-            tc_translate: u32::from(mode == AttachMode::TcOnly),
-            tunnel_l2_len: netif::link_header_len(&cfg.tunnel_iface)?,
-            conn_rate: cfg.limits.kernel().0,
-            conn_burst: cfg.limits.kernel().1,
-        };
-        let mut config: Array<&mut MapData, DataplaneConfig> =
-            Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?)?;
-        config
-            .set(0, dp_cfg, 0)
-            .context("writing the data path configuration")?;
         for name in [
             XDP_INGRESS_PROG,
             TC_INGRESS_PROG,
@@ -202,6 +244,25 @@ impl Dataplane {
                 info!(program = name, verified, id = i.id(), "program loaded");
             }
         }
+        let (maps, events) = Maps::take(&mut ebpf)?;
+        let labels = sync_hosts(&maps, cfg)?;
+        let (rate, burst) = cfg.limits.kernel();
+        maps.rules()
+            .install(rule_table(cfg, tunnel_ifindex), |c| {
+                *c = DataplaneConfig {
+                    public_ifindex,
+                    mss_v4,
+                    mss_v6,
+                    enabled: 1,
+                    tc_translate: u32::from(mode == AttachMode::TcOnly),
+                    tunnel_l2_len,
+                    conn_rate: rate,
+                    conn_burst: burst,
+                    rules_set: c.rules_set,
+                    attach_mode: mode.code(),
+                }
+            })
+            .context("writing the rules and the data path configuration")?;
         info!(
             public = %cfg.public_iface,
             tunnel = %cfg.tunnel_iface,
@@ -210,15 +271,18 @@ impl Dataplane {
             mss_v6,
             mode = mode.as_str(),
             readers,
-            new_connections_per_second = cfg.limits.kernel().0,
+            adopted = adopting,
+            new_connections_per_second = rate,
             "data path attached"
         );
-        let (maps, events) = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf,
             mode,
             maps: Arc::new(maps),
             events,
+            labels,
+            tunnel_ifindex,
+            adopted: adopting,
         })
     }
 
@@ -233,28 +297,62 @@ impl Dataplane {
     }
 }
 
-/// Fills the host table: configured host `i` gets id `HOST_FIRST_CONFIGURED + i`.
-fn write_hosts(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<()> {
-    let Some(map) = ebpf.map_mut(HOSTS_MAP) else {
-        if cfg.hosts.is_empty() {
-            debug!("the kernel programs have no {HOSTS_MAP} map: no per-host classification");
-        } else {
+/// Makes the host table what `cfg` says. A host already in the table (adopted from an
+/// earlier daemon, or unchanged by a reload) keeps its id, so its statistics continue; a
+/// new host gets the lowest free id, with that id's statistics zeroed first; hosts no
+/// longer configured are removed.
+pub fn sync_hosts(maps: &Maps, cfg: &Config) -> anyhow::Result<HostLabels> {
+    let Some(mut table) = maps.hosts() else {
+        if !cfg.hosts.is_empty() {
             warn!(
-                "the kernel programs have no {HOSTS_MAP} map: connections are not classified by host, the {} [[host]] section(s) have no effect yet",
+                "the kernel programs have no {HOSTS_MAP} map: connections are not classified by host, the {} [[host]] section(s) have no effect",
                 cfg.hosts.len()
             );
         }
-        return Ok(());
+        return Ok(HostLabels::default());
     };
-    let mut hosts: HashMap<&mut MapData, HostKey, HostValue> =
-        HashMap::try_from(map).with_context(|| format!("opening the {HOSTS_MAP} map"))?;
-    for (id, h) in (HOST_FIRST_CONFIGURED..).zip(&cfg.hosts) {
-        hosts
-            .insert(h.key(), HostValue { id, _pad: 0 }, 0)
-            .with_context(|| format!("adding host {} to the host table", h.label))?;
-        info!(host = %h.label, id, "counting host");
+    let existing: std::collections::HashMap<HostKey, HostValue> =
+        table.iter().filter_map(Result::ok).collect();
+    let mut used: std::collections::BTreeSet<u32> = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| existing.get(&h.key()).map(|v| v.id))
+        .collect();
+    let mut assigned = Vec::with_capacity(cfg.hosts.len());
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        let key = h.key();
+        let id = match existing.get(&key) {
+            Some(v) => v.id,
+            None => {
+                let id = (HOST_FIRST_CONFIGURED..MAX_HOSTS)
+                    .find(|id| !used.contains(id))
+                    .context("no free host id")?;
+                used.insert(id);
+                maps.reset_host_stats(id)?;
+                id
+            }
+        };
+        let policy = cfg.host_policies.get(i).copied().unwrap_or_default();
+        let value = HostValue {
+            id,
+            policy: policy.code(),
+            _pad: [0; 3],
+        };
+        if existing.get(&key) != Some(&value) {
+            table
+                .insert(key, value, 0)
+                .with_context(|| format!("adding host {} to the host table", h.label))?;
+            info!(host = %h.label, id, policy = %policy, "counting host");
+        }
+        assigned.push((id, h.label.clone()));
     }
-    Ok(())
+    let wanted: std::collections::HashSet<HostKey> = cfg.hosts.iter().map(|h| h.key()).collect();
+    for key in existing.keys().filter(|k| !wanted.contains(k)) {
+        table
+            .remove(key)
+            .context("removing a host from the host table")?;
+    }
+    Ok(HostLabels::from_assigned(assigned))
 }
 
 /// The kernel's key of a rule.
@@ -268,25 +366,23 @@ pub fn rule_key(r: &Rule) -> RuleKey {
     }
 }
 
-fn write_rules(ebpf: &mut Ebpf, cfg: &Config, tunnel_ifindex: u32) -> anyhow::Result<()> {
-    let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
-        HashMap::try_from(ebpf.map_mut(RULES_MAP).context("RULES map missing")?)?;
-    for r in &cfg.rules {
-        let key = rule_key(r);
-        let (backend_addr, _) = addr_words(r.backend);
-        let value = RuleValue {
-            backend_addr,
-            backend_port: r.backend_port.to_be(),
-            family: key.family,
-            flags: 0,
-            tunnel_ifindex,
-        };
-        rules
-            .insert(key, value, 0)
-            .with_context(|| format!("adding rule {r}"))?;
-        info!("forwarding {r}");
-    }
-    Ok(())
+/// The rule set `cfg` asks for, as the kernel holds it (no rule in fallback).
+pub fn rule_table(cfg: &Config, tunnel_ifindex: u32) -> BTreeMap<RuleKey, RuleValue> {
+    cfg.rules
+        .iter()
+        .map(|r| {
+            let key = rule_key(r);
+            let (backend_addr, _) = addr_words(r.backend);
+            let value = RuleValue {
+                backend_addr,
+                backend_port: r.backend_port.to_be(),
+                family: key.family,
+                flags: 0,
+                tunnel_ifindex,
+            };
+            (key, value)
+        })
+        .collect()
 }
 
 /// Loads the name readers and puts them where the forwarding programs tail-call them.
@@ -316,7 +412,38 @@ pub fn load_readers(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn attach_tc(ebpf: &mut Ebpf, prog: &str, iface: &str, tcx: bool) -> anyhow::Result<()> {
+/// Takes over the link pinned at `path` if it still serves `iface`; a stale one (the
+/// interface was recreated) is unpinned.
+fn pinned_link(path: &std::path::Path, iface: &str) -> anyhow::Result<Option<FdLink>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let want = netif::ifindex(iface)?;
+    match crate::pin::pinned_link_ifindex(path) {
+        Ok(Some(i)) if i == want => {
+            let link = PinnedLink::from_pin(path)
+                .with_context(|| format!("opening the pinned link {}", path.display()))?;
+            Ok(Some(FdLink::from(link)))
+        }
+        other => {
+            warn!(
+                link = %path.display(),
+                ?other,
+                "the pinned link no longer serves {iface}; attaching anew"
+            );
+            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
+            Ok(None)
+        }
+    }
+}
+
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    iface: &str,
+    tcx: bool,
+    pins: Option<&PinDir>,
+) -> anyhow::Result<()> {
     if !tcx {
         // Before TCX (6.6) tc programs hang off the clsact qdisc.
         if let Err(e) = tc::qdisc_add_clsact(iface) {
@@ -331,21 +458,74 @@ fn attach_tc(ebpf: &mut Ebpf, prog: &str, iface: &str, tcx: bool) -> anyhow::Res
         .with_context(|| format!("program {prog} missing from the object"))?
         .try_into()?;
     p.load().with_context(|| format!("verifying {prog}"))?;
-    p.attach(iface, TcAttachType::Ingress)
+    // Only TCX links can be pinned and swapped; before 6.6 the programs go with the daemon.
+    let path = pins
+        .filter(|_| tcx)
+        .map(|p| p.link_path(LinkKind::TcIngress, iface));
+    if let Some(path) = &path
+        && let Some(link) = pinned_link(path, iface)?
+    {
+        p.attach_to_link(link.try_into()?)
+            .with_context(|| format!("swapping {prog} into the running link on {iface}"))?;
+        info!(program = prog, %iface, "replaced the running program");
+        return Ok(());
+    }
+    let id = p
+        .attach(iface, TcAttachType::Ingress)
         .with_context(|| format!("attaching {prog} to tc ingress of {iface}"))?;
+    if let Some(path) = path {
+        let link: FdLink = p.take_link(id)?.try_into()?;
+        link.pin(&path)
+            .with_context(|| format!("pinning the {prog} link at {}", path.display()))?;
+    }
     Ok(())
 }
 
-fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Result<AttachMode> {
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    pref: XdpPreference,
+    pins: Option<&PinDir>,
+    previous: Option<AttachMode>,
+) -> anyhow::Result<AttachMode> {
     let p: &mut Xdp = ebpf
         .program_mut(XDP_INGRESS_PROG)
         .context("XDP program missing from the object")?
         .try_into()?;
+    let path = pins.map(|p| p.link_path(LinkKind::Xdp, iface));
+    let pinned = match &path {
+        Some(path) => pinned_link(path, iface)?,
+        None => None,
+    };
     if pref == XdpPreference::Off {
+        if let (Some(path), Some(_)) = (&path, &pinned) {
+            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
+            warn!("removed the running XDP program from {iface} (XDP disabled by configuration)");
+        }
         warn!("XDP disabled by configuration: tc translates every packet (slower)");
         return Ok(AttachMode::TcOnly);
     }
     p.load().context("verifying the XDP program")?;
+    let keep = matches!(
+        (pref, previous),
+        (
+            XdpPreference::Auto,
+            Some(AttachMode::XdpDriver | AttachMode::XdpGeneric)
+        ) | (XdpPreference::Driver, Some(AttachMode::XdpDriver))
+            | (XdpPreference::Generic, Some(AttachMode::XdpGeneric))
+    );
+    if let (Some(link), Some(mode)) = (pinned, previous) {
+        if keep {
+            p.attach_to_link(link.try_into()?)
+                .with_context(|| format!("swapping the XDP program on {iface}"))?;
+            info!(%iface, mode = mode.as_str(), "replaced the running XDP program");
+            return Ok(mode);
+        }
+        // Another mode was asked for: the old link goes, the new one is made below.
+        if let Some(path) = &path {
+            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
+        }
+    }
     let tries: &[(XdpMode, AttachMode)] = match pref {
         XdpPreference::Auto => &[
             (XdpMode::Driver, AttachMode::XdpDriver),
@@ -358,12 +538,17 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, pref: XdpPreference) -> anyhow::Resu
     let mut last = None;
     for (xdp_mode, mode) in tries {
         match p.attach(iface, *xdp_mode) {
-            Ok(_) => {
+            Ok(id) => {
                 if *mode != AttachMode::XdpDriver {
                     warn!(
                         "{iface} refused driver-mode XDP; running XDP in generic mode ({})",
                         mode.as_str()
                     );
+                }
+                if let Some(path) = &path {
+                    let link: FdLink = p.take_link(id)?.try_into()?;
+                    link.pin(path)
+                        .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
                 }
                 return Ok(*mode);
             }

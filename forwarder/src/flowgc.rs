@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use crate::{
     connlog::{ConnLog, ConnRecord, WallClock},
     maps::{Maps, MapsError},
-    snapshot::HostLabels,
+    snapshot::SharedLabels,
 };
 
 /// How often the flow table is scanned.
@@ -301,7 +301,7 @@ pub fn monotonic_ns() -> u64 {
 pub struct FlowGc {
     pub maps: Arc<Maps>,
     pub state: Arc<FlowGcState>,
-    pub labels: HostLabels,
+    pub labels: SharedLabels,
     pub timeouts: GcTimeouts,
     pub conn_log: Arc<ConnLog>,
 }
@@ -314,6 +314,7 @@ impl FlowGc {
         let created = self.maps.counter(Counter::FlowsCreated)?;
         let limit = 2 * self.maps.flows_capacity() as usize;
         let now = monotonic_ns();
+        let labels = self.labels.get();
         let plan = {
             let flows = self.maps.flows();
             let entries = flows.iter().take(limit).map_while(|item| {
@@ -325,7 +326,7 @@ impl FlowGc {
                 })
                 .ok()
             });
-            plan(entries, now, &self.timeouts, self.labels.count())
+            plan(entries, now, &self.timeouts, labels.count())
         };
         let (removed, deleted) = if plan.expired.is_empty() {
             (Vec::new(), 0)
@@ -340,7 +341,7 @@ impl FlowGc {
         if self.conn_log.is_enabled() {
             let clock = WallClock::now();
             for e in removed.iter().filter(|e| e.report) {
-                if let Some(rec) = ConnRecord::from_expired(e, &self.labels, &clock, now) {
+                if let Some(rec) = ConnRecord::from_expired(e, &labels, &clock, now) {
                     self.conn_log.write(&rec);
                 }
             }

@@ -150,9 +150,17 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let now = Instant::now();
     if let Ok(mut s) = health.states.lock() {
+        // A backend probed before (the task is restarted when the rules change) keeps its
+        // state: a reload neither forgets that home is down nor counts a transition.
+        let old = std::mem::take(&mut *s);
         *s = backends
             .iter()
-            .map(|&a| BackendState::new(a, now))
+            .map(|&a| {
+                old.iter()
+                    .find(|o| o.addr == a)
+                    .cloned()
+                    .unwrap_or_else(|| BackendState::new(a, now))
+            })
             .collect();
     }
     tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The forwarder daemon and CLI, as a library so the tests drive the same code.
 
 pub mod config;
+pub mod config_edit;
 pub mod connlog;
 pub mod control;
 pub mod dataplane;
@@ -11,5 +12,6 @@ pub mod http;
 pub mod maps;
 pub mod metrics;
 pub mod netif;
+pub mod pin;
 pub mod snapshot;
 pub mod stats_cli;

@@ -16,7 +16,7 @@ use forwarder::{
     home,
     http::{self, DEFAULT_METRICS_ADDR, MetricsAddr},
     netif,
-    snapshot::{HostLabels, LiveStats},
+    snapshot::LiveStats,
     stats_cli,
 };
 use tracing::{info, warn};
@@ -98,6 +98,27 @@ enum Command {
         /// Group (name or id) whose members may use the control socket besides root.
         #[arg(long, value_name = "GROUP")]
         admin_group: Option<String>,
+        /// bpffs directory the data path is pinned under, so that it keeps forwarding
+        /// while the daemon restarts and the next daemon adopts it.
+        #[arg(long, value_name = "DIR", default_value = forwarder::pin::DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
+        /// Do not pin: the data path goes away with the daemon (and one left pinned by
+        /// an earlier daemon is neither adopted nor removed).
+        #[arg(long, conflicts_with = "pin_dir")]
+        no_pin: bool,
+    },
+    /// Stop the running daemon. The data path keeps forwarding (pinned) unless --detach
+    /// is given, so that a restart or an upgrade drops no connection.
+    Stop {
+        /// Also remove the data path: detach the programs from the interfaces and free the
+        /// maps (works without a running daemon too).
+        #[arg(long)]
+        detach: bool,
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// The daemon's --pin-dir.
+        #[arg(long, value_name = "DIR", default_value = forwarder::pin::DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
     },
     /// Show the running daemon's state: attach mode, tunnel and backend health, rules in
     /// fallback, version (over its control socket).
@@ -161,6 +182,8 @@ fn main() -> anyhow::Result<()> {
             conn_log_rate,
             control,
             admin_group,
+            pin_dir,
+            no_pin,
         } => {
             let cfg = resolve(&target)?;
             let admin_gid = match admin_group {
@@ -188,9 +211,15 @@ fn main() -> anyhow::Result<()> {
                     conn_log_rate,
                     control,
                     access: control::Access { admin_gid },
+                    pin_dir: (!no_pin).then_some(pin_dir),
                 },
             ))
         }
+        Command::Stop {
+            detach,
+            control,
+            pin_dir,
+        } => stop(&control, &pin_dir, detach),
         Command::Status { control, json } => {
             let v = ask(&control, control::Request::Status)?;
             if json {
@@ -356,6 +385,8 @@ fn control_handler(
     cfg: &Config,
     stats: Arc<LiveStats>,
     health: Arc<forwarder::health::Health>,
+    stop_request: Arc<tokio::sync::Notify>,
+    detach: Arc<std::sync::atomic::AtomicBool>,
 ) -> control::Handler {
     use forwarder::snapshot::SnapshotSource as _;
     let rules = cfg.rules.clone();
@@ -387,6 +418,13 @@ fn control_handler(
                         .map(|r| r.to_string())
                         .collect::<Vec<_>>(),
                 }))
+            }
+            control::Request::Stop { detach: d } => {
+                if *d {
+                    detach.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                stop_request.notify_one();
+                Ok(serde_json::json!({ "stopping": true, "detach": d }))
             }
             control::Request::Rules => Ok(serde_json::Value::Array(
                 rules
@@ -421,6 +459,46 @@ struct RunOptions {
     conn_log_rate: u32,
     control: PathBuf,
     access: control::Access,
+    pin_dir: Option<PathBuf>,
+}
+
+/// `forwarder stop`: asks the daemon to exit (and, with `detach`, to take the data path
+/// down), waits for it, then removes whatever is still pinned.
+fn stop(control: &std::path::Path, pin_dir: &std::path::Path, detach: bool) -> anyhow::Result<()> {
+    let asked = match ask(control, control::Request::Stop { detach }) {
+        Ok(_) => true,
+        Err(e) if !control.exists() => {
+            if !detach {
+                bail!("no daemon is running ({e:#})");
+            }
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if asked {
+        // The daemon removes its socket as the last thing before exiting.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while control.exists() {
+            if Instant::now() > deadline {
+                bail!("the daemon did not exit within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("daemon stopped");
+    }
+    if detach {
+        if forwarder::pin::PinDir::existing(pin_dir).remove()? {
+            println!("data path removed ({} unpinned)", pin_dir.display());
+        } else if !asked {
+            println!(
+                "nothing to remove: no daemon running, nothing pinned at {}",
+                pin_dir.display()
+            );
+        }
+    } else {
+        println!("the data path keeps forwarding; `forwarder stop --detach` removes it");
+    }
+    Ok(())
 }
 
 async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
@@ -433,6 +511,7 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         conn_log_rate,
         control: control_path,
         access,
+        pin_dir,
     } = opts;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -447,8 +526,14 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         None => ConnLog::disabled(),
     });
     let started = Instant::now();
-    let mut dp = Dataplane::start(&cfg, xdp)?;
-    let labels = HostLabels::new(&cfg.hosts);
+    let pins = match &pin_dir {
+        Some(root) => Some(forwarder::pin::PinDir::prepare(root)?),
+        None => None,
+    };
+    let mut dp = Dataplane::start(&cfg, xdp, pins.as_ref())?;
+    let labels = dp.labels.clone();
+    let stop_request = Arc::new(tokio::sync::Notify::new());
+    let detach = Arc::new(std::sync::atomic::AtomicBool::new(pins.is_none()));
     let gc_state = Arc::new(FlowGcState::default());
     let mut tasks = Vec::new();
     let health = Arc::new(forwarder::health::Health::default());
@@ -557,7 +642,13 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         control_listener,
         control_path.clone(),
         access,
-        control_handler(&cfg, stats, health),
+        control_handler(
+            &cfg,
+            stats,
+            health,
+            Arc::clone(&stop_request),
+            Arc::clone(&detach),
+        ),
     ));
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -567,13 +658,24 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+        _ = stop_request.notified() => info!("stop requested over the control socket"),
     }
     for t in &tasks {
         t.abort();
     }
     let counters = dp.counters();
     drop(dp);
-    info!("programs detached");
+    match &pins {
+        Some(p) if detach.load(std::sync::atomic::Ordering::SeqCst) => {
+            p.remove()?;
+            info!("data path removed");
+        }
+        Some(p) => info!(
+            pinned = %p.dir().display(),
+            "the data path keeps forwarding without the daemon; the next `forwarder run` adopts it, `forwarder stop --detach` removes it"
+        ),
+        None => info!("programs detached"),
+    }
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }

@@ -5,15 +5,23 @@
 //! Maps the kernel side may not have yet (`HOST_STATS`, `EVENTS`) are optional: their
 //! absence means "feature not available", logged once, never an error.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        RingBuf,
+    },
 };
 use forwarder_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue, HOST_STATS_MAP, HostStats,
-    MAX_HOSTS, RULE_F_FALLBACK_LOCAL, RULES_MAP, RuleKey, RuleValue,
+    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
+    HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS, RULE_F_FALLBACK_LOCAL,
+    RULES_MAPS, RuleKey, RuleValue,
 };
 use tracing::warn;
 
@@ -30,7 +38,13 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
-    #[error("reading {what} from the {name} map")]
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} in the {name} map")]
     Read {
         name: &'static str,
         what: String,
@@ -42,10 +56,120 @@ pub enum MapsError {
 /// The running data path's maps, as the daemon's tasks see them.
 pub struct Maps {
     counters: PerCpuArray<MapData, u64>,
-    host_stats: Option<PerCpuArray<MapData, HostStats>>,
+    host_stats: Option<Mutex<PerCpuArray<MapData, HostStats>>>,
     flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
     flows_capacity: u32,
-    rules: Mutex<HashMap<MapData, RuleKey, RuleValue>>,
+    rules: Mutex<RuleTables>,
+    hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
+}
+
+/// The two rule sets and the configuration entry that selects one of them. A change is
+/// written completely into the set not in force, then one update of the configuration
+/// switches the programs over: a packet sees the whole old or the whole new rule set.
+pub struct RuleTables {
+    sets: [HashMap<MapData, RuleKey, RuleValue>; 2],
+    config: Array<MapData, DataplaneConfig>,
+    /// What the set in force holds.
+    current: BTreeMap<RuleKey, RuleValue>,
+    switched: Option<Instant>,
+}
+
+/// How long a set stays untouched after the programs switched away from it. Programs run
+/// within an RCU read section of microseconds; one that read the old selector finishes
+/// long before this.
+const SWITCH_GRACE: Duration = Duration::from_millis(20);
+
+impl RuleTables {
+    /// The configuration in force (all zero, `enabled == 0`, before the first daemon
+    /// filled it).
+    pub fn config(&self) -> Result<DataplaneConfig, MapsError> {
+        self.config.get(&0, 0).map_err(|source| MapsError::Read {
+            name: CONFIG_MAP,
+            what: "reading the data path configuration".to_owned(),
+            source,
+        })
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> &BTreeMap<RuleKey, RuleValue> {
+        &self.current
+    }
+
+    /// Reads the rule set in force (after adopting a running data path).
+    fn read_current(&mut self) -> Result<(), MapsError> {
+        let cfg = self.config()?;
+        let set = &self.sets[(cfg.rules_set & 1) as usize];
+        let mut current = BTreeMap::new();
+        for item in set.iter() {
+            let (k, v) = item.map_err(|source| MapsError::Read {
+                name: RULES_MAPS[(cfg.rules_set & 1) as usize],
+                what: "reading the rules".to_owned(),
+                source,
+            })?;
+            current.insert(k, v);
+        }
+        self.current = if cfg.enabled != 0 {
+            current
+        } else {
+            BTreeMap::new()
+        };
+        Ok(())
+    }
+
+    /// Puts `rules` in force together with the configuration `change` makes: written into
+    /// the set not in force, then switched to with one update of the configuration. If
+    /// anything fails before the switch, the rules in force stay as they were.
+    pub fn install(
+        &mut self,
+        rules: BTreeMap<RuleKey, RuleValue>,
+        change: impl FnOnce(&mut DataplaneConfig),
+    ) -> Result<(), MapsError> {
+        let mut cfg = self.config()?;
+        let next = ((cfg.rules_set & 1) ^ 1) as usize;
+        if cfg.enabled == 0 {
+            // Nothing is in force yet: either set will do, but write it whole.
+            cfg.rules_set = 0;
+        }
+        if let Some(at) = self.switched {
+            let since = at.elapsed();
+            if since < SWITCH_GRACE {
+                std::thread::sleep(SWITCH_GRACE - since);
+            }
+        }
+        let name = RULES_MAPS[next];
+        let set = &mut self.sets[next];
+        let stale: Vec<RuleKey> = set
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !rules.contains_key(k))
+            .collect();
+        for k in &stale {
+            set.remove(k).map_err(|source| MapsError::Read {
+                name,
+                what: "removing a rule".to_owned(),
+                source,
+            })?;
+        }
+        for (k, v) in &rules {
+            set.insert(k, v, 0).map_err(|source| MapsError::Read {
+                name,
+                what: "writing a rule".to_owned(),
+                source,
+            })?;
+        }
+        change(&mut cfg);
+        cfg.rules_set = next as u32;
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|source| MapsError::Read {
+                name: CONFIG_MAP,
+                what: "switching rule sets".to_owned(),
+                source,
+            })?;
+        self.switched = Some(Instant::now());
+        self.current = rules;
+        Ok(())
+    }
 }
 
 impl Maps {
@@ -53,7 +177,22 @@ impl Maps {
     /// maps and, if the object has one, the connection event ring buffer.
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Option<RingBuf<MapData>>), MapsError> {
         let counters = typed(ebpf, COUNTERS_MAP, PerCpuArray::try_from)?;
-        let rules = typed(ebpf, RULES_MAP, HashMap::try_from)?;
+        let mut rules = RuleTables {
+            sets: [
+                typed(ebpf, RULES_MAPS[0], HashMap::try_from)?,
+                typed(ebpf, RULES_MAPS[1], HashMap::try_from)?,
+            ],
+            config: typed(ebpf, CONFIG_MAP, Array::try_from)?,
+            current: BTreeMap::new(),
+            switched: None,
+        };
+        rules.read_current()?;
+        let hosts = optional(
+            ebpf,
+            HOSTS_MAP,
+            HashMap::try_from,
+            || "connections are not classified by host",
+        );
         let flows: HashMap<MapData, FlowKey, FlowValue> =
             typed(ebpf, FLOWS_MAP, HashMap::try_from)?;
         let flows_capacity = flows
@@ -75,10 +214,11 @@ impl Maps {
         Ok((
             Self {
                 counters,
-                host_stats,
+                host_stats: host_stats.map(Mutex::new),
                 flows: Mutex::new(flows),
                 flows_capacity,
                 rules: Mutex::new(rules),
+                hosts: hosts.map(Mutex::new),
             },
             events,
         ))
@@ -110,28 +250,55 @@ impl Maps {
         })
     }
 
-    /// Changes the rules `keys` with `change`, one map update per rule, which the kernel
-    /// applies atomically: a packet sees each rule either before or after.
+    /// Changes the rules `keys` with `change`, as one new rule set.
     fn update_rules(
         &self,
         keys: &[RuleKey],
         change: impl Fn(&mut RuleValue),
     ) -> Result<(), MapsError> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tables = self.rules();
+        let mut next = tables.current().clone();
         for key in keys {
-            let mut v = rules.get(key, 0).map_err(|source| MapsError::Read {
-                name: RULES_MAP,
-                what: "a forwarding rule".to_owned(),
-                source,
-            })?;
-            change(&mut v);
-            rules.insert(key, v, 0).map_err(|source| MapsError::Read {
-                name: RULES_MAP,
-                what: "updating a forwarding rule".to_owned(),
-                source,
-            })?;
+            if let Some(v) = next.get_mut(key) {
+                change(v);
+            }
         }
-        Ok(())
+        tables.install(next, |_| {})
+    }
+
+    /// The rule sets, locked: every change of rules goes through here, one at a time.
+    pub fn rules(&self) -> MutexGuard<'_, RuleTables> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The host table (name hash -> id and policy), if the kernel classifies by host.
+    pub fn hosts(&self) -> Option<MutexGuard<'_, HashMap<MapData, HostKey, HostValue>>> {
+        self.hosts
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Zeroes host id `id`'s statistics, before the id is given to another host.
+    pub fn reset_host_stats(&self, id: u32) -> Result<(), MapsError> {
+        let Some(map) = &self.host_stats else {
+            return Ok(());
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| MapsError::Io {
+            what: "counting the possible CPUs",
+            source,
+        })?;
+        let zero = PerCpuValues::try_from(vec![HostStats::default(); cpus]).map_err(|source| {
+            MapsError::Io {
+                what: "preparing per-CPU values",
+                source,
+            }
+        })?;
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.set(id, zero, 0).map_err(|source| MapsError::Read {
+            name: HOST_STATS_MAP,
+            what: format!("resetting host id {id}"),
+            source,
+        })
     }
 
     /// Sums the per-CPU global counters.
@@ -172,7 +339,11 @@ impl Maps {
     /// Per-host statistics of host ids `0..count`, summed over CPUs; `None` when the
     /// kernel keeps none.
     pub fn host_stats(&self, count: u32) -> Option<Result<Vec<HostStats>, MapsError>> {
-        let map = self.host_stats.as_ref()?;
+        let map = self
+            .host_stats
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let count = count.min(MAX_HOSTS);
         let read = || {
             let mut out = Vec::with_capacity(count as usize);

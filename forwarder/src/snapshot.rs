@@ -29,17 +29,48 @@ pub const HOST_UNKNOWN_LABEL: &str = "unknown";
 /// Label of host id 1: a name that is not configured.
 pub const HOST_OTHER_LABEL: &str = "other";
 
-/// The label of every host id in use: `unknown`, `other`, then the configured patterns.
+/// The label of every host id in use: `unknown`, `other`, then the configured patterns
+/// under the ids the host table gave them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostLabels {
-    labels: Vec<String>,
+    /// Indexed by host id; `None` for ids no configured host holds.
+    labels: Vec<Option<String>>,
+    /// Configured host ids in configuration order.
+    order: Vec<u32>,
+}
+
+impl Default for HostLabels {
+    fn default() -> Self {
+        Self::from_assigned(Vec::new())
+    }
 }
 
 impl HostLabels {
+    /// Configured hosts numbered in order from `HOST_FIRST_CONFIGURED`.
     pub fn new(hosts: &[HostPattern]) -> Self {
-        let mut labels = vec![HOST_UNKNOWN_LABEL.to_owned(), HOST_OTHER_LABEL.to_owned()];
-        labels.extend(hosts.iter().map(|h| h.label.clone()));
-        Self { labels }
+        Self::from_assigned(
+            (HOST_FIRST_CONFIGURED..)
+                .zip(hosts.iter().map(|h| h.label.clone()))
+                .collect(),
+        )
+    }
+
+    /// Configured hosts with the ids the host table holds, in configuration order.
+    pub fn from_assigned(assigned: Vec<(u32, String)>) -> Self {
+        let mut labels = vec![
+            Some(HOST_UNKNOWN_LABEL.to_owned()),
+            Some(HOST_OTHER_LABEL.to_owned()),
+        ];
+        let mut order = Vec::with_capacity(assigned.len());
+        for (id, label) in assigned {
+            let i = id as usize;
+            if labels.len() <= i {
+                labels.resize(i + 1, None);
+            }
+            labels[i] = Some(label);
+            order.push(id);
+        }
+        Self { labels, order }
     }
 
     /// The label of host id `id`. An id the daemon did not configure (which the kernel
@@ -47,10 +78,11 @@ impl HostLabels {
     pub fn label(&self, id: u32) -> &str {
         self.labels
             .get(id as usize)
-            .map_or(HOST_OTHER_LABEL, String::as_str)
+            .and_then(Option::as_deref)
+            .unwrap_or(HOST_OTHER_LABEL)
     }
 
-    /// Number of host ids in use (`0..count()`).
+    /// One past the highest host id in use: statistics are read for `0..count()`.
     pub fn count(&self) -> u32 {
         u32::try_from(self.labels.len()).unwrap_or(u32::MAX)
     }
@@ -58,7 +90,34 @@ impl HostLabels {
     /// Host ids in display order: configured hosts in configuration order, then `other`,
     /// then `unknown`.
     pub fn display_order(&self) -> impl Iterator<Item = u32> + '_ {
-        (HOST_FIRST_CONFIGURED..self.count()).chain([HOST_OTHER, HOST_UNKNOWN])
+        self.order.iter().copied().chain([HOST_OTHER, HOST_UNKNOWN])
+    }
+}
+
+/// The host labels as the running daemon has them: replaced whole when the host table
+/// changes (`forwarder hosts add`, a reload), read by every consumer per use.
+#[derive(Clone, Debug, Default)]
+pub struct SharedLabels(Arc<std::sync::RwLock<Arc<HostLabels>>>);
+
+impl SharedLabels {
+    pub fn new(labels: HostLabels) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(labels))))
+    }
+
+    pub fn get(&self) -> Arc<HostLabels> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub fn set(&self, labels: HostLabels) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(labels);
     }
 }
 
@@ -188,7 +247,7 @@ pub trait SnapshotSource: Send + Sync + 'static {
 /// The running daemon's statistics.
 pub struct LiveStats {
     pub maps: Arc<Maps>,
-    pub labels: HostLabels,
+    pub labels: SharedLabels,
     pub mode: AttachMode,
     pub tunnel_iface: String,
     pub started: Instant,
@@ -200,7 +259,8 @@ pub struct LiveStats {
 impl SnapshotSource for LiveStats {
     fn snapshot(&self) -> Result<Snapshot, MapsError> {
         let counters = self.maps.counters()?;
-        let stats = match self.maps.host_stats(self.labels.count()) {
+        let labels = self.labels.get();
+        let stats = match self.maps.host_stats(labels.count()) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
                 tracing::warn!("{}", crate::maps::display_chain(&e));
@@ -225,7 +285,7 @@ impl SnapshotSource for LiveStats {
                 evictions_estimate: gc.evictions_estimate,
                 removed_by_gc: gc.removed,
             },
-            hosts: host_snapshots(&self.labels, stats.as_deref(), &gc.active_per_host),
+            hosts: host_snapshots(&labels, stats.as_deref(), &gc.active_per_host),
             counters: counters
                 .into_iter()
                 .map(|(c, v): (Counter, u64)| (c.name().to_owned(), v))

@@ -17,8 +17,8 @@ use aya::{
 use forwarder::dataplane::{EBPF_OBJECT, addr_words};
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FLOWS_MAP, FlowKey, FlowValue,
-    HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, PROTO_TCP, PROTO_UDP, RULES_MAP, RuleKey,
-    RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, host::HostPattern,
+    HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, PROTO_TCP, PROTO_UDP, RULES_MAPS,
+    RuleKey, RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, host::HostPattern,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -339,7 +339,7 @@ impl Harness {
         forwarder::dataplane::load_readers(&mut ebpf)?;
         {
             let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
-                HashMap::try_from(ebpf.map_mut(RULES_MAP).context("rules")?)?;
+                HashMap::try_from(ebpf.map_mut(RULES_MAPS[0]).context("rules")?)?;
             let mut add = |public: IpAddr, proto: u8, port: u16, backend: IpAddr, bport: u16| {
                 let (addr, family) = addr_words(public);
                 let (backend_addr, _) = addr_words(backend);
@@ -390,6 +390,8 @@ impl Harness {
                 tunnel_l2_len: 14,
                 conn_rate: 0,
                 conn_burst: 0,
+                rules_set: 0,
+                attach_mode: 0,
             },
             0,
         )?;
@@ -615,7 +617,15 @@ impl Harness {
         let mut table = std::collections::HashMap::new();
         for (id, p) in (HOST_FIRST_CONFIGURED..).zip(patterns) {
             let h = HostPattern::parse(p).map_err(|e| anyhow::anyhow!(e))?;
-            map.insert(h.key(), HostValue { id, _pad: 0 }, 0)?;
+            map.insert(
+                h.key(),
+                HostValue {
+                    id,
+                    policy: 0,
+                    _pad: [0; 3],
+                },
+                0,
+            )?;
             table.insert(h.key(), id);
         }
         Ok(table)
@@ -636,7 +646,7 @@ impl Harness {
     /// when a backend goes down or comes back.
     pub fn set_rule_flags(&mut self, public: IpAddr, port: u16, flags: u8) -> anyhow::Result<()> {
         let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
-            HashMap::try_from(self.ebpf.map_mut(RULES_MAP).context("rules")?)?;
+            HashMap::try_from(self.ebpf.map_mut(RULES_MAPS[0]).context("rules")?)?;
         let (addr, family) = addr_words(public);
         let key = RuleKey {
             addr,

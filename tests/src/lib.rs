@@ -205,6 +205,11 @@ impl Lab {
             children: Vec::new(),
             forwarder: None,
         };
+        // A bpffs instance of the lab's own, so pins never meet the host's or another lab's.
+        fs::create_dir_all(lab.bpffs())?;
+        run(Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(lab.bpffs()))?;
         lab.build(opts)?;
         Ok(lab)
     }
@@ -620,6 +625,16 @@ http {{
     }
 
     /// The daemon's control socket in this lab.
+    /// The lab's bpffs mount.
+    pub fn bpffs(&self) -> PathBuf {
+        self.dir.join("bpffs")
+    }
+
+    /// Where the forwarder pins its data path (`--pin-dir`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs().join("forwarder")
+    }
+
     pub fn control_path(&self) -> PathBuf {
         self.dir.join("control.sock")
     }
@@ -661,6 +676,11 @@ http {{
             .arg(&pid_file)
             .arg("--control")
             .arg(self.control_path())
+            .args(if extra_args.contains(&"--no-pin") {
+                Vec::new()
+            } else {
+                vec!["--pin-dir".into(), self.pin_dir().into_os_string()]
+            })
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -797,6 +817,32 @@ http {{
         Ok(v)
     }
 
+    /// Ends the forwarder with SIGKILL, as a crash would: nothing of its shutdown runs.
+    pub fn kill_forwarder(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.forwarder.take() else {
+            bail!("forwarder not running");
+        };
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Runs a `forwarder` subcommand in the VPS namespace (e.g. `["stop", "--detach"]`),
+    /// with the lab's control socket and pin directory.
+    pub fn forwarder_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let bin = forwarder_bin();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.vps]).arg(&bin).args(args);
+        if args.first().is_some_and(|a| *a == "stop") {
+            cmd.arg("--pin-dir").arg(self.pin_dir());
+        }
+        cmd.arg("--control")
+            .arg(self.control_path())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running forwarder {args:?}"))
+    }
+
     /// Leaves the namespaces in place (for `cargo xtask demo --keep`).
     pub fn keep(mut self) {
         self.namespaces.clear();
@@ -843,6 +889,12 @@ impl Drop for Lab {
         for wg in [&self.wg_vps, &self.wg_home] {
             let _ = fs::remove_file(format!("/var/run/wireguard/{wg}.sock"));
         }
+        // Unmounting the lab's bpffs unpins whatever the forwarder left there.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.bpffs())
+            .stderr(Stdio::null())
+            .status();
         if std::env::var_os("FWD_LAB_KEEP_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }

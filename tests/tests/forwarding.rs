@@ -1,8 +1,10 @@
 //! End-to-end forwarding through a real WireGuard tunnel, as a user would check it.
 
+use std::time::Duration;
+
 use integration_tests::{
     CLIENT_V6, Lab, LabOptions, SUBDOMAINS, UDP_ECHO_PORT, VPS_LOCAL_PORT, VPS_V4, VPS_V6,
-    missing_prerequisites,
+    missing_prerequisites, wait_for,
 };
 
 /// Builds a lab or explains why this machine cannot (and fails: CI must be able to).
@@ -187,7 +189,7 @@ fn udp_rule_forwards_both_families() {
 }
 
 #[test]
-fn nothing_of_ours_remains_after_exit() {
+fn the_data_path_outlives_the_daemon_and_stop_detach_removes_all_of_it() {
     let mut lab = lab(LabOptions::default());
     lab.start_forwarder(&[]).expect("starting the forwarder");
     // The daemon logs the kernel ids of its programs; bpftool tells their maps and links.
@@ -243,18 +245,35 @@ fn nothing_of_ours_remains_after_exit() {
     );
 
     lab.stop_forwarder().unwrap();
+    // Pinned: the programs keep forwarding without the daemon.
     for id in &ids {
         assert!(
-            !bpftool(&lab, &["prog", "show", "id", id]).status.success(),
-            "program {id} still loaded after exit"
+            bpftool(&lab, &["prog", "show", "id", id]).status.success(),
+            "program {id} went away with the daemon"
         );
     }
-    for id in &maps {
-        assert!(
-            !bpftool(&lab, &["map", "show", "id", id]).status.success(),
-            "map {id} still exists after exit"
-        );
-    }
+    let (code, body) = lab
+        .curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])
+        .expect("forwarding without the daemon");
+    assert_eq!(code, 200, "{body}");
+
+    let out = lab.forwarder_cli(&["stop", "--detach"]).unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("data path removed"),
+        "{out:?}"
+    );
+    // The kernel frees programs and maps once their last reference is gone (after an RCU
+    // grace period).
+    let gone = wait_for("programs and maps freed", Duration::from_secs(10), || {
+        let progs = ids
+            .iter()
+            .all(|id| !bpftool(&lab, &["prog", "show", "id", id]).status.success());
+        let maps = maps
+            .iter()
+            .all(|id| !bpftool(&lab, &["map", "show", "id", id]).status.success());
+        (progs && maps).then_some(())
+    });
+    assert!(gone.is_ok(), "{gone:?}");
     let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
     for id in &ids {
         assert!(
