@@ -802,12 +802,17 @@ port = 443
         .to_string();
         assert!(e.starts_with("f.toml:3:"), "{e}");
         assert!(
-            e.contains("policy") && e.contains("\"bounce\"") && e.contains("forward, drop or local"),
+            e.contains("policy")
+                && e.contains("\"bounce\"")
+                && e.contains("forward, drop or local"),
             "{e}"
         );
-        let e = FileConfig::parse(Path::new("f.toml"), "[[host]]\nname = \"a.b\"\npolicy = 1\n")
-            .unwrap_err()
-            .to_string();
+        let e = FileConfig::parse(
+            Path::new("f.toml"),
+            "[[host]]\nname = \"a.b\"\npolicy = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("f.toml:3:"), "{e}");
     }
 
@@ -827,7 +832,10 @@ port = 443
         }
         assert_eq!(HostPolicy::default(), HostPolicy::Forward);
         let e = "reject".parse::<HostPolicy>().unwrap_err();
-        assert!(e.contains("\"reject\"") && e.contains("forward, drop or local"), "{e}");
+        assert!(
+            e.contains("\"reject\"") && e.contains("forward, drop or local"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -183,7 +183,12 @@ impl ConfigDoc {
     /// one) is in the file.
     pub fn add_rule(&mut self, rule: &RuleConfig) -> Result<(), EditError> {
         let id = RuleId::of(rule);
-        if self.file_config()?.rules.iter().any(|r| RuleId::of(r) == id) {
+        if self
+            .file_config()?
+            .rules
+            .iter()
+            .any(|r| RuleId::of(r) == id)
+        {
             return Err(EditError::Conflict(format!(
                 "a [[rule]] already forwards {id}"
             )));
@@ -236,9 +241,7 @@ impl ConfigDoc {
             .collect();
         let index = match (public_addr, exact.as_slice(), same_port.as_slice()) {
             (_, _, []) | (Some(_), [], _) => {
-                return Err(EditError::NotFound(format!(
-                    "no [[rule]] forwards {want}"
-                )));
+                return Err(EditError::NotFound(format!("no [[rule]] forwards {want}")));
             }
             (None, _, [only]) | (_, [only], _) => *only,
             (_, _, several) => {
@@ -543,17 +546,23 @@ fn append_section(
 
 /// An empty section placed at the end of the file (see the module documentation).
 fn start_section(doc: &mut DocumentMut) -> Table {
-    let position = header_positions(doc.as_table()).into_iter().max().unwrap_or(0) + 1;
+    let position = header_positions(doc.as_table())
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 1;
     let trailing = raw(doc.trailing().as_str());
-    let (above, below) = if doc.as_table().get_values().is_empty()
-        && header_positions(doc.as_table()).is_empty()
-    {
-        // Only comments so far: they introduce the file.
-        (trailing.clone(), String::new())
-    } else {
-        let rest = drop_tail(&trailing, false);
-        (trailing[..trailing.len() - rest.len()].to_owned(), rest.to_owned())
-    };
+    let (above, below) =
+        if doc.as_table().get_values().is_empty() && header_positions(doc.as_table()).is_empty() {
+            // Only comments so far: they introduce the file.
+            (trailing.clone(), String::new())
+        } else {
+            let rest = drop_tail(&trailing, false);
+            (
+                trailing[..trailing.len() - rest.len()].to_owned(),
+                rest.to_owned(),
+            )
+        };
     let prefix = if above.trim().is_empty() && doc.to_string().trim().is_empty() {
         String::new()
     } else {
@@ -754,4 +763,783 @@ fn table_at(t: &mut Table, position: isize) -> Option<&mut Table> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"# forwarder configuration
+# See docs/config.md.
+
+public_iface = "eth0"   # the VPS's uplink
+tunnel_iface = "wg0"
+backends = ["10.8.0.2", "fd00::2"]
+
+# Web traffic.
+[[rule]]
+port = 443  # HTTPS
+fallback = "local"
+
+# Game server, UDP.
+[[rule]]
+proto = "udp"
+port = 27015
+# backend_port = 27016
+
+# Names counted separately.
+
+# The main app.
+[[host]]
+name = "app.example.com"
+
+[[host]]
+name = "blog.example.com"
+policy = "drop"  # retired
+# owner: blog team
+
+[health]
+interval_ms = 1000
+
+# vim: ft=toml
+"#;
+
+    fn doc() -> ConfigDoc {
+        ConfigDoc::parse(Path::new("/etc/forwarder.toml"), FILE).unwrap()
+    }
+
+    /// `FILE` with its one occurrence of `from` replaced: the expected text spells out
+    /// the change, and everything else must come back byte for byte.
+    fn edited(from: &str, to: &str) -> String {
+        assert_eq!(FILE.matches(from).count(), 1, "{from:?}");
+        FILE.replacen(from, to, 1)
+    }
+
+    fn rule(proto: Proto, port: u16) -> RuleConfig {
+        RuleConfig {
+            proto,
+            port,
+            backend: None,
+            backend_port: None,
+            public_addr: None,
+            fallback: None,
+        }
+    }
+
+    fn host(name: &str, policy: HostPolicy) -> HostConfig {
+        HostConfig {
+            name: name.into(),
+            policy,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn unedited_document_is_the_file() {
+        let d = doc();
+        assert_eq!(d.text(), FILE);
+        assert!(!d.changed());
+        let f = d.file_config().unwrap();
+        assert_eq!(f.rules.len(), 2);
+        assert_eq!(f.hosts[1], host("blog.example.com", HostPolicy::Drop));
+    }
+
+    #[test]
+    fn added_rule_goes_at_the_end_with_only_what_it_sets() {
+        let mut d = doc();
+        let r = RuleConfig {
+            backend_port: Some(443),
+            public_addr: Some(ip("203.0.113.1")),
+            ..rule(Proto::Tcp, 8443)
+        };
+        d.add_rule(&r).unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "\n# vim: ft=toml\n",
+                "\n[[rule]]\nport = 8443\nbackend_port = 443\npublic_addr = \"203.0.113.1\"\n\n# vim: ft=toml\n"
+            )
+        );
+        assert!(d.changed());
+        assert_eq!(d.file_config().unwrap().rules[2], r);
+
+        let mut d = doc();
+        let r = RuleConfig {
+            backend: Some(ip("fd00::3")),
+            ..rule(Proto::Udp, 53)
+        };
+        d.add_rule(&r).unwrap();
+        assert!(
+            d.text().ends_with(
+                "\n[[rule]]\nproto = \"udp\"\nport = 53\nbackend = \"fd00::3\"\n\n# vim: ft=toml\n"
+            ),
+            "{}",
+            d.text()
+        );
+        assert_eq!(d.file_config().unwrap().rules[2], r);
+    }
+
+    #[test]
+    fn a_rule_already_in_the_file_is_not_added_twice() {
+        let mut d = doc();
+        let e = d.add_rule(&rule(Proto::Tcp, 443)).unwrap_err();
+        assert!(matches!(e, EditError::Conflict(_)), "{e:?}");
+        assert_eq!(e.to_string(), "a [[rule]] already forwards tcp port 443");
+        let e = d
+            .add_rule(&RuleConfig {
+                backend: Some(ip("10.8.0.9")),
+                ..rule(Proto::Udp, 27015)
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "a [[rule]] already forwards udp port 27015");
+        assert!(!d.changed());
+        // The same port on one named address is a different rule.
+        let r = RuleConfig {
+            public_addr: Some(ip("2001:db8::1")),
+            ..rule(Proto::Tcp, 443)
+        };
+        d.add_rule(&r).unwrap();
+        let e = d.add_rule(&r).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a [[rule]] already forwards tcp 2001:db8::1 port 443"
+        );
+    }
+
+    #[test]
+    fn removed_rule_takes_its_own_comments_only() {
+        let mut d = doc();
+        let removed = d.remove_rule(Proto::Udp, 27015, None).unwrap();
+        assert_eq!(removed, rule(Proto::Udp, 27015));
+        assert_eq!(
+            d.text(),
+            edited(
+                "# Game server, UDP.\n[[rule]]\nproto = \"udp\"\nport = 27015\n# backend_port = 27016\n\n",
+                ""
+            )
+        );
+        let removed = d.remove_rule(Proto::Tcp, 443, None).unwrap();
+        assert_eq!(removed.fallback.as_deref(), Some("local"));
+        let text = d.text();
+        assert!(
+            text.contains("backends = [\"10.8.0.2\", \"fd00::2\"]\n\n# Names counted separately.\n\n# The main app.\n[[host]]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("[[rule]]") && !text.contains("# Web traffic."),
+            "{text}"
+        );
+        assert!(d.file_config().unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn removing_a_rule_that_is_not_there_names_it() {
+        let mut d = doc();
+        let e = d.remove_rule(Proto::Tcp, 8443, None).unwrap_err();
+        assert!(matches!(e, EditError::NotFound(_)), "{e:?}");
+        assert_eq!(e.to_string(), "no [[rule]] forwards tcp port 8443");
+        let e = d.remove_rule(Proto::Tcp, 80, None).unwrap_err();
+        assert_eq!(e.to_string(), "no [[rule]] forwards tcp port 80");
+        // The rule for 443 covers every address; asked for one address, it is not removed.
+        let e = d
+            .remove_rule(Proto::Tcp, 443, Some(ip("203.0.113.1")))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no [[rule]] forwards tcp 203.0.113.1 port 443"
+        );
+        assert!(!d.changed());
+    }
+
+    #[test]
+    fn which_rule_a_port_without_an_address_means() {
+        let v4 = RuleConfig {
+            public_addr: Some(ip("203.0.113.1")),
+            ..rule(Proto::Tcp, 8443)
+        };
+        let v6 = RuleConfig {
+            public_addr: Some(ip("2001:db8::1")),
+            ..rule(Proto::Tcp, 8443)
+        };
+        // The only rule for the port: whatever its address.
+        let mut d = doc();
+        d.add_rule(&v4).unwrap();
+        assert_eq!(d.remove_rule(Proto::Tcp, 8443, None).unwrap(), v4);
+        // Several, none without an address: the user has to say which.
+        d.add_rule(&v4).unwrap();
+        d.add_rule(&v6).unwrap();
+        let e = d.remove_rule(Proto::Tcp, 8443, None).unwrap_err();
+        assert!(matches!(e, EditError::Ambiguous(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "2 [[rule]] sections forward tcp port 8443 (on 203.0.113.1, 2001:db8::1): name the public address"
+        );
+        assert_eq!(
+            d.remove_rule(Proto::Tcp, 8443, Some(ip("2001:db8::1")))
+                .unwrap(),
+            v6
+        );
+        // Several, one without an address: that one is named exactly.
+        d.add_rule(&rule(Proto::Tcp, 8443)).unwrap();
+        assert_eq!(
+            d.remove_rule(Proto::Tcp, 8443, None).unwrap(),
+            rule(Proto::Tcp, 8443)
+        );
+        assert_eq!(d.file_config().unwrap().rules[2], v4);
+    }
+
+    #[test]
+    fn hosts_are_added_at_the_end_and_compared_like_the_daemon_does() {
+        let mut d = doc();
+        d.add_host(&host("shop.example.com", HostPolicy::Forward))
+            .unwrap();
+        d.add_host(&host("*.internal.example.com", HostPolicy::Local))
+            .unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "\n# vim: ft=toml\n",
+                "\n[[host]]\nname = \"shop.example.com\"\n\n[[host]]\nname = \"*.internal.example.com\"\npolicy = \"local\"\n\n# vim: ft=toml\n"
+            )
+        );
+        let hosts = d.file_config().unwrap().hosts;
+        assert_eq!(hosts[3], host("*.internal.example.com", HostPolicy::Local));
+        let before = d.text();
+        for name in ["APP.example.com", "app.example.com.", "Shop.Example.Com"] {
+            let e = d.add_host(&host(name, HostPolicy::Drop)).unwrap_err();
+            assert!(matches!(e, EditError::Conflict(_)), "{e:?}");
+            assert!(e.to_string().ends_with("\" is already configured"), "{e}");
+        }
+        let e = d
+            .add_host(&host("App.Example.com", HostPolicy::Drop))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "host \"app.example.com\" is already configured"
+        );
+        assert_eq!(d.text(), before);
+    }
+
+    #[test]
+    fn removed_host_leaves_the_group_comment() {
+        let mut d = doc();
+        d.remove_host("App.Example.com").unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "# The main app.\n[[host]]\nname = \"app.example.com\"\n\n",
+                ""
+            )
+        );
+        d.remove_host("blog.example.com").unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "# The main app.\n[[host]]\nname = \"app.example.com\"\n\n[[host]]\nname = \"blog.example.com\"\npolicy = \"drop\"  # retired\n# owner: blog team\n\n",
+                ""
+            )
+        );
+        let e = d.remove_host("blog.example.com").unwrap_err();
+        assert!(matches!(e, EditError::NotFound(_)), "{e:?}");
+        assert_eq!(e.to_string(), "host \"blog.example.com\" is not configured");
+        assert!(d.file_config().unwrap().hosts.is_empty());
+    }
+
+    #[test]
+    fn host_policy_is_written_only_when_not_forward() {
+        let mut d = doc();
+        d.set_host_policy("app.example.com", HostPolicy::Drop)
+            .unwrap();
+        // Changing a policy keeps the comment on it.
+        d.set_host_policy("blog.example.com", HostPolicy::Local)
+            .unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "name = \"app.example.com\"\n\n[[host]]\nname = \"blog.example.com\"\npolicy = \"drop\"  # retired\n",
+                "name = \"app.example.com\"\npolicy = \"drop\"\n\n[[host]]\nname = \"blog.example.com\"\npolicy = \"local\"  # retired\n"
+            )
+        );
+        d.set_host_policy("app.example.com", HostPolicy::Forward)
+            .unwrap();
+        d.set_host_policy("blog.example.com", HostPolicy::Forward)
+            .unwrap();
+        assert_eq!(d.text(), edited("policy = \"drop\"  # retired\n", ""));
+        let hosts = d.file_config().unwrap().hosts;
+        assert!(hosts.iter().all(|h| h.policy == HostPolicy::Forward));
+        let e = d
+            .set_host_policy("nope.example.com", HostPolicy::Drop)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "host \"nope.example.com\" is not configured");
+    }
+
+    #[test]
+    fn limits_are_added_updated_and_switched_off() {
+        let mut d = doc();
+        // Off and absent: nothing to write.
+        d.set_limits(Limits::default()).unwrap();
+        assert!(!d.changed());
+        let limits = Limits {
+            new_connections_per_second: 20,
+            burst: Some(50),
+        };
+        d.set_limits(limits).unwrap();
+        assert_eq!(
+            d.text(),
+            edited(
+                "\n# vim: ft=toml\n",
+                "\n[limits]\nnew_connections_per_second = 20\nburst = 50\n\n# vim: ft=toml\n"
+            )
+        );
+        assert_eq!(d.file_config().unwrap().limits, limits);
+
+        let text = "[limits]\n# Per client.\nnew_connections_per_second = 20  # was 10\nburst = 40\n\n[health]\ninterval_ms = 1000\n";
+        let mut d = ConfigDoc::parse(Path::new("f.toml"), text).unwrap();
+        d.set_limits(Limits {
+            new_connections_per_second: 30,
+            burst: None,
+        })
+        .unwrap();
+        assert_eq!(
+            d.text(),
+            "[limits]\n# Per client.\nnew_connections_per_second = 30  # was 10\n\n[health]\ninterval_ms = 1000\n"
+        );
+        d.set_limits(Limits::default()).unwrap();
+        assert_eq!(d.text(), "[limits]\n\n[health]\ninterval_ms = 1000\n");
+        assert_eq!(d.file_config().unwrap().limits, Limits::default());
+    }
+
+    #[test]
+    fn comments_at_the_top_of_the_file_stay_at_the_top() {
+        let p = Path::new("f.toml");
+        let mut d = ConfigDoc::parse(
+            p,
+            "# forwarder\n[[host]]\nname = \"a.example\"\n\n[[host]]\nname = \"b.example\"\n",
+        )
+        .unwrap();
+        d.remove_host("a.example").unwrap();
+        assert_eq!(d.text(), "# forwarder\n\n[[host]]\nname = \"b.example\"\n");
+        d.remove_host("b.example").unwrap();
+        assert_eq!(d.text(), "# forwarder\n");
+        d.add_host(&host("c.example", HostPolicy::Forward)).unwrap();
+        assert_eq!(d.text(), "# forwarder\n\n[[host]]\nname = \"c.example\"\n");
+
+        let mut d = ConfigDoc::parse(p, "").unwrap();
+        d.add_rule(&rule(Proto::Tcp, 443)).unwrap();
+        assert_eq!(d.text(), "[[rule]]\nport = 443\n");
+        d.remove_rule(Proto::Tcp, 443, None).unwrap();
+        assert_eq!(d.text(), "");
+    }
+
+    #[test]
+    fn commented_out_settings_stay_with_their_section() {
+        let text = "[limits]\nnew_connections_per_second = 20\n# burst = 50\n";
+        let mut d = ConfigDoc::parse(Path::new("f.toml"), text).unwrap();
+        d.add_host(&host("a.example", HostPolicy::Forward)).unwrap();
+        assert_eq!(
+            d.text(),
+            format!("{text}\n[[host]]\nname = \"a.example\"\n")
+        );
+        d.remove_host("a.example").unwrap();
+        assert_eq!(d.text(), text);
+    }
+
+    #[test]
+    fn arrays_written_inline_stay_inline() {
+        let text = "rule = [{ port = 80 }, { port = 443 }]\nhost = [{ name = \"a.example\" }]\n";
+        let mut d = ConfigDoc::parse(Path::new("f.toml"), text).unwrap();
+        d.add_rule(&rule(Proto::Udp, 53)).unwrap();
+        d.add_host(&host("b.example", HostPolicy::Drop)).unwrap();
+        d.set_host_policy("a.example", HostPolicy::Local).unwrap();
+        d.remove_rule(Proto::Tcp, 80, None).unwrap();
+        let f = d.file_config().unwrap();
+        assert_eq!(f.rules, [rule(Proto::Tcp, 443), rule(Proto::Udp, 53)]);
+        assert_eq!(
+            f.hosts,
+            [
+                host("a.example", HostPolicy::Local),
+                host("b.example", HostPolicy::Drop)
+            ]
+        );
+        assert!(!d.text().contains("[[rule]]") && !d.text().contains("[[host]]"));
+    }
+
+    #[test]
+    fn files_that_do_not_parse_are_not_edited() {
+        let p = Path::new("/etc/forwarder.toml");
+        let e = ConfigDoc::parse(p, "public_iface = \"eth0\"\n[[rule]\nport = 1\n").unwrap_err();
+        assert!(matches!(e, EditError::Parse { line: 2, .. }), "{e:?}");
+        assert!(e.to_string().starts_with("/etc/forwarder.toml:2:"), "{e}");
+        let e = ConfigDoc::parse(p, "[[host]]\nname = \"a.b\"\npolicy = \"bounce\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("/etc/forwarder.toml:3:"), "{e}");
+        assert!(e.to_string().contains("forward, drop or local"), "{e}");
+        let e = ConfigDoc::open(Path::new("/nonexistent/forwarder.toml")).unwrap_err();
+        assert!(matches!(e, EditError::Read { .. }), "{e:?}");
+        assert!(e.to_string().contains("/nonexistent/forwarder.toml"), "{e}");
+    }
+
+    /// A directory of its own under the system's temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "forwarder-config-edit-{}-{name}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn entries(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_keeps_its_mode() {
+        let dir = Scratch::new("write");
+        let path = dir.0.join("forwarder.toml");
+        fs::write(&path, FILE).unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
+        let mut d = ConfigDoc::open(&path).unwrap();
+        d.add_host(&host("shop.example.com", HostPolicy::Drop))
+            .unwrap();
+        d.write_atomic().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), d.text());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(dir.entries(), ["forwarder.toml"]);
+        let again = ConfigDoc::open(&path).unwrap();
+        assert!(!again.changed());
+        assert_eq!(
+            again.file_config().unwrap().hosts[2],
+            host("shop.example.com", HostPolicy::Drop)
+        );
+
+        // Through a link, the file it points to is replaced and the link stays.
+        let link = dir.0.join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let mut d = ConfigDoc::open(&link).unwrap();
+        d.remove_host("shop.example.com").unwrap();
+        d.write_atomic().unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), FILE);
+        assert_eq!(dir.entries(), ["forwarder.toml", "link.toml"]);
+    }
+
+    #[test]
+    fn failed_writes_leave_the_original_and_no_temporary_file() {
+        let dir = Scratch::new("fail");
+        // No such directory: nothing is created.
+        let missing = dir.0.join("missing").join("forwarder.toml");
+        let d = ConfigDoc::parse(&missing, FILE).unwrap();
+        let e = d.write_atomic().unwrap_err();
+        assert!(matches!(e, EditError::Write { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot write {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+
+        // The rename fails (a directory is in the way) after the temporary file is
+        // written: it is removed again.
+        let path = dir.0.join("forwarder.toml");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), "x").unwrap();
+        let d = ConfigDoc::parse(&path, FILE).unwrap();
+        let e = d.write_atomic().unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot write {}: ", path.display())),
+            "{e}"
+        );
+        assert_eq!(dir.entries(), ["forwarder.toml"]);
+        assert_eq!(fs::read_to_string(path.join("keep")).unwrap(), "x");
+        fs::remove_dir_all(&path).unwrap();
+
+        // Something that is not ours holds the temporary name: it is left alone, and so
+        // is the original.
+        fs::write(&path, FILE).unwrap();
+        let blocker = dir
+            .0
+            .join(format!(".forwarder.toml.tmp-{}", std::process::id()));
+        fs::create_dir(&blocker).unwrap();
+        let mut d = ConfigDoc::open(&path).unwrap();
+        d.remove_host("app.example.com").unwrap();
+        assert!(d.write_atomic().is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), FILE);
+        assert!(blocker.is_dir());
+        fs::remove_dir(&blocker).unwrap();
+
+        // A stale temporary file of ours is replaced.
+        fs::write(&blocker, "stale").unwrap();
+        d.write_atomic().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), d.text());
+        assert_eq!(dir.entries(), ["forwarder.toml"]);
+    }
+
+    mod model {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            AddRule(RuleConfig),
+            RemoveRule(Proto, u16, Option<IpAddr>),
+            AddHost(HostConfig),
+            RemoveHost(String),
+            SetPolicy(String, HostPolicy),
+            SetLimits(Limits),
+        }
+
+        /// Few values, so that edits often hit what earlier ones added.
+        fn proto() -> impl Strategy<Value = Proto> {
+            prop_oneof![Just(Proto::Tcp), Just(Proto::Udp)]
+        }
+
+        fn port() -> impl Strategy<Value = u16> {
+            prop::sample::select(vec![443u16, 8443, 27015])
+        }
+
+        fn public_addr() -> impl Strategy<Value = Option<IpAddr>> {
+            prop::option::of(prop::sample::select(vec![
+                ip("203.0.113.1"),
+                ip("2001:db8::1"),
+            ]))
+        }
+
+        fn policy() -> impl Strategy<Value = HostPolicy> {
+            prop_oneof![
+                Just(HostPolicy::Forward),
+                Just(HostPolicy::Drop),
+                Just(HostPolicy::Local)
+            ]
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "app.example.com",
+                "APP.Example.com.",
+                "blog.example.com",
+                "*.example.com",
+                "shop.example.com",
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let rule = (
+                proto(),
+                port(),
+                prop::option::of(prop::sample::select(vec![ip("10.8.0.3"), ip("fd00::3")])),
+                prop::option::of(1u16..),
+                public_addr(),
+                prop::option::of(Just("local".to_owned())),
+            )
+                .prop_map(
+                    |(proto, port, backend, backend_port, public_addr, fallback)| RuleConfig {
+                        proto,
+                        port,
+                        backend,
+                        backend_port,
+                        public_addr,
+                        fallback,
+                    },
+                );
+            prop_oneof![
+                rule.prop_map(Op::AddRule),
+                (proto(), port(), public_addr()).prop_map(|(p, n, a)| Op::RemoveRule(p, n, a)),
+                (name(), policy())
+                    .prop_map(|(name, policy)| Op::AddHost(HostConfig { name, policy })),
+                name().prop_map(Op::RemoveHost),
+                (name(), policy()).prop_map(|(n, p)| Op::SetPolicy(n, p)),
+                (0u16..3, prop::option::of(1u16..100)).prop_map(|(rate, burst)| {
+                    Op::SetLimits(Limits {
+                        new_connections_per_second: rate,
+                        burst,
+                    })
+                }),
+            ]
+        }
+
+        /// What the file should hold: the sections as plain lists.
+        #[derive(Debug)]
+        struct Model {
+            rules: Vec<RuleConfig>,
+            hosts: Vec<HostConfig>,
+            limits: Limits,
+        }
+
+        impl Model {
+            /// Whether the edit applies; if not, nothing changes.
+            fn apply(&mut self, op: &Op) -> bool {
+                let same_host = |h: &HostConfig, n: &str| host_label(&h.name) == host_label(n);
+                match op {
+                    Op::AddRule(r) => {
+                        let dup = self.rules.iter().any(|x| {
+                            (x.proto, x.port, x.public_addr) == (r.proto, r.port, r.public_addr)
+                        });
+                        if !dup {
+                            self.rules.push(r.clone());
+                        }
+                        !dup
+                    }
+                    Op::RemoveRule(proto, port, addr) => {
+                        let same: Vec<usize> = (0..self.rules.len())
+                            .filter(|&i| {
+                                self.rules[i].proto == *proto && self.rules[i].port == *port
+                            })
+                            .collect();
+                        let named: Vec<usize> = same
+                            .iter()
+                            .copied()
+                            .filter(|&i| self.rules[i].public_addr == *addr)
+                            .collect();
+                        let pick = match (addr, same.len(), named.len()) {
+                            (None, 1, _) => same[0],
+                            (_, _, 1) => named[0],
+                            _ => return false,
+                        };
+                        self.rules.remove(pick);
+                        true
+                    }
+                    Op::AddHost(h) => {
+                        let dup = self.hosts.iter().any(|x| same_host(x, &h.name));
+                        if !dup {
+                            self.hosts.push(h.clone());
+                        }
+                        !dup
+                    }
+                    Op::RemoveHost(n) => match self.hosts.iter().position(|x| same_host(x, n)) {
+                        Some(i) => {
+                            self.hosts.remove(i);
+                            true
+                        }
+                        None => false,
+                    },
+                    Op::SetPolicy(n, p) => match self.hosts.iter_mut().find(|x| same_host(x, n)) {
+                        Some(h) => {
+                            h.policy = *p;
+                            true
+                        }
+                        None => false,
+                    },
+                    Op::SetLimits(l) => {
+                        self.limits = if l.new_connections_per_second == 0 {
+                            Limits::default()
+                        } else {
+                            *l
+                        };
+                        true
+                    }
+                }
+            }
+        }
+
+        fn run(d: &mut ConfigDoc, op: &Op) -> Result<(), EditError> {
+            match op {
+                Op::AddRule(r) => d.add_rule(r),
+                Op::RemoveRule(p, n, a) => d.remove_rule(*p, *n, *a).map(drop),
+                Op::AddHost(h) => d.add_host(h),
+                Op::RemoveHost(n) => d.remove_host(n),
+                Op::SetPolicy(n, p) => d.set_host_policy(n, *p),
+                Op::SetLimits(l) => d.set_limits(*l),
+            }
+        }
+
+        /// Applies `ops` to `base` and to the model side by side; returns the texts seen.
+        fn check(base: &str, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
+            let mut d = ConfigDoc::parse(Path::new("f.toml"), base).unwrap();
+            let start = d.file_config().unwrap();
+            let mut model = Model {
+                rules: start.rules,
+                hosts: start.hosts,
+                limits: start.limits,
+            };
+            let mut texts = Vec::new();
+            for op in ops {
+                let before = d.text();
+                let applied = model.apply(op);
+                let result = run(&mut d, op);
+                prop_assert_eq!(result.is_ok(), applied, "{:?}: {:?}", op, result);
+                if !applied {
+                    prop_assert_eq!(d.text(), before);
+                }
+                let text = d.text();
+                let f = d
+                    .file_config()
+                    .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+                prop_assert_eq!(&f.rules, &model.rules);
+                prop_assert_eq!(&f.hosts, &model.hosts);
+                prop_assert_eq!(f.limits, model.limits);
+                prop_assert!(!text.contains("\n\n\n"), "{}", text);
+                // What is written reads back as the same text.
+                let reread = ConfigDoc::parse(Path::new("f.toml"), &text).unwrap();
+                prop_assert_eq!(reread.text(), text.as_str());
+                texts.push(text);
+            }
+            Ok(texts)
+        }
+
+        proptest! {
+            #[test]
+            fn edits_match_a_list_model_and_keep_the_comments(
+                ops in prop::collection::vec(op(), 1..40),
+            ) {
+                for text in check(FILE, &ops)? {
+                    prop_assert!(
+                        text.starts_with("# forwarder configuration\n# See docs/config.md.\n\npublic_iface = \"eth0\"   # the VPS's uplink\n"),
+                        "{}", text
+                    );
+                    prop_assert!(text.contains("\n[health]\ninterval_ms = 1000\n"), "{}", text);
+                    prop_assert!(text.ends_with("\n\n# vim: ft=toml\n"), "{}", text);
+                }
+            }
+
+            #[test]
+            fn edits_from_sparse_files_match_the_model(
+                base in prop::sample::select(vec![
+                    "",
+                    "# forwarder\n",
+                    "# forwarder\n[[host]]\nname = \"app.example.com\"\n",
+                    "[health]\ninterval_ms = 1000\n# down_after = 3\n",
+                    "rule = []\nhost = [{ name = \"blog.example.com\" }]\n",
+                ]),
+                ops in prop::collection::vec(op(), 1..30),
+            ) {
+                for text in check(base, &ops)? {
+                    if base.starts_with("# forwarder\n") {
+                        prop_assert!(text.starts_with("# forwarder\n"), "{}", text);
+                    }
+                    if base.contains("# down_after") {
+                        prop_assert!(text.starts_with("[health]\ninterval_ms = 1000\n# down_after = 3\n"), "{}", text);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -30,7 +30,69 @@ pub enum Request {
     /// The forwarding rules in force.
     Rules,
     /// Exit; with `detach`, also take the data path down.
-    Stop { detach: bool },
+    Stop {
+        detach: bool,
+    },
+    /// The host table with each host's policy and id.
+    Hosts,
+    /// Add a forwarding rule (as a `[[rule]]` section says it).
+    RuleAdd {
+        rule: RuleSpec,
+    },
+    /// Remove the rule forwarding `proto` `port` (of `public_addr`, when the rule names one).
+    RuleRemove {
+        proto: String,
+        port: u16,
+        public_addr: Option<std::net::IpAddr>,
+    },
+    /// Add a host to the host table, with a policy (default `forward`).
+    HostAdd {
+        name: String,
+        policy: Option<String>,
+    },
+    HostRemove {
+        name: String,
+    },
+    /// Change a host's policy (`forward`, `drop`, `local`).
+    HostSet {
+        name: String,
+        policy: String,
+    },
+    /// Set the per-client new-connection limit (0: off).
+    Limits {
+        new_connections_per_second: u16,
+        burst: Option<u16>,
+    },
+    /// Re-read the config file.
+    Reload,
+}
+
+/// A rule as the CLI sends it: the fields of a `[[rule]]` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub proto: Option<String>,
+    pub port: u16,
+    pub backend: Option<std::net::IpAddr>,
+    pub backend_port: Option<u16>,
+    pub public_addr: Option<std::net::IpAddr>,
+    pub fallback: Option<String>,
+}
+
+impl RuleSpec {
+    pub fn to_config(&self) -> Result<crate::config::RuleConfig, String> {
+        Ok(crate::config::RuleConfig {
+            proto: match &self.proto {
+                Some(p) => p.parse()?,
+                None => crate::config::Proto::Tcp,
+            },
+            port: self.port,
+            backend: self.backend,
+            backend_port: self.backend_port,
+            public_addr: self.public_addr,
+            fallback: self.fallback.clone(),
+        })
+    }
 }
 
 /// The answer to every request.

@@ -13,5 +13,6 @@ pub mod maps;
 pub mod metrics;
 pub mod netif;
 pub mod pin;
+pub mod runtime;
 pub mod snapshot;
 pub mod stats_cli;

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use forwarder::{
-    config::{Config, FileConfig},
+    config::{Config, FileConfig, HostConfig, HostPolicy},
     connlog::{self, ConnLog, ConnLogTarget},
     control,
     dataplane::{Dataplane, XdpPreference},
@@ -16,7 +16,8 @@ use forwarder::{
     home,
     http::{self, DEFAULT_METRICS_ADDR, MetricsAddr},
     netif,
-    snapshot::LiveStats,
+    runtime::{Edit, Runtime, Sources},
+    snapshot::{LiveStats, SharedLabels},
     stats_cli,
 };
 use tracing::{info, warn};
@@ -57,15 +58,107 @@ impl Target {
     }
 }
 
+/// How the CLI reaches the daemon.
+#[derive(clap::Args, Clone)]
+struct ControlArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    control: PathBuf,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum RulesAction {
     /// List the rules in force, with their fallback state.
     List {
-        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
-        control: PathBuf,
-        /// Print the answer as JSON.
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+    /// Forward another port (written to the config file, in force at once).
+    Add {
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        /// Public port.
         #[arg(long)]
-        json: bool,
+        port: u16,
+        /// Backend address (default: the configured backend of the address family).
+        #[arg(long, value_name = "ADDR")]
+        backend: Option<IpAddr>,
+        /// Backend port (default: the public port).
+        #[arg(long, value_name = "PORT")]
+        backend_port: Option<u16>,
+        /// Only this public address (default: every address of the public interface).
+        #[arg(long, value_name = "ADDR")]
+        public_addr: Option<IpAddr>,
+        /// Where new connections go while the backend is down: `local` or ADDR[:PORT].
+        #[arg(long, value_name = "local|ADDR[:PORT]")]
+        fallback: Option<String>,
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+    /// Stop forwarding a port; its connections end, other rules' connections go on.
+    Remove {
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        #[arg(long)]
+        port: u16,
+        /// The public address, if the rule names one.
+        #[arg(long, value_name = "ADDR")]
+        public_addr: Option<IpAddr>,
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsAction {
+    /// List the host table: each host's policy and id.
+    List {
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+    /// Count a host (name or *.wildcard) separately, optionally with a policy.
+    Add {
+        /// `app.example.com` or `*.example.com`.
+        name: String,
+        /// forward (default), drop (cut with a TCP RST) or local (the VPS's own stack).
+        #[arg(long, default_value = "forward")]
+        policy: String,
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+    /// Remove a host: its connections count as `other` again.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+    /// Change a host's policy (affects new connections).
+    Set {
+        name: String,
+        /// forward, drop or local.
+        #[arg(long)]
+        policy: String,
+        #[command(flatten)]
+        ctl: ControlArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitsAction {
+    /// Set the per-client limit on new connections (0 turns it off).
+    Set {
+        /// New connections per second one client address may open.
+        #[arg(long, value_name = "N")]
+        new_connections_per_second: u16,
+        /// How many it may open at once (default: the rate).
+        #[arg(long, value_name = "N")]
+        burst: Option<u16>,
+        #[command(flatten)]
+        ctl: ControlArgs,
     },
 }
 
@@ -129,10 +222,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The running daemon's forwarding rules (over its control socket).
+    /// The running daemon's forwarding rules: list, add, remove (over its control
+    /// socket; changes are validated, written to the config file and in force at once).
     Rules {
         #[command(subcommand)]
         action: RulesAction,
+    },
+    /// The host table and each host's policy: list, add, remove, set.
+    Hosts {
+        #[command(subcommand)]
+        action: HostsAction,
+    },
+    /// The per-client new-connection limit.
+    Limits {
+        #[command(subcommand)]
+        action: LimitsAction,
+    },
+    /// Re-read the config file and put it in force (SIGHUP does the same). A file that
+    /// does not validate changes nothing.
+    Reload {
+        #[command(flatten)]
+        ctl: ControlArgs,
     },
     /// Show per-host statistics of the running daemon (from its metrics endpoint).
     Stats {
@@ -201,8 +311,15 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let sources = Sources {
+                config: target.config.clone(),
+                public_iface: target.public_iface.clone(),
+                tunnel_iface: target.tunnel_iface.clone(),
+                backends: target.backend.clone(),
+            };
             rt.block_on(run(
                 cfg,
+                sources,
                 RunOptions {
                     xdp: xdp_mode,
                     pid_file,
@@ -230,15 +347,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules {
-            action: RulesAction::List { control, json },
+            action: RulesAction::List { ctl },
         } => {
-            let v = ask(&control, control::Request::Rules)?;
-            if json {
+            let v = ask(&ctl.control, control::Request::Rules)?;
+            if ctl.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for r in v.as_array().into_iter().flatten() {
                     let state = if r["in_fallback"].as_bool() == Some(true) {
-                        "  [fallback: local stack]"
+                        "  [fallback in force]"
                     } else {
                         ""
                     };
@@ -247,6 +364,95 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rules {
+            action:
+                RulesAction::Add {
+                    proto,
+                    port,
+                    backend,
+                    backend_port,
+                    public_addr,
+                    fallback,
+                    ctl,
+                },
+        } => change(
+            &ctl,
+            control::Request::RuleAdd {
+                rule: control::RuleSpec {
+                    proto: Some(proto),
+                    port,
+                    backend,
+                    backend_port,
+                    public_addr,
+                    fallback,
+                },
+            },
+        ),
+        Command::Rules {
+            action:
+                RulesAction::Remove {
+                    proto,
+                    port,
+                    public_addr,
+                    ctl,
+                },
+        } => change(
+            &ctl,
+            control::Request::RuleRemove {
+                proto,
+                port,
+                public_addr,
+            },
+        ),
+        Command::Hosts {
+            action: HostsAction::List { ctl },
+        } => {
+            let v = ask(&ctl.control, control::Request::Hosts)?;
+            if ctl.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<40} {:<8} {:>5}", "host", "policy", "id");
+                for h in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:<8} {:>5}",
+                        h["host"].as_str().unwrap_or("?"),
+                        h["policy"].as_str().unwrap_or("?"),
+                        h["id"]
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Hosts {
+            action: HostsAction::Add { name, policy, ctl },
+        } => change(
+            &ctl,
+            control::Request::HostAdd {
+                name,
+                policy: Some(policy),
+            },
+        ),
+        Command::Hosts {
+            action: HostsAction::Remove { name, ctl },
+        } => change(&ctl, control::Request::HostRemove { name }),
+        Command::Hosts {
+            action: HostsAction::Set { name, policy, ctl },
+        } => change(&ctl, control::Request::HostSet { name, policy }),
+        Command::Limits {
+            action:
+                LimitsAction::Set {
+                    new_connections_per_second,
+                    burst,
+                    ctl,
+                },
+        } => change(
+            &ctl,
+            control::Request::Limits {
+                new_connections_per_second,
+                burst,
+            },
+        ),
+        Command::Reload { ctl } => change(&ctl, control::Request::Reload),
         Command::Check { target } => {
             let cfg = resolve(&target)?;
             println!("configuration OK: {} rule(s)", cfg.rules.len());
@@ -311,6 +517,43 @@ fn resolve(target: &Target) -> anyhow::Result<Config> {
         target.backend.clone(),
         netif::addresses,
     )?)
+}
+
+/// Sends a change and prints what it did.
+fn change(ctl: &ControlArgs, req: control::Request) -> anyhow::Result<()> {
+    let v = ask(&ctl.control, req)?;
+    if ctl.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut any = false;
+    for (key, what) in [
+        ("rules_added", "rule added:"),
+        ("rules_removed", "rule removed:"),
+        ("hosts_added", "host added:"),
+        ("hosts_removed", "host removed:"),
+        ("hosts_changed", "host changed:"),
+    ] {
+        for item in v[key].as_array().into_iter().flatten() {
+            println!("{what:<14} {}", item.as_str().unwrap_or("?"));
+            any = true;
+        }
+    }
+    if v["limits_changed"].as_bool() == Some(true) {
+        println!("limits changed");
+        any = true;
+    }
+    if v["health_changed"].as_bool() == Some(true) {
+        println!("health settings changed");
+        any = true;
+    }
+    if !any {
+        println!("no change");
+    }
+    if let Some(p) = v["persisted_to"].as_str() {
+        println!("written to {p}");
+    }
+    Ok(())
 }
 
 fn ask(path: &std::path::Path, req: control::Request) -> anyhow::Result<serde_json::Value> {
@@ -382,41 +625,33 @@ fn render_status(v: &serde_json::Value) -> String {
 
 /// Answers the control socket's requests from the daemon's live state.
 fn control_handler(
-    cfg: &Config,
+    runtime: Arc<Runtime>,
     stats: Arc<LiveStats>,
-    health: Arc<forwarder::health::Health>,
     stop_request: Arc<tokio::sync::Notify>,
     detach: Arc<std::sync::atomic::AtomicBool>,
 ) -> control::Handler {
     use forwarder::snapshot::SnapshotSource as _;
-    let rules = cfg.rules.clone();
     Arc::new(move |req| {
-        let down: std::collections::HashSet<std::net::SocketAddr> = health
-            .states()
-            .into_iter()
-            .filter(|b| !b.up)
-            .map(|b| b.addr)
-            .collect();
-        let in_fallback = |r: &forwarder::config::Rule| {
-            r.fallback.is_some()
-                && down.contains(&std::net::SocketAddr::new(r.backend, r.backend_port))
+        let cfg = runtime.config();
+        let changed = |r: Result<forwarder::runtime::Changes, String>| {
+            r.and_then(|c| serde_json::to_value(c).map_err(|e| e.to_string()))
         };
         match req {
             control::Request::Status => {
-                let s = stats
-                    .snapshot()
-                    .map_err(|e| format!("reading the maps: {e}"))?;
+                let s = stats.snapshot().map_err(|e| e.to_string())?;
                 Ok(serde_json::json!({
                     "version": s.version,
                     "uptime_seconds": s.uptime_seconds,
                     "attach_mode": s.attach_mode,
                     "tunnel": s.tunnel,
                     "backends": s.backends,
-                    "rules_in_fallback": rules
+                    "rules_in_fallback": cfg
+                        .rules
                         .iter()
-                        .filter(|r| in_fallback(r))
+                        .filter(|r| runtime.in_fallback(r))
                         .map(|r| r.to_string())
                         .collect::<Vec<_>>(),
+                    "config": runtime.config_path().map(|p| p.display().to_string()),
                 }))
             }
             control::Request::Stop { detach: d } => {
@@ -427,7 +662,7 @@ fn control_handler(
                 Ok(serde_json::json!({ "stopping": true, "detach": d }))
             }
             control::Request::Rules => Ok(serde_json::Value::Array(
-                rules
+                cfg.rules
                     .iter()
                     .map(|r| {
                         serde_json::json!({
@@ -442,13 +677,69 @@ fn control_handler(
                                 Some(forwarder::config::Fallback::Backend(a)) => Some(a.to_string()),
                                 None => None,
                             },
-                            "in_fallback": in_fallback(r),
+                            "in_fallback": runtime.in_fallback(r),
                         })
                     })
                     .collect(),
             )),
+            control::Request::Hosts => {
+                let labels = runtime.labels().get();
+                let ids: std::collections::HashMap<String, u32> = labels
+                    .display_order()
+                    .map(|id| (labels.label(id).to_owned(), id))
+                    .collect();
+                Ok(serde_json::Value::Array(
+                    cfg.hosts
+                        .iter()
+                        .zip(cfg.host_policies.iter())
+                        .map(|(h, p)| {
+                            serde_json::json!({
+                                "host": h.label,
+                                "policy": p.to_string(),
+                                "id": ids.get(&h.label),
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            control::Request::RuleAdd { rule } => {
+                changed(runtime.edit(Edit::AddRule(rule.to_config()?)))
+            }
+            control::Request::RuleRemove {
+                proto,
+                port,
+                public_addr,
+            } => changed(runtime.edit(Edit::RemoveRule {
+                proto: proto.parse()?,
+                port: *port,
+                public_addr: *public_addr,
+            })),
+            control::Request::HostAdd { name, policy } => {
+                changed(runtime.edit(Edit::AddHost(HostConfig {
+                    name: name.clone(),
+                    policy: parse_policy(policy.as_deref())?,
+                })))
+            }
+            control::Request::HostRemove { name } => {
+                changed(runtime.edit(Edit::RemoveHost(name.clone())))
+            }
+            control::Request::HostSet { name, policy } => changed(runtime.edit(
+                Edit::SetHostPolicy(name.clone(), parse_policy(Some(policy))?),
+            )),
+            control::Request::Limits {
+                new_connections_per_second,
+                burst,
+            } => changed(runtime.edit(Edit::SetLimits(forwarder::config::Limits {
+                new_connections_per_second: *new_connections_per_second,
+                burst: *burst,
+            }))),
+            control::Request::Reload => changed(runtime.reload()),
         }
     })
+}
+
+fn parse_policy(s: Option<&str>) -> Result<HostPolicy, String> {
+    s.map_or(Ok(HostPolicy::Forward), str::parse)
 }
 
 struct RunOptions {
@@ -501,7 +792,7 @@ fn stop(control: &std::path::Path, pin_dir: &std::path::Path, detach: bool) -> a
     Ok(())
 }
 
-async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let RunOptions {
         xdp,
@@ -515,6 +806,7 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     } = opts;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // Everything that can fail on a bad flag fails before the kernel is touched.
     let listener = match metrics_addr {
         MetricsAddr::On(addr) => Some(http::bind(addr).await?),
@@ -531,70 +823,21 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let mut dp = Dataplane::start(&cfg, xdp, pins.as_ref())?;
-    let labels = dp.labels.clone();
+    let labels = SharedLabels::new(dp.labels.clone());
     let stop_request = Arc::new(tokio::sync::Notify::new());
     let detach = Arc::new(std::sync::atomic::AtomicBool::new(pins.is_none()));
     let gc_state = Arc::new(FlowGcState::default());
     let mut tasks = Vec::new();
     let health = Arc::new(forwarder::health::Health::default());
-    let probed = cfg.tcp_backends();
-    if !probed.is_empty() {
-        info!(
-            backends = probed.len(),
-            interval_ms = cfg.health.interval_ms,
-            detection_ms = cfg.health.detection_bound().as_millis() as u64,
-            "probing backends"
-        );
-        // Per primary backend: the rules that fall back to the local stack, and those that
-        // fall back to another backend (with that backend).
-        use std::{collections::HashMap, net::SocketAddr};
-
-        use forwarder::config::Fallback;
-        let mut local: HashMap<SocketAddr, Vec<_>> = HashMap::new();
-        let mut other: HashMap<SocketAddr, Vec<(_, SocketAddr)>> = HashMap::new();
-        for r in &cfg.rules {
-            let primary = SocketAddr::new(r.backend, r.backend_port);
-            let key = forwarder::dataplane::rule_key(r);
-            match r.fallback {
-                Some(Fallback::Local) => local.entry(primary).or_default().push(key),
-                Some(Fallback::Backend(alt)) => other.entry(primary).or_default().push((key, alt)),
-                None => {}
-            }
-        }
-        let maps = Arc::clone(&dp.maps);
-        tasks.push(forwarder::health::spawn(
-            probed,
-            cfg.health,
-            Arc::clone(&health),
-            move |backend, up| {
-                if let Some(keys) = local.get(&backend) {
-                    match maps.set_fallback(keys, !up) {
-                        Ok(()) if up => {
-                            info!(%backend, rules = keys.len(), "new connections go to the backend again")
-                        }
-                        Ok(()) => warn!(
-                            %backend,
-                            rules = keys.len(),
-                            "new connections go to the local stack (fallback)"
-                        ),
-                        Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
-                    }
-                }
-                for (key, alt) in other.get(&backend).into_iter().flatten() {
-                    let to = if up { backend } else { *alt };
-                    match maps.set_backend(std::slice::from_ref(key), to) {
-                        Ok(()) if up => info!(%backend, "new connections go to the backend again"),
-                        Ok(()) => warn!(
-                            %backend,
-                            fallback = %alt,
-                            "new connections go to the fallback backend"
-                        ),
-                        Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
-                    }
-                }
-            },
-        ));
-    }
+    let runtime = Runtime::new(
+        Arc::clone(&dp.maps),
+        dp.tunnel_ifindex,
+        sources,
+        labels.clone(),
+        Arc::clone(&health),
+        cfg.clone(),
+    );
+    runtime.start_health();
     if let Some(events) = dp.take_events() {
         tasks.push(connlog::spawn_event_reader(
             events,
@@ -643,9 +886,8 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         control_path.clone(),
         access,
         control_handler(
-            &cfg,
+            Arc::clone(&runtime),
             stats,
-            health,
             Arc::clone(&stop_request),
             Arc::clone(&detach),
         ),
@@ -655,10 +897,20 @@ async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("writing pid file {}", p.display()))?;
     }
     info!("forwarding; stop with SIGINT or SIGTERM");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
-        _ = stop_request.notified() => info!("stop requested over the control socket"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+            _ = stop_request.notified() => info!("stop requested over the control socket"),
+            _ = hup.recv() => {
+                match runtime.reload() {
+                    Ok(_) => {}
+                    Err(e) => warn!("SIGHUP: the configuration was not reloaded, the last good one stays in force: {e}"),
+                }
+                continue;
+            }
+        }
+        break;
     }
     for t in &tasks {
         t.abort();

@@ -1,0 +1,393 @@
+//! What the running daemon may change without a restart: the rules, the host table and
+//! its policies, the connection limit, the health settings. Every change, from the CLI
+//! (`forwarder rules add`, `forwarder hosts set`, ...) or a reload (`forwarder reload`,
+//! SIGHUP), goes the same way:
+//!
+//! 1. the whole new configuration is resolved and validated (nothing is touched yet);
+//! 2. an edit of the config file is written atomically (temp file + rename), comments kept;
+//! 3. the host table is synced (hosts that stay keep their ids, so their counters go on),
+//!    then the new rule set is written into the rule map not in force and switched to with
+//!    one update, so no packet sees half a rule set; if this fails, the file is restored.
+//!
+//! Rules that stay keep their flows: the flow table is not touched, and a rule's key and
+//! value only change if the rule itself changed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use forwarder_common::{RULE_F_FALLBACK_LOCAL, RuleKey, RuleValue};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, Fallback, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig},
+    config_edit::ConfigDoc,
+    dataplane::{addr_words, rule_key, rule_table, sync_hosts},
+    health::Health,
+    maps::Maps,
+    netif,
+    snapshot::SharedLabels,
+};
+
+/// Where the configuration comes from: the file (if any) and the flags that override it.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub config: Option<PathBuf>,
+    pub public_iface: Option<String>,
+    pub tunnel_iface: Option<String>,
+    pub backends: Vec<IpAddr>,
+}
+
+impl Sources {
+    pub fn resolve(&self, file: FileConfig) -> Result<Config, String> {
+        Config::resolve(
+            file,
+            self.public_iface.clone(),
+            self.tunnel_iface.clone(),
+            self.backends.clone(),
+            netif::addresses,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn load(&self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        self.resolve(file)
+    }
+}
+
+/// One change asked for over the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    AddRule(RuleConfig),
+    RemoveRule {
+        proto: Proto,
+        port: u16,
+        public_addr: Option<IpAddr>,
+    },
+    AddHost(HostConfig),
+    RemoveHost(String),
+    SetHostPolicy(String, HostPolicy),
+    SetLimits(Limits),
+}
+
+/// What a change did, as the CLI reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    pub hosts_added: Vec<String>,
+    pub hosts_removed: Vec<String>,
+    pub hosts_changed: Vec<String>,
+    pub limits_changed: bool,
+    pub health_changed: bool,
+    /// The config file the change was written to (none when the daemon runs on flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persisted_to: Option<String>,
+}
+
+struct Inner {
+    cfg: Config,
+    health_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The daemon's changeable state and the one way to change it.
+pub struct Runtime {
+    maps: Arc<Maps>,
+    tunnel_ifindex: u32,
+    sources: Sources,
+    labels: SharedLabels,
+    health: Arc<Health>,
+    inner: Mutex<Inner>,
+}
+
+impl Runtime {
+    pub fn new(
+        maps: Arc<Maps>,
+        tunnel_ifindex: u32,
+        sources: Sources,
+        labels: SharedLabels,
+        health: Arc<Health>,
+        cfg: Config,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            maps,
+            tunnel_ifindex,
+            sources,
+            labels,
+            health,
+            inner: Mutex::new(Inner {
+                cfg,
+                health_task: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.lock().cfg.clone()
+    }
+
+    /// The config file changes are written to, if the daemon has one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.sources.config.as_deref()
+    }
+
+    pub fn labels(&self) -> SharedLabels {
+        self.labels.clone()
+    }
+
+    /// Starts probing the backends of the configuration in force (call within the tokio
+    /// runtime).
+    pub fn start_health(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        self.respawn_health(&mut inner);
+    }
+
+    fn respawn_health(self: &Arc<Self>, inner: &mut Inner) {
+        if let Some(t) = inner.health_task.take() {
+            t.abort();
+        }
+        let probed = inner.cfg.tcp_backends();
+        if probed.is_empty() {
+            return;
+        }
+        info!(
+            backends = probed.len(),
+            interval_ms = inner.cfg.health.interval_ms,
+            detection_ms = inner.cfg.health.detection_bound().as_millis() as u64,
+            "probing backends"
+        );
+        let me = Arc::downgrade(self);
+        inner.health_task = Some(crate::health::spawn(
+            probed,
+            inner.cfg.health,
+            Arc::clone(&self.health),
+            move |backend, up| {
+                if let Some(rt) = me.upgrade() {
+                    rt.on_health_change(backend, up);
+                }
+            },
+        ));
+    }
+
+    /// Backends the probes see down.
+    fn down(&self) -> HashSet<SocketAddr> {
+        self.health
+            .states()
+            .into_iter()
+            .filter(|b| !b.up)
+            .map(|b| b.addr)
+            .collect()
+    }
+
+    /// The rule set for `cfg` with the fallbacks of backends that are down in force.
+    fn effective_rules(&self, cfg: &Config) -> BTreeMap<RuleKey, RuleValue> {
+        let down = self.down();
+        let mut table = rule_table(cfg, self.tunnel_ifindex);
+        for r in &cfg.rules {
+            if !down.contains(&SocketAddr::new(r.backend, r.backend_port)) {
+                continue;
+            }
+            let Some(v) = table.get_mut(&rule_key(r)) else {
+                continue;
+            };
+            match r.fallback {
+                Some(Fallback::Local) => v.flags |= RULE_F_FALLBACK_LOCAL,
+                Some(Fallback::Backend(alt)) => {
+                    v.backend_addr = addr_words(alt.ip()).0;
+                    v.backend_port = alt.port().to_be();
+                }
+                None => {}
+            }
+        }
+        table
+    }
+
+    fn on_health_change(&self, backend: SocketAddr, up: bool) {
+        let inner = self.lock();
+        let table = self.effective_rules(&inner.cfg);
+        let affected: Vec<String> = inner
+            .cfg
+            .rules
+            .iter()
+            .filter(|r| {
+                r.fallback.is_some() && SocketAddr::new(r.backend, r.backend_port) == backend
+            })
+            .map(ToString::to_string)
+            .collect();
+        if affected.is_empty() {
+            return;
+        }
+        match self.maps.rules().install(table, |_| {}) {
+            Ok(()) if up => {
+                info!(%backend, rules = ?affected, "new connections go to the backend again")
+            }
+            Ok(()) => warn!(%backend, rules = ?affected, "new connections go to the fallback"),
+            Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
+        }
+    }
+
+    /// Whether `r` currently sends new connections to its fallback.
+    pub fn in_fallback(&self, r: &crate::config::Rule) -> bool {
+        r.fallback.is_some()
+            && self
+                .down()
+                .contains(&SocketAddr::new(r.backend, r.backend_port))
+    }
+
+    /// Re-reads the config file and puts it in force (`forwarder reload`, SIGHUP).
+    pub fn reload(self: &Arc<Self>) -> Result<Changes, String> {
+        let Some(path) = &self.sources.config else {
+            return Err(
+                "the daemon runs without a config file (--config): nothing to reload".into(),
+            );
+        };
+        let file = FileConfig::load(path).map_err(|e| e.to_string())?;
+        let next = self.sources.resolve(file)?;
+        let mut inner = self.lock();
+        let changes = self.apply(&mut inner, next)?;
+        info!(?changes, "configuration reloaded from {}", path.display());
+        Ok(changes)
+    }
+
+    /// Applies one edit: validated as a whole new configuration, written to the config
+    /// file, then put in force.
+    pub fn edit(self: &Arc<Self>, edit: Edit) -> Result<Changes, String> {
+        let mut inner = self.lock();
+        let Some(path) = self.sources.config.clone() else {
+            return Err(
+                "the daemon runs without a config file (--config), so a change could not outlive it; start it with --config FILE"
+                    .into(),
+            );
+        };
+        let original = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut doc = ConfigDoc::parse(&path, &original).map_err(|e| e.to_string())?;
+        match &edit {
+            Edit::AddRule(r) => doc.add_rule(r),
+            Edit::RemoveRule {
+                proto,
+                port,
+                public_addr,
+            } => doc.remove_rule(*proto, *port, *public_addr).map(|_| ()),
+            Edit::AddHost(h) => doc.add_host(h),
+            Edit::RemoveHost(name) => doc.remove_host(name),
+            Edit::SetHostPolicy(name, policy) => doc.set_host_policy(name, *policy),
+            Edit::SetLimits(l) => doc.set_limits(*l),
+        }
+        .map_err(|e| e.to_string())?;
+        let file = doc.file_config().map_err(|e| e.to_string())?;
+        let next = self.sources.resolve(file)?;
+        // The file first: if it cannot be written, nothing has changed; if the kernel
+        // refuses the change afterwards, the file is put back.
+        doc.write_atomic().map_err(|e| e.to_string())?;
+        match self.apply(&mut inner, next) {
+            Ok(mut changes) => {
+                changes.persisted_to = Some(path.display().to_string());
+                info!(?edit, ?changes, "configuration changed");
+                Ok(changes)
+            }
+            Err(e) => {
+                let restored = ConfigDoc::parse(&path, &original).and_then(|d| d.write_atomic());
+                if let Err(restore) = restored {
+                    warn!("restoring {} failed: {restore}", path.display());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(self: &Arc<Self>, inner: &mut Inner, next: Config) -> Result<Changes, String> {
+        let cur = &inner.cfg;
+        for (what, a, b) in [
+            ("public_iface", &cur.public_iface, &next.public_iface),
+            ("tunnel_iface", &cur.tunnel_iface, &next.tunnel_iface),
+        ] {
+            if a != b {
+                return Err(format!(
+                    "changing {what} ({a} -> {b}) needs a restart of the daemon"
+                ));
+            }
+        }
+        if cur.tunnel_mtu != next.tunnel_mtu {
+            return Err("changing tunnel_mtu needs a restart of the daemon".into());
+        }
+        let changes = diff(cur, &next);
+        let labels = sync_hosts(&self.maps, &next).map_err(|e| format!("{e:#}"))?;
+        let table = self.effective_rules(&next);
+        let (rate, burst) = next.limits.kernel();
+        self.maps
+            .rules()
+            .install(table, |c| {
+                c.conn_rate = rate;
+                c.conn_burst = burst;
+            })
+            .map_err(|e| crate::maps::display_chain(&e))?;
+        self.labels.set(labels);
+        let health_changed = changes.health_changed
+            || cur.tcp_backends() != next.tcp_backends()
+            || cur
+                .rules
+                .iter()
+                .map(|r| r.fallback)
+                .ne(next.rules.iter().map(|r| r.fallback));
+        inner.cfg = next;
+        if health_changed {
+            self.respawn_health(inner);
+        }
+        Ok(changes)
+    }
+}
+
+fn diff(cur: &Config, next: &Config) -> Changes {
+    let rules =
+        |c: &Config| -> BTreeSet<String> { c.rules.iter().map(ToString::to_string).collect() };
+    let (a, b) = (rules(cur), rules(next));
+    let hosts = |c: &Config| -> BTreeMap<String, HostPolicy> {
+        c.hosts
+            .iter()
+            .zip(
+                c.host_policies
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(HostPolicy::Forward)),
+            )
+            .map(|(h, p)| (h.label.clone(), p))
+            .collect()
+    };
+    let (ha, hb) = (hosts(cur), hosts(next));
+    Changes {
+        rules_added: b.difference(&a).cloned().collect(),
+        rules_removed: a.difference(&b).cloned().collect(),
+        hosts_added: hb
+            .keys()
+            .filter(|k| !ha.contains_key(*k))
+            .cloned()
+            .collect(),
+        hosts_removed: ha
+            .keys()
+            .filter(|k| !hb.contains_key(*k))
+            .cloned()
+            .collect(),
+        hosts_changed: hb
+            .iter()
+            .filter(|(k, p)| ha.get(*k).is_some_and(|q| q != *p))
+            .map(|(k, p)| format!("{k}: policy {p}"))
+            .collect(),
+        limits_changed: cur.limits != next.limits,
+        health_changed: cur.health != next.health,
+        persisted_to: None,
+    }
+}

@@ -1,0 +1,266 @@
+//! Changing rules and hosts while traffic flows, as an operator does it with the CLI:
+//! every change is in force at once, written to the config file with the user's comments
+//! kept, and never breaks the established connections of rules that stay. Bad changes are
+//! refused with an error naming the problem, and change nothing: neither the kernel's maps
+//! nor the config file.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, wait_for};
+
+/// A process of this test, stopped by PID when the test ends, however it ends.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn cli(lab: &Lab, args: &[&str]) -> Output {
+    lab.forwarder_cli(args).expect("running the CLI")
+}
+
+fn ok(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn refused(out: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {out:?}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}
+
+/// The kernel's view: the configuration entry and both rule sets, as bpftool dumps them
+/// from the pins.
+fn kernel_state(lab: &Lab) -> String {
+    let dir = lab.pin_dir().join("v1");
+    let mut all = String::new();
+    for map in ["CONFIG", "RULES_0", "RULES_1", "HOSTS"] {
+        let out = Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(dir.join(map))
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "{out:?}");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
+}
+
+/// An HTTP request from the client to the VPS's `port`: the status code, or the error.
+fn get(lab: &Lab, port: u16) -> Result<u16, String> {
+    let url = format!("http://{VPS_V4}:{port}/");
+    let out = lab
+        .exec(
+            &lab.client,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "3",
+                &url,
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| format!("{e}"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn rules_and_hosts_change_around_a_running_download() {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    const SIZE: usize = 24 << 20;
+    let mut lab = Lab::new(&LabOptions {
+        big_file_bytes: SIZE,
+        extra_config: format!(
+            "# what this VPS forwards\n[[rule]]\nport = 443 # https to home\n\n[[rule]]\nport = 80\n\n\
+             # counted apart\n[[host]]\nname = \"{}\"\n",
+            SUBDOMAINS[0]
+        ),
+        ..LabOptions::default()
+    })
+    .expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+
+    // About 8 s at 3 MB/s: every change below happens while it runs.
+    let out = lab.dir.join("download");
+    let resolve = format!("{}:443:{VPS_V4}", SUBDOMAINS[1]);
+    let url = format!("https://{}/big", SUBDOMAINS[1]);
+    let mut download = Guard(Some(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.client,
+                "curl",
+                "-sS",
+                "--max-time",
+                "60",
+            ])
+            .args(["--limit-rate", "3M", "--resolve", &resolve, "--cacert"])
+            .arg(lab.cert())
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the download"),
+    ));
+    wait_for("the download to start", Duration::from_secs(10), || {
+        let len = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        (len > 1 << 20).then_some(())
+    })
+    .expect("download started");
+
+    // A new port, in force at once.
+    assert!(get(&lab, 8080).is_err(), "8080 answered before its rule");
+    let text = ok(&cli(
+        &lab,
+        &["rules", "add", "--port", "8080", "--backend-port", "80"],
+    ));
+    assert!(
+        text.contains("rule added:") && text.contains(":8080 -> 10.8.0.2:80"),
+        "{text}"
+    );
+    assert_eq!(get(&lab, 8080), Ok(200));
+    let list = ok(&cli(&lab, &["rules", "list"]));
+    assert!(
+        list.contains("tcp 203.0.113.1:8080 -> 10.8.0.2:80"),
+        "{list}"
+    );
+
+    // Hosts: added, listed with their policy, removed.
+    ok(&cli(&lab, &["hosts", "add", SUBDOMAINS[2]]));
+    let hosts = ok(&cli(&lab, &["hosts", "list"]));
+    assert!(
+        hosts.contains(SUBDOMAINS[0]) && hosts.contains(SUBDOMAINS[2]),
+        "{hosts}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&lab, &["hosts", "list", "--json"]))).expect("JSON");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v[1]["policy"], "forward", "{v}");
+    ok(&cli(&lab, &["hosts", "remove", SUBDOMAINS[2]]));
+
+    // The config file has the changes and still has the user's comments.
+    let file = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(file.contains("# what this VPS forwards"), "{file}");
+    assert!(file.contains("# https to home"), "{file}");
+    assert!(file.contains("# counted apart"), "{file}");
+    assert!(file.contains("port = 8080"), "{file}");
+    assert!(!file.contains(SUBDOMAINS[2]), "{file}");
+
+    // Bad changes: refused, naming the problem; nothing changes, kernel or file.
+    let kernel = kernel_state(&lab);
+    for (args, want) in [
+        (
+            &["rules", "add", "--port", "443"][..],
+            "already forwards tcp port 443",
+        ),
+        (
+            &["rules", "add", "--port", "9000", "--fallback", "bogus"],
+            "fallback",
+        ),
+        (
+            &["rules", "add", "--proto", "sctp", "--port", "9000"],
+            "sctp",
+        ),
+        (&["rules", "remove", "--port", "9999"], "9999"),
+        (&["hosts", "add", "bad name!"], "bad name!"),
+        (&["hosts", "add", SUBDOMAINS[0]], "already"),
+        (
+            &["hosts", "set", "nosuch.example.test", "--policy", "drop"],
+            "nosuch.example.test",
+        ),
+        (
+            &["hosts", "set", SUBDOMAINS[0], "--policy", "reject"],
+            "reject",
+        ),
+    ] {
+        refused(&cli(&lab, args), want);
+    }
+    assert_eq!(
+        kernel,
+        kernel_state(&lab),
+        "a refused change reached the kernel"
+    );
+    assert_eq!(file, std::fs::read_to_string(lab.config_path()).unwrap());
+
+    // A broken file: reload refuses it and the last good configuration stays.
+    std::fs::write(lab.config_path(), "public_iface = [oops\n").unwrap();
+    refused(&cli(&lab, &["reload"]), "forwarder.toml:1:");
+    assert_eq!(
+        kernel,
+        kernel_state(&lab),
+        "a refused reload reached the kernel"
+    );
+    assert_eq!(get(&lab, 8080), Ok(200));
+
+    // The port goes away; the rules that stay keep their connections.
+    std::fs::write(lab.config_path(), &file).unwrap();
+    ok(&cli(&lab, &["rules", "remove", "--port", "8080"]));
+    assert!(
+        get(&lab, 8080).is_err(),
+        "8080 still forwarded after its removal"
+    );
+
+    // SIGHUP reloads a file edited by hand.
+    let edited = std::fs::read_to_string(lab.config_path()).unwrap()
+        + "\n[[rule]]\nport = 8081\nbackend_port = 80\n";
+    std::fs::write(lab.config_path(), edited).unwrap();
+    let pid = std::fs::read_to_string(lab.dir.join("forwarder.pid")).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(
+        "the reloaded rule in force",
+        Duration::from_secs(10),
+        || (get(&lab, 8081) == Ok(200)).then_some(()),
+    )
+    .expect("SIGHUP reload");
+
+    let mut child = download.0.take().expect("download running");
+    let status = wait_for("the download to finish", Duration::from_secs(60), || {
+        child.try_wait().ok().flatten()
+    })
+    .expect("download finished");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(status.success(), "curl: {status} {stderr}");
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), SIZE, "download truncated");
+    assert!(
+        got == lab.read("www/big").unwrap(),
+        "downloaded bytes differ"
+    );
+}
