@@ -15,6 +15,8 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 
 /// Host table: `HostKey` -> `HostValue` (configured names and wildcards).
 pub const HOSTS_MAP: &str = "HOSTS";
+/// Array of `u32` `POLICY_*` codes, indexed by host id.
+pub const HOST_POLICY_MAP: &str = "HOST_POLICY";
 /// Per-CPU array of `HostStats`, indexed by host id.
 pub const HOST_STATS_MAP: &str = "HOST_STATS";
 /// Ring buffer of `ConnEvent`s (connection classified / ended).
@@ -156,6 +158,8 @@ pub const FLOW_F_RST: u32 = 2;
 pub const FLOW_F_END_REPORTED: u32 = 4;
 /// The connection's first payload spans segments: its parse state is in `CLASSIFY_MAP`.
 pub const FLOW_F_CLS_STATE: u32 = 8;
+/// The connection was cut by its host's policy: nothing more of it goes to the backend.
+pub const FLOW_F_CUT: u32 = 16;
 
 /// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for
 /// a wildcard `*.example.com`, of `example.com`).
@@ -173,17 +177,14 @@ const _: () = assert!(size_of::<HostKey>() == 16);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostValue {
     pub id: u32,
-    /// What happens to connections that name this host: one of the `POLICY_*` codes.
-    pub policy: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u32,
 }
 
-/// Host policies, decided on a connection's first payload.
-pub const POLICY_FORWARD: u8 = 0;
-/// The connection is cut: its first payload is dropped and the client gets a TCP RST.
-pub const POLICY_DROP: u8 = 1;
-/// The connection is handed to the VPS's own stack.
-pub const POLICY_LOCAL: u8 = 2;
+/// Host policies (`HOST_POLICY_MAP`, by host id), decided on a connection's first payload.
+pub const POLICY_FORWARD: u32 = 0;
+/// The connection is cut: its first payload is dropped, and what the client sends next
+/// goes to the VPS's own stack untranslated, which answers with a TCP RST.
+pub const POLICY_DROP: u32 = 1;
 const _: () = assert!(size_of::<HostValue>() == 8);
 
 /// Per-host drop reasons (index into `HostStats::drops`).
@@ -293,7 +294,8 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 17] = [
+    HOST_POLICY_MAP,
     RULES_MAPS[0],
     RULES_MAPS[1],
     FLOWS_MAP,
@@ -405,9 +407,15 @@ pub enum Counter {
     /// configured number per second.
     XdpDropRateLimit,
     TcDropRateLimit,
+    /// A connection cut by its host's `drop` policy (counted once, when its name is read).
+    PolicyCut,
+    /// XDP / tc-only: a packet of a cut connection left untranslated to the VPS's own
+    /// stack, which resets the connection.
+    XdpPassCut,
+    TcPassCut,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::TcDropRateLimit as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::TcPassCut as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -447,6 +455,9 @@ impl Counter {
         Counter::TcPassFallback,
         Counter::XdpDropRateLimit,
         Counter::TcDropRateLimit,
+        Counter::PolicyCut,
+        Counter::XdpPassCut,
+        Counter::TcPassCut,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -488,6 +499,9 @@ impl Counter {
             Counter::TcPassFallback => "tc_pass_fallback",
             Counter::XdpDropRateLimit => "xdp_drop_rate_limit",
             Counter::TcDropRateLimit => "tc_drop_rate_limit",
+            Counter::PolicyCut => "policy_cut",
+            Counter::XdpPassCut => "xdp_pass_cut",
+            Counter::TcPassCut => "tc_pass_cut",
         }
     }
 }

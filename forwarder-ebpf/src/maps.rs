@@ -51,6 +51,10 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "HOSTS")]
 pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
+/// `POLICY_*` of each host id.
+#[map(name = "HOST_POLICY")]
+pub static HOST_POLICY: Array<u32> = Array::with_max_entries(MAX_HOSTS, 0);
+
 #[map(name = "HOST_STATS")]
 pub static HOST_STATS: PerCpuArray<HostStats> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
 

@@ -10,11 +10,14 @@ use aya_ebpf::{
 
 use crate::{tc::redirect_to_tunnel, visibility};
 
-/// XDP: the packet is already translated and marked for the tc hand-off.
+/// XDP: the packet is already translated and marked for the tc hand-off; dropped if its
+/// host's policy cut the connection.
 #[xdp]
 pub fn fwd_xdp_reader(ctx: XdpContext) -> u32 {
-    let _ = visibility::read_name(&ctx);
-    xdp_action::XDP_PASS
+    match visibility::read_name(&ctx) {
+        (0, _) => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
 }
 
 /// tc-only mode: the packet is already translated; it goes to the tunnel from here.

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, HOST_DROP_RATE_LIMIT, HOST_DROP_REDIRECT_FAILED, HOST_UNKNOWN,
-    META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
+    Counter, FAMILY_V4, FLOW_F_CUT, FlowValue, HOST_DROP_RATE_LIMIT, HOST_DROP_REDIRECT_FAILED,
+    HOST_UNKNOWN, META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
     packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
 };
 
@@ -110,6 +110,11 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_SHOT);
     }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
+    if nat.flags & FLOW_F_CUT != 0 {
+        // Cut by its host's policy: the VPS's own stack answers with a RST.
+        count(Counter::TcPassCut);
+        return Ok(TC_ACT_OK);
+    }
     let key = flow::last_forward_key().ok_or(())?;
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);
     rewrite(

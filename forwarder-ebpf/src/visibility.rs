@@ -15,8 +15,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
-    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_CLS_STATE, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST,
-    FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, PROTO_TCP,
+    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_CLS_STATE, FLOW_F_CUT, FLOW_F_END_REPORTED, FLOW_F_FIN,
+    FLOW_F_RST, FlowKey, FlowValue, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER,
+    HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -28,7 +29,8 @@ use forwarder_common::{
 
 use crate::{
     maps::{
-        CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_STATS, HOSTS, SCRATCH, count, packet_info,
+        CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_POLICY, HOST_STATS, HOSTS, SCRATCH,
+        count, packet_info,
     },
     pkt::opaque,
 };
@@ -816,6 +818,11 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         CODE_HTTP_MALFORMED => (HOST_UNKNOWN, Counter::ClassifyHttpMalformed),
         _ => (HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp),
     };
+    if id >= HOST_FIRST_CONFIGURED && HOST_POLICY.get(id).is_some_and(|p| *p == POLICY_DROP) {
+        fwd.flags |= FLOW_F_CUT;
+        count(Counter::PolicyCut);
+        host_drop(id, HOST_DROP_POLICY);
+    }
     end_classification(fwd_key, fwd, id, c, in_map.is_some());
 }
 
@@ -880,7 +887,8 @@ pub fn to_reader<C: EbpfContext>(
 }
 
 /// The body of the name reader programs: classifies the packet `to_reader` handed over.
-/// Returns where tc must send it (the flow's tunnel interface) and the flow's host.
+/// Returns where tc must send it (the flow's tunnel interface; 0 when the packet must be
+/// dropped because its host's policy cut the connection) and the flow's host.
 #[inline(always)]
 pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
@@ -897,6 +905,9 @@ pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     };
     let flow = unsafe { &mut *flow };
     classify_segment(ctx, info, key, flow);
+    if flow.flags & FLOW_F_CUT != 0 {
+        return (0, flow.host_id);
+    }
     (ifindex, flow.host_id)
 }
 

@@ -4,8 +4,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_meta, macros::xdp, programs::XdpContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FlowValue, HOST_DROP_RATE_LIMIT, HOST_UNKNOWN, META_MAGIC, PROTO_TCP,
-    PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta, csum,
+    Counter, FAMILY_V4, FLOW_F_CUT, FlowValue, HOST_DROP_RATE_LIMIT, HOST_UNKNOWN, META_MAGIC,
+    PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta, csum,
     packet::{self, PacketInfo, Skip, TCP_SYN},
 };
 
@@ -90,6 +90,12 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         return pass(Counter::XdpPassNoMeta);
     }
     let nat = flow::to_backend(ctx, info, rule, public_ifindex).ok_or(())?;
+    if nat.flags & FLOW_F_CUT != 0 {
+        // The host's policy cut this connection: the VPS's own stack, which has no socket
+        // for it, answers with a RST. The reserved metadata must not look like ours.
+        unsafe { (meta as *mut u32).write_unaligned(0) };
+        return pass(Counter::XdpPassCut);
+    }
     let key = flow::last_forward_key().ok_or(())?;
     unsafe {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {

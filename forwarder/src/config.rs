@@ -187,8 +187,8 @@ impl FromStr for HostPolicy {
     }
 }
 
-/// Serde's own message for an unknown variant names neither the key nor the meaning of
-/// the value, and a file position alone leaves the user guessing; this one says both.
+/// Serde's message for an unknown variant does not say which setting it is about; this
+/// one does. Any case is accepted, as on the command line.
 fn host_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostPolicy, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(serde::de::Error::custom)

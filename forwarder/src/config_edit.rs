@@ -115,8 +115,9 @@ pub struct ConfigDoc {
     original: String,
 }
 
-/// What tells two rules apart in the file: what the daemon would see as "forwarded twice"
-/// for a rule naming its public address.
+/// What names a rule to the `rules` commands. Two rules without an address that differ
+/// only in their backend's family would both be valid, but are refused as one rule twice
+/// so that `rules remove tcp 443` keeps a single meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RuleId {
     proto: Proto,
@@ -253,7 +254,7 @@ impl ConfigDoc {
                     })
                     .collect();
                 let hint = if public_addr.is_some() || exact.len() > 1 {
-                    format!("leave one in {}", self.path.display())
+                    format!("remove the one meant by editing {}", self.path.display())
                 } else {
                     "name the public address".into()
                 };
@@ -362,7 +363,8 @@ impl ConfigDoc {
     /// Replaces the file with the edited text: a temporary file `.<name>.tmp-<pid>` in
     /// the same directory, flushed, given the original's permissions, renamed over the
     /// original, and the directory flushed so the rename itself is durable. On any error
-    /// before the rename the original is untouched and the temporary file is gone.
+    /// before the rename the original is untouched and the temporary file is gone;
+    /// [`EditError::Sync`] alone means the new text is in place, just not yet durable.
     /// A symbolic link is followed: the file it points to is replaced, the link stays.
     ///
     /// Callers make one edit at a time: two writers in one process share the temporary

@@ -333,11 +333,9 @@ pub fn sync_hosts(maps: &Maps, cfg: &Config) -> anyhow::Result<HostLabels> {
             }
         };
         let policy = cfg.host_policies.get(i).copied().unwrap_or_default();
-        let value = HostValue {
-            id,
-            policy: policy.code(),
-            _pad: [0; 3],
-        };
+        // The policy first: a connection that finds the host finds its policy too.
+        maps.set_host_policy(id, u32::from(policy.code()))?;
+        let value = HostValue { id, _pad: 0 };
         if existing.get(&key) != Some(&value) {
             table
                 .insert(key, value, 0)

@@ -20,8 +20,8 @@ use aya::{
 };
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
-    HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS, RULE_F_FALLBACK_LOCAL,
-    RULES_MAPS, RuleKey, RuleValue,
+    HOST_POLICY_MAP, HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS,
+    RULE_F_FALLBACK_LOCAL, RULES_MAPS, RuleKey, RuleValue,
 };
 use tracing::warn;
 
@@ -61,6 +61,7 @@ pub struct Maps {
     flows_capacity: u32,
     rules: Mutex<RuleTables>,
     hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
+    host_policy: Option<Mutex<Array<MapData, u32>>>,
 }
 
 /// The two rule sets and the configuration entry that selects one of them. A change is
@@ -193,6 +194,12 @@ impl Maps {
             HashMap::try_from,
             || "connections are not classified by host",
         );
+        let host_policy = optional(
+            ebpf,
+            HOST_POLICY_MAP,
+            Array::try_from,
+            || "host policies have no effect",
+        );
         let flows: HashMap<MapData, FlowKey, FlowValue> =
             typed(ebpf, FLOWS_MAP, HashMap::try_from)?;
         let flows_capacity = flows
@@ -219,6 +226,7 @@ impl Maps {
                 flows_capacity,
                 rules: Mutex::new(rules),
                 hosts: hosts.map(Mutex::new),
+                host_policy: host_policy.map(Mutex::new),
             },
             events,
         ))
@@ -276,6 +284,22 @@ impl Maps {
         self.hosts
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sets the `POLICY_*` of host id `id`.
+    pub fn set_host_policy(&self, id: u32, policy: u32) -> Result<(), MapsError> {
+        let Some(map) = &self.host_policy else {
+            return Ok(());
+        };
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&id, 0).ok() == Some(policy) {
+            return Ok(());
+        }
+        map.set(id, policy, 0).map_err(|source| MapsError::Read {
+            name: HOST_POLICY_MAP,
+            what: format!("setting the policy of host id {id}"),
+            source,
+        })
     }
 
     /// Zeroes host id `id`'s statistics, before the id is given to another host.

@@ -617,18 +617,21 @@ impl Harness {
         let mut table = std::collections::HashMap::new();
         for (id, p) in (HOST_FIRST_CONFIGURED..).zip(patterns) {
             let h = HostPattern::parse(p).map_err(|e| anyhow::anyhow!(e))?;
-            map.insert(
-                h.key(),
-                HostValue {
-                    id,
-                    policy: 0,
-                    _pad: [0; 3],
-                },
-                0,
-            )?;
+            map.insert(h.key(), HostValue { id, _pad: 0 }, 0)?;
             table.insert(h.key(), id);
         }
         Ok(table)
+    }
+
+    /// Sets the `POLICY_*` of host id `id`, as `forwarder hosts set` does.
+    pub fn set_host_policy(&mut self, id: u32, policy: u32) -> anyhow::Result<()> {
+        let mut map: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(forwarder_common::HOST_POLICY_MAP)
+                .context("host policies")?,
+        )?;
+        map.set(id, policy, 0)?;
+        Ok(())
     }
 
     /// Sets the per-client new-connection limit, as `[limits]` does.
@@ -676,6 +679,18 @@ impl Harness {
             _pad: [0; 2],
         };
         map.get(&key, 0).ok()
+    }
+
+    /// Host id `id`'s statistics, summed over CPUs.
+    pub fn host_stats(&self, id: u32) -> forwarder_common::HostStats {
+        let map: PerCpuArray<&MapData, forwarder_common::HostStats> =
+            PerCpuArray::try_from(self.ebpf.map(forwarder_common::HOST_STATS_MAP).unwrap())
+                .unwrap();
+        let mut sum = forwarder_common::HostStats::default();
+        for s in map.get(&id, 0).unwrap().iter() {
+            forwarder::maps::add_host_stats(&mut sum, s);
+        }
+        sum
     }
 
     pub fn counter(&self, c: Counter) -> u64 {

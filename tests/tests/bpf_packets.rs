@@ -458,3 +458,75 @@ fn malformed_fragmented_and_optioned_packets_get_defined_verdicts() {
         "something malformed was forwarded"
     );
 }
+
+#[test]
+fn a_host_with_the_drop_policy_is_cut_and_its_next_packet_goes_to_the_vps_untouched() {
+    use forwarder_common::{HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, POLICY_DROP};
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_hosts(&["blocked.example.test", "ok.example.test"])
+            .unwrap();
+        h.set_host_policy(HOST_FIRST_CONFIGURED, POLICY_DROP)
+            .unwrap();
+        let run = |h: &Harness, frame: &[u8]| -> (u32, Vec<u8>) {
+            if tc_only {
+                h.tc_ingress(frame)
+            } else {
+                let (verdict, _, out) = h.xdp(frame);
+                (verdict, out)
+            }
+        };
+        let (pass, forwarded, dropped) = if tc_only {
+            (TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_PASS, XDP_DROP)
+        };
+        for (port, host, cut) in [
+            (42000, "blocked.example.test", true),
+            (42001, "ok.example.test", false),
+        ] {
+            let syn = Pkt::tcp(v4(CLIENT4), port, v4(PUBLIC4), 443, SYN).options(mss_option(1460));
+            assert_eq!(run(&h, &syn.frame()).0, forwarded, "{host}: SYN");
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let data = Pkt::tcp(v4(CLIENT4), port, v4(PUBLIC4), 443, ACK | PSH)
+                .seq(1)
+                .payload(request.as_bytes());
+            let (v, out) = run(&h, &data.frame());
+            if cut {
+                // The request never reaches home.
+                assert_eq!(v, dropped, "tc_only {tc_only}: {host}");
+                // What the client sends next (the retransmission) goes to the VPS's own
+                // stack untranslated; having no socket for it, the VPS answers with a RST.
+                let frame = data.frame();
+                assert_eq!(run(&h, &frame), (pass, frame.clone()), "tc_only {tc_only}");
+            } else {
+                assert_eq!(v, forwarded, "tc_only {tc_only}: {host}");
+                assert_eq!(
+                    &out[14..],
+                    &data.with((v4(CLIENT4), port), (v4(BACKEND4), 443)).ip()[..],
+                    "tc_only {tc_only}: {host} was not forwarded"
+                );
+            }
+            let flow = h
+                .forward_flow((v4(CLIENT4), port), (v4(PUBLIC4), 443))
+                .expect("flow entry");
+            assert_eq!(
+                flow.flags & forwarder_common::FLOW_F_CUT != 0,
+                cut,
+                "{host}"
+            );
+        }
+        assert_eq!(h.counter(Counter::PolicyCut), 1, "tc_only {tc_only}");
+        let passed = if tc_only {
+            Counter::TcPassCut
+        } else {
+            Counter::XdpPassCut
+        };
+        assert_eq!(h.counter(passed), 1, "tc_only {tc_only}");
+        assert_eq!(
+            h.host_stats(HOST_FIRST_CONFIGURED).drops[HOST_DROP_POLICY],
+            1,
+            "tc_only {tc_only}: the cut is counted under its host"
+        );
+    }
+}

@@ -264,3 +264,70 @@ fn rules_and_hosts_change_around_a_running_download() {
         "downloaded bytes differ"
     );
 }
+
+#[test]
+fn a_host_set_to_drop_is_reset_quickly_and_others_are_untouched() {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let mut lab = Lab::new(&LabOptions {
+        extra_config: format!(
+            "[[host]]\nname = \"{}\"\n\n[[host]]\nname = \"{}\"\n",
+            SUBDOMAINS[0], SUBDOMAINS[1]
+        ),
+        ..LabOptions::default()
+    })
+    .expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    for scheme in ["https", "http"] {
+        let (code, _) = lab
+            .curl(scheme, SUBDOMAINS[0], "/", VPS_V4, &[])
+            .expect("before the policy");
+        assert_eq!(code, 200);
+    }
+    let text = ok(&cli(
+        &lab,
+        &["hosts", "set", SUBDOMAINS[0], "--policy", "drop"],
+    ));
+    assert!(text.contains("policy drop"), "{text}");
+    let file = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(file.contains("policy = \"drop\""), "{file}");
+
+    for scheme in ["https", "http"] {
+        let started = std::time::Instant::now();
+        let err = lab
+            .curl(scheme, SUBDOMAINS[0], "/", VPS_V4, &["--max-time", "10"])
+            .expect_err("a dropped host answered");
+        let took = started.elapsed();
+        let err = format!("{err:#}");
+        assert!(err.contains("reset"), "{scheme}: not a reset: {err}");
+        // The reset comes with the client's first retransmission (its RTO, 200 ms or
+        // more), not after a timeout.
+        assert!(
+            took < Duration::from_secs(3),
+            "{scheme}: reset after {took:?}"
+        );
+        eprintln!("{scheme}: connection reset after {} ms", took.as_millis());
+        // The other host is not affected.
+        let (code, _) = lab
+            .curl(scheme, SUBDOMAINS[1], "/", VPS_V4, &[])
+            .expect("another host");
+        assert_eq!(code, 200);
+    }
+    let page = lab.metrics_page().expect("metrics");
+    let want = format!(
+        "forwarder_host_drops_total{{host=\"{}\",reason=\"policy\"}} 2",
+        SUBDOMAINS[0]
+    );
+    assert!(page.contains(&want), "{want}\n{page}");
+
+    // Back to forward: new connections reach home again.
+    ok(&cli(
+        &lab,
+        &["hosts", "set", SUBDOMAINS[0], "--policy", "forward"],
+    ));
+    let (code, _) = lab
+        .curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])
+        .expect("after the policy is lifted");
+    assert_eq!(code, 200);
+}
