@@ -350,7 +350,15 @@ impl Config {
             ConfigError::Invalid("no tunnel interface: pass --tunnel or set tunnel_iface".into())
         })?;
         let hosts = resolve_hosts(&file.hosts)?;
-        let host_policies = file.hosts.iter().map(|h| h.policy).collect();
+        let host_policies: Vec<HostPolicy> = file.hosts.iter().map(|h| h.policy).collect();
+        if let Some(h) = file.hosts.iter().find(|h| h.policy == HostPolicy::Local) {
+            // The name is read from the first payload, after the handshake went home: the
+            // VPS's stack has no connection to take over (see docs/operations.md).
+            return Err(ConfigError::Invalid(format!(
+                "host {:?}: policy \"local\" is not supported yet (the name is only known after the TCP handshake went home); use policy \"drop\", or fallback = \"local\" on the rule",
+                h.name
+            )));
+        }
         file.health.validate().map_err(ConfigError::Invalid)?;
         file.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu
@@ -781,15 +789,19 @@ port = 443
         let c = resolve_text(
             "[[host]]\nname = \"a.example.com\"\npolicy = \"drop\"\n\
              [[host]]\nname = \"b.example.com\"\n\
-             [[host]]\nname = \"*.c.example.com\"\npolicy = \"Local\"\n",
+             [[host]]\nname = \"*.c.example.com\"\npolicy = \"Forward\"\n",
         )
         .unwrap();
         assert_eq!(
             c.host_policies,
-            [HostPolicy::Drop, HostPolicy::Forward, HostPolicy::Local]
+            [HostPolicy::Drop, HostPolicy::Forward, HostPolicy::Forward]
         );
         assert_eq!(c.hosts.len(), c.host_policies.len());
         assert!(resolve_text("").unwrap().host_policies.is_empty());
+        let e = resolve_text("[[host]]\nname = \"a.example.com\"\npolicy = \"local\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.example.com") && e.contains("not supported"), "{e}");
     }
 
     #[test]

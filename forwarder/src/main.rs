@@ -124,7 +124,7 @@ enum HostsAction {
     Add {
         /// `app.example.com` or `*.example.com`.
         name: String,
-        /// forward (default), drop (cut with a TCP RST) or local (the VPS's own stack).
+        /// forward (default) or drop (the connection is cut; the client gets a TCP RST).
         #[arg(long, default_value = "forward")]
         policy: String,
         #[command(flatten)]
@@ -139,7 +139,7 @@ enum HostsAction {
     /// Change a host's policy (affects new connections).
     Set {
         name: String,
-        /// forward, drop or local.
+        /// forward or drop.
         #[arg(long)]
         policy: String,
         #[command(flatten)]

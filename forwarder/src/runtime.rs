@@ -292,7 +292,13 @@ impl Runtime {
         let next = self.sources.resolve(file)?;
         // The file first: if it cannot be written, nothing has changed; if the kernel
         // refuses the change afterwards, the file is put back.
-        doc.write_atomic().map_err(|e| e.to_string())?;
+        match doc.write_atomic() {
+            Ok(()) => {}
+            // The file was replaced; only flushing its directory failed. The change stands,
+            // so the running state must follow the file.
+            Err(e @ crate::config_edit::EditError::Sync { .. }) => warn!("{e}"),
+            Err(e) => return Err(e.to_string()),
+        }
         match self.apply(&mut inner, next) {
             Ok(mut changes) => {
                 changes.persisted_to = Some(path.display().to_string());
