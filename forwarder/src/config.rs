@@ -801,7 +801,10 @@ port = 443
         let e = resolve_text("[[host]]\nname = \"a.example.com\"\npolicy = \"local\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a.example.com") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("a.example.com") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]
