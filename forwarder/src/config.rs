@@ -115,7 +115,7 @@ impl Limits {
         (rate, self.burst.unwrap_or(rate))
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.burst == Some(0) {
             return Err("limits.burst = 0: at least 1 (or leave it out: the rate)".into());
         }

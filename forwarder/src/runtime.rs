@@ -217,25 +217,38 @@ impl Runtime {
 
     fn on_health_change(&self, backend: SocketAddr, up: bool) {
         let inner = self.lock();
-        let table = self.effective_rules(&inner.cfg);
-        let affected: Vec<String> = inner
+        let affected: Vec<&crate::config::Rule> = inner
             .cfg
             .rules
             .iter()
             .filter(|r| {
                 r.fallback.is_some() && SocketAddr::new(r.backend, r.backend_port) == backend
             })
-            .map(ToString::to_string)
             .collect();
         if affected.is_empty() {
             return;
         }
-        match self.maps.rules().install(table, |_| {}) {
-            Ok(()) if up => {
-                info!(%backend, rules = ?affected, "new connections go to the backend again")
+        let table = self.effective_rules(&inner.cfg);
+        if let Err(e) = self.maps.rules().install(table, |_| {}) {
+            warn!(%backend, "switching the fallback failed: {}", crate::maps::display_chain(&e));
+            return;
+        }
+        for r in affected {
+            match (up, r.fallback) {
+                (true, _) => info!(%backend, rule = %r, "new connections go to the backend again"),
+                (false, Some(Fallback::Local)) => warn!(
+                    %backend,
+                    rule = %r,
+                    "new connections go to the local stack (fallback)"
+                ),
+                (false, Some(Fallback::Backend(alt))) => warn!(
+                    %backend,
+                    fallback = %alt,
+                    rule = %r,
+                    "new connections go to the fallback backend"
+                ),
+                (false, None) => {}
             }
-            Ok(()) => warn!(%backend, rules = ?affected, "new connections go to the fallback"),
-            Err(e) => warn!(%backend, "switching the fallback failed: {e}"),
         }
     }
 
@@ -285,7 +298,12 @@ impl Runtime {
             Edit::AddHost(h) => doc.add_host(h),
             Edit::RemoveHost(name) => doc.remove_host(name),
             Edit::SetHostPolicy(name, policy) => doc.set_host_policy(name, *policy),
-            Edit::SetLimits(l) => doc.set_limits(*l),
+            Edit::SetLimits(l) => {
+                // Checked before the edit: a rate of 0 removes the keys, and with them a
+                // contradictory burst the resolved configuration would never see.
+                l.validate()?;
+                doc.set_limits(*l)
+            }
         }
         .map_err(|e| e.to_string())?;
         let file = doc.file_config().map_err(|e| e.to_string())?;

@@ -5,23 +5,11 @@
 //! nor the config file.
 
 use std::{
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
 
 use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, wait_for};
-
-/// A process of this test, stopped by PID when the test ends, however it ends.
-struct Guard(Option<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn cli(lab: &Lab, args: &[&str]) -> Output {
     lab.forwarder_cli(args).expect("running the CLI")
@@ -108,35 +96,9 @@ fn rules_and_hosts_change_around_a_running_download() {
     lab.start_forwarder(&[]).expect("starting the forwarder");
 
     // About 8 s at 3 MB/s: every change below happens while it runs.
-    let out = lab.dir.join("download");
-    let resolve = format!("{}:443:{VPS_V4}", SUBDOMAINS[1]);
-    let url = format!("https://{}/big", SUBDOMAINS[1]);
-    let mut download = Guard(Some(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.client,
-                "curl",
-                "-sS",
-                "--max-time",
-                "60",
-            ])
-            .args(["--limit-rate", "3M", "--resolve", &resolve, "--cacert"])
-            .arg(lab.cert())
-            .arg("-o")
-            .arg(&out)
-            .arg(&url)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the download"),
-    ));
-    wait_for("the download to start", Duration::from_secs(10), || {
-        let len = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        (len > 1 << 20).then_some(())
-    })
-    .expect("download started");
+    let download = lab
+        .start_download(SUBDOMAINS[1], "3M")
+        .expect("starting the download");
 
     // A new port, in force at once.
     assert!(get(&lab, 8080).is_err(), "8080 answered before its rule");
@@ -176,7 +138,53 @@ fn rules_and_hosts_change_around_a_running_download() {
     assert!(file.contains("port = 8080"), "{file}");
     assert!(!file.contains(SUBDOMAINS[2]), "{file}");
 
+    // The per-client limit, set and lifted from the CLI.
+    let before = kernel_state(&lab);
+    let text = ok(&cli(
+        &lab,
+        &[
+            "limits",
+            "set",
+            "--new-connections-per-second",
+            "50",
+            "--burst",
+            "80",
+        ],
+    ));
+    assert!(text.contains("limits changed"), "{text}");
+    let limited = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(
+        limited.contains("new_connections_per_second = 50"),
+        "{limited}"
+    );
+    assert_ne!(
+        before,
+        kernel_state(&lab),
+        "the limit did not reach the kernel"
+    );
+    assert_eq!(get(&lab, 8080), Ok(200));
+    ok(&cli(
+        &lab,
+        &["limits", "set", "--new-connections-per-second", "0"],
+    ));
+    let file = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(!file.contains("new_connections_per_second = 50"), "{file}");
+
     // Bad changes: refused, naming the problem; nothing changes, kernel or file.
+    refused(
+        &cli(
+            &lab,
+            &[
+                "limits",
+                "set",
+                "--new-connections-per-second",
+                "0",
+                "--burst",
+                "5",
+            ],
+        ),
+        "burst",
+    );
     let kernel = kernel_state(&lab);
     for (args, want) in [
         (
@@ -247,17 +255,9 @@ fn rules_and_hosts_change_around_a_running_download() {
     )
     .expect("SIGHUP reload");
 
-    let mut child = download.0.take().expect("download running");
-    let status = wait_for("the download to finish", Duration::from_secs(60), || {
-        child.try_wait().ok().flatten()
-    })
-    .expect("download finished");
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
-    assert!(status.success(), "curl: {status} {stderr}");
-    let got = std::fs::read(&out).unwrap();
+    let got = download
+        .finish(Duration::from_secs(60))
+        .expect("the download");
     assert_eq!(got.len(), SIZE, "download truncated");
     assert!(
         got == lab.read("www/big").unwrap(),
