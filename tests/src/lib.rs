@@ -31,6 +31,7 @@ use anyhow::{Context as _, bail};
 pub mod bench;
 #[cfg(feature = "bpf")]
 pub mod bpf;
+pub mod compare;
 
 pub const CLIENT_V4: &str = "203.0.113.2";
 pub const VPS_V4: &str = "203.0.113.1";

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: per-packet cost of the kernel programs.
+//! `cargo xtask bench`: per-packet cost of the kernel programs, then the forwarder side by
+//! side with the alternatives in the lab (see `integration_tests::compare`).
 
 use crate::{cargo, status};
 
@@ -18,5 +19,38 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             .args(crate::locked())
             .arg("--")
             .arg(runs),
-    )
+    )?;
+    // The daemon as users run it: a release build.
+    status(
+        cargo()
+            .args(["build", "--release", "-q", "-p", "forwarder"])
+            .args(crate::locked()),
+    )?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let json = target.join(if quick {
+        "bench-compare-quick.json"
+    } else {
+        "bench-compare.json"
+    });
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "compare",
+    ])
+    .args(crate::locked())
+    .env("FORWARDER_BIN", target.join("release").join("forwarder"))
+    .arg("--")
+    .arg("--json")
+    .arg(&json);
+    if quick {
+        c.arg("--quick");
+    }
+    status(&mut c)
 }

@@ -24,6 +24,9 @@ pub const PACKAGES: &[&str] = &[
     "bpftool",
     "ca-certificates",
     "prometheus",
+    // The benchmark: the load generator and the hand-written alternative.
+    "wrk",
+    "nftables",
 ];
 
 pub fn run(with_packages: bool) -> anyhow::Result<()> {

@@ -1,0 +1,386 @@
+//! The forwarder side by side with what self-hosters run today, in one lab and one run:
+//! the same client, tunnel and home server, the configurations on the VPS interleaved
+//! (A B A B ...), so that drift of the machine hits every configuration alike.
+//!
+//! Configurations kept in the repository (`deploy/bench/`): hand-written nftables DNAT
+//! with conntrack and MSS clamping, the baseline every figure is a ratio to.
+
+use std::{fmt::Write as _, fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::{Lab, LabOptions, SUBDOMAINS, VPS_V4, run};
+
+/// What runs on the VPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Setup {
+    Forwarder,
+    /// The forwarder without XDP (`--xdp-mode off`): tc translates. Shows what XDP costs
+    /// or saves on the lab's veth interface, whose native XDP differs from a real NIC's.
+    #[serde(rename = "forwarder-tc-only")]
+    ForwarderTcOnly,
+    Nftables,
+}
+
+impl Setup {
+    pub const ALL: [Setup; 3] = [Setup::Forwarder, Setup::ForwarderTcOnly, Setup::Nftables];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Setup::Forwarder => "forwarder",
+            Setup::ForwarderTcOnly => "forwarder (tc only)",
+            Setup::Nftables => "nftables",
+        }
+    }
+}
+
+/// A load pattern, as wrk makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Every request on a new TCP + TLS connection (`Connection: close`).
+    NewConnectionHttps,
+    /// Requests on kept-alive TLS connections.
+    KeepAliveHttps,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 2] = [Workload::NewConnectionHttps, Workload::KeepAliveHttps];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Workload::NewConnectionHttps => "new-connection HTTPS",
+            Workload::KeepAliveHttps => "keep-alive HTTPS",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub setup: Setup,
+    pub workload: Workload,
+    pub repetition: u32,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Requests wrk counted as failed (socket errors and non-2xx answers).
+    pub errors: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub repetitions: u32,
+    pub seconds: u32,
+    pub connections: u32,
+}
+
+impl Options {
+    pub const QUICK: Options = Options {
+        repetitions: 2,
+        seconds: 2,
+        connections: 16,
+    };
+    pub const FULL: Options = Options {
+        repetitions: 5,
+        seconds: 10,
+        connections: 32,
+    };
+}
+
+/// The nftables configuration a careful user writes by hand: DNAT of the forwarded ports
+/// into the tunnel (conntrack translates the replies back) and the same MSS clamping the
+/// forwarder does. `{public}` and `{backend}` are filled in.
+pub const NFTABLES_RULES: &str = include_str!("../../deploy/bench/nftables.conf");
+
+/// Makes `/etc/hosts` inside `ns` (what `ip netns exec` mounts over the real one) resolve
+/// the lab's subdomains to the VPS, for tools that take a URL and no address.
+struct NetnsHosts {
+    dir: PathBuf,
+}
+
+impl NetnsHosts {
+    fn new(ns: &str) -> anyhow::Result<Self> {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        fs::create_dir_all(&dir)?;
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for s in SUBDOMAINS {
+            let _ = writeln!(hosts, "{VPS_V4} {s}");
+        }
+        fs::write(dir.join("hosts"), hosts)?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn setup_on(lab: &mut Lab, setup: Setup) -> anyhow::Result<()> {
+    match setup {
+        // Not pinned: stopping it must leave the VPS as it found it.
+        Setup::Forwarder => lab.start_forwarder(&["--no-pin", "--metrics-addr", "off"]),
+        Setup::ForwarderTcOnly => {
+            lab.start_forwarder(&["--no-pin", "--metrics-addr", "off", "--xdp-mode", "off"])
+        }
+        Setup::Nftables => {
+            let rules = NFTABLES_RULES
+                .replace("{public}", VPS_V4)
+                .replace("{backend}", crate::HOME_WG_V4);
+            let path = lab.dir.join("nftables.conf");
+            fs::write(&path, rules)?;
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &lab.vps,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]))?;
+            run(Command::new("ip")
+                .args(["netns", "exec", &lab.vps, "nft", "-f"])
+                .arg(&path))?;
+            Ok(())
+        }
+    }
+}
+
+fn teardown(lab: &mut Lab, setup: Setup) -> anyhow::Result<()> {
+    match setup {
+        Setup::Forwarder | Setup::ForwarderTcOnly => lab.stop_forwarder().map(|_| ()),
+        Setup::Nftables => {
+            run(Command::new("ip").args([
+                "netns", "exec", &lab.vps, "nft", "delete", "table", "ip", "fwdbench",
+            ]))?;
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &lab.vps,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=0",
+            ]))?;
+            Ok(())
+        }
+    }
+}
+
+/// One wrk run from the client namespace.
+fn wrk(lab: &Lab, workload: Workload, o: &Options) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let url = format!("https://{}/", SUBDOMAINS[0]);
+    let seconds = format!("{}s", o.seconds);
+    let conns = o.connections.to_string();
+    let mut args = vec![
+        "wrk",
+        "-t2",
+        "-c",
+        &conns,
+        "-d",
+        &seconds,
+        "--timeout",
+        "5s",
+        "--latency",
+    ];
+    if workload == Workload::NewConnectionHttps {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    let out = lab.exec(&lab.client, &args)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))
+}
+
+/// Requests per second, p50 and p99 latency in ms, and failed requests.
+pub fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .context("no Requests/sec line")?
+        .trim()
+        .parse()?;
+    let pct = |p: &str| -> anyhow::Result<f64> {
+        let v = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .with_context(|| format!("no {p} latency line"))?
+            .trim();
+        duration_ms(v)
+    };
+    let mut errors = 0;
+    for l in text.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("Socket errors:") {
+            errors += rest
+                .split(',')
+                .filter_map(|f| f.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        if let Some(rest) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<u64>()?;
+        }
+    }
+    Ok((rps, pct("50%")?, pct("99%")?, errors))
+}
+
+fn duration_ms(v: &str) -> anyhow::Result<f64> {
+    let (num, unit) = v
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| v.split_at(i))
+        .context("latency without unit")?;
+    let n: f64 = num.parse()?;
+    Ok(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => bail!("unknown latency unit {unit:?}"),
+    })
+}
+
+/// Builds the lab and measures every setup and workload `o.repetitions` times, interleaved.
+pub fn measure(o: &Options) -> anyhow::Result<Vec<Sample>> {
+    let mut lab = Lab::new(&LabOptions {
+        extra_config: "[[rule]]\nport = 443\n".into(),
+        ..LabOptions::default()
+    })?;
+    let _hosts = NetnsHosts::new(&lab.client)?;
+    let mut samples = Vec::new();
+    for repetition in 0..o.repetitions {
+        for setup in Setup::ALL {
+            setup_on(&mut lab, setup)?;
+            let result = (|| -> anyhow::Result<()> {
+                // A first request makes sure the path works before it is timed.
+                let (code, _) = lab.curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])?;
+                if code != 200 {
+                    bail!("{}: HTTP {code}", setup.name());
+                }
+                for workload in Workload::ALL {
+                    let (rps, p50, p99, errors) = wrk(&lab, workload, o)?;
+                    samples.push(Sample {
+                        setup,
+                        workload,
+                        repetition,
+                        requests_per_second: rps,
+                        p50_ms: p50,
+                        p99_ms: p99,
+                        errors,
+                    });
+                }
+                Ok(())
+            })();
+            teardown(&mut lab, setup)?;
+            result.with_context(|| format!("measuring {}", setup.name()))?;
+        }
+    }
+    Ok(samples)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The markdown table: medians with their spread (min..max), and ratios to nftables.
+pub fn table(samples: &[Sample]) -> String {
+    let mut out = String::from(
+        "| workload | setup | requests/s (min..max) | vs nftables | p50 ms | p99 ms | vs nftables p99 | errors |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for w in Workload::ALL {
+        let of = |s: Setup| -> Vec<&Sample> {
+            samples
+                .iter()
+                .filter(|x| x.workload == w && x.setup == s)
+                .collect()
+        };
+        let base = of(Setup::Nftables);
+        let base_rps = median(base.iter().map(|x| x.requests_per_second).collect());
+        let base_p99 = median(base.iter().map(|x| x.p99_ms).collect());
+        for s in Setup::ALL {
+            let v = of(s);
+            if v.is_empty() {
+                continue;
+            }
+            let rps: Vec<f64> = v.iter().map(|x| x.requests_per_second).collect();
+            let (lo, hi) = rps
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+            let m = median(rps);
+            let p50 = median(v.iter().map(|x| x.p50_ms).collect());
+            let p99 = median(v.iter().map(|x| x.p99_ms).collect());
+            let errors: u64 = v.iter().map(|x| x.errors).sum();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {m:.0} ({lo:.0}..{hi:.0}) | {:.2}x | {p50:.2} | {p99:.2} | {:.2}x | {errors} |",
+                w.name(),
+                s.name(),
+                m / base_rps,
+                p99 / base_p99,
+            );
+        }
+    }
+    out
+}
+
+/// Runs the comparison and prints the table; the samples go to `json` if given.
+pub fn compare(o: &Options, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let samples = std::thread::spawn({
+        let o = *o;
+        move || measure(&o)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("comparison thread panicked"))??;
+    println!(
+        "\nSide by side in the lab ({} repetitions of {} s per configuration and workload, {} connections, interleaved):\n",
+        o.repetitions, o.seconds, o.connections
+    );
+    print!("{}", table(&samples));
+    if let Some(path) = json {
+        fs::write(path, serde_json::to_string_pretty(&samples)?)?;
+        println!("\nsamples: {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read() {
+        let text = "Running 2s test @ https://app.example.test/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.10ms    2.00ms  30.00ms   80.00%
+  Latency Distribution
+     50%    4.80ms
+     75%    6.00ms
+     90%    7.50ms
+     99%    1.20s
+  2000 requests in 2.00s, 300.00KB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1000.50
+Transfer/sec:    150.00KB
+";
+        let (rps, p50, p99, errors) = parse_wrk(text).unwrap();
+        assert_eq!(rps, 1000.5);
+        assert_eq!(p50, 4.8);
+        assert_eq!(p99, 1200.0);
+        assert_eq!(errors, 9);
+        assert!(parse_wrk("nothing").is_err());
+        assert_eq!(duration_ms("750.00us").unwrap(), 0.75);
+    }
+}
