@@ -3,9 +3,15 @@
 //! (A B A B ...), so that drift of the machine hits every configuration alike.
 //!
 //! Configurations kept in the repository (`deploy/bench/`): hand-written nftables DNAT
-//! with conntrack and MSS clamping, the baseline every figure is a ratio to.
+//! with conntrack and MSS clamping (the baseline every figure is a ratio to), HAProxy
+//! passing TLS through by SNI, and Caddy terminating TLS and proxying home.
 
-use std::{fmt::Write as _, fs, path::PathBuf, process::Command};
+use std::{
+    fmt::Write as _,
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -22,16 +28,28 @@ pub enum Setup {
     #[serde(rename = "forwarder-tc-only")]
     ForwarderTcOnly,
     Nftables,
+    /// HAProxy in TCP mode routing by SNI (`deploy/bench/haproxy.cfg`).
+    Haproxy,
+    /// Caddy terminating TLS and proxying home (`deploy/bench/Caddyfile`).
+    Caddy,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 3] = [Setup::Forwarder, Setup::ForwarderTcOnly, Setup::Nftables];
+    pub const ALL: [Setup; 5] = [
+        Setup::Forwarder,
+        Setup::ForwarderTcOnly,
+        Setup::Nftables,
+        Setup::Haproxy,
+        Setup::Caddy,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Setup::Forwarder => "forwarder",
             Setup::ForwarderTcOnly => "forwarder (tc only)",
             Setup::Nftables => "nftables",
+            Setup::Haproxy => "HAProxy (SNI passthrough)",
+            Setup::Caddy => "Caddy (TLS terminated)",
         }
     }
 }
@@ -93,6 +111,70 @@ impl Options {
 /// into the tunnel (conntrack translates the replies back) and the same MSS clamping the
 /// forwarder does. `{public}` and `{backend}` are filled in.
 pub const NFTABLES_RULES: &str = include_str!("../../deploy/bench/nftables.conf");
+pub const HAPROXY_CONFIG: &str = include_str!("../../deploy/bench/haproxy.cfg");
+pub const CADDYFILE: &str = include_str!("../../deploy/bench/Caddyfile");
+
+/// A proxy of a setup, ended by PID when the setup is torn down.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fill(template: &str, lab: &Lab) -> String {
+    template
+        .replace("{public}", VPS_V4)
+        .replace("{backend}", crate::HOME_WG_V4)
+        .replace("{cert}", &lab.cert().display().to_string())
+        .replace("{key}", &lab.dir.join("key.pem").display().to_string())
+}
+
+/// Starts `args` in the VPS namespace and waits until something listens on 443 there.
+fn start_proxy(
+    lab: &Lab,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, PathBuf)],
+) -> anyhow::Result<Proxy> {
+    let log = fs::File::create(lab.dir.join(format!("{name}.log")))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.vps])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proxy = Proxy(cmd.spawn().with_context(|| format!("starting {name}"))?);
+    let listening = crate::wait_for(
+        &format!("{name} listening"),
+        std::time::Duration::from_secs(15),
+        || {
+            if let Ok(Some(status)) = proxy.0.try_wait() {
+                return Some(Err(status));
+            }
+            let out = lab
+                .exec(&lab.vps, &["ss", "-Hltn", "sport", "=", ":443"])
+                .ok()?;
+            (!out.stdout.is_empty()).then_some(Ok(()))
+        },
+    );
+    match listening {
+        Ok(Ok(())) => Ok(proxy),
+        Ok(Err(status)) => bail!(
+            "{name} exited with {status}: {}",
+            fs::read_to_string(lab.dir.join(format!("{name}.log"))).unwrap_or_default()
+        ),
+        Err(e) => {
+            let _ = proxy.0.kill();
+            Err(e)
+        }
+    }
+}
 
 /// Makes `/etc/hosts` inside `ns` (what `ip netns exec` mounts over the real one) resolve
 /// the lab's subdomains to the VPS, for tools that take a URL and no address.
@@ -119,12 +201,38 @@ impl Drop for NetnsHosts {
     }
 }
 
-fn setup_on(lab: &mut Lab, setup: Setup) -> anyhow::Result<()> {
+fn setup_on(lab: &mut Lab, setup: Setup) -> anyhow::Result<Option<Proxy>> {
     match setup {
         // Not pinned: stopping it must leave the VPS as it found it.
-        Setup::Forwarder => lab.start_forwarder(&["--no-pin", "--metrics-addr", "off"]),
-        Setup::ForwarderTcOnly => {
-            lab.start_forwarder(&["--no-pin", "--metrics-addr", "off", "--xdp-mode", "off"])
+        Setup::Forwarder => lab
+            .start_forwarder(&["--no-pin", "--metrics-addr", "off"])
+            .map(|()| None),
+        Setup::ForwarderTcOnly => lab
+            .start_forwarder(&["--no-pin", "--metrics-addr", "off", "--xdp-mode", "off"])
+            .map(|()| None),
+        Setup::Haproxy => {
+            let path = lab.dir.join("haproxy.cfg");
+            fs::write(&path, fill(HAPROXY_CONFIG, lab))?;
+            let path = path.display().to_string();
+            start_proxy(lab, "haproxy", &["haproxy", "-db", "-f", &path], &[]).map(Some)
+        }
+        Setup::Caddy => {
+            let path = lab.dir.join("Caddyfile");
+            fs::write(&path, fill(CADDYFILE, lab))?;
+            let path = path.display().to_string();
+            let home = lab.dir.join("caddy");
+            fs::create_dir_all(&home)?;
+            start_proxy(
+                lab,
+                "caddy",
+                &["caddy", "run", "--adapter", "caddyfile", "--config", &path],
+                &[
+                    ("HOME", home.clone()),
+                    ("XDG_DATA_HOME", home.join("data")),
+                    ("XDG_CONFIG_HOME", home.join("config")),
+                ],
+            )
+            .map(Some)
         }
         Setup::Nftables => {
             let rules = NFTABLES_RULES
@@ -143,13 +251,15 @@ fn setup_on(lab: &mut Lab, setup: Setup) -> anyhow::Result<()> {
             run(Command::new("ip")
                 .args(["netns", "exec", &lab.vps, "nft", "-f"])
                 .arg(&path))?;
-            Ok(())
+            Ok(None)
         }
     }
 }
 
-fn teardown(lab: &mut Lab, setup: Setup) -> anyhow::Result<()> {
+fn teardown(lab: &mut Lab, setup: Setup, proxy: Option<Proxy>) -> anyhow::Result<()> {
+    drop(proxy);
     match setup {
+        Setup::Haproxy | Setup::Caddy => Ok(()),
         Setup::Forwarder | Setup::ForwarderTcOnly => lab.stop_forwarder().map(|_| ()),
         Setup::Nftables => {
             run(Command::new("ip").args([
@@ -252,7 +362,7 @@ pub fn measure(o: &Options) -> anyhow::Result<Vec<Sample>> {
     let mut samples = Vec::new();
     for repetition in 0..o.repetitions {
         for setup in Setup::ALL {
-            setup_on(&mut lab, setup)?;
+            let proxy = setup_on(&mut lab, setup)?;
             let result = (|| -> anyhow::Result<()> {
                 // A first request makes sure the path works before it is timed.
                 let (code, _) = lab.curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])?;
@@ -273,7 +383,7 @@ pub fn measure(o: &Options) -> anyhow::Result<Vec<Sample>> {
                 }
                 Ok(())
             })();
-            teardown(&mut lab, setup)?;
+            teardown(&mut lab, setup, proxy)?;
             result.with_context(|| format!("measuring {}", setup.name()))?;
         }
     }

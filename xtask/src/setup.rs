@@ -27,6 +27,8 @@ pub const PACKAGES: &[&str] = &[
     // The benchmark: the load generator and the hand-written alternative.
     "wrk",
     "nftables",
+    "haproxy",
+    "caddy",
 ];
 
 pub fn run(with_packages: bool) -> anyhow::Result<()> {
@@ -69,14 +71,30 @@ fn debian_packages() -> anyhow::Result<()> {
         );
     }
     eprintln!("installing Debian packages: {}", missing.join(" "));
-    status(Command::new("apt-get").args(["-q", "update"]))?;
-    status(
-        Command::new("apt-get")
-            .args(["-q", "install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .context("installing Debian packages")
+    // Servers among them (nginx, HAProxy, Caddy) run only inside the lab's namespaces:
+    // their packages must not start them on the machine itself.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let result = status(Command::new("apt-get").args(["-q", "update"])).and_then(|()| {
+        status(
+            Command::new("apt-get")
+                .args(["-q", "install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result.context("installing Debian packages")
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {
