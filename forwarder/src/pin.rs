@@ -166,17 +166,7 @@ pub fn pinned_link_ifindex(path: &Path) -> io::Result<Option<u32>> {
         file_flags: 0,
     };
     // SAFETY: `get` and the path it points to outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const GetAttr,
-            size_of::<GetAttr>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = unsafe { bpf(BPF_OBJ_GET, &get) }?;
     // SAFETY: the kernel just returned this descriptor to us.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // struct bpf_link_info: type, id, prog_id, then (8-byte aligned) a union whose first
@@ -194,19 +184,23 @@ pub fn pinned_link_ifindex(path: &Path) -> io::Result<Option<u32>> {
         info: info.as_mut_ptr() as u64,
     };
     // SAFETY: `attr` and `info` outlive the call and have the sizes passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            size_of::<InfoAttr>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
     let ifindex = (info[2] & 0xffff_ffff) as u32;
     Ok((ifindex != 0).then_some(ifindex))
+}
+
+/// The bpf(2) system call with `attr` as its attribute block.
+///
+/// # Safety
+/// Pointers inside `attr` must be valid for what `cmd` does with them.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for the pointers in `attr`; its size is passed along.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>() as u32) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

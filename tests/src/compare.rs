@@ -235,25 +235,22 @@ fn setup_on(lab: &mut Lab, setup: Setup) -> anyhow::Result<Option<Proxy>> {
             .map(Some)
         }
         Setup::Nftables => {
-            let rules = NFTABLES_RULES
-                .replace("{public}", VPS_V4)
-                .replace("{backend}", crate::HOME_WG_V4);
             let path = lab.dir.join("nftables.conf");
-            fs::write(&path, rules)?;
-            run(Command::new("ip").args([
-                "netns",
-                "exec",
-                &lab.vps,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]))?;
+            fs::write(&path, fill(NFTABLES_RULES, lab))?;
+            ip_forwarding(lab, true)?;
             run(Command::new("ip")
                 .args(["netns", "exec", &lab.vps, "nft", "-f"])
                 .arg(&path))?;
             Ok(None)
         }
     }
+}
+
+/// The VPS's IPv4 forwarding, which only the nftables setup uses.
+fn ip_forwarding(lab: &Lab, on: bool) -> anyhow::Result<()> {
+    let setting = format!("net.ipv4.ip_forward={}", u8::from(on));
+    run(Command::new("ip").args(["netns", "exec", &lab.vps, "sysctl", "-qw", &setting]))?;
+    Ok(())
 }
 
 fn teardown(lab: &mut Lab, setup: Setup, proxy: Option<Proxy>) -> anyhow::Result<()> {
@@ -265,14 +262,7 @@ fn teardown(lab: &mut Lab, setup: Setup, proxy: Option<Proxy>) -> anyhow::Result
             run(Command::new("ip").args([
                 "netns", "exec", &lab.vps, "nft", "delete", "table", "ip", "fwdbench",
             ]))?;
-            run(Command::new("ip").args([
-                "netns",
-                "exec",
-                &lab.vps,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=0",
-            ]))?;
+            ip_forwarding(lab, false)?;
             Ok(())
         }
     }

@@ -1,39 +1,12 @@
 //! `cargo xtask bench`: per-packet cost of the kernel programs, then the forwarder side by
 //! side with the alternatives in the lab (see `integration_tests::compare`).
 
+use std::process::Command;
+
 use crate::{cargo, status};
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
-    let runs = if quick { "2000" } else { "20000" };
-    status(
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "integration-tests",
-                "--bin",
-                "packet-costs",
-            ])
-            .args(crate::locked())
-            .arg("--")
-            .arg(runs),
-    )?;
-    // The daemon as users run it: a release build.
-    status(
-        cargo()
-            .args(["build", "--release", "-q", "-p", "forwarder"])
-            .args(crate::locked()),
-    )?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
-    let json = target.join(if quick {
-        "bench-compare-quick.json"
-    } else {
-        "bench-compare.json"
-    });
+/// `cargo run --release` of a benchmark binary of the integration-tests crate.
+fn bench_bin(name: &str) -> Command {
     let mut c = cargo();
     c.args([
         "run",
@@ -42,13 +15,33 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "-p",
         "integration-tests",
         "--bin",
-        "compare",
+        name,
     ])
-    .args(crate::locked())
-    .env("FORWARDER_BIN", target.join("release").join("forwarder"))
-    .arg("--")
-    .arg("--json")
-    .arg(&json);
+    .args(crate::locked());
+    c
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    let runs = if quick { "2000" } else { "20000" };
+    status(bench_bin("packet-costs").arg("--").arg(runs))?;
+    // The daemon as users run it: a release build.
+    status(
+        cargo()
+            .args(["build", "--release", "-q", "-p", "forwarder"])
+            .args(crate::locked()),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::root().join("target"), std::path::PathBuf::from);
+    let json = target.join(if quick {
+        "bench-compare-quick.json"
+    } else {
+        "bench-compare.json"
+    });
+    let mut c = bench_bin("compare");
+    c.env("FORWARDER_BIN", target.join("release").join("forwarder"))
+        .arg("--")
+        .arg("--json")
+        .arg(&json);
     if quick {
         c.arg("--quick");
     }
