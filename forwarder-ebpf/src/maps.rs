@@ -114,7 +114,12 @@ pub fn rule(cfg: &DataplaneConfig, key: &RuleKey) -> Option<&'static RuleValue> 
         if cfg.rules_set == 0 {
             RULES_0.get(key)
         } else {
-            RULES_1.get(key)
+            let r = RULES_1.get(key);
+            // Keeps the two lookups apart: LLVM would otherwise merge them into one call on
+            // a selected map pointer, which the verifier cannot inline (a real helper call
+            // per packet instead of a few instructions).
+            core::arch::asm!("", options(nomem, nostack, preserves_flags));
+            r
         }
     }
 }
