@@ -14,12 +14,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Lab, LabOptions, SUBDOMAINS, VPS_V4, run};
 
 /// What runs on the VPS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Setup {
     Forwarder,
@@ -55,7 +55,7 @@ impl Setup {
 }
 
 /// A load pattern, as wrk makes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// Every request on a new TCP + TLS connection (`Connection: close`).
@@ -75,7 +75,7 @@ impl Workload {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     pub setup: Setup,
     pub workload: Workload,
@@ -434,7 +434,86 @@ pub fn table(samples: &[Sample]) -> String {
     out
 }
 
-/// Runs the comparison and prints the table; the samples go to `json` if given.
+/// A bar chart (SVG) of each setup's median requests per second relative to nftables, one
+/// group of bars per workload.
+pub fn chart(samples: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let ratio = |w: Workload, s: Setup| -> f64 {
+        let m = |s: Setup| {
+            median(
+                samples
+                    .iter()
+                    .filter(|x| x.workload == w && x.setup == s)
+                    .map(|x| x.requests_per_second)
+                    .collect(),
+            )
+        };
+        m(s) / m(Setup::Nftables)
+    };
+    let n = Setup::ALL.len();
+    let groups = Workload::ALL.len();
+    let top = Workload::ALL
+        .iter()
+        .flat_map(|w| Setup::ALL.map(|s| ratio(*w, s)))
+        .filter(|r| r.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let slots = groups * (n + 1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Requests per second relative to nftables DNAT (same run, median)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..slots as f64, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("x nftables")
+        .draw()?;
+    for (g, w) in Workload::ALL.iter().enumerate() {
+        for (i, s) in Setup::ALL.iter().enumerate() {
+            let r = ratio(*w, *s);
+            if !r.is_finite() {
+                continue;
+            }
+            let x0 = (g * (n + 1) + i) as f64 + 0.5;
+            let color = Palette99::pick(i);
+            let bars = chart.draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x0 + 0.9, r)],
+                color.filled(),
+            )))?;
+            // One legend entry per setup: the colours repeat in every group.
+            if g == 0 {
+                bars.label(s.name()).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
+            }
+        }
+        let mid = (g * (n + 1)) as f64 + (n as f64 + 1.0) / 2.0;
+        chart.draw_series(std::iter::once(Text::new(
+            w.name(),
+            (mid - 1.5, -top * 0.04),
+            ("sans-serif", 15),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Runs the comparison and prints the table; the samples go to `json` if given, and a
+/// chart next to it (`.svg`).
 pub fn compare(o: &Options, json: Option<&std::path::Path>) -> anyhow::Result<()> {
     let samples = std::thread::spawn({
         let o = *o;
@@ -449,7 +528,9 @@ pub fn compare(o: &Options, json: Option<&std::path::Path>) -> anyhow::Result<()
     print!("{}", table(&samples));
     if let Some(path) = json {
         fs::write(path, serde_json::to_string_pretty(&samples)?)?;
-        println!("\nsamples: {}", path.display());
+        let svg = path.with_extension("svg");
+        chart(&samples, &svg)?;
+        println!("\nsamples: {}\nchart: {}", path.display(), svg.display());
     }
     Ok(())
 }
@@ -482,5 +563,33 @@ Transfer/sec:    150.00KB
         assert_eq!(errors, 9);
         assert!(parse_wrk("nothing").is_err());
         assert_eq!(duration_ms("750.00us").unwrap(), 0.75);
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_setup_and_workload() {
+        let mut samples = Vec::new();
+        for (i, setup) in Setup::ALL.into_iter().enumerate() {
+            for workload in Workload::ALL {
+                samples.push(Sample {
+                    setup,
+                    workload,
+                    repetition: 0,
+                    requests_per_second: 1000.0 + 100.0 * i as f64,
+                    p50_ms: 1.0,
+                    p99_ms: 2.0,
+                    errors: 0,
+                });
+            }
+        }
+        let path = std::env::temp_dir().join(format!("fwd-chart-{}.svg", std::process::id()));
+        chart(&samples, &path).unwrap();
+        let svg = fs::read_to_string(&path).unwrap();
+        let _ = fs::remove_file(&path);
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for s in Setup::ALL {
+            assert!(svg.contains(s.name()), "{}", s.name());
+        }
+        // Background, plot area and legend boxes aside: one bar per setup and workload.
+        assert!(svg.matches("<rect").count() >= Setup::ALL.len() * Workload::ALL.len());
     }
 }
