@@ -41,22 +41,10 @@ use crate::config::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// The edit would make the file something the daemon cannot read.
-    #[error("{0}")]
-    Invalid(String),
+    /// The file cannot be read, does not parse, or an edit would make it something the
+    /// daemon cannot read (the same errors as at startup).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// What is to be added is there already.
     #[error("{0}")]
     Conflict(String),
@@ -82,24 +70,9 @@ pub enum EditError {
     },
 }
 
-impl From<ConfigError> for EditError {
-    fn from(e: ConfigError) -> Self {
-        match e {
-            ConfigError::Read { path, source } => EditError::Read { path, source },
-            ConfigError::Parse {
-                path,
-                line,
-                column,
-                message,
-            } => EditError::Parse {
-                path,
-                line,
-                column,
-                message,
-            },
-            ConfigError::Invalid(m) => EditError::Invalid(m),
-        }
-    }
+/// An edit that would leave the file unreadable to the daemon.
+fn invalid(message: String) -> EditError {
+    EditError::Config(ConfigError::Invalid(message))
 }
 
 /// The configuration file as the user wrote it, with the edits made so far.
@@ -146,7 +119,7 @@ impl std::fmt::Display for RuleId {
 
 impl ConfigDoc {
     pub fn open(path: &Path) -> Result<Self, EditError> {
-        let text = fs::read_to_string(path).map_err(|source| EditError::Read {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -161,7 +134,7 @@ impl ConfigDoc {
         FileConfig::parse(path, text)?;
         let doc = text.parse::<DocumentMut>().map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            EditError::Parse {
+            ConfigError::Parse {
                 path: path.to_owned(),
                 line,
                 column,
@@ -330,7 +303,7 @@ impl ConfigDoc {
             let t = doc
                 .get_mut("limits")
                 .and_then(Item::as_table_like_mut)
-                .ok_or_else(|| EditError::Invalid("limits is not a [limits] section".into()))?;
+                .ok_or_else(|| invalid("limits is not a [limits] section".into()))?;
             set_value(
                 t,
                 "new_connections_per_second",
@@ -490,7 +463,7 @@ fn section_mut<'d>(
             .map(|t| t as &mut dyn TableLike),
         _ => None,
     };
-    found.ok_or_else(|| EditError::Invalid(format!("[[{key}]] {} is not in the file", index + 1)))
+    found.ok_or_else(|| invalid(format!("[[{key}]] {} is not in the file", index + 1)))
 }
 
 /// Replaces a value but keeps the comment after it (`port = 443  # HTTPS`) and the
@@ -526,7 +499,7 @@ fn append_section(
         }
         Some(Item::ArrayOfTables(_)) | None => {}
         Some(_) => {
-            return Err(EditError::Invalid(format!(
+            return Err(invalid(format!(
                 "{key} in the file is not a list of [[{key}]] sections"
             )));
         }
@@ -595,7 +568,7 @@ fn remove_section(doc: &mut DocumentMut, key: &str, index: usize) -> Result<(), 
             return Ok(());
         }
         _ => {
-            return Err(EditError::Invalid(format!(
+            return Err(invalid(format!(
                 "[[{key}]] {} is not in the file",
                 index + 1
             )));
@@ -1173,13 +1146,19 @@ interval_ms = 1000
     fn files_that_do_not_parse_are_not_edited() {
         let p = Path::new("/etc/forwarder.toml");
         let e = ConfigDoc::parse(p, "public_iface = \"eth0\"\n[[rule]\nport = 1\n").unwrap_err();
-        assert!(matches!(e, EditError::Parse { line: 2, .. }), "{e:?}");
+        assert!(
+            matches!(e, EditError::Config(ConfigError::Parse { line: 2, .. })),
+            "{e:?}"
+        );
         assert!(e.to_string().starts_with("/etc/forwarder.toml:2:"), "{e}");
         let e = ConfigDoc::parse(p, "[[host]]\nname = \"a.b\"\npolicy = \"bounce\"\n").unwrap_err();
         assert!(e.to_string().starts_with("/etc/forwarder.toml:3:"), "{e}");
         assert!(e.to_string().contains("forward, drop or local"), "{e}");
         let e = ConfigDoc::open(Path::new("/nonexistent/forwarder.toml")).unwrap_err();
-        assert!(matches!(e, EditError::Read { .. }), "{e:?}");
+        assert!(
+            matches!(e, EditError::Config(ConfigError::Read { .. })),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("/nonexistent/forwarder.toml"), "{e}");
     }
 

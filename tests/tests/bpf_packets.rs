@@ -13,6 +13,17 @@ fn harness(tc_translate: bool) -> Harness {
     Harness::new(tc_translate).expect("loading the kernel object")
 }
 
+/// A client packet through the public side: XDP, or tc in tc-only mode. The verdict and the
+/// packet as it leaves.
+fn ingress(h: &Harness, tc_only: bool, frame: &[u8]) -> (u32, Vec<u8>) {
+    if tc_only {
+        h.tc_ingress(frame)
+    } else {
+        let (verdict, _, out) = h.xdp(frame);
+        (verdict, out)
+    }
+}
+
 fn v4(a: std::net::Ipv4Addr) -> IpAddr {
     a.into()
 }
@@ -285,14 +296,7 @@ fn packets_without_a_rule_pass_untouched() {
 fn a_rule_in_local_fallback_passes_new_connections_and_keeps_forwarding_old_ones() {
     for tc_only in [false, true] {
         let mut h = harness(tc_only);
-        let run = |h: &Harness, frame: &[u8]| -> (u32, Vec<u8>) {
-            if tc_only {
-                h.tc_ingress(frame)
-            } else {
-                let (verdict, _, out) = h.xdp(frame);
-                (verdict, out)
-            }
-        };
+        let run = |h: &Harness, frame: &[u8]| ingress(h, tc_only, frame);
         let (pass, forwarded) = if tc_only {
             (TC_ACT_OK, TC_ACT_REDIRECT)
         } else {
@@ -468,14 +472,7 @@ fn a_host_with_the_drop_policy_is_cut_and_its_next_packet_goes_to_the_vps_untouc
             .unwrap();
         h.set_host_policy(HOST_FIRST_CONFIGURED, POLICY_DROP)
             .unwrap();
-        let run = |h: &Harness, frame: &[u8]| -> (u32, Vec<u8>) {
-            if tc_only {
-                h.tc_ingress(frame)
-            } else {
-                let (verdict, _, out) = h.xdp(frame);
-                (verdict, out)
-            }
-        };
+        let run = |h: &Harness, frame: &[u8]| ingress(h, tc_only, frame);
         let (pass, forwarded, dropped) = if tc_only {
             (TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT)
         } else {
