@@ -21,7 +21,7 @@ use aya::{
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
     HOST_POLICY_MAP, HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS,
-    RULE_F_FALLBACK_LOCAL, RULES_MAPS, RuleKey, RuleValue,
+    RULES_MAPS, RuleKey, RuleValue,
 };
 use tracing::warn;
 
@@ -230,48 +230,6 @@ impl Maps {
             },
             events,
         ))
-    }
-
-    /// Puts the rules `keys` into fallback (new connections go to the VPS's own stack) or
-    /// takes them out.
-    pub fn set_fallback(&self, keys: &[RuleKey], on: bool) -> Result<(), MapsError> {
-        self.update_rules(keys, |v| {
-            if on {
-                v.flags |= RULE_F_FALLBACK_LOCAL;
-            } else {
-                v.flags &= !RULE_F_FALLBACK_LOCAL;
-            }
-        })
-    }
-
-    /// Points the rules `keys` at `backend` for new connections (flows already made keep
-    /// theirs).
-    pub fn set_backend(
-        &self,
-        keys: &[RuleKey],
-        backend: std::net::SocketAddr,
-    ) -> Result<(), MapsError> {
-        let (words, _) = crate::dataplane::addr_words(backend.ip());
-        self.update_rules(keys, |v| {
-            v.backend_addr = words;
-            v.backend_port = backend.port().to_be();
-        })
-    }
-
-    /// Changes the rules `keys` with `change`, as one new rule set.
-    fn update_rules(
-        &self,
-        keys: &[RuleKey],
-        change: impl Fn(&mut RuleValue),
-    ) -> Result<(), MapsError> {
-        let mut tables = self.rules();
-        let mut next = tables.current().clone();
-        for key in keys {
-            if let Some(v) = next.get_mut(key) {
-                change(v);
-            }
-        }
-        tables.install(next, |_| {})
     }
 
     /// The rule sets, locked: every change of rules goes through here, one at a time.

@@ -349,16 +349,29 @@ impl Runtime {
             return Err("changing tunnel_mtu needs a restart of the daemon".into());
         }
         let changes = diff(cur, &next);
-        let labels = sync_hosts(&self.maps, &next).map_err(|e| format!("{e:#}"))?;
-        let table = self.effective_rules(&next);
         let (rate, burst) = next.limits.kernel();
-        self.maps
-            .rules()
-            .install(table, |c| {
-                c.conn_rate = rate;
-                c.conn_burst = burst;
-            })
-            .map_err(|e| crate::maps::display_chain(&e))?;
+        let applied = sync_hosts(&self.maps, &next)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|labels| {
+                self.maps
+                    .rules()
+                    .install(self.effective_rules(&next), |c| {
+                        c.conn_rate = rate;
+                        c.conn_burst = burst;
+                    })
+                    .map_err(|e| crate::maps::display_chain(&e))?;
+                Ok(labels)
+            });
+        let labels = match applied {
+            Ok(labels) => labels,
+            Err(e) => {
+                // The rules in force did not change; the host table goes back to match them.
+                if let Err(undo) = sync_hosts(&self.maps, cur) {
+                    warn!("restoring the host table failed: {undo:#}");
+                }
+                return Err(e);
+            }
+        };
         self.labels.set(labels);
         let health_changed = changes.health_changed
             || cur.tcp_backends() != next.tcp_backends()
