@@ -10,6 +10,7 @@ extern crate std;
 
 pub mod classify;
 pub mod csum;
+pub mod handoff;
 pub mod host;
 pub mod maps;
 pub mod packet;

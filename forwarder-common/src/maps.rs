@@ -23,6 +23,10 @@ pub const HOST_STATS_MAP: &str = "HOST_STATS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Classification in progress (LRU): forward `FlowKey` -> `ClassifyState`.
 pub const CLASSIFY_MAP: &str = "CLASSIFY";
+/// `handoff::Handshake` per forward flow key (LRU), while some host has policy `local`.
+pub const HANDSHAKES_MAP: &str = "HANDSHAKES";
+/// Ring buffer of `handoff::HandoffEvent`s for the daemon.
+pub const HANDOFF_MAP: &str = "HANDOFF";
 /// Program arrays holding the name reader, tail-called on a connection's first payload;
 /// one per program type, as the kernel ties a program array to the type of its callers.
 pub const XDP_READER_MAP: &str = "XDP_READER";
@@ -160,6 +164,15 @@ pub const FLOW_F_END_REPORTED: u32 = 4;
 pub const FLOW_F_CLS_STATE: u32 = 8;
 /// The connection was cut by its host's policy: nothing more of it goes to the backend.
 pub const FLOW_F_CUT: u32 = 16;
+/// Set with `FLOW_F_CUT` when the cut was a hand-off to the VPS's own stack (host policy
+/// `local`): the daemon rebuilds the connection there.
+pub const FLOW_F_LOCAL: u32 = 32;
+/// Set with `FLOW_F_LOCAL` until the daemon has rebuilt the connection: the client's
+/// packets are dropped meanwhile (for at most `HANDOFF_WAIT_NS`), as the VPS's stack would
+/// reset them.
+pub const FLOW_F_HANDOFF_WAIT: u32 = 64;
+/// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
+pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;
 
 /// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for
 /// a wildcard `*.example.com`, of `example.com`).
@@ -185,6 +198,8 @@ pub const POLICY_FORWARD: u32 = 0;
 /// The connection is cut: its first payload is dropped, and what the client sends next
 /// goes to the VPS's own stack untranslated, which answers with a TCP RST.
 pub const POLICY_DROP: u32 = 1;
+/// The connection is handed to the VPS's own stack (see `handoff`).
+pub const POLICY_LOCAL: u32 = 2;
 const _: () = assert!(size_of::<HostValue>() == 8);
 
 /// Per-host drop reasons (index into `HostStats::drops`).
@@ -272,8 +287,15 @@ pub struct DataplaneConfig {
     /// How the daemon attached the public side (`ATTACH_*`), kept for the next daemon
     /// that adopts the pinned data path.
     pub attach_mode: u32,
+    /// `CFG_F_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<DataplaneConfig>() == 32);
+const _: () = assert!(size_of::<DataplaneConfig>() == 40);
+
+/// Some host has policy `local`: record handshakes and hand over pre-classification
+/// payload (see `handoff`).
+pub const CFG_F_LOCAL_POLICY: u32 = 1;
 
 pub const ATTACH_XDP_DRIVER: u32 = 1;
 pub const ATTACH_XDP_GENERIC: u32 = 2;
@@ -282,7 +304,7 @@ pub const ATTACH_TC_ONLY: u32 = 3;
 /// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
 /// one of their key or value types, sizes or meanings changes, so that a new daemon never
 /// adopts maps it would misread.
-pub const PIN_LAYOUT_VERSION: u32 = 1;
+pub const PIN_LAYOUT_VERSION: u32 = 2;
 /// Per-CPU working memory shared between a forwarding program and the reader it
 /// tail-calls (parsed headers, scratch values, the reader's buffer and state).
 pub const PKT_INFO_MAP: &str = "PKT_INFO";
@@ -294,7 +316,9 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 19] = [
+    HANDSHAKES_MAP,
+    HANDOFF_MAP,
     HOST_POLICY_MAP,
     RULES_MAPS[0],
     RULES_MAPS[1],
@@ -413,9 +437,18 @@ pub enum Counter {
     /// stack, which resets the connection.
     XdpPassCut,
     TcPassCut,
+    /// A connection handed to the VPS's own stack by its host's `local` policy.
+    PolicyLocal,
+    /// Hand-off events lost because their ring buffer was full (the connection is reset).
+    HandoffLost,
+    /// tc on the tunnel: a backend's packet of a connection that is no longer its own
+    /// (cut or handed to the VPS's stack), dropped.
+    TunnelDropCut,
+    /// XDP / tc-only: a client packet dropped while the daemon takes its connection over.
+    DropHandoffWait,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::TcPassCut as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::DropHandoffWait as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -458,6 +491,10 @@ impl Counter {
         Counter::PolicyCut,
         Counter::XdpPassCut,
         Counter::TcPassCut,
+        Counter::PolicyLocal,
+        Counter::HandoffLost,
+        Counter::TunnelDropCut,
+        Counter::DropHandoffWait,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -502,6 +539,10 @@ impl Counter {
             Counter::PolicyCut => "policy_cut",
             Counter::XdpPassCut => "xdp_pass_cut",
             Counter::TcPassCut => "tc_pass_cut",
+            Counter::PolicyLocal => "policy_local",
+            Counter::HandoffLost => "handoff_lost",
+            Counter::TunnelDropCut => "tunnel_drop_cut",
+            Counter::DropHandoffWait => "drop_handoff_wait",
         }
     }
 }
@@ -521,6 +562,8 @@ mod pod {
     unsafe impl aya::Pod for HostStats {}
     unsafe impl aya::Pod for ConnEvent {}
     unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for crate::handoff::Handshake {}
+    unsafe impl aya::Pod for crate::handoff::HandoffEvent {}
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod flow;
+mod handoff;
 mod maps;
 mod pkt;
 mod reader;

@@ -6,6 +6,7 @@ use forwarder_common::{
     COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
     HostValue, MAX_HOSTS, RuleKey, RuleValue, SourceKey,
     classify::{BUF_SIZE, ClassifyState},
+    handoff::Handshake,
     packet::PacketInfo,
 };
 
@@ -43,6 +44,8 @@ pub struct Scratch {
     pub seq_buf: u32,
     /// Where the tc name reader sends the packet once it is done (tc-only mode).
     pub redirect_ifindex: u32,
+    /// A SYN's options on their way into `HANDSHAKES`.
+    pub handshake: Handshake,
 }
 
 #[map(name = "SCRATCH")]
@@ -61,6 +64,15 @@ pub static HOST_STATS: PerCpuArray<HostStats> = PerCpuArray::with_max_entries(MA
 /// Connection events for the daemon's connection log: 4096 events of 88 bytes.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// The SYN options of connections that may be handed to the VPS's own stack (only
+/// written while some host has policy `local`).
+#[map(name = "HANDSHAKES")]
+pub static HANDSHAKES: LruHashMap<FlowKey, Handshake> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Segments for the daemon's hand-off of `local` connections: about 120 events of 2 KiB.
+#[map(name = "HANDOFF")]
+pub static HANDOFF: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Parse state of connections whose first payload spans segments (short-lived entries).
 #[map(name = "CLASSIFY")]

@@ -13,7 +13,7 @@ use forwarder_common::{
 };
 
 use crate::{
-    flow,
+    flow, handoff,
     maps::{FLOWS, TC_READER, config, count, packet_info, rule},
     pkt::Pkt,
     visibility,
@@ -111,11 +111,16 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
     }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     if nat.flags & FLOW_F_CUT != 0 {
-        // Cut by its host's policy: the VPS's own stack answers with a RST.
+        // Cut by its host's policy: the VPS's own stack answers with a RST (or, policy
+        // `local`, the daemon's socket takes it).
+        if !visibility::on_cut_packet(info, nat) {
+            return Ok(TC_ACT_SHOT);
+        }
         count(Counter::TcPassCut);
         return Ok(TC_ACT_OK);
     }
     let key = flow::last_forward_key().ok_or(())?;
+    handoff::record_syn(ctx, info, key);
     let mss = mss_target(&pkt, info, cfg.mss_v4, cfg.mss_v6);
     rewrite(
         ctx,
@@ -171,6 +176,12 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TunnelPass);
         return Ok(TC_ACT_OK);
     };
+    if nat.flags & FLOW_F_CUT != 0 {
+        // The client's side of this connection is gone, or served by the VPS itself.
+        count(Counter::TunnelDropCut);
+        return Ok(TC_ACT_SHOT);
+    }
+    handoff::record_synack(ctx, info, &key, nat);
     let mss = mss_target(&pkt, info, mss_v4, mss_v6);
     rewrite(
         ctx,

@@ -16,18 +16,21 @@ use aya_ebpf::{
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
     EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_CLS_STATE, FLOW_F_CUT, FLOW_F_END_REPORTED, FLOW_F_FIN,
-    FLOW_F_RST, FlowKey, FlowValue, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER,
-    HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, PROTO_TCP,
+    FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST, FlowKey, FlowValue, HANDOFF_WAIT_NS,
+    HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats,
+    POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
         MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
     },
+    handoff::{HANDOFF_LOCAL, HANDOFF_SEGMENT},
     host::{MAX_NAME_LEN, NameMatch, NameWalk},
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
 };
 
 use crate::{
+    handoff,
     maps::{
         CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_POLICY, HOST_STATS, HOSTS, SCRATCH,
         count, packet_info,
@@ -208,7 +211,10 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     opposite_key(fwd_key, fwd, &mut s.rev_key);
     let rev = FLOWS.get_ptr_mut(&s.rev_key);
     if let Some(r) = rev {
-        attribute(unsafe { &mut *r }, id);
+        let r = unsafe { &mut *r };
+        attribute(r, id);
+        // The backend's packets of a cut connection must not reach the client any more.
+        r.flags |= fwd.flags & (FLOW_F_CUT | FLOW_F_LOCAL);
     }
     if let Some(st) = stats(id) {
         st.connections += 1;
@@ -783,6 +789,11 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     let len = (carried + n as usize) as u32;
     let code = feed(s, buf, len, base);
     if code == CODE_NEED_MORE {
+        if s.segments < MAX_SEGMENTS && handoff::wanted() {
+            // This segment goes home unread by the daemon otherwise; should the host turn
+            // out to be `local`, the daemon replays it to the local server.
+            handoff::emit(ctx, info, fwd_key, HANDOFF_SEGMENT, HOST_UNKNOWN);
+        }
         if s.segments >= MAX_SEGMENTS {
             end_classification(
                 fwd_key,
@@ -818,10 +829,24 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         CODE_HTTP_MALFORMED => (HOST_UNKNOWN, Counter::ClassifyHttpMalformed),
         _ => (HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp),
     };
-    if id >= HOST_FIRST_CONFIGURED && HOST_POLICY.get(id).is_some_and(|p| *p == POLICY_DROP) {
+    let policy = if id >= HOST_FIRST_CONFIGURED {
+        HOST_POLICY.get(id).copied()
+    } else {
+        None
+    };
+    if policy == Some(POLICY_DROP) {
         fwd.flags |= FLOW_F_CUT;
         count(Counter::PolicyCut);
         host_drop(id, HOST_DROP_POLICY);
+    } else if policy == Some(POLICY_LOCAL) {
+        // This segment is not forwarded: the daemon rebuilds the connection on the VPS's
+        // own stack and feeds it the payload. Without the event the connection can only
+        // be cut (the local stack resets it).
+        fwd.flags |= FLOW_F_CUT;
+        if handoff::emit(ctx, info, fwd_key, HANDOFF_LOCAL, id) {
+            fwd.flags |= FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT;
+            count(Counter::PolicyLocal);
+        }
     }
     end_classification(fwd_key, fwd, id, c, in_map.is_some());
 }
@@ -844,6 +869,28 @@ fn tcp_seq<C: LoadBytes>(ctx: &C, info: &PacketInfo) -> Option<u32> {
         return None;
     }
     Some(u32::from_be(unsafe { (*p).seq_buf }))
+}
+
+/// A client packet of a cut connection, left to the VPS's own stack: one handed to the
+/// daemon (policy `local`) is still counted under its host, which also keeps its flow
+/// entries from ageing out while the daemon serves it.
+/// Returns false when the packet must be dropped: its connection is being handed over
+/// and the daemon's socket does not exist yet.
+#[inline(always)]
+pub fn on_cut_packet(info: &PacketInfo, flow: &mut FlowValue) -> bool {
+    if flow.flags & FLOW_F_LOCAL == 0 {
+        return true;
+    }
+    if flow.flags & FLOW_F_HANDOFF_WAIT != 0 {
+        // `last_ns` is the held-back segment's time until the wait is over.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now.wrapping_sub(flow.last_ns) < HANDOFF_WAIT_NS {
+            count(Counter::DropHandoffWait);
+            return false;
+        }
+    }
+    account(flow, info.l4_len as u64 + (info.l4() - info.l3()) as u64);
+    true
 }
 
 /// Per-packet bookkeeping of a forwarded packet: counting, connection end on FIN/RST.

@@ -10,7 +10,7 @@ use forwarder_common::{
 };
 
 use crate::{
-    flow,
+    flow, handoff,
     maps::{XDP_READER, config, count, packet_info, rule},
     pkt::Pkt,
     visibility,
@@ -91,12 +91,17 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     }
     let nat = flow::to_backend(ctx, info, rule, public_ifindex).ok_or(())?;
     if nat.flags & FLOW_F_CUT != 0 {
-        // The host's policy cut this connection: the VPS's own stack, which has no socket
-        // for it, answers with a RST. The reserved metadata must not look like ours.
+        // The host's policy cut this connection: the VPS's own stack answers with a RST,
+        // or, for a connection handed over by policy `local`, the daemon's socket takes
+        // it. The reserved metadata must not look like ours.
         unsafe { (meta as *mut u32).write_unaligned(0) };
+        if !visibility::on_cut_packet(info, nat) {
+            return Ok(xdp_action::XDP_DROP);
+        }
         return pass(Counter::XdpPassCut);
     }
     let key = flow::last_forward_key().ok_or(())?;
+    handoff::record_syn(ctx, info, key);
     unsafe {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: META_MAGIC,

@@ -332,6 +332,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The `CFG_F_*` bits this configuration asks of the kernel programs.
+    pub fn kernel_flags(&self) -> u32 {
+        if self.host_policies.contains(&HostPolicy::Local) {
+            forwarder_common::CFG_F_LOCAL_POLICY
+        } else {
+            0
+        }
+    }
+
     /// Combines file and flags (flags win) and resolves every rule against the public
     /// interface's addresses. Nothing is applied unless all of it is valid.
     pub fn resolve(
@@ -351,14 +360,6 @@ impl Config {
         })?;
         let hosts = resolve_hosts(&file.hosts)?;
         let host_policies: Vec<HostPolicy> = file.hosts.iter().map(|h| h.policy).collect();
-        if let Some(h) = file.hosts.iter().find(|h| h.policy == HostPolicy::Local) {
-            // The name is read from the first payload, after the handshake went home: the
-            // VPS's stack has no connection to take over (see docs/operations.md).
-            return Err(ConfigError::Invalid(format!(
-                "host {:?}: policy \"local\" is not supported yet (the name is only known after the TCP handshake went home); use policy \"drop\", or fallback = \"local\" on the rule",
-                h.name
-            )));
-        }
         file.health.validate().map_err(ConfigError::Invalid)?;
         file.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu

@@ -166,6 +166,7 @@ pub struct Dataplane {
     /// The maps the daemon keeps reading and writing while it runs.
     pub maps: Arc<Maps>,
     events: Option<RingBuf<MapData>>,
+    handoff: Option<crate::handoff::HandoffMaps>,
     /// Host id -> label, as assigned in the host table.
     pub labels: HostLabels,
     pub tunnel_ifindex: u32,
@@ -245,6 +246,7 @@ impl Dataplane {
             }
         }
         let (maps, events) = Maps::take(&mut ebpf)?;
+        let handoff = crate::handoff::HandoffMaps::take(&mut ebpf);
         let labels = sync_hosts(&maps, cfg)?;
         let (rate, burst) = cfg.limits.kernel();
         maps.rules()
@@ -260,6 +262,8 @@ impl Dataplane {
                     conn_burst: burst,
                     rules_set: c.rules_set,
                     attach_mode: mode.code(),
+                    flags: cfg.kernel_flags(),
+                    _pad: 0,
                 }
             })
             .context("writing the rules and the data path configuration")?;
@@ -280,6 +284,7 @@ impl Dataplane {
             mode,
             maps: Arc::new(maps),
             events,
+            handoff,
             labels,
             tunnel_ifindex,
             adopted: adopting,
@@ -294,6 +299,11 @@ impl Dataplane {
     /// The connection event ring buffer, if the kernel programs have one (once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The maps of the hand-off of `local` connections, once.
+    pub fn take_handoff(&mut self) -> Option<crate::handoff::HandoffMaps> {
+        self.handoff.take()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod connlog;
 pub mod control;
 pub mod dataplane;
 pub mod flowgc;
+pub mod handoff;
 pub mod health;
 pub mod home;
 pub mod http;

@@ -845,6 +845,14 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
             labels.clone(),
         ));
     }
+    let handoff_stats = Arc::new(forwarder::handoff::HandoffStats::default());
+    if let Some(hm) = dp.take_handoff() {
+        tasks.push(forwarder::handoff::spawn(
+            hm,
+            Arc::clone(&dp.maps),
+            Arc::clone(&handoff_stats),
+        ));
+    }
     tasks.push(
         FlowGc {
             maps: Arc::clone(&dp.maps),

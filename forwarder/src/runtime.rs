@@ -358,6 +358,7 @@ impl Runtime {
                     .install(self.effective_rules(&next), |c| {
                         c.conn_rate = rate;
                         c.conn_burst = burst;
+                        c.flags = next.kernel_flags();
                     })
                     .map_err(|e| crate::maps::display_chain(&e))?;
                 Ok(labels)

@@ -392,6 +392,8 @@ impl Harness {
                 conn_burst: 0,
                 rules_set: 0,
                 attach_mode: 0,
+                flags: 0,
+                _pad: 0,
             },
             0,
         )?;

@@ -34,7 +34,9 @@ fn refused(out: &Output, want: &str) {
 /// The kernel's view: the configuration entry and both rule sets, as bpftool dumps them
 /// from the pins.
 fn kernel_state(lab: &Lab) -> String {
-    let dir = lab.pin_dir().join("v1");
+    let dir = lab
+        .pin_dir()
+        .join(format!("v{}", forwarder_common::PIN_LAYOUT_VERSION));
     let mut all = String::new();
     for map in ["CONFIG", "RULES_0", "RULES_1", "HOSTS"] {
         let out = Command::new("bpftool")

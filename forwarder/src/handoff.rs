@@ -1,0 +1,546 @@
+//! Host policy `local`: connections whose name (SNI / Host) belongs to a `local` host are
+//! served by the VPS's own web server instead of going home.
+//!
+//! The name is only known from the client's first payload, after its TCP handshake went
+//! home. The kernel programs therefore record both SYNs' options, hold back the segment
+//! that names the host, and hand it (with any earlier segments of the same first payload)
+//! to this module. Here the connection is rebuilt as a local socket in TCP repair mode,
+//! with the sequence numbers, window scaling, SACK and timestamps the client agreed with
+//! the backend, so that the client carries on without noticing. The daemon then relays
+//! it to the local server (by default whatever listens on the address and port the
+//! client connected to), replaying the payload first.
+//!
+//! Anything that keeps a connection from being rebuilt (missing handshake, lost segment,
+//! a failed system call, no local server) leaves it cut: the VPS's stack resets it and the
+//! client fails fast, as with policy `drop`.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+};
+use forwarder_common::{
+    FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey, HANDOFF_MAP, HANDSHAKES_MAP,
+    handoff::{
+        HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
+        parse_tcp_options,
+    },
+};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
+use tracing::{debug, warn};
+
+use crate::maps::Maps;
+
+/// How long earlier segments of a first payload wait for the segment naming the host.
+const PENDING_TTL: Duration = Duration::from_secs(10);
+/// Connections whose first payload spans segments, tracked at once.
+const PENDING_MAX: usize = 1024;
+/// Bytes kept per such connection: the name reader gives up after four segments.
+const PENDING_BYTES_MAX: usize = 4 * forwarder_common::handoff::HANDOFF_PAYLOAD_MAX;
+/// Connections served locally at once; beyond that new ones are reset.
+const ACTIVE_MAX: usize = 4096;
+/// How long connecting to the local server may take.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the kernel keeps for the hand-off: its event ring buffer and the handshakes.
+pub struct HandoffMaps {
+    events: RingBuf<MapData>,
+    handshakes: BpfHashMap<MapData, FlowKey, Handshake>,
+}
+
+impl HandoffMaps {
+    /// Takes the hand-off maps out of `ebpf`; `None` (with a warning) for an object
+    /// without them.
+    pub fn take(ebpf: &mut Ebpf) -> Option<Self> {
+        let events = ebpf
+            .take_map(HANDOFF_MAP)
+            .and_then(|m| RingBuf::try_from(m).ok());
+        let handshakes = ebpf
+            .take_map(HANDSHAKES_MAP)
+            .and_then(|m| BpfHashMap::try_from(m).ok());
+        match (events, handshakes) {
+            (Some(events), Some(handshakes)) => Some(Self { events, handshakes }),
+            _ => {
+                warn!(
+                    "the kernel object has no hand-off maps: host policy \"local\" cuts connections instead"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Outcomes, for the metrics.
+#[derive(Debug, Default)]
+pub struct HandoffStats {
+    pub served: AtomicU64,
+    pub failed: AtomicU64,
+    pub active: AtomicU64,
+}
+
+/// A connection rebuilt on the VPS: everything the repair needs, in host byte order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    /// The VPS's address the client connected to, and the client.
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// Next sequence number to send (the backend's, as the client expects it).
+    pub snd_nxt: u32,
+    /// Next sequence number expected from the client (after the held-back segment).
+    pub rcv_nxt: u32,
+    pub negotiated: Negotiated,
+    /// The client's window as it advertised it last, scaled.
+    pub snd_wnd: u32,
+    /// The timestamp the local socket continues from (the backend's last one + 1).
+    pub tsval: Option<u32>,
+    /// The client's payload so far, to replay to the local server.
+    pub payload: Vec<u8>,
+}
+
+/// Why a connection could not be rebuilt.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RebuildError {
+    #[error("no handshake recorded (it started before policy \"local\" was set, or was evicted)")]
+    NoHandshake,
+    #[error("the backend's SYN-ACK was not seen")]
+    NoSynAck,
+    #[error("malformed TCP options in the {0}")]
+    BadOptions(&'static str),
+    #[error("bytes of the first payload went home before the name and are missing here")]
+    MissingBytes,
+}
+
+fn addr(a: &[u32; 4], family: u8, port: u16) -> SocketAddr {
+    let ip = if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::from(u32::from_be(a[0])))
+    } else {
+        let mut b = [0u8; 16];
+        for (i, w) in a.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(b))
+    };
+    SocketAddr::new(ip, u16::from_be(port))
+}
+
+impl Rebuild {
+    /// Puts together the repair of `ev`'s connection from its handshake and the bytes that
+    /// went home before it (`earlier`, starting right after the client's SYN).
+    pub fn new(ev: &HandoffEvent, hs: &Handshake, earlier: &[u8]) -> Result<Self, RebuildError> {
+        let syn_opts = &hs.syn_opts[..(hs.syn_len as usize).min(hs.syn_opts.len())];
+        let synack_opts = &hs.synack_opts[..(hs.synack_len as usize).min(hs.synack_opts.len())];
+        if hs.synack_len == 0 && hs.syn_len != 0 {
+            return Err(RebuildError::NoSynAck);
+        }
+        let syn = parse_tcp_options(syn_opts).map_err(|_| RebuildError::BadOptions("SYN"))?;
+        let synack =
+            parse_tcp_options(synack_opts).map_err(|_| RebuildError::BadOptions("SYN-ACK"))?;
+        if synack == TcpOptions::default() && syn != TcpOptions::default() {
+            return Err(RebuildError::NoSynAck);
+        }
+        let seg =
+            parse_tcp_options(ev.options()).map_err(|_| RebuildError::BadOptions("segment"))?;
+        let negotiated = Negotiated::from_syns(&syn, &synack);
+        let first_seq = u32::from_be(hs.syn_seq).wrapping_add(1);
+        if ev.seq().wrapping_sub(first_seq) as usize != earlier.len() {
+            return Err(RebuildError::MissingBytes);
+        }
+        let mut payload = Vec::with_capacity(earlier.len() + ev.payload().len());
+        payload.extend_from_slice(earlier);
+        payload.extend_from_slice(ev.payload());
+        let shift = negotiated.wscale.map_or(0, |(c, _)| c);
+        Ok(Rebuild {
+            local: addr(&ev.key.dst, ev.key.family, ev.key.dport),
+            peer: addr(&ev.key.src, ev.key.family, ev.key.sport),
+            snd_nxt: ev.ack(),
+            rcv_nxt: ev.seq().wrapping_add(ev.payload().len() as u32),
+            negotiated,
+            snd_wnd: u32::from(ev.window()) << shift,
+            tsval: if negotiated.timestamps {
+                seg.timestamp.map(|(_, ecr)| ecr.wrapping_add(1))
+            } else {
+                None
+            },
+            payload,
+        })
+    }
+
+    /// The local socket, established, as the client knows the connection.
+    pub fn socket(&self) -> io::Result<std::net::TcpStream> {
+        let v4 = self.local.is_ipv4();
+        let fd = cvt(unsafe {
+            libc::socket(
+                if v4 { libc::AF_INET } else { libc::AF_INET6 },
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: a new descriptor, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let s = fd.as_raw_fd();
+        // Repair mode: bind, connect and the queues' sequence numbers take effect without a
+        // packet being sent, and bind may share the address with a listening server (as
+        // long as SO_REUSEADDR is left alone: it would undo that).
+        setopt(s, libc::SOL_TCP, libc::TCP_REPAIR, 1i32)?;
+        if !v4 {
+            setopt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1i32)?;
+        }
+        let (local, local_len) = sockaddr(&self.local);
+        cvt(unsafe { libc::bind(s, (&raw const local).cast(), local_len) })?;
+        const TCP_RECV_QUEUE: i32 = 1;
+        const TCP_SEND_QUEUE: i32 = 2;
+        setopt(s, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+        setopt(s, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, self.snd_nxt)?;
+        setopt(s, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+        setopt(s, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, self.rcv_nxt)?;
+        let (peer, peer_len) = sockaddr(&self.peer);
+        cvt(unsafe { libc::connect(s, (&raw const peer).cast(), peer_len) })?;
+        let n = &self.negotiated;
+        let mut opts = vec![RepairOpt {
+            code: 2,
+            val: u32::from(n.client_mss),
+        }];
+        if let Some((client, backend)) = n.wscale {
+            // Low half: the peer's shift (applied to its windows); high half: ours, which
+            // must be the backend's, as the client scales our windows by it.
+            opts.push(RepairOpt {
+                code: 3,
+                val: u32::from(client) | (u32::from(backend) << 16),
+            });
+        }
+        if n.sack {
+            opts.push(RepairOpt { code: 4, val: 0 });
+        }
+        if n.timestamps {
+            opts.push(RepairOpt { code: 8, val: 0 });
+        }
+        cvt(unsafe {
+            libc::setsockopt(
+                s,
+                libc::SOL_TCP,
+                libc::TCP_REPAIR_OPTIONS,
+                opts.as_ptr().cast(),
+                (opts.len() * size_of::<RepairOpt>()) as libc::socklen_t,
+            )
+        })?;
+        if let Some(ts) = self.tsval {
+            // The client drops segments whose timestamp is older than the backend's last
+            // (PAWS): continue from there.
+            setopt(s, libc::SOL_TCP, libc::TCP_TIMESTAMP, ts)?;
+        }
+        let backend_shift = n.wscale.map_or(0, |(_, b)| b);
+        let window = RepairWindow {
+            snd_wl1: self.rcv_nxt.wrapping_sub(1),
+            snd_wnd: self.snd_wnd,
+            max_window: self.snd_wnd,
+            rcv_wnd: 65535u32 << backend_shift.min(2),
+            rcv_wup: self.rcv_nxt,
+        };
+        setopt(s, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, window)?;
+        // Leaving repair mode sends a window probe: it acknowledges the held-back segment,
+        // so the client does not even retransmit it.
+        setopt(s, libc::SOL_TCP, libc::TCP_REPAIR, 0i32)?;
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    }
+}
+
+#[repr(C)]
+struct RepairOpt {
+    code: u32,
+    val: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RepairWindow {
+    snd_wl1: u32,
+    snd_wnd: u32,
+    max_window: u32,
+    rcv_wnd: u32,
+    rcv_wup: u32,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setopt<T: Copy>(fd: libc::c_int, level: i32, name: i32, v: T) -> io::Result<()> {
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const v).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in>().write(sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in6>().write(sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// Earlier segments of first payloads still being read, by connection.
+#[derive(Default)]
+pub struct Pending {
+    flows: HashMap<FlowKey, (Instant, u32, Vec<u8>)>,
+}
+
+impl Pending {
+    /// Keeps a segment that went home before its connection's host was known.
+    pub fn add(&mut self, ev: &HandoffEvent, now: Instant) {
+        if let Some((_, next, bytes)) = self.flows.get_mut(&ev.key) {
+            if ev.seq() == *next && bytes.len() + ev.payload().len() <= PENDING_BYTES_MAX {
+                bytes.extend_from_slice(ev.payload());
+                *next = next.wrapping_add(ev.payload().len() as u32);
+            } else {
+                // Out of order or too long: the bytes cannot be replayed whole.
+                self.flows.remove(&ev.key);
+            }
+            return;
+        }
+        self.expire(now);
+        if self.flows.len() >= PENDING_MAX {
+            return;
+        }
+        let next = ev.seq().wrapping_add(ev.payload().len() as u32);
+        self.flows
+            .insert(ev.key, (now, next, ev.payload().to_vec()));
+    }
+
+    /// The bytes before `ev`, if they are all here (empty when `ev` is the first).
+    pub fn take(&mut self, ev: &HandoffEvent) -> Vec<u8> {
+        match self.flows.remove(&ev.key) {
+            Some((_, next, bytes)) if next == ev.seq() => bytes,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.flows
+            .retain(|_, (at, _, _)| now.duration_since(*at) < PENDING_TTL);
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+fn parse_event(bytes: &[u8]) -> Option<HandoffEvent> {
+    if bytes.len() < size_of::<HandoffEvent>() {
+        return None;
+    }
+    // SAFETY: `HandoffEvent` is `repr(C)` plain integers and arrays (any bit pattern is
+    // valid) and `bytes` is long enough; the read is unaligned.
+    Some(unsafe { bytes.as_ptr().cast::<HandoffEvent>().read_unaligned() })
+}
+
+/// Serves hand-offs until the task is dropped.
+pub fn spawn(
+    hm: HandoffMaps,
+    maps: Arc<Maps>,
+    stats: Arc<HandoffStats>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let HandoffMaps {
+            events,
+            mut handshakes,
+        } = hm;
+        // SAFETY: the ring buffer owns its map's fd, open for as long as the AsyncFd lives.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
+        };
+        let mut fd = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(
+                    "host policy \"local\" unavailable: cannot poll the hand-off ring buffer: {e}"
+                );
+                return;
+            }
+        };
+        let mut pending = Pending::default();
+        let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let now = Instant::now();
+            pending.expire(now);
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                let Some(ev) = parse_event(&item) else {
+                    continue;
+                };
+                match ev.kind {
+                    HANDOFF_SEGMENT => pending.add(&ev, now),
+                    HANDOFF_LOCAL => {
+                        let earlier = pending.take(&ev);
+                        let hs = handshakes.get(&ev.key, 0).ok();
+                        let _ = handshakes.remove(&ev.key);
+                        let rebuilt = match hs {
+                            Some(hs) => Rebuild::new(&ev, &hs, &earlier),
+                            None => Err(RebuildError::NoHandshake),
+                        };
+                        match (rebuilt, limit.clone().try_acquire_owned()) {
+                            (Ok(r), Ok(permit)) => {
+                                let (maps, stats) = (maps.clone(), stats.clone());
+                                tokio::spawn(async move {
+                                    serve(r, ev.key, &maps, &stats).await;
+                                    drop(permit);
+                                });
+                            }
+                            (Ok(r), Err(_)) => {
+                                end_wait(&maps, &ev.key);
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                                warn!(client = %r.peer, "too many connections served locally; this one is reset");
+                            }
+                            (Err(e), _) => {
+                                end_wait(&maps, &ev.key);
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                                warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "cannot serve the connection locally, it is reset: {e}");
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            guard.clear_ready();
+        }
+    })
+}
+
+/// How long the flow entries of a connection served locally outlive it, so that its
+/// closing handshake still reaches the local socket.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Rebuilds the connection and relays it to the local server until either side ends.
+async fn serve(r: Rebuild, key: FlowKey, maps: &Maps, stats: &HandoffStats) {
+    let upstream = r.local;
+    let connected = async {
+        let up = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(upstream))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+            .and_then(|c| c)
+            .map_err(|e| format!("connecting to the local server {upstream}: {e}"))?;
+        let client = r
+            .socket()
+            .and_then(TcpStream::from_std)
+            .map_err(|e| format!("rebuilding the connection: {e}"))?;
+        Ok::<_, String>((up, client))
+    }
+    .await;
+    // Whatever happened, the client's packets may reach the VPS's stack now: the new
+    // socket, or nothing (which resets the connection).
+    end_wait(maps, &key);
+    let (mut up, mut client) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            // Left cut: the VPS's stack resets the client's next segment.
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(client = %r.peer, "cannot serve the connection locally, it is reset: {e}");
+            return;
+        }
+    };
+    stats.served.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let _ = (up.set_nodelay(true), client.set_nodelay(true));
+    debug!(client = %r.peer, %upstream, replayed = r.payload.len(), "serving a connection locally");
+    let relayed = async {
+        up.write_all(&r.payload).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut up).await
+    }
+    .await;
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    drop((client, up));
+    if let Err(e) = relayed {
+        debug!(client = %r.peer, "local connection ended: {e}");
+    }
+    tokio::time::sleep(LINGER).await;
+    forget_flow(maps, &key);
+}
+
+/// Lets the client's packets of `key` through to the VPS's stack.
+fn end_wait(maps: &Maps, key: &FlowKey) {
+    let mut flows = maps.flows();
+    if let Ok(mut v) = flows.get(key, 0)
+        && v.flags & FLOW_F_HANDOFF_WAIT != 0
+    {
+        v.flags &= !FLOW_F_HANDOFF_WAIT;
+        // Counts the kernel added between the read and this write are lost; the flags
+        // must be right.
+        let _ = flows.insert(key, v, 0);
+    }
+}
+
+/// Removes both flow entries of a connection the daemon served: the client's address and
+/// port may start a new connection, which must go wherever the rules say then.
+fn forget_flow(maps: &Maps, key: &FlowKey) {
+    let mut flows = maps.flows();
+    if let Ok(v) = flows.get(key, 0) {
+        let rev = FlowKey {
+            src: v.nat_addr,
+            dst: key.src,
+            sport: v.nat_port,
+            dport: key.sport,
+            proto: key.proto,
+            family: key.family,
+            _pad: [0; 2],
+        };
+        let _ = flows.remove(&rev);
+    }
+    let _ = flows.remove(key);
+}

@@ -1,0 +1,199 @@
+//! Host policy `local` as a visitor sees it: requests for that host are answered by the
+//! VPS's own web server, over HTTPS and HTTP, even though the TCP handshake went home
+//! before the name was known, and even when the name arrives in a later segment than the
+//! first. The other hosts still reach home, and setting the policy back sends new
+//! connections home again.
+
+use std::{
+    fs,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites, subdomain_hosts, wait_for,
+};
+
+/// A process of this test, stopped by PID when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const LOCAL: &str = SUBDOMAINS[1];
+
+/// What the VPS's own web server answers: `local <Host>`, or 4 MB of `x` for `/big`.
+const LOCAL_PAGE: &str = r#"cr=$(printf '\r')
+host=none
+path=/
+while IFS= read -r l; do
+  l=${l%"$cr"}
+  [ -z "$l" ] && break
+  case "$l" in
+    [Hh]ost:*) host=${l#*: } ;;
+    "GET "*) path=${l#GET }; path=${path%% *} ;;
+  esac
+done
+if [ "$path" = /big ]; then
+  printf 'HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\nConnection: close\r\n\r\n'
+  head -c 4000000 /dev/zero | tr '\0' x
+  exit
+fi
+body="local $host"
+printf 'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n' $((${#body} + 1)) "$body"
+"#;
+const BIG: usize = 4_000_000;
+
+/// The VPS's own web server, plain and TLS, IPv4 and IPv6.
+fn local_server(lab: &Lab) -> Vec<Guard> {
+    let script = lab.dir.join("local-page.sh");
+    fs::write(&script, LOCAL_PAGE).expect("writing the local page script");
+    let cert = lab.cert().display().to_string();
+    let key = lab.dir.join("key.pem").display().to_string();
+    let serve = format!("SYSTEM:sh {}", script.display());
+    let tls = format!("fork,reuseaddr,cert={cert},key={key},verify=0");
+    [
+        format!("TCP-LISTEN:80,bind={VPS_V4},fork,reuseaddr"),
+        format!("TCP6-LISTEN:80,bind=[{VPS_V6}],fork,reuseaddr"),
+        format!("OPENSSL-LISTEN:443,bind={VPS_V4},{tls}"),
+        format!("OPENSSL-LISTEN:443,pf=ip6,bind=[{VPS_V6}],{tls}"),
+    ]
+    .into_iter()
+    .map(|listen| {
+        Guard(
+            Command::new("ip")
+                .args(["netns", "exec", &lab.vps, "socat", &listen, &serve])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the local web server"),
+        )
+    })
+    .collect()
+}
+
+fn body(lab: &Lab, scheme: &str, host: &str) -> String {
+    get(lab, scheme, host, "/", VPS_V4)
+}
+
+fn get(lab: &Lab, scheme: &str, host: &str, path: &str, addr: &str) -> String {
+    match lab.curl(scheme, host, path, addr, &["--max-time", "10"]) {
+        Ok((200, body)) => body,
+        Ok((code, body)) => panic!(
+            "{scheme}://{host}/: status {code}: {body}\n{}",
+            lab.forwarder_output()
+        ),
+        Err(e) => panic!("{scheme}://{host}/: {e:#}\n{}", lab.forwarder_output()),
+    }
+}
+
+#[test]
+fn a_local_host_is_served_by_the_vps_and_the_others_go_home() {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let hosts = subdomain_hosts().replace(
+        &format!("name = \"{LOCAL}\"\n"),
+        &format!("name = \"{LOCAL}\"\npolicy = \"local\"\n"),
+    );
+    let mut lab = Lab::new(&LabOptions {
+        extra_config: hosts,
+        ..LabOptions::default()
+    })
+    .expect("building the lab");
+    let _local = local_server(&lab);
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    wait_for("home answering", Duration::from_secs(10), || {
+        lab.curl("https", SUBDOMAINS[0], "/", VPS_V4, &["--max-time", "2"])
+            .ok()
+            .filter(|(code, _)| *code == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
+
+    // The local host, over TLS (the server's certificate is the lab's: curl checks it) and
+    // plain HTTP; several times, so that no connection leaks into the next.
+    let mut slowest = Duration::ZERO;
+    for round in 0..3 {
+        for scheme in ["https", "http"] {
+            let t = Instant::now();
+            let b = body(&lab, scheme, LOCAL);
+            slowest = slowest.max(t.elapsed());
+            assert_eq!(b.trim(), format!("local {LOCAL}"), "{scheme} round {round}");
+        }
+    }
+    // The client never waits for a retransmission: the rebuilt socket acknowledges the
+    // held-back segment at once (Linux's minimum retransmission timeout is 200 ms).
+    eprintln!("slowest local request: {} ms", slowest.as_millis());
+    assert!(slowest < Duration::from_millis(1000), "{slowest:?}");
+    // IPv6, and a download that takes many round trips: the rebuilt connection's window
+    // scaling, SACK and timestamps are what the client agreed with home.
+    for scheme in ["https", "http"] {
+        let b = get(&lab, scheme, LOCAL, "/", VPS_V6);
+        assert_eq!(b.trim(), format!("local {LOCAL}"), "{scheme} over IPv6");
+    }
+    for addr in [VPS_V4, VPS_V6] {
+        let b = get(&lab, "https", LOCAL, "/big", addr);
+        assert!(
+            b.len() == BIG && b.bytes().all(|c| c == b'x'),
+            "download over {addr}: {} bytes",
+            b.len()
+        );
+    }
+    // The others still reach home.
+    for host in [SUBDOMAINS[0], SUBDOMAINS[2]] {
+        let b = body(&lab, "https", host);
+        assert!(b.contains("home") && b.contains(host), "{host}: {b}");
+    }
+    let log = lab.access_log();
+    assert!(
+        !log.contains(LOCAL),
+        "home served a request for the local host:\n{log}"
+    );
+
+    // The ClientHello in segments of at most 160 bytes: the name is in a later segment than
+    // the first, which went home already; the VPS's server must still get it whole.
+    let client = lab.client.clone();
+    lab.exec(
+        &client,
+        &[
+            "ip", "route", "add", VPS_V4, "dev", "eth0", "mtu", "lock", "200",
+        ],
+    )
+    .expect("lowering the client's path MTU");
+    for scheme in ["https", "http"] {
+        let b = body(&lab, scheme, LOCAL);
+        assert_eq!(
+            b.trim(),
+            format!("local {LOCAL}"),
+            "{scheme}, small segments"
+        );
+    }
+    let b = body(&lab, "https", SUBDOMAINS[0]);
+    assert!(b.contains("home"), "small segments, home: {b}");
+    lab.exec(&client, &["ip", "route", "del", VPS_V4, "dev", "eth0"])
+        .expect("restoring the client's path MTU");
+
+    // The policy goes back to forward: new connections go home.
+    let out = lab
+        .forwarder_cli(&["hosts", "set", LOCAL, "--policy", "forward"])
+        .expect("running the CLI");
+    assert!(out.status.success(), "{out:?}");
+    let b = body(&lab, "https", LOCAL);
+    assert!(
+        b.contains("home") && b.contains(LOCAL),
+        "after forward: {b}"
+    );
+
+    let out = lab.stop_forwarder().expect("stopping the forwarder");
+    let c = Lab::counters(&out);
+    assert!(
+        c.get("policy_local").copied().unwrap_or(0) >= 12,
+        "policy_local: {c:?}"
+    );
+    assert_eq!(c.get("handoff_lost").copied().unwrap_or(0), 0, "{c:?}");
+}
