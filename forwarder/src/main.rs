@@ -620,6 +620,14 @@ fn render_status(v: &serde_json::Value) -> String {
             let _ = writeln!(out, "fallback      active: {r}");
         }
     }
+    let l = &v["local"];
+    if l["served"].as_u64().unwrap_or(0) + l["failed"].as_u64().unwrap_or(0) > 0 {
+        let _ = writeln!(
+            out,
+            "local hosts   {} connections served by the VPS ({} now), {} failed",
+            l["served"], l["active"], l["failed"]
+        );
+    }
     out
 }
 
@@ -645,6 +653,7 @@ fn control_handler(
                     "attach_mode": s.attach_mode,
                     "tunnel": s.tunnel,
                     "backends": s.backends,
+                    "local": s.local,
                     "rules_in_fallback": cfg
                         .rules
                         .iter()
@@ -880,6 +889,7 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
         started,
         gc: gc_state,
         conn_log: conn_log.counters(),
+        handoff: Arc::clone(&handoff_stats),
         health: Arc::clone(&health),
     });
     if let Some(listener) = listener {

@@ -208,6 +208,21 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
         "Connection log lines dropped by its rate limit.",
         s.conn_log.suppressed,
     )?;
+    counters(
+        enc,
+        "forwarder_local_connections",
+        "Connections of hosts with policy \"local\" handed to the VPS's own server, by result (served: rebuilt and relayed; failed: reset).",
+        [
+            ([("result", "served")], s.local.served),
+            ([("result", "failed")], s.local.failed),
+        ],
+    )?;
+    gauge(
+        enc,
+        "forwarder_local_connections_active",
+        "Connections of hosts with policy \"local\" being relayed to the VPS's own server now.",
+        s.local.active,
+    )?;
     gauges(
         enc,
         "forwarder_build_info",
@@ -275,11 +290,13 @@ mod tests {
             "forwarder_backend_transitions_total",
             "forwarder_connection_log_lines_total",
             "forwarder_connection_log_suppressed_total",
+            "forwarder_local_connections_total",
+            "forwarder_local_connections_active",
             "forwarder_build_info",
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 17, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 19, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"

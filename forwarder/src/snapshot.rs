@@ -139,6 +139,9 @@ pub struct Snapshot {
     /// Global data-path counters by name (`Counter::name`).
     pub counters: BTreeMap<String, u64>,
     pub conn_log: ConnLogStats,
+    /// Connections handed to the VPS's own server (host policy `local`).
+    #[serde(default)]
+    pub local: LocalStats,
     /// Health of each TCP backend, as the probes see it.
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
@@ -209,6 +212,16 @@ pub struct ConnLogStats {
     pub suppressed: u64,
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalStats {
+    /// Connections rebuilt on the VPS and relayed to its server.
+    pub served: u64,
+    /// Connections that could not be (they were reset).
+    pub failed: u64,
+    /// Connections being relayed now.
+    pub active: u64,
+}
+
 /// Builds the per-host part of a snapshot. `stats` and `active` are indexed by host id;
 /// missing entries count as zero.
 pub fn host_snapshots(
@@ -254,6 +267,7 @@ pub struct LiveStats {
     pub gc: Arc<FlowGcState>,
     pub conn_log: Arc<ConnLogCounters>,
     pub health: Arc<crate::health::Health>,
+    pub handoff: Arc<crate::handoff::HandoffStats>,
 }
 
 impl SnapshotSource for LiveStats {
@@ -294,6 +308,11 @@ impl SnapshotSource for LiveStats {
                 enabled: self.conn_log.enabled,
                 lines: self.conn_log.lines.load(Ordering::Relaxed),
                 suppressed: self.conn_log.suppressed.load(Ordering::Relaxed),
+            },
+            local: LocalStats {
+                served: self.handoff.served.load(Ordering::Relaxed),
+                failed: self.handoff.failed.load(Ordering::Relaxed),
+                active: self.handoff.active.load(Ordering::Relaxed),
             },
             backends: self
                 .health
@@ -364,6 +383,11 @@ pub mod tests {
                 enabled: true,
                 lines: 7,
                 suppressed: 1,
+            },
+            local: LocalStats {
+                served: 5,
+                failed: 1,
+                active: 2,
             },
             backends: vec![BackendSnapshot {
                 backend: "10.8.0.2:443".into(),

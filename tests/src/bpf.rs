@@ -284,6 +284,21 @@ pub fn verify_checksums(ip: &[u8]) -> Result<(), String> {
 /// redirects, so these need not exist, except the tunnel's (see `Harness::tunnel`).
 pub const PUBLIC_IFINDEX: u32 = 7;
 
+/// The forward flow key of the TCP connection `client` -> `public`.
+pub fn flow_key(client: (IpAddr, u16), public: (IpAddr, u16)) -> FlowKey {
+    let (src, family) = addr_words(client.0);
+    let (dst, _) = addr_words(public.0);
+    FlowKey {
+        src,
+        dst,
+        sport: client.1.to_be(),
+        dport: public.1.to_be(),
+        proto: PROTO_TCP,
+        family,
+        _pad: [0; 2],
+    }
+}
+
 pub struct Harness {
     pub ebpf: Ebpf,
     pub tunnel_ifindex: u32,
@@ -636,6 +651,48 @@ impl Harness {
         Ok(())
     }
 
+    /// Sets the `CFG_F_*` bits, as the daemon does from the configuration.
+    pub fn set_config_flags(&mut self, flags: u32) -> anyhow::Result<()> {
+        let mut cfg: Array<&mut MapData, DataplaneConfig> =
+            Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
+        let mut c = cfg.get(&0, 0)?;
+        c.flags = flags;
+        cfg.set(0, c, 0)?;
+        Ok(())
+    }
+
+    /// The hand-off events the kernel has queued since the last call.
+    pub fn handoff_events(&mut self) -> Vec<forwarder_common::handoff::HandoffEvent> {
+        let mut rb = aya::maps::RingBuf::try_from(
+            self.ebpf
+                .map_mut(forwarder_common::HANDOFF_MAP)
+                .expect("hand-off ring buffer"),
+        )
+        .expect("hand-off ring buffer");
+        let mut out = Vec::new();
+        while let Some(item) = rb.next() {
+            assert!(item.len() >= size_of::<forwarder_common::handoff::HandoffEvent>());
+            // SAFETY: plain integers and arrays, long enough, read unaligned.
+            out.push(unsafe {
+                item.as_ptr()
+                    .cast::<forwarder_common::handoff::HandoffEvent>()
+                    .read_unaligned()
+            });
+        }
+        out
+    }
+
+    /// The recorded handshake of the connection `client` -> `public`.
+    pub fn handshake(
+        &self,
+        client: (IpAddr, u16),
+        public: (IpAddr, u16),
+    ) -> Option<forwarder_common::handoff::Handshake> {
+        let map: HashMap<&MapData, FlowKey, forwarder_common::handoff::Handshake> =
+            HashMap::try_from(self.ebpf.map(forwarder_common::HANDSHAKES_MAP)?).ok()?;
+        map.get(&flow_key(client, public), 0).ok()
+    }
+
     /// Sets the per-client new-connection limit, as `[limits]` does.
     pub fn set_conn_limit(&mut self, rate: u16, burst: u16) -> anyhow::Result<()> {
         let mut cfg: Array<&mut MapData, DataplaneConfig> =
@@ -669,18 +726,7 @@ impl Harness {
     pub fn forward_flow(&self, client: (IpAddr, u16), public: (IpAddr, u16)) -> Option<FlowValue> {
         let map: HashMap<&MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.ebpf.map(FLOWS_MAP)?).ok()?;
-        let (src, family) = addr_words(client.0);
-        let (dst, _) = addr_words(public.0);
-        let key = FlowKey {
-            src,
-            dst,
-            sport: client.1.to_be(),
-            dport: public.1.to_be(),
-            proto: PROTO_TCP,
-            family,
-            _pad: [0; 2],
-        };
-        map.get(&key, 0).ok()
+        map.get(&flow_key(client, public), 0).ok()
     }
 
     /// Host id `id`'s statistics, summed over CPUs.

@@ -527,3 +527,119 @@ fn a_host_with_the_drop_policy_is_cut_and_its_next_packet_goes_to_the_vps_untouc
         );
     }
 }
+
+#[test]
+fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_earlier_bytes() {
+    use forwarder_common::{
+        CFG_F_LOCAL_POLICY, FLOW_F_CUT, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, HOST_FIRST_CONFIGURED,
+        POLICY_LOCAL,
+        handoff::{HANDOFF_LOCAL, HANDOFF_SEGMENT, parse_tcp_options},
+    };
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_hosts(&["local.example.test"]).unwrap();
+        h.set_host_policy(HOST_FIRST_CONFIGURED, POLICY_LOCAL)
+            .unwrap();
+        h.set_config_flags(CFG_F_LOCAL_POLICY).unwrap();
+        let run = |h: &Harness, frame: &[u8]| ingress(h, tc_only, frame);
+        let (forwarded, dropped) = if tc_only {
+            (TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_DROP)
+        };
+        let (client, public) = ((v4(CLIENT4), 42100), (v4(PUBLIC4), 443));
+        let isn = 0x1000_0000u32;
+        let syn = Pkt::tcp(client.0, client.1, public.0, public.1, SYN)
+            .seq(isn)
+            .options(mss_option(1460));
+        assert_eq!(run(&h, &syn.frame()).0, forwarded, "tc_only {tc_only}: SYN");
+        // The backend's SYN-ACK, with options of its own (MSS 1380, wscale 9, no SACK).
+        let synack = Pkt::tcp(v4(BACKEND4), 443, client.0, client.1, SYN | ACK)
+            .options(vec![2, 4, 0x05, 0x64, 1, 3, 3, 9])
+            .seq(0x5000_0000);
+        let (v, _) = h.tunnel(&synack.ip());
+        assert_eq!(v, TC_ACT_REDIRECT, "tc_only {tc_only}: SYN-ACK");
+        let hs = h.handshake(client, public).expect("handshake recorded");
+        assert_eq!(u32::from_be(hs.syn_seq), isn);
+        let syn_opts = parse_tcp_options(&hs.syn_opts[..hs.syn_len as usize]).unwrap();
+        assert_eq!(
+            (syn_opts.mss, syn_opts.wscale, syn_opts.sack_permitted),
+            (Some(1460), Some(7), true),
+            "the client's own MSS, before clamping"
+        );
+        let synack_opts = parse_tcp_options(&hs.synack_opts[..hs.synack_len as usize]).unwrap();
+        assert_eq!((synack_opts.mss, synack_opts.wscale), (Some(1380), Some(9)));
+
+        // The request in two segments; the name is only complete in the second.
+        let (first, second) = (
+            &b"GET / HTTP/1.1\r\nHost: local.exa"[..],
+            &b"mple.test\r\nAccept: */*\r\n\r\n"[..],
+        );
+        let seg1 = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | PSH)
+            .seq(isn + 1)
+            .payload(first);
+        let (v, out) = run(&h, &seg1.frame());
+        assert_eq!(
+            v, forwarded,
+            "tc_only {tc_only}: the first segment goes home"
+        );
+        assert_eq!(&out[14..], &seg1.with(client, (v4(BACKEND4), 443)).ip()[..]);
+        let seg2 = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | PSH)
+            .seq(isn + 1 + first.len() as u32)
+            .payload(second);
+        let (v, _) = run(&h, &seg2.frame());
+        assert_eq!(
+            v, dropped,
+            "tc_only {tc_only}: the naming segment is held back"
+        );
+
+        let events = h.handoff_events();
+        assert_eq!(events.len(), 2, "tc_only {tc_only}");
+        let key = flow_key(client, public);
+        assert_eq!(events[0].kind, HANDOFF_SEGMENT);
+        assert_eq!(events[0].payload(), first);
+        assert_eq!(events[0].seq(), isn + 1);
+        assert_eq!(events[1].kind, HANDOFF_LOCAL);
+        assert_eq!(events[1].host_id, HOST_FIRST_CONFIGURED);
+        assert_eq!(events[1].payload(), second);
+        assert_eq!(events[1].seq(), isn + 1 + first.len() as u32);
+        assert_eq!(events[1].ack(), 0x2000_0000);
+        assert_eq!(events[1].window(), 64240);
+        for e in &events {
+            assert_eq!(e.key, key);
+        }
+        let flow = h.forward_flow(client, public).unwrap();
+        assert_eq!(
+            flow.flags & (FLOW_F_CUT | FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT),
+            FLOW_F_CUT | FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT
+        );
+
+        // Until the daemon's socket exists, the client's packets are dropped (the VPS's
+        // stack would reset them), and the backend's never reach the client again.
+        let again = seg2.frame();
+        assert_eq!(run(&h, &again).0, dropped, "tc_only {tc_only}: waiting");
+        assert_eq!(h.counter(Counter::DropHandoffWait), 1);
+        let home = Pkt::tcp(v4(BACKEND4), 443, client.0, client.1, ACK).seq(0x5000_0001);
+        assert_eq!(h.tunnel(&home.ip()).0, TC_ACT_SHOT, "tc_only {tc_only}");
+        assert_eq!(h.counter(Counter::TunnelDropCut), 1);
+        assert_eq!(h.counter(Counter::PolicyLocal), 1);
+        assert_eq!(h.counter(Counter::HandoffLost), 0);
+    }
+}
+
+#[test]
+fn without_a_local_host_nothing_is_recorded_for_the_hand_off() {
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_hosts(&["a.example.test"]).unwrap();
+        let (client, public) = ((v4(CLIENT4), 42200), (v4(PUBLIC4), 443));
+        let syn = Pkt::tcp(client.0, client.1, public.0, public.1, SYN).options(mss_option(1460));
+        ingress(&h, tc_only, &syn.frame());
+        let seg = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | PSH)
+            .seq(0x1000_0001)
+            .payload(b"GET / HTTP/1.1\r\nHo");
+        ingress(&h, tc_only, &seg.frame());
+        assert!(h.handshake(client, public).is_none(), "tc_only {tc_only}");
+        assert!(h.handoff_events().is_empty(), "tc_only {tc_only}");
+    }
+}

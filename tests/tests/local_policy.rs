@@ -178,6 +178,18 @@ fn a_local_host_is_served_by_the_vps_and_the_others_go_home() {
     lab.exec(&client, &["ip", "route", "del", VPS_V4, "dev", "eth0"])
         .expect("restoring the client's path MTU");
 
+    // What an operator sees.
+    let out = lab.forwarder_cli(&["status"]).expect("running the CLI");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("connections served by the VPS") && text.contains(", 0 failed"),
+        "{text}"
+    );
+    let metrics = lab.metrics_page().expect("metrics");
+    assert!(
+        metrics.contains("forwarder_local_connections_total{result=\"failed\"} 0"),
+        "{metrics}"
+    );
     // The policy goes back to forward: new connections go home.
     let out = lab
         .forwarder_cli(&["hosts", "set", LOCAL, "--policy", "forward"])

@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "csum_incremental",
     "classify",
     "host_match",
+    "tcp_options",
 ];
 
 /// Runs every fuzz target for `seconds_per_target` seconds, after replaying the crash inputs
