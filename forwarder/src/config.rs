@@ -799,13 +799,10 @@ port = 443
         );
         assert_eq!(c.hosts.len(), c.host_policies.len());
         assert!(resolve_text("").unwrap().host_policies.is_empty());
-        let e = resolve_text("[[host]]\nname = \"a.example.com\"\npolicy = \"local\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("a.example.com") && e.contains("not supported"),
-            "{e}"
-        );
+        let c = resolve_text("[[host]]\nname = \"a.example.com\"\npolicy = \"local\"\n").unwrap();
+        assert_eq!(c.host_policies, [HostPolicy::Local]);
+        assert_eq!(c.kernel_flags(), forwarder_common::CFG_F_LOCAL_POLICY);
+        assert_eq!(resolve_text("").unwrap().kernel_flags(), 0);
     }
 
     #[test]

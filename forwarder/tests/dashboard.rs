@@ -170,6 +170,7 @@ fn full_snapshot() -> Snapshot {
             lines: 7,
             suppressed: 1,
         },
+        local: Default::default(),
         backends: vec![BackendSnapshot {
             backend: "10.8.0.2:443".to_owned(),
             up: true,
