@@ -4,78 +4,14 @@
 //! first. The other hosts still reach home, and setting the policy back sends new
 //! connections home again.
 
-use std::{
-    fs,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use integration_tests::{
-    Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites, subdomain_hosts, wait_for,
+    LOCAL_PAGE_BYTES as BIG, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites,
+    subdomain_hosts, wait_for,
 };
 
-/// A process of this test, stopped by PID when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const LOCAL: &str = SUBDOMAINS[1];
-
-/// What the VPS's own web server answers: `local <Host>`, or 4 MB of `x` for `/big`.
-const LOCAL_PAGE: &str = r#"cr=$(printf '\r')
-host=none
-path=/
-while IFS= read -r l; do
-  l=${l%"$cr"}
-  [ -z "$l" ] && break
-  case "$l" in
-    [Hh]ost:*) host=${l#*: } ;;
-    "GET "*) path=${l#GET }; path=${path%% *} ;;
-  esac
-done
-if [ "$path" = /big ]; then
-  printf 'HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\nConnection: close\r\n\r\n'
-  head -c 4000000 /dev/zero | tr '\0' x
-  exit
-fi
-body="local $host"
-printf 'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n' $((${#body} + 1)) "$body"
-"#;
-const BIG: usize = 4_000_000;
-
-/// The VPS's own web server, plain and TLS, IPv4 and IPv6.
-fn local_server(lab: &Lab) -> Vec<Guard> {
-    let script = lab.dir.join("local-page.sh");
-    fs::write(&script, LOCAL_PAGE).expect("writing the local page script");
-    let cert = lab.cert().display().to_string();
-    let key = lab.dir.join("key.pem").display().to_string();
-    let serve = format!("SYSTEM:sh {}", script.display());
-    let tls = format!("fork,reuseaddr,cert={cert},key={key},verify=0");
-    [
-        format!("TCP-LISTEN:80,bind={VPS_V4},fork,reuseaddr"),
-        format!("TCP6-LISTEN:80,bind=[{VPS_V6}],fork,reuseaddr"),
-        format!("OPENSSL-LISTEN:443,bind={VPS_V4},{tls}"),
-        format!("OPENSSL-LISTEN:443,pf=ip6,bind=[{VPS_V6}],{tls}"),
-    ]
-    .into_iter()
-    .map(|listen| {
-        Guard(
-            Command::new("ip")
-                .args(["netns", "exec", &lab.vps, "socat", &listen, &serve])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting the local web server"),
-        )
-    })
-    .collect()
-}
 
 fn body(lab: &Lab, scheme: &str, host: &str) -> String {
     get(lab, scheme, host, "/", VPS_V4)
@@ -106,7 +42,9 @@ fn a_local_host_is_served_by_the_vps_and_the_others_go_home() {
         ..LabOptions::default()
     })
     .expect("building the lab");
-    let _local = local_server(&lab);
+    let _local = lab
+        .local_web_server()
+        .expect("starting the local web server");
     lab.start_forwarder(&[]).expect("starting the forwarder");
     wait_for("home answering", Duration::from_secs(10), || {
         lab.curl("https", SUBDOMAINS[0], "/", VPS_V4, &["--max-time", "2"])

@@ -1,10 +1,30 @@
 //! The systemd unit's capability set (`deploy/forwarder.service`) is what the daemon needs:
-//! with exactly those capabilities it attaches, forwards and reads host names; without any
-//! one of them it does not get that far.
+//! with exactly those capabilities it attaches, forwards, reads host names and hands a
+//! `local` host's connections to the VPS's own server; without any one of them it does not
+//! get that far.
 
 use std::time::Duration;
 
-use integration_tests::{SUBDOMAINS, VPS_V4, lab_with_subdomain_hosts as lab, wait_for};
+use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, subdomain_hosts, wait_for};
+
+/// The lab's hosts, the second one with policy `local`.
+fn lab() -> Lab {
+    let hosts = subdomain_hosts().replace(
+        &format!("name = \"{}\"\n", SUBDOMAINS[1]),
+        &format!("name = \"{}\"\npolicy = \"local\"\n", SUBDOMAINS[1]),
+    );
+    Lab::new(&LabOptions {
+        extra_config: hosts,
+        ..LabOptions::default()
+    })
+    .expect("building the lab")
+}
+
+/// Whether a request for the `local` host is answered by the VPS's own server.
+fn served_locally(lab: &Lab) -> bool {
+    lab.curl("https", SUBDOMAINS[1], "/", VPS_V4, &["--max-time", "3"])
+        .is_ok_and(|(code, body)| code == 200 && body.starts_with("local "))
+}
 
 /// `CAP_BPF CAP_NET_ADMIN ...` from the unit's `CapabilityBoundingSet=` line, as setpriv
 /// spells them (`bpf`, `net_admin`, ...).
@@ -41,6 +61,9 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
     let caps = unit_capabilities();
     assert!(!caps.is_empty());
     let mut lab = lab();
+    let _local = lab
+        .local_web_server()
+        .expect("starting the local web server");
     let wrapper = limited_to(&caps);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     lab.start_forwarder_under(&wrapper, &[])
@@ -63,6 +86,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         page.contains(&want).then_some(())
     });
     assert!(counted.is_ok(), "{counted:?}\n{}", lab.forwarder_output());
+    assert!(served_locally(&lab), "{}", lab.forwarder_output());
     lab.stop_forwarder().expect("stopping the forwarder");
 
     for missing in &caps {
@@ -70,7 +94,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         let wrapper = limited_to(&fewer);
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let started = lab.start_forwarder_under(&wrapper, &[]);
-        let log = lab.forwarder_output();
+        let mut log = lab.forwarder_output();
         eprintln!(
             "without CAP_{}: {}",
             missing.to_ascii_uppercase(),
@@ -83,9 +107,11 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
                     .to_owned(),
             }
         );
-        // Either it does not start, or it starts without the name reader.
-        let complete = started.is_ok() && log.contains("readers=true");
+        // Either it does not start, or it starts without the name reader, or it cannot
+        // hand connections to the VPS's server.
+        let complete = started.is_ok() && log.contains("readers=true") && served_locally(&lab);
         if started.is_ok() {
+            log = lab.forwarder_output();
             let _ = lab.stop_forwarder();
         }
         assert!(
