@@ -37,11 +37,17 @@ fn load_options<C: LoadBytes>(ctx: &C, info: &PacketInfo, dst: *mut u8) -> u32 {
 }
 
 /// Records a client's SYN (not SYN-ACK) of the flow `key` toward the backend.
-#[inline(never)]
+// The checks inline, the work out of line: every forwarded packet passes here, and a call
+// costs more than the checks on this path.
+#[inline(always)]
 pub fn record_syn<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) {
-    if info.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN || !wanted() {
-        return;
+    if info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && wanted() {
+        store_syn(ctx, info, key);
     }
+}
+
+#[inline(never)]
+fn store_syn<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -56,11 +62,15 @@ pub fn record_syn<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) {
 
 /// Records the backend's SYN-ACK of the reply flow `key` (backend -> client), translated
 /// back by `nat`.
-#[inline(never)]
+#[inline(always)]
 pub fn record_synack<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey, nat: &FlowValue) {
-    if info.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK || !wanted() {
-        return;
+    if info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK && wanted() {
+        store_synack(ctx, info, key, nat);
     }
+}
+
+#[inline(never)]
+fn store_synack<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey, nat: &FlowValue) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };

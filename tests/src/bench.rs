@@ -83,6 +83,22 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         "TCP to a port without rule (pass)",
         h.time_xdp(&ssh, runs),
     );
+    // Flood traffic: junk UDP to a port without a rule, a truncated TCP header to a
+    // forwarded port, and a SYN from a client over its new-connection limit.
+    let junk = Pkt::udp(c4, 40000, p4, 9999, &[0xa5; 64]).frame();
+    row(
+        "xdp",
+        "junk UDP to a port without rule (pass)",
+        h.time_xdp(&junk, runs),
+    );
+    let mut bad = Pkt::tcp(c4, 40000, p4, 443, SYN).frame();
+    bad.truncate(14 + 20 + 12);
+    bad[16..18].copy_from_slice(&32u16.to_be_bytes());
+    row(
+        "xdp",
+        "truncated TCP header to a forwarded port (dropped)",
+        h.time_xdp(&bad, runs),
+    );
     // New connections: a different source port each run, so every SYN creates its flow.
     let syns: Vec<Vec<u8>> = (0..runs)
         .map(|i| {
@@ -172,6 +188,26 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         classified(&h) - before == want,
         "the reader classified {} connections, not {want}",
         classified(&h) - before
+    );
+    // A SYN flood from one address under `[limits]`: all but the first are refused.
+    h.set_conn_limit(1, 1)?;
+    let flooder: IpAddr = std::net::Ipv4Addr::new(198, 18, 9, 9).into();
+    let flood: Vec<Vec<u8>> = (0..runs)
+        .map(|i| {
+            Pkt::tcp(flooder, 10000 + (i % 50000) as u16, p4, 443, SYN)
+                .options(mss_option(1460))
+                .frame()
+        })
+        .collect();
+    let limited = h.counter(Counter::XdpDropRateLimit);
+    row(
+        "xdp",
+        "SYN over the per-client limit (dropped)",
+        h.time_xdp_each(&flood),
+    );
+    anyhow::ensure!(
+        h.counter(Counter::XdpDropRateLimit) - limited >= u64::from(runs) - 1,
+        "the limiter let SYNs through"
     );
     drop(h);
 

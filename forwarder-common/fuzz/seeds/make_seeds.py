@@ -119,3 +119,8 @@ write("csum_incremental", "tcp-syn-mss-clamp.bin", sel(8, 1, 11, bytes([0, 0, 0,
 ip6 = ip6_syn()
 write("csum_incremental", "ipv6-tcp-syn.bin", sel(28, 10, 2, bytes([0xFD, 0, 0, 1]), b"\x00\x50") + ip6)
 write("csum_incremental", "udp-dns.bin", sel(3, 0, 1, bytes([192, 0, 2, 1]), b"\x00\x35") + ip4_udp()[20:])
+
+# TCP option areas as the kernel records them from SYNs and data segments.
+write("tcp_options", "linux-syn.bin", bytes([2, 4, 0x05, 0xB4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7]))
+write("tcp_options", "data-timestamps.bin", bytes([1, 1, 8, 10, 0, 0, 3, 9, 0, 0, 0x23, 0x28]))
+write("tcp_options", "windows-syn.bin", bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 8, 1, 1, 4, 2]))
