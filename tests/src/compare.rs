@@ -54,23 +54,42 @@ impl Setup {
     }
 }
 
-/// A load pattern, as wrk makes it.
+/// A load pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
-    /// Every request on a new TCP + TLS connection (`Connection: close`).
+    /// Every request on a new TCP + TLS connection (`Connection: close`), as fast as wrk
+    /// goes.
     NewConnectionHttps,
-    /// Requests on kept-alive TLS connections.
+    /// Requests on kept-alive TLS connections, as fast as wrk goes.
     KeepAliveHttps,
+    /// New-connection HTTPS at a fixed offered load far below what any setup saturates
+    /// at, for the CPU it costs per request.
+    FixedRateHttps,
+    /// One large HTTPS download: throughput and CPU per GB.
+    Bulk,
+    /// `FixedRateHttps` while a SYN flood and a junk-UDP flood hit the VPS.
+    Flood,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 2] = [Workload::NewConnectionHttps, Workload::KeepAliveHttps];
+    pub const ALL: [Workload; 5] = [
+        Workload::NewConnectionHttps,
+        Workload::KeepAliveHttps,
+        Workload::FixedRateHttps,
+        Workload::Bulk,
+        Workload::Flood,
+    ];
+    /// The workloads compared by requests per second (table and chart).
+    pub const THROUGHPUT: [Workload; 2] = [Workload::NewConnectionHttps, Workload::KeepAliveHttps];
 
     pub const fn name(self) -> &'static str {
         match self {
             Workload::NewConnectionHttps => "new-connection HTTPS",
             Workload::KeepAliveHttps => "keep-alive HTTPS",
+            Workload::FixedRateHttps => "new-connection HTTPS, fixed load",
+            Workload::Bulk => "bulk HTTPS download",
+            Workload::Flood => "fixed load under SYN + UDP flood",
         }
     }
 }
@@ -85,6 +104,53 @@ pub struct Sample {
     pub p99_ms: f64,
     /// Requests wrk counted as failed (socket errors and non-2xx answers).
     pub errors: u64,
+    /// Requests completed.
+    #[serde(default)]
+    pub requests: u64,
+    /// Busy CPU time of the whole machine (/proc/stat) per 10k requests, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_10k: Option<f64>,
+    /// The same without the client's load generator (its own CPU time, from rusage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_10k_without_client: Option<f64>,
+    /// Bulk: download throughput in MB/s and busy CPU seconds per GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mb_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_gb: Option<f64>,
+    /// Flood: frames per second the flood generator sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood_pps: Option<f64>,
+}
+
+impl Sample {
+    fn new(setup: Setup, workload: Workload, repetition: u32) -> Self {
+        Sample {
+            setup,
+            workload,
+            repetition,
+            requests_per_second: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            errors: 0,
+            requests: 0,
+            cpu_s_per_10k: None,
+            cpu_s_per_10k_without_client: None,
+            mb_per_s: None,
+            cpu_s_per_gb: None,
+            flood_pps: None,
+        }
+    }
+
+    /// Share of the requests that succeeded.
+    pub fn success_rate(&self) -> f64 {
+        let all = self.requests + self.errors;
+        if all == 0 {
+            0.0
+        } else {
+            self.requests as f64 / all as f64
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +158,8 @@ pub struct Options {
     pub repetitions: u32,
     pub seconds: u32,
     pub connections: u32,
+    /// Size of the bulk download.
+    pub bulk_bytes: usize,
 }
 
 impl Options {
@@ -99,13 +167,21 @@ impl Options {
         repetitions: 2,
         seconds: 2,
         connections: 16,
+        bulk_bytes: 16 << 20,
     };
     pub const FULL: Options = Options {
         repetitions: 5,
         seconds: 10,
         connections: 32,
+        bulk_bytes: 256 << 20,
     };
 }
+
+/// The fixed load: this many connections, each waiting this long between a response and
+/// its next request (about 140 requests per second in the lab, a tenth of what the
+/// slowest setup reaches).
+const FIXED_CONNECTIONS: u32 = 8;
+const FIXED_DELAY_MS: u32 = 50;
 
 /// The nftables configuration a careful user writes by hand: DNAT of the forwarded ports
 /// into the tunnel (conntrack translates the replies back) and the same MSS clamping the
@@ -262,17 +338,63 @@ fn teardown(lab: &mut Lab, setup: Setup, proxy: Option<Proxy>) -> anyhow::Result
             run(Command::new("ip").args([
                 "netns", "exec", &lab.vps, "nft", "delete", "table", "ip", "fwdbench",
             ]))?;
+            // The flood's half-open connections would otherwise still fill the table when
+            // the next repetition measures nftables.
+            run(Command::new("ip").args(["netns", "exec", &lab.vps, "conntrack", "-F"]))?;
             ip_forwarding(lab, false)?;
             Ok(())
         }
     }
 }
 
-/// One wrk run from the client namespace.
-fn wrk(lab: &Lab, workload: Workload, o: &Options) -> anyhow::Result<(f64, f64, f64, u64)> {
+/// What one wrk run measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wrk {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+/// Busy CPU time of the whole machine so far, in seconds (/proc/stat: everything but idle
+/// and iowait).
+fn cpu_busy_seconds() -> anyhow::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(v.len() >= 8, "short cpu line: {line}");
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    Ok(busy as f64 / hz)
+}
+
+/// CPU seconds this process's finished children used so far (the load generators).
+fn children_cpu_seconds() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
+    u.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// One wrk run from the client namespace: as fast as it goes, or (`fixed`) at the fixed
+/// load.
+fn wrk(lab: &Lab, workload: Workload, o: &Options, fixed: bool) -> anyhow::Result<Wrk> {
     let url = format!("https://{}/", SUBDOMAINS[0]);
     let seconds = format!("{}s", o.seconds);
-    let conns = o.connections.to_string();
+    let conns = if fixed {
+        FIXED_CONNECTIONS
+    } else {
+        o.connections
+    }
+    .to_string();
+    let script = lab.dir.join("fixed-rate.lua");
+    let script = script.display().to_string();
     let mut args = vec![
         "wrk",
         "-t2",
@@ -284,7 +406,14 @@ fn wrk(lab: &Lab, workload: Workload, o: &Options) -> anyhow::Result<(f64, f64, 
         "5s",
         "--latency",
     ];
-    if workload == Workload::NewConnectionHttps {
+    if fixed {
+        fs::write(
+            &script,
+            format!("function delay()\n  return {FIXED_DELAY_MS}\nend\n"),
+        )?;
+        args.extend(["-s", &script]);
+    }
+    if workload != Workload::KeepAliveHttps {
         args.extend(["-H", "Connection: close"]);
     }
     args.push(&url);
@@ -296,8 +425,8 @@ fn wrk(lab: &Lab, workload: Workload, o: &Options) -> anyhow::Result<(f64, f64, 
     parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))
 }
 
-/// Requests per second, p50 and p99 latency in ms, and failed requests.
-pub fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, u64)> {
+/// Requests per second, p50 and p99 latency in ms, failed and completed requests.
+pub fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
     let rps = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
@@ -324,7 +453,20 @@ pub fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, u64)> {
             errors += rest.trim().parse::<u64>()?;
         }
     }
-    Ok((rps, pct("50%")?, pct("99%")?, errors))
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .context("no requests line")?
+        .0
+        .trim()
+        .parse()?;
+    Ok(Wrk {
+        rps,
+        p50_ms: pct("50%")?,
+        p99_ms: pct("99%")?,
+        errors,
+        requests,
+    })
 }
 
 fn duration_ms(v: &str) -> anyhow::Result<f64> {
@@ -342,12 +484,122 @@ fn duration_ms(v: &str) -> anyhow::Result<f64> {
     })
 }
 
+/// The flood's target: the VPS's public interface, from the client's side of the link.
+fn flood_target(lab: &Lab) -> anyhow::Result<crate::flood::Target> {
+    let mac = |ns: &str| -> anyhow::Result<[u8; 6]> {
+        let out = lab.exec(ns, &["cat", "/sys/class/net/eth0/address"])?;
+        crate::flood::parse_mac(&String::from_utf8_lossy(&out.stdout))
+    };
+    Ok(crate::flood::Target {
+        ns: lab.client.clone(),
+        iface: "eth0".into(),
+        src_mac: mac(&lab.client)?,
+        dst_mac: mac(&lab.vps)?,
+        target: VPS_V4.parse()?,
+        syn_port: 443,
+    })
+}
+
+/// The workloads of one setup, in order.
+fn run_workloads(
+    lab: &Lab,
+    setup: Setup,
+    repetition: u32,
+    o: &Options,
+    samples: &mut Vec<Sample>,
+) -> anyhow::Result<()> {
+    for workload in Workload::ALL {
+        let mut s = Sample::new(setup, workload, repetition);
+        match workload {
+            Workload::NewConnectionHttps | Workload::KeepAliveHttps => {
+                let w = wrk(lab, workload, o, false)?;
+                s.fill(&w);
+            }
+            Workload::FixedRateHttps => {
+                let (cpu0, client0) = (cpu_busy_seconds()?, children_cpu_seconds());
+                let w = wrk(lab, workload, o, true)?;
+                let (cpu, client) = (cpu_busy_seconds()? - cpu0, children_cpu_seconds() - client0);
+                s.fill(&w);
+                if w.requests > 0 {
+                    let per = 10_000.0 / w.requests as f64;
+                    s.cpu_s_per_10k = Some(cpu * per);
+                    s.cpu_s_per_10k_without_client = Some((cpu - client).max(0.0) * per);
+                }
+            }
+            Workload::Bulk => {
+                let url = format!("https://{}/big", SUBDOMAINS[0]);
+                let cert = lab.cert().display().to_string();
+                let cpu0 = cpu_busy_seconds()?;
+                let out = lab.exec(
+                    &lab.client,
+                    &[
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "120",
+                        "--cacert",
+                        &cert,
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{size_download} %{time_total}",
+                        &url,
+                    ],
+                )?;
+                let cpu = cpu_busy_seconds()? - cpu0;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (size, secs) = text
+                    .trim()
+                    .split_once(' ')
+                    .with_context(|| format!("curl's output: {text}"))?;
+                let (size, secs): (f64, f64) = (size.parse()?, secs.parse()?);
+                if !out.status.success() || size as usize != o.bulk_bytes {
+                    bail!(
+                        "bulk download: {size} of {} bytes: {}",
+                        o.bulk_bytes,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                s.mb_per_s = Some(size / secs / 1e6);
+                s.cpu_s_per_gb = Some(cpu / (size / 1e9));
+            }
+            Workload::Flood => {
+                let flood = crate::flood::Flood::start(flood_target(lab)?)?;
+                let w = wrk(lab, workload, o, true);
+                let (_, pps) = flood.stop()?;
+                s.fill(&w?);
+                s.flood_pps = Some(pps);
+            }
+        }
+        samples.push(s);
+    }
+    Ok(())
+}
+
+impl Sample {
+    fn fill(&mut self, w: &Wrk) {
+        self.requests_per_second = w.rps;
+        self.p50_ms = w.p50_ms;
+        self.p99_ms = w.p99_ms;
+        self.errors = w.errors;
+        self.requests = w.requests;
+    }
+}
+
 /// Builds the lab and measures every setup and workload `o.repetitions` times, interleaved.
 pub fn measure(o: &Options) -> anyhow::Result<Vec<Sample>> {
     let mut lab = Lab::new(&LabOptions {
         extra_config: "[[rule]]\nport = 443\n".into(),
+        big_file_bytes: o.bulk_bytes,
         ..LabOptions::default()
     })?;
+    // Replies to the flood's made-up sources leave through the client's side, as through
+    // a VPS's default gateway (the client does not forward them).
+    let vps = lab.vps.clone();
+    lab.exec(
+        &vps,
+        &["ip", "route", "add", "default", "via", crate::CLIENT_V4],
+    )?;
     let _hosts = NetnsHosts::new(&lab.client)?;
     let mut samples = Vec::new();
     for repetition in 0..o.repetitions {
@@ -359,19 +611,7 @@ pub fn measure(o: &Options) -> anyhow::Result<Vec<Sample>> {
                 if code != 200 {
                     bail!("{}: HTTP {code}", setup.name());
                 }
-                for workload in Workload::ALL {
-                    let (rps, p50, p99, errors) = wrk(&lab, workload, o)?;
-                    samples.push(Sample {
-                        setup,
-                        workload,
-                        repetition,
-                        requests_per_second: rps,
-                        p50_ms: p50,
-                        p99_ms: p99,
-                        errors,
-                    });
-                }
-                Ok(())
+                run_workloads(&lab, setup, repetition, o, &mut samples)
             })();
             teardown(&mut lab, setup, proxy)?;
             result.with_context(|| format!("measuring {}", setup.name()))?;
@@ -398,7 +638,7 @@ pub fn table(samples: &[Sample]) -> String {
     let mut out = String::from(
         "| workload | setup | requests/s (min..max) | vs nftables | p50 ms | p99 ms | vs nftables p99 | errors |\n|---|---|---|---|---|---|---|---|\n",
     );
-    for w in Workload::ALL {
+    for w in Workload::THROUGHPUT {
         let of = |s: Setup| -> Vec<&Sample> {
             samples
                 .iter()
@@ -434,6 +674,61 @@ pub fn table(samples: &[Sample]) -> String {
     out
 }
 
+/// The second table: CPU per request at the fixed load, bulk throughput and CPU per GB,
+/// and the fixed load under a flood, each with its ratio to nftables.
+pub fn cost_table(samples: &[Sample]) -> String {
+    let of = |w: Workload, s: Setup| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|x| x.workload == w && x.setup == s)
+            .collect()
+    };
+    let med = |w: Workload, s: Setup, f: &dyn Fn(&Sample) -> Option<f64>| -> f64 {
+        median(of(w, s).into_iter().filter_map(f).collect())
+    };
+    let mut out = String::from(
+        "| setup | CPU s / 10k req (fixed load) | vs nftables | without the client | vs nftables | bulk MB/s | vs nftables | CPU s / GB | vs nftables | under flood: ok % | p99 ms | vs idle p99 | flood pps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let n = Setup::Nftables;
+    let fixed = Workload::FixedRateHttps;
+    let base_cpu = med(fixed, n, &|x| x.cpu_s_per_10k);
+    let base_cpu_wo = med(fixed, n, &|x| x.cpu_s_per_10k_without_client);
+    let base_mb = med(Workload::Bulk, n, &|x| x.mb_per_s);
+    let base_gb = med(Workload::Bulk, n, &|x| x.cpu_s_per_gb);
+    for s in Setup::ALL {
+        if of(fixed, s).is_empty() {
+            continue;
+        }
+        let cpu = med(fixed, s, &|x| x.cpu_s_per_10k);
+        let cpu_wo = med(fixed, s, &|x| x.cpu_s_per_10k_without_client);
+        let mb = med(Workload::Bulk, s, &|x| x.mb_per_s);
+        let gb = med(Workload::Bulk, s, &|x| x.cpu_s_per_gb);
+        let idle_p99 = med(fixed, s, &|x| Some(x.p99_ms));
+        let flood = of(Workload::Flood, s);
+        let (ok, all) = flood.iter().fold((0, 0), |(a, b), x| {
+            (a + x.requests, b + x.requests + x.errors)
+        });
+        let ok_pct = if all == 0 {
+            0.0
+        } else {
+            100.0 * ok as f64 / all as f64
+        };
+        let fp99 = med(Workload::Flood, s, &|x| Some(x.p99_ms));
+        let pps = med(Workload::Flood, s, &|x| x.flood_pps);
+        let _ = writeln!(
+            out,
+            "| {} | {cpu:.1} | {:.2}x | {cpu_wo:.1} | {:.2}x | {mb:.0} | {:.2}x | {gb:.1} | {:.2}x | {ok_pct:.1} | {fp99:.1} | {:.1}x | {pps:.0} |",
+            s.name(),
+            cpu / base_cpu,
+            cpu_wo / base_cpu_wo,
+            mb / base_mb,
+            gb / base_gb,
+            fp99 / idle_p99,
+        );
+    }
+    out
+}
+
 /// A bar chart (SVG) of each setup's median requests per second relative to nftables, one
 /// group of bars per workload.
 pub fn chart(samples: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
@@ -451,8 +746,8 @@ pub fn chart(samples: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
         m(s) / m(Setup::Nftables)
     };
     let n = Setup::ALL.len();
-    let groups = Workload::ALL.len();
-    let top = Workload::ALL
+    let groups = Workload::THROUGHPUT.len();
+    let top = Workload::THROUGHPUT
         .iter()
         .flat_map(|w| Setup::ALL.map(|s| ratio(*w, s)))
         .filter(|r| r.is_finite())
@@ -476,7 +771,7 @@ pub fn chart(samples: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
         .x_labels(0)
         .y_desc("x nftables")
         .draw()?;
-    for (g, w) in Workload::ALL.iter().enumerate() {
+    for (g, w) in Workload::THROUGHPUT.iter().enumerate() {
         for (i, s) in Setup::ALL.iter().enumerate() {
             let r = ratio(*w, *s);
             if !r.is_finite() {
@@ -526,6 +821,11 @@ pub fn compare(o: &Options, json: Option<&std::path::Path>) -> anyhow::Result<()
         o.repetitions, o.seconds, o.connections
     );
     print!("{}", table(&samples));
+    println!(
+        "\nCost at a fixed load ({FIXED_CONNECTIONS} connections, {FIXED_DELAY_MS} ms between requests), bulk download ({} MB), and the fixed load under a SYN + junk-UDP flood:\n",
+        o.bulk_bytes >> 20
+    );
+    print!("{}", cost_table(&samples));
     if let Some(path) = json {
         fs::write(path, serde_json::to_string_pretty(&samples)?)?;
         let svg = path.with_extension("svg");
@@ -556,28 +856,63 @@ mod tests {
 Requests/sec:   1000.50
 Transfer/sec:    150.00KB
 ";
-        let (rps, p50, p99, errors) = parse_wrk(text).unwrap();
-        assert_eq!(rps, 1000.5);
-        assert_eq!(p50, 4.8);
-        assert_eq!(p99, 1200.0);
-        assert_eq!(errors, 9);
+        let w = parse_wrk(text).unwrap();
+        assert_eq!(w.rps, 1000.5);
+        assert_eq!(w.p50_ms, 4.8);
+        assert_eq!(w.p99_ms, 1200.0);
+        assert_eq!(w.errors, 9);
+        assert_eq!(w.requests, 2000);
         assert!(parse_wrk("nothing").is_err());
         assert_eq!(duration_ms("750.00us").unwrap(), 0.75);
+    }
+
+    #[test]
+    fn the_cost_table_gives_ratios_to_nftables() {
+        let mut samples = Vec::new();
+        for (i, setup) in Setup::ALL.into_iter().enumerate() {
+            let k = 1.0 + i as f64;
+            samples.push(Sample {
+                p99_ms: 10.0,
+                requests: 1000,
+                cpu_s_per_10k: Some(4.0 * k),
+                cpu_s_per_10k_without_client: Some(2.0 * k),
+                ..Sample::new(setup, Workload::FixedRateHttps, 0)
+            });
+            samples.push(Sample {
+                mb_per_s: Some(100.0 * k),
+                cpu_s_per_gb: Some(8.0),
+                ..Sample::new(setup, Workload::Bulk, 0)
+            });
+            samples.push(Sample {
+                p99_ms: 30.0,
+                requests: 99,
+                errors: 1,
+                flood_pps: Some(5e5),
+                ..Sample::new(setup, Workload::Flood, 0)
+            });
+        }
+        let t = cost_table(&samples);
+        // nftables is the third setup: k = 3.
+        let nft = t.lines().find(|l| l.starts_with("| nftables")).unwrap();
+        assert!(
+            nft.contains("| 12.0 | 1.00x | 6.0 | 1.00x | 300 | 1.00x |"),
+            "{nft}"
+        );
+        let fwd = t.lines().find(|l| l.starts_with("| forwarder |")).unwrap();
+        assert!(fwd.contains("| 4.0 | 0.33x |"), "{fwd}");
+        assert!(fwd.contains("| 99.0 | 30.0 | 3.0x | 500000 |"), "{fwd}");
     }
 
     #[test]
     fn the_chart_has_a_bar_per_setup_and_workload() {
         let mut samples = Vec::new();
         for (i, setup) in Setup::ALL.into_iter().enumerate() {
-            for workload in Workload::ALL {
+            for workload in Workload::THROUGHPUT {
                 samples.push(Sample {
-                    setup,
-                    workload,
-                    repetition: 0,
                     requests_per_second: 1000.0 + 100.0 * i as f64,
                     p50_ms: 1.0,
                     p99_ms: 2.0,
-                    errors: 0,
+                    ..Sample::new(setup, workload, 0)
                 });
             }
         }
@@ -590,6 +925,6 @@ Transfer/sec:    150.00KB
             assert!(svg.contains(s.name()), "{}", s.name());
         }
         // Background, plot area and legend boxes aside: one bar per setup and workload.
-        assert!(svg.matches("<rect").count() >= Setup::ALL.len() * Workload::ALL.len());
+        assert!(svg.matches("<rect").count() >= Setup::ALL.len() * Workload::THROUGHPUT.len());
     }
 }

@@ -32,6 +32,7 @@ pub mod bench;
 #[cfg(feature = "bpf")]
 pub mod bpf;
 pub mod compare;
+pub mod flood;
 
 pub const CLIENT_V4: &str = "203.0.113.2";
 pub const VPS_V4: &str = "203.0.113.1";

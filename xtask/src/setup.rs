@@ -27,6 +27,8 @@ pub const PACKAGES: &[&str] = &[
     // The benchmark: the load generator and the hand-written alternative.
     "wrk",
     "nftables",
+    // Flushes the connection tracking table between benchmark runs.
+    "conntrack",
     "haproxy",
     "caddy",
 ];

@@ -1,0 +1,244 @@
+//! A flood generator for the benchmark: SYNs to a forwarded port and junk UDP to random
+//! ports, from spoofed sources, written as raw Ethernet frames (AF_PACKET) out of an
+//! interface of a lab namespace as fast as one thread can. Stops when asked, and after a
+//! hard deadline in any case.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Longest a flood runs, whatever the caller does.
+const MAX_RUN: Duration = Duration::from_secs(120);
+/// Distinct frames cycled through (sources, ports).
+const FRAMES: usize = 4096;
+
+pub struct Flood {
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    thread: JoinHandle<anyhow::Result<u64>>,
+}
+
+/// Where the flood goes: out of `iface` in namespace `ns`, to `dst_mac` / `target`.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub ns: String,
+    pub iface: String,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub target: Ipv4Addr,
+    /// The port SYNs go to (a forwarded one).
+    pub syn_port: u16,
+}
+
+impl Flood {
+    pub fn start(t: Target) -> anyhow::Result<Self> {
+        let frames = frames(&t);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || send_loop(&t, &frames, &stop)
+        });
+        Ok(Flood {
+            stop,
+            started: Instant::now(),
+            thread,
+        })
+    }
+
+    /// Stops the flood; returns the frames sent and the rate (frames per second).
+    pub fn stop(self) -> anyhow::Result<(u64, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        let sent = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        Ok((sent, sent as f64 / secs))
+    }
+}
+
+fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Result<u64> {
+    // This thread only: the namespace is left when it ends.
+    let ns = fs::File::open(format!("/run/netns/{}", t.ns)).context("opening the namespace")?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("entering the namespace")?;
+    let ifindex = nix::net::if_::if_nametoindex(t.iface.as_str())?;
+    // SAFETY: plain socket calls on a descriptor owned by this function.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+    }
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&t.dst_mac);
+    let r = unsafe {
+        libc::bind(
+            raw,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        bail!(
+            "binding to {}: {}",
+            t.iface,
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + MAX_RUN;
+    let mut sent = 0u64;
+    'run: loop {
+        for chunk in frames.chunks(256) {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break 'run;
+            }
+            for f in chunk {
+                let n = unsafe { libc::send(raw, f.as_ptr().cast(), f.len(), 0) };
+                if n > 0 {
+                    sent += 1;
+                }
+            }
+        }
+    }
+    Ok(sent)
+}
+
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut sum = 0u32;
+    for p in parts {
+        for c in p.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], 0])
+            };
+            sum += u32::from(w);
+        }
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Half SYNs to `syn_port`, half 64-byte UDP datagrams to random ports, each from its own
+/// address in 198.18.0.0/15 (benchmark space) and port, checksums right.
+fn frames(t: &Target) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..FRAMES)
+        .map(|i| {
+            let r = next();
+            let src = Ipv4Addr::new(198, 18 + (r & 1) as u8, (r >> 8) as u8, (r >> 16) as u8);
+            let sport = 1024 + ((r >> 24) as u16 % 60000);
+            let l4 = if i % 2 == 0 {
+                let mut h = Vec::with_capacity(20);
+                h.extend_from_slice(&sport.to_be_bytes());
+                h.extend_from_slice(&t.syn_port.to_be_bytes());
+                h.extend_from_slice(&((r >> 32) as u32).to_be_bytes());
+                h.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x02]);
+                h.extend_from_slice(&64240u16.to_be_bytes());
+                h.extend_from_slice(&[0, 0, 0, 0]);
+                h
+            } else {
+                let dport = 1024 + ((r >> 40) as u16 % 60000);
+                let mut h = Vec::with_capacity(72);
+                h.extend_from_slice(&sport.to_be_bytes());
+                h.extend_from_slice(&dport.to_be_bytes());
+                h.extend_from_slice(&72u16.to_be_bytes());
+                h.extend_from_slice(&[0, 0]);
+                h.extend(std::iter::repeat_n(0xa5u8, 64));
+                h
+            };
+            let proto = if i % 2 == 0 { 6u8 } else { 17 };
+            let mut l4 = l4;
+            let mut pseudo = Vec::with_capacity(12);
+            pseudo.extend_from_slice(&src.octets());
+            pseudo.extend_from_slice(&t.target.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            let c = csum(&[&pseudo, &l4]);
+            let off = if proto == 6 { 16 } else { 6 };
+            l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&t.target.octets());
+            let c = csum(&[&ip]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
+            f.extend_from_slice(&t.dst_mac);
+            f.extend_from_slice(&t.src_mac);
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            f.extend(ip);
+            f.extend(l4);
+            f
+        })
+        .collect()
+}
+
+/// A MAC address as `ip` prints it.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("not a MAC address: {s:?}"))?;
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("not a MAC address: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_valid_checksums() {
+        let t = Target {
+            ns: String::new(),
+            iface: String::new(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            target: Ipv4Addr::new(203, 0, 113, 1),
+            syn_port: 443,
+        };
+        let fs = frames(&t);
+        assert_eq!(fs.len(), FRAMES);
+        for f in &fs {
+            let ip = &f[14..];
+            assert_eq!(csum(&[&ip[..20]]), 0, "IPv4 header checksum");
+            let l4 = &ip[20..];
+            let mut pseudo = ip[12..20].to_vec();
+            pseudo.extend_from_slice(&[0, ip[9]]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            assert_eq!(csum(&[&pseudo, l4]), 0, "L4 checksum");
+        }
+        assert!(fs.iter().any(|f| f[14 + 9] == 6 && f[14 + 20 + 13] == 0x02));
+        assert!(fs.iter().any(|f| f[14 + 9] == 17));
+        assert_eq!(
+            parse_mac("02:ab:00:00:00:01\n").unwrap(),
+            [2, 0xab, 0, 0, 0, 1]
+        );
+        assert!(parse_mac("nope").is_err());
+    }
+}
