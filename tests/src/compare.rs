@@ -113,6 +113,11 @@ pub struct Sample {
     /// The same without the client's load generator (its own CPU time, from rusage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_s_per_10k_without_client: Option<f64>,
+    /// Of that: both wireguard-go processes, and home's nginx (master and workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_cpu_s_per_10k: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_cpu_s_per_10k: Option<f64>,
     /// Bulk: download throughput in MB/s and busy CPU seconds per GB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mb_per_s: Option<f64>,
@@ -136,6 +141,8 @@ impl Sample {
             requests: 0,
             cpu_s_per_10k: None,
             cpu_s_per_10k_without_client: None,
+            tunnel_cpu_s_per_10k: None,
+            home_cpu_s_per_10k: None,
             mb_per_s: None,
             cpu_s_per_gb: None,
             flood_pps: None,
@@ -687,7 +694,7 @@ pub fn cost_table(samples: &[Sample]) -> String {
         median(of(w, s).into_iter().filter_map(f).collect())
     };
     let mut out = String::from(
-        "| setup | CPU s / 10k req (fixed load) | vs nftables | without the client | vs nftables | bulk MB/s | vs nftables | CPU s / GB | vs nftables | under flood: ok % | p99 ms | vs idle p99 | flood pps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| setup | CPU s / 10k req (fixed load) | vs nftables | without the client | vs nftables | of which wireguard-go | home nginx | bulk MB/s | vs nftables | CPU s / GB | vs nftables | under flood: ok % | p99 ms | vs idle p99 | flood pps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let n = Setup::Nftables;
     let fixed = Workload::FixedRateHttps;
@@ -701,6 +708,8 @@ pub fn cost_table(samples: &[Sample]) -> String {
         }
         let cpu = med(fixed, s, &|x| x.cpu_s_per_10k);
         let cpu_wo = med(fixed, s, &|x| x.cpu_s_per_10k_without_client);
+        let tunnel = med(fixed, s, &|x| x.tunnel_cpu_s_per_10k);
+        let home = med(fixed, s, &|x| x.home_cpu_s_per_10k);
         let mb = med(Workload::Bulk, s, &|x| x.mb_per_s);
         let gb = med(Workload::Bulk, s, &|x| x.cpu_s_per_gb);
         let idle_p99 = med(fixed, s, &|x| Some(x.p99_ms));
@@ -717,7 +726,7 @@ pub fn cost_table(samples: &[Sample]) -> String {
         let pps = med(Workload::Flood, s, &|x| x.flood_pps);
         let _ = writeln!(
             out,
-            "| {} | {cpu:.1} | {:.2}x | {cpu_wo:.1} | {:.2}x | {mb:.0} | {:.2}x | {gb:.1} | {:.2}x | {ok_pct:.1} | {fp99:.1} | {:.1}x | {pps:.0} |",
+            "| {} | {cpu:.1} | {:.2}x | {cpu_wo:.1} | {:.2}x | {tunnel:.1} | {home:.1} | {mb:.0} | {:.2}x | {gb:.1} | {:.2}x | {ok_pct:.1} | {fp99:.1} | {:.1}x | {pps:.0} |",
             s.name(),
             cpu / base_cpu,
             cpu_wo / base_cpu_wo,
@@ -876,6 +885,8 @@ Transfer/sec:    150.00KB
                 requests: 1000,
                 cpu_s_per_10k: Some(4.0 * k),
                 cpu_s_per_10k_without_client: Some(2.0 * k),
+                tunnel_cpu_s_per_10k: Some(1.5),
+                home_cpu_s_per_10k: Some(0.5),
                 ..Sample::new(setup, Workload::FixedRateHttps, 0)
             });
             samples.push(Sample {
@@ -895,7 +906,7 @@ Transfer/sec:    150.00KB
         // nftables is the third setup: k = 3.
         let nft = t.lines().find(|l| l.starts_with("| nftables")).unwrap();
         assert!(
-            nft.contains("| 12.0 | 1.00x | 6.0 | 1.00x | 300 | 1.00x |"),
+            nft.contains("| 12.0 | 1.00x | 6.0 | 1.00x | 1.5 | 0.5 | 300 | 1.00x |"),
             "{nft}"
         );
         let fwd = t.lines().find(|l| l.starts_with("| forwarder |")).unwrap();
