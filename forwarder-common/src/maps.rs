@@ -289,7 +289,9 @@ pub struct DataplaneConfig {
     pub attach_mode: u32,
     /// `CFG_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// SYNs of new connections per second, on one CPU, above which that CPU treats the
+    /// traffic as a SYN flood for `SYN_FLOOD_HOLD_NS` (see `SynGuard`); 0: never.
+    pub syn_flood_threshold: u32,
 }
 const _: () = assert!(size_of::<DataplaneConfig>() == 40);
 
@@ -316,7 +318,10 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 22] = [
+    SYN_GUARD_MAP,
+    GOOD_SOURCES_MAP,
+    SEEN_SOURCES_MAP,
     HANDSHAKES_MAP,
     HANDOFF_MAP,
     HOST_POLICY_MAP,
@@ -337,6 +342,45 @@ pub const PINNED_MAPS: [&str; 19] = [
     CLS_BUF_MAP,
     CLS_STATE_MAP,
 ];
+
+/// Per-CPU state of the SYN flood guard. While a CPU sees more SYNs of new connections
+/// than `DataplaneConfig::syn_flood_threshold` per second, a SYN from an address that has
+/// not completed a connection before (`GOOD_SOURCES`) is dropped unless the same address
+/// sent a SYN shortly before (`SEEN_SOURCES`): any real client retransmits, a flood from
+/// made-up addresses does not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynGuard {
+    pub window_start_ns: u64,
+    pub syns_in_window: u64,
+    /// The guard holds until then (`bpf_ktime_get_ns`).
+    pub active_until_ns: u64,
+}
+
+pub const SYN_GUARD_MAP: &str = "SYN_GUARD";
+pub const GOOD_SOURCES_MAP: &str = "GOOD_SOURCES";
+pub const SEEN_SOURCES_MAP: &str = "SEEN_SOURCES";
+/// The rate is measured over windows of this length.
+pub const SYN_WINDOW_NS: u64 = 100_000_000;
+/// How long the guard holds after the rate was last exceeded.
+pub const SYN_FLOOD_HOLD_NS: u64 = 10_000_000_000;
+/// How long a first SYN from an unknown address lets a second one through.
+pub const SYN_RETRY_WINDOW_NS: u64 = 10_000_000_000;
+
+/// Whether the guard holds at `now` after one more SYN counted into `g`; updates `g`.
+#[inline(always)]
+pub fn syn_guard_tick(g: &mut SynGuard, now: u64, threshold: u32) -> bool {
+    if now.wrapping_sub(g.window_start_ns) >= SYN_WINDOW_NS {
+        g.window_start_ns = now;
+        g.syns_in_window = 0;
+    }
+    g.syns_in_window += 1;
+    // The threshold per second, scaled to the window.
+    if g.syns_in_window * (1_000_000_000 / SYN_WINDOW_NS) > threshold as u64 {
+        g.active_until_ns = now + SYN_FLOOD_HOLD_NS;
+    }
+    now < g.active_until_ns
+}
 
 /// Key of the per-client new-connection limiter: the client's address.
 #[repr(C)]
@@ -446,9 +490,14 @@ pub enum Counter {
     TunnelDropCut,
     /// XDP / tc-only: a client packet dropped while the daemon takes its connection over.
     DropHandoffWait,
+    /// XDP / tc-only: a SYN dropped by the SYN flood guard (an address's first during a
+    /// flood).
+    SynFloodDrop,
+    /// A SYN let through during a flood because its address had sent one shortly before.
+    SynFloodRetryPass,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::DropHandoffWait as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::SynFloodRetryPass as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -495,6 +544,8 @@ impl Counter {
         Counter::HandoffLost,
         Counter::TunnelDropCut,
         Counter::DropHandoffWait,
+        Counter::SynFloodDrop,
+        Counter::SynFloodRetryPass,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -543,6 +594,8 @@ impl Counter {
             Counter::HandoffLost => "handoff_lost",
             Counter::TunnelDropCut => "tunnel_drop_cut",
             Counter::DropHandoffWait => "drop_handoff_wait",
+            Counter::SynFloodDrop => "syn_flood_drop",
+            Counter::SynFloodRetryPass => "syn_flood_retry_pass",
         }
     }
 }
@@ -562,6 +615,7 @@ mod pod {
     unsafe impl aya::Pod for HostStats {}
     unsafe impl aya::Pod for ConnEvent {}
     unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SynGuard {}
     unsafe impl aya::Pod for crate::handoff::Handshake {}
     unsafe impl aya::Pod for crate::handoff::HandoffEvent {}
 }
@@ -569,6 +623,26 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_syn_guard_holds_while_the_rate_is_exceeded_and_for_a_while_after() {
+        let mut g = SynGuard::default();
+        let ms = 1_000_000u64;
+        let t0 = 1_000 * ms;
+        // 1000 per second: 100 per window pass, the 101st sets the guard.
+        for i in 0..100 {
+            assert!(!syn_guard_tick(&mut g, t0 + i, 1000), "SYN {i}");
+        }
+        assert!(syn_guard_tick(&mut g, t0 + 100, 1000));
+        // It holds for SYN_FLOOD_HOLD_NS, even at a trickle.
+        assert!(syn_guard_tick(&mut g, t0 + 5_000 * ms, 1000));
+        assert!(!syn_guard_tick(&mut g, t0 + 100 + SYN_FLOOD_HOLD_NS, 1000));
+        // A slow, steady rate never sets it.
+        let mut g = SynGuard::default();
+        for i in 0..1000u64 {
+            assert!(!syn_guard_tick(&mut g, t0 + i * 2 * ms, 1000));
+        }
+    }
 
     #[test]
     fn counters_are_dense_and_named_uniquely() {

@@ -5,11 +5,11 @@ use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue,
-    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RuleValue, SourceKey,
+    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RuleValue, SYN_RETRY_WINDOW_NS, SourceKey,
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
-use crate::maps::{FLOWS, LIMITER, SCRATCH, count};
+use crate::maps::{FLOWS, GOOD_SOURCES, LIMITER, SCRATCH, SEEN_SOURCES, SYN_GUARD, count};
 
 #[inline(always)]
 pub fn forward_key(info: &PacketInfo) -> FlowKey {
@@ -151,6 +151,55 @@ pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether the packet is a SYN (without ACK) of TCP.
+#[inline(always)]
+pub fn is_syn(info: &PacketInfo) -> bool {
+    info.proto == PROTO_TCP && info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// The SYN flood guard (see `forwarder_common::SynGuard`): whether a SYN without a flow
+/// may open its connection.
+#[inline(never)]
+pub fn syn_guard_admits(info: &PacketInfo, threshold: u32) -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(g) = SYN_GUARD.get_ptr_mut(0) else {
+        return true;
+    };
+    if !forwarder_common::syn_guard_tick(unsafe { &mut *g }, now, threshold) {
+        return true;
+    }
+    let key = SourceKey {
+        addr: info.src,
+        family: info.family,
+        _pad: [0; 3],
+    };
+    if GOOD_SOURCES.get_ptr(&key).is_some() {
+        return true;
+    }
+    if let Some(first) = SEEN_SOURCES.get_ptr(&key)
+        && now.wrapping_sub(unsafe { *first }) < SYN_RETRY_WINDOW_NS
+    {
+        let _ = GOOD_SOURCES.insert(&key, &now, 0);
+        count(Counter::SynFloodRetryPass);
+        return true;
+    }
+    let _ = SEEN_SOURCES.insert(&key, &now, 0);
+    count(Counter::SynFloodDrop);
+    false
+}
+
+/// Remembers a client address that completed a connection, for the SYN flood guard.
+#[inline(always)]
+pub fn mark_good(key: &FlowKey) {
+    let k = SourceKey {
+        addr: key.src,
+        family: key.family,
+        _pad: [0; 3],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = GOOD_SOURCES.insert(&k, &now, 0);
 }
 
 /// Whether the packet would open a connection: a TCP SYN (without ACK), or any UDP packet

@@ -4,7 +4,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
-    HostValue, MAX_HOSTS, RuleKey, RuleValue, SourceKey,
+    HostValue, MAX_HOSTS, RuleKey, RuleValue, SourceKey, SynGuard,
     classify::{BUF_SIZE, ClassifyState},
     handoff::Handshake,
     packet::PacketInfo,
@@ -99,6 +99,18 @@ pub static TC_READER: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// New-connection limiter state per client address (see `forwarder_common::admit`).
 #[map(name = "LIMITER")]
 pub static LIMITER: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The SYN flood guard's rate measurement, per CPU (see `forwarder_common::SynGuard`).
+#[map(name = "SYN_GUARD")]
+pub static SYN_GUARD: PerCpuArray<SynGuard> = PerCpuArray::with_max_entries(1, 0);
+
+/// Addresses that completed a connection (its first payload was read), with when.
+#[map(name = "GOOD_SOURCES")]
+pub static GOOD_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Addresses whose first SYN the guard dropped, with when.
+#[map(name = "SEEN_SOURCES")]
+pub static SEEN_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// The parsed headers of the packet being processed, per CPU.
 #[map(name = "PKT_INFO")]

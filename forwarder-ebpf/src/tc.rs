@@ -109,6 +109,13 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
         return Ok(TC_ACT_SHOT);
     }
+    if cfg.syn_flood_threshold != 0
+        && flow::is_syn(info)
+        && flow::is_new(info)
+        && !flow::syn_guard_admits(info, cfg.syn_flood_threshold)
+    {
+        return Ok(TC_ACT_SHOT);
+    }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     if nat.flags & FLOW_F_CUT != 0 {
         // Cut by its host's policy: the VPS's own stack answers with a RST (or, policy

@@ -205,6 +205,12 @@ fn emit(kind: u32, reason: u32, fwd_key: &FlowKey, fwd: &FlowValue, rev: Option<
 fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     count(c);
     attribute(fwd, id);
+    if fwd_key.proto == PROTO_TCP
+        && crate::maps::config().is_some_and(|cfg| cfg.syn_flood_threshold != 0)
+    {
+        // A handshake completed from this address: the SYN flood guard lets it through.
+        crate::flow::mark_good(fwd_key);
+    }
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
         return;
     };

@@ -78,6 +78,13 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
         return Ok(xdp_action::XDP_DROP);
     }
+    if cfg.syn_flood_threshold != 0
+        && flow::is_syn(info)
+        && flow::is_new(info)
+        && !flow::syn_guard_admits(info, cfg.syn_flood_threshold)
+    {
+        return Ok(xdp_action::XDP_DROP);
+    }
     let public_ifindex = cfg.public_ifindex;
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
     // Reserve the metadata before touching the packet: a packet is only rewritten if the tc

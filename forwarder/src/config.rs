@@ -106,9 +106,24 @@ pub struct Limits {
     pub new_connections_per_second: u16,
     /// How many it may open at once before the rate applies (default: the rate).
     pub burst: Option<u16>,
+    /// SYNs of new connections per second, on one CPU, above which the data path treats
+    /// the traffic as a SYN flood: for the next 10 s, an address that has not completed a
+    /// connection before gets through on its second SYN (a real client's retransmission)
+    /// instead of its first, so a flood from made-up addresses stays on the VPS. Default
+    /// `DEFAULT_SYN_FLOOD_THRESHOLD`; 0 turns the guard off.
+    pub syn_flood_threshold: Option<u32>,
 }
 
+/// Far above the new connections a home server takes per second, far below a flood.
+pub const DEFAULT_SYN_FLOOD_THRESHOLD: u32 = 2000;
+
 impl Limits {
+    /// The SYN flood guard's threshold in force (0: off).
+    pub fn syn_flood_threshold(&self) -> u32 {
+        self.syn_flood_threshold
+            .unwrap_or(DEFAULT_SYN_FLOOD_THRESHOLD)
+    }
+
     /// `(rate, burst)` as the kernel takes them.
     pub fn kernel(&self) -> (u16, u16) {
         let rate = self.new_connections_per_second;
@@ -803,6 +818,16 @@ port = 443
         assert_eq!(c.host_policies, [HostPolicy::Local]);
         assert_eq!(c.kernel_flags(), forwarder_common::CFG_F_LOCAL_POLICY);
         assert_eq!(resolve_text("").unwrap().kernel_flags(), 0);
+    }
+
+    #[test]
+    fn the_syn_flood_guard_is_on_by_default_and_can_be_turned_off() {
+        let c = resolve_text("").unwrap();
+        assert_eq!(c.limits.syn_flood_threshold(), DEFAULT_SYN_FLOOD_THRESHOLD);
+        let c = resolve_text("[limits]\nsyn_flood_threshold = 0\n").unwrap();
+        assert_eq!(c.limits.syn_flood_threshold(), 0);
+        let c = resolve_text("[limits]\nsyn_flood_threshold = 50000\n").unwrap();
+        assert_eq!(c.limits.syn_flood_threshold(), 50000);
     }
 
     #[test]

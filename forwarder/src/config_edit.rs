@@ -1060,6 +1060,7 @@ interval_ms = 1000
         let limits = Limits {
             new_connections_per_second: 20,
             burst: Some(50),
+            syn_flood_threshold: None,
         };
         d.set_limits(limits).unwrap();
         assert_eq!(
@@ -1076,6 +1077,7 @@ interval_ms = 1000
         d.set_limits(Limits {
             new_connections_per_second: 30,
             burst: None,
+            syn_flood_threshold: None,
         })
         .unwrap();
         assert_eq!(
@@ -1362,6 +1364,7 @@ interval_ms = 1000
                     Op::SetLimits(Limits {
                         new_connections_per_second: rate,
                         burst,
+                        syn_flood_threshold: None,
                     })
                 }),
             ]

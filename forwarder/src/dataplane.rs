@@ -263,7 +263,7 @@ impl Dataplane {
                     rules_set: c.rules_set,
                     attach_mode: mode.code(),
                     flags: cfg.kernel_flags(),
-                    _pad: 0,
+                    syn_flood_threshold: cfg.limits.syn_flood_threshold(),
                 }
             })
             .context("writing the rules and the data path configuration")?;

@@ -741,6 +741,8 @@ fn control_handler(
             } => changed(runtime.edit(Edit::SetLimits(forwarder::config::Limits {
                 new_connections_per_second: *new_connections_per_second,
                 burst: *burst,
+                // `limits set` leaves the guard's threshold as the file has it.
+                syn_flood_threshold: None,
             }))),
             control::Request::Reload => changed(runtime.reload()),
         }

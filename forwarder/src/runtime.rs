@@ -359,6 +359,7 @@ impl Runtime {
                         c.conn_rate = rate;
                         c.conn_burst = burst;
                         c.flags = next.kernel_flags();
+                        c.syn_flood_threshold = next.limits.syn_flood_threshold();
                     })
                     .map_err(|e| crate::maps::display_chain(&e))?;
                 Ok(labels)

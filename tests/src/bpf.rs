@@ -408,7 +408,7 @@ impl Harness {
                 rules_set: 0,
                 attach_mode: 0,
                 flags: 0,
-                _pad: 0,
+                syn_flood_threshold: 0,
             },
             0,
         )?;
@@ -691,6 +691,16 @@ impl Harness {
         let map: HashMap<&MapData, FlowKey, forwarder_common::handoff::Handshake> =
             HashMap::try_from(self.ebpf.map(forwarder_common::HANDSHAKES_MAP)?).ok()?;
         map.get(&flow_key(client, public), 0).ok()
+    }
+
+    /// Sets the SYN flood guard's threshold, as `[limits] syn_flood_threshold` does.
+    pub fn set_syn_flood_threshold(&mut self, threshold: u32) -> anyhow::Result<()> {
+        let mut cfg: Array<&mut MapData, DataplaneConfig> =
+            Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
+        let mut c = cfg.get(&0, 0)?;
+        c.syn_flood_threshold = threshold;
+        cfg.set(0, c, 0)?;
+        Ok(())
     }
 
     /// Sets the per-client new-connection limit, as `[limits]` does.

@@ -643,3 +643,67 @@ fn without_a_local_host_nothing_is_recorded_for_the_hand_off() {
         assert!(h.handoff_events().is_empty(), "tc_only {tc_only}");
     }
 }
+
+#[test]
+fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_hosts(&["app.example.test"]).unwrap();
+        // Two SYNs within 100 ms are "more than 10 per second".
+        h.set_syn_flood_threshold(10).unwrap();
+        let (forwarded, dropped) = if tc_only {
+            (TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_DROP)
+        };
+        let syn = |src: IpAddr, port: u16| {
+            Pkt::tcp(src, port, v4(PUBLIC4), 443, SYN)
+                .options(mss_option(1460))
+                .frame()
+        };
+        // A client that completed a connection before the flood.
+        let client = v4(CLIENT4);
+        assert_eq!(ingress(&h, tc_only, &syn(client, 41000)).0, forwarded);
+        let data = Pkt::tcp(client, 41000, v4(PUBLIC4), 443, ACK | PSH)
+            .seq(0x1000_0001)
+            .payload(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
+        assert_eq!(ingress(&h, tc_only, &data.frame()).0, forwarded);
+
+        // The flood: every SYN from an address of its own, none sent twice.
+        let mut verdicts = Vec::new();
+        for i in 0..50u16 {
+            let src: IpAddr = std::net::Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8).into();
+            verdicts.push(ingress(&h, tc_only, &syn(src, 1024 + i)).0);
+        }
+        let through = verdicts.iter().filter(|v| **v == forwarded).count();
+        assert!(
+            through <= 2,
+            "tc_only {tc_only}: {through} of the flood got through"
+        );
+        assert!(h.counter(Counter::SynFloodDrop) >= 48);
+
+        // The known client is not held up; a new one gets through on its retry.
+        assert_eq!(
+            ingress(&h, tc_only, &syn(client, 41001)).0,
+            forwarded,
+            "tc_only {tc_only}: known client"
+        );
+        let newcomer = v4(std::net::Ipv4Addr::new(198, 19, 7, 7));
+        assert_eq!(ingress(&h, tc_only, &syn(newcomer, 50000)).0, dropped);
+        assert_eq!(
+            ingress(&h, tc_only, &syn(newcomer, 50000)).0,
+            forwarded,
+            "tc_only {tc_only}: the retransmitted SYN"
+        );
+        assert_eq!(h.counter(Counter::SynFloodRetryPass), 1);
+
+        // Off: nothing is held back.
+        h.set_syn_flood_threshold(0).unwrap();
+        let before = h.counter(Counter::SynFloodDrop);
+        for i in 0..20u16 {
+            let src: IpAddr = std::net::Ipv4Addr::new(198, 18, 100, i as u8).into();
+            assert_eq!(ingress(&h, tc_only, &syn(src, 2000 + i)).0, forwarded);
+        }
+        assert_eq!(h.counter(Counter::SynFloodDrop), before);
+    }
+}
