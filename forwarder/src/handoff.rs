@@ -428,6 +428,10 @@ pub fn spawn(
                 match ev.kind {
                     HANDOFF_SEGMENT => pending.add(&ev, now),
                     HANDOFF_LOCAL => {
+                        // Whatever happens to the client's side, home's is over.
+                        if let Err(e) = reset_backend(&maps, &ev) {
+                            debug!("resetting the backend's side of a local connection: {e}");
+                        }
                         let earlier = pending.take(&ev);
                         let hs = handshakes.get(&ev.key, 0).ok();
                         let _ = handshakes.remove(&ev.key);
@@ -461,6 +465,111 @@ pub fn spawn(
             guard.clear_ready();
         }
     })
+}
+
+/// One's-complement sum of `parts`, folded (the internet checksum, not inverted).
+fn sum16(parts: &[&[u8]]) -> u32 {
+    let mut sum = 0u32;
+    for p in parts {
+        for c in p.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// The RST that ends the backend's side of a connection taken over locally: from the
+/// client's address and port to the backend's, at `seq`, the next sequence number the
+/// backend expects (where the held-back segment started), so that it accepts it. The
+/// whole IP packet.
+pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&client.port().to_be_bytes());
+    tcp.extend_from_slice(&backend.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x04, 0, 0, 0, 0, 0, 0]);
+    let (src, dst): (Vec<u8>, Vec<u8>) = match (client.ip(), backend.ip()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().to_vec(), b.octets().to_vec()),
+        (a, b) => (
+            match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            },
+            match b {
+                IpAddr::V4(b) => b.to_ipv6_mapped().octets().to_vec(),
+                IpAddr::V6(b) => b.octets().to_vec(),
+            },
+        ),
+    };
+    let pseudo_len: &[u8] = if src.len() == 4 {
+        &[0, 6, 0, 20]
+    } else {
+        &[0, 0, 0, 20, 0, 0, 0, 6]
+    };
+    let c = !(sum16(&[&src, &dst, pseudo_len, &tcp]) as u16);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = Vec::with_capacity(60);
+    if src.len() == 4 {
+        ip.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let c = !(sum16(&[&ip]) as u16);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        ip.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+    }
+    ip.extend(tcp);
+    ip
+}
+
+/// Sends [`backend_reset`] for `ev`'s connection into the tunnel it was forwarded to.
+fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
+    let fwd = maps
+        .flows()
+        .get(&ev.key, 0)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
+    let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
+    let packet = backend_reset(client, backend, ev.seq());
+    let v4 = backend.is_ipv4();
+    // IPPROTO_RAW: the packet carries its own IP header (IPv4 and IPv6 alike).
+    let fd = cvt(unsafe {
+        libc::socket(
+            if v4 { libc::AF_INET } else { libc::AF_INET6 },
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    })?;
+    // SAFETY: a new descriptor, owned from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The tunnel, not the route to the client's address (which leaves by the public side).
+    const SO_BINDTOIFINDEX: i32 = 62;
+    setopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        SO_BINDTOIFINDEX,
+        fwd.ifindex as i32,
+    )?;
+    let (to, len) = sockaddr(&SocketAddr::new(backend.ip(), 0));
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&raw const to).cast(),
+            len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// How long the flow entries of a connection served locally outlive it, so that its
@@ -714,6 +823,38 @@ mod tests {
         let r = Rebuild::new(&ev, &handshake(&[], &[], 1000), &[]).unwrap();
         assert_eq!(r.local, "[2001:db8::1]:443".parse().unwrap());
         assert_eq!(r.peer, "[2001:db8::2]:40000".parse().unwrap());
+    }
+
+    #[test]
+    fn the_backend_reset_is_a_valid_rst_at_the_expected_sequence_number() {
+        for (client, backend) in [
+            ("203.0.113.2:40000", "10.8.0.2:443"),
+            ("[2001:db8:1::2]:40000", "[fd00::2]:443"),
+        ] {
+            let (c, b): (SocketAddr, SocketAddr) =
+                (client.parse().unwrap(), backend.parse().unwrap());
+            let p = backend_reset(c, b, 0x1234_5678);
+            let (hl, src, dst) = if c.is_ipv4() {
+                assert_eq!(p.len(), 40);
+                assert_eq!(sum16(&[&p[..20]]), 0xffff, "IPv4 header checksum");
+                (20, &p[12..16], &p[16..20])
+            } else {
+                assert_eq!(p.len(), 60);
+                assert_eq!(&p[4..8], &[0, 20, 6, 64]);
+                (40, &p[8..24], &p[24..40])
+            };
+            let tcp = &p[hl..];
+            let pseudo: Vec<u8> = if c.is_ipv4() {
+                vec![0, 6, 0, 20]
+            } else {
+                vec![0, 0, 0, 20, 0, 0, 0, 6]
+            };
+            assert_eq!(sum16(&[src, dst, &pseudo, tcp]), 0xffff, "TCP checksum");
+            assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 40000);
+            assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 443);
+            assert_eq!(&tcp[4..8], &0x1234_5678u32.to_be_bytes());
+            assert_eq!(tcp[13], 0x04, "RST only");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    LOCAL_PAGE_BYTES as BIG, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites,
-    subdomain_hosts, wait_for,
+    CLIENT_V4, CLIENT_V6, LOCAL_PAGE_BYTES as BIG, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6,
+    missing_prerequisites, subdomain_hosts, wait_for,
 };
 
 const LOCAL: &str = SUBDOMAINS[1];
@@ -81,6 +81,20 @@ fn a_local_host_is_served_by_the_vps_and_the_others_go_home() {
             "download over {addr}: {} bytes",
             b.len()
         );
+    }
+    // Home's side of every connection taken over was reset: none lingers there half-open
+    // (nginx would wait a minute for the request that never comes).
+    let home = lab.home.clone();
+    let lingering = wait_for("home's connections reset", Duration::from_secs(5), || {
+        let out = lab
+            .exec(&home, &["ss", "-Htn", "state", "established"])
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!text.contains(CLIENT_V4) && !text.contains(CLIENT_V6)).then_some(())
+    });
+    if let Err(e) = lingering {
+        let out = lab.exec(&home, &["ss", "-Htn", "state", "established"]);
+        panic!("{e:#}: {out:?}\n{}", lab.forwarder_output());
     }
     // The others still reach home.
     for host in [SUBDOMAINS[0], SUBDOMAINS[2]] {
