@@ -32,6 +32,7 @@ use aya::{
 };
 use forwarder_common::{
     FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey, HANDOFF_MAP, HANDSHAKES_MAP,
+    csum::{fold, sum_be},
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
         parse_tcp_options,
@@ -467,18 +468,10 @@ pub fn spawn(
     })
 }
 
-/// One's-complement sum of `parts`, folded (the internet checksum, not inverted).
-fn sum16(parts: &[&[u8]]) -> u32 {
-    let mut sum = 0u32;
-    for p in parts {
-        for c in p.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
+/// One's-complement sum of `parts` in sequence, folded (not inverted). Every part but the
+/// last has an even length.
+fn sum16(parts: &[&[u8]]) -> u16 {
+    fold(parts.iter().fold(0, |acc, p| sum_be(p, acc)))
 }
 
 /// The RST that ends the backend's side of a connection taken over locally: from the
@@ -509,14 +502,14 @@ pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u
     } else {
         &[0, 0, 0, 20, 0, 0, 0, 6]
     };
-    let c = !(sum16(&[&src, &dst, pseudo_len, &tcp]) as u16);
+    let c = !sum16(&[&src, &dst, pseudo_len, &tcp]);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     let mut ip = Vec::with_capacity(60);
     if src.len() == 4 {
         ip.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
         ip.extend_from_slice(&src);
         ip.extend_from_slice(&dst);
-        let c = !(sum16(&[&ip]) as u16);
+        let c = !sum16(&[&ip]);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
     } else {
         ip.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);

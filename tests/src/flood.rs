@@ -154,6 +154,8 @@ fn set_source(f: &mut [u8], src: Ipv4Addr) {
     f[off..off + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+// Not forwarder_common::csum: the compare binary also builds without the `bpf` feature,
+// and so without forwarder-common.
 fn csum(parts: &[&[u8]]) -> u16 {
     let mut sum = 0u32;
     for p in parts {
