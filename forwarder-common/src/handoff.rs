@@ -8,6 +8,10 @@
 //! cannot see: the options of both SYNs ([`Handshake`]), and the payload that went by
 //! before the decision ([`HandoffEvent`]).
 
+use crate::packet::{
+    TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WSCALE,
+};
+
 /// Longest TCP option area (60-byte header minus the fixed 20).
 pub const TCP_OPTIONS_MAX: usize = 40;
 /// Payload bytes an event carries: a whole segment as the name reader takes it.
@@ -76,13 +80,6 @@ impl HandoffEvent {
         &self.opts[..(self.opts_len as usize).min(TCP_OPTIONS_MAX)]
     }
 }
-
-const TCPOPT_EOL: u8 = 0;
-const TCPOPT_NOP: u8 = 1;
-const TCPOPT_MSS: u8 = 2;
-const TCPOPT_WSCALE: u8 = 3;
-const TCPOPT_SACK_PERM: u8 = 4;
-const TCPOPT_TIMESTAMP: u8 = 8;
 
 /// The options of a TCP header that matter for rebuilding its connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -392,9 +392,12 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> Result<(), Skip>
 }
 
 /// TCP option kinds.
-const TCPOPT_EOL: u8 = 0;
-const TCPOPT_NOP: u8 = 1;
-const TCPOPT_MSS: u8 = 2;
+pub const TCPOPT_EOL: u8 = 0;
+pub const TCPOPT_NOP: u8 = 1;
+pub const TCPOPT_MSS: u8 = 2;
+pub const TCPOPT_WSCALE: u8 = 3;
+pub const TCPOPT_SACK_PERM: u8 = 4;
+pub const TCPOPT_TIMESTAMP: u8 = 8;
 /// Options looked at before giving up. Every common stack (Linux, Windows, macOS, iOS,
 /// Android) sends MSS as the first option of SYN and SYN-ACK; a few more allow for leading
 /// NOPs. The bound is kept small because the verifier walks every path through this loop.

@@ -396,12 +396,7 @@ impl ConnLog {
 
 /// Parses a ring buffer record into a `ConnEvent`; `None` if it is too short.
 pub fn parse_event(bytes: &[u8]) -> Option<ConnEvent> {
-    if bytes.len() < size_of::<ConnEvent>() {
-        return None;
-    }
-    // SAFETY: `ConnEvent` is `repr(C)` plain integers (every bit pattern is valid) and
-    // `bytes` holds at least `size_of::<ConnEvent>()` bytes; the read is unaligned.
-    Some(unsafe { bytes.as_ptr().cast::<ConnEvent>().read_unaligned() })
+    crate::maps::read_record(bytes)
 }
 
 /// Reads the kernel's connection events until the task is dropped, writing them to the

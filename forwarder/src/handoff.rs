@@ -380,15 +380,6 @@ impl Pending {
     }
 }
 
-fn parse_event(bytes: &[u8]) -> Option<HandoffEvent> {
-    if bytes.len() < size_of::<HandoffEvent>() {
-        return None;
-    }
-    // SAFETY: `HandoffEvent` is `repr(C)` plain integers and arrays (any bit pattern is
-    // valid) and `bytes` is long enough; the read is unaligned.
-    Some(unsafe { bytes.as_ptr().cast::<HandoffEvent>().read_unaligned() })
-}
-
 /// Serves hand-offs until the task is dropped.
 pub fn spawn(
     hm: HandoffMaps,
@@ -423,7 +414,7 @@ pub fn spawn(
             pending.expire(now);
             let rb = guard.get_inner_mut();
             while let Some(item) = rb.next() {
-                let Some(ev) = parse_event(&item) else {
+                let Some(ev) = crate::maps::read_record::<HandoffEvent>(&item) else {
                     continue;
                 };
                 match ev.kind {

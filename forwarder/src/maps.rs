@@ -358,6 +358,16 @@ impl Maps {
 }
 
 /// An error and its causes on one line (`a: b: c`), for log messages.
+/// A ring buffer record as the kernel wrote it; `None` if it is too short.
+pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `Pod` types are plain integers and arrays (every bit pattern is valid) and
+    // `bytes` holds at least `size_of::<T>()` bytes; the read is unaligned.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
 pub fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();

@@ -653,10 +653,15 @@ impl Harness {
 
     /// Sets the `CFG_F_*` bits, as the daemon does from the configuration.
     pub fn set_config_flags(&mut self, flags: u32) -> anyhow::Result<()> {
+        self.update_config(|c| c.flags = flags)
+    }
+
+    /// Changes the data path configuration entry as the daemon does.
+    fn update_config(&mut self, f: impl FnOnce(&mut DataplaneConfig)) -> anyhow::Result<()> {
         let mut cfg: Array<&mut MapData, DataplaneConfig> =
             Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
         let mut c = cfg.get(&0, 0)?;
-        c.flags = flags;
+        f(&mut c);
         cfg.set(0, c, 0)?;
         Ok(())
     }
@@ -671,13 +676,7 @@ impl Harness {
         .expect("hand-off ring buffer");
         let mut out = Vec::new();
         while let Some(item) = rb.next() {
-            assert!(item.len() >= size_of::<forwarder_common::handoff::HandoffEvent>());
-            // SAFETY: plain integers and arrays, long enough, read unaligned.
-            out.push(unsafe {
-                item.as_ptr()
-                    .cast::<forwarder_common::handoff::HandoffEvent>()
-                    .read_unaligned()
-            });
+            out.push(forwarder::maps::read_record(&item).expect("a whole hand-off event"));
         }
         out
     }
@@ -695,23 +694,15 @@ impl Harness {
 
     /// Sets the SYN flood guard's threshold, as `[limits] syn_flood_threshold` does.
     pub fn set_syn_flood_threshold(&mut self, threshold: u32) -> anyhow::Result<()> {
-        let mut cfg: Array<&mut MapData, DataplaneConfig> =
-            Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
-        let mut c = cfg.get(&0, 0)?;
-        c.syn_flood_threshold = threshold;
-        cfg.set(0, c, 0)?;
-        Ok(())
+        self.update_config(|c| c.syn_flood_threshold = threshold)
     }
 
     /// Sets the per-client new-connection limit, as `[limits]` does.
     pub fn set_conn_limit(&mut self, rate: u16, burst: u16) -> anyhow::Result<()> {
-        let mut cfg: Array<&mut MapData, DataplaneConfig> =
-            Array::try_from(self.ebpf.map_mut(CONFIG_MAP).context("config")?)?;
-        let mut c = cfg.get(&0, 0)?;
-        c.conn_rate = rate;
-        c.conn_burst = burst;
-        cfg.set(0, c, 0)?;
-        Ok(())
+        self.update_config(|c| {
+            c.conn_rate = rate;
+            c.conn_burst = burst;
+        })
     }
 
     /// Sets the `RULE_F_*` flags of the TCP rule for `public`:`port`, as the daemon does
