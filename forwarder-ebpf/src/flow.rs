@@ -4,7 +4,7 @@
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FlowKey, FlowValue,
     HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RuleValue, SYN_RETRY_WINDOW_NS, SourceKey,
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
@@ -151,6 +151,32 @@ pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
         }
         None => false,
     }
+}
+
+/// Why a packet that would open a connection is refused.
+pub enum Refused {
+    /// Its client is over `[limits] new_connections_per_second`.
+    RateLimit,
+    /// A SYN flood is going on and its address has not earned a pass (see `SynGuard`).
+    SynFlood,
+}
+
+/// The per-client limit and the SYN flood guard, for a packet without a flow, with one
+/// flow lookup for both.
+#[inline(always)]
+pub fn refused(cfg: &DataplaneConfig, info: &PacketInfo) -> Option<Refused> {
+    let limit = cfg.conn_rate != 0 && opens_connection(info);
+    let guard = cfg.syn_flood_threshold != 0 && is_syn(info);
+    if !(limit || guard) || !is_new(info) {
+        return None;
+    }
+    if limit && !admit(info, cfg.conn_rate, cfg.conn_burst) {
+        return Some(Refused::RateLimit);
+    }
+    if guard && !syn_guard_admits(info, cfg.syn_flood_threshold) {
+        return Some(Refused::SynFlood);
+    }
+    None
 }
 
 /// Whether the packet is a SYN (without ACK) of TCP.

@@ -100,21 +100,15 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TcPassFallback);
         return Ok(TC_ACT_OK);
     }
-    if cfg.conn_rate != 0
-        && flow::opens_connection(info)
-        && flow::is_new(info)
-        && !flow::admit(info, cfg.conn_rate, cfg.conn_burst)
-    {
-        count(Counter::TcDropRateLimit);
-        visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
-        return Ok(TC_ACT_SHOT);
-    }
-    if cfg.syn_flood_threshold != 0
-        && flow::is_syn(info)
-        && flow::is_new(info)
-        && !flow::syn_guard_admits(info, cfg.syn_flood_threshold)
-    {
-        return Ok(TC_ACT_SHOT);
+    match flow::refused(cfg, info) {
+        Some(flow::Refused::RateLimit) => {
+            count(Counter::TcDropRateLimit);
+            visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+            return Ok(TC_ACT_SHOT);
+        }
+        // Counted by the guard (`syn_flood_drop`).
+        Some(flow::Refused::SynFlood) => return Ok(TC_ACT_SHOT),
+        None => {}
     }
     let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
     if nat.flags & FLOW_F_CUT != 0 {

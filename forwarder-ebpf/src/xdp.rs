@@ -69,21 +69,15 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
         return pass(Counter::XdpPassFallback);
     }
-    if cfg.conn_rate != 0
-        && flow::opens_connection(info)
-        && flow::is_new(info)
-        && !flow::admit(info, cfg.conn_rate, cfg.conn_burst)
-    {
-        count(Counter::XdpDropRateLimit);
-        visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
-        return Ok(xdp_action::XDP_DROP);
-    }
-    if cfg.syn_flood_threshold != 0
-        && flow::is_syn(info)
-        && flow::is_new(info)
-        && !flow::syn_guard_admits(info, cfg.syn_flood_threshold)
-    {
-        return Ok(xdp_action::XDP_DROP);
+    match flow::refused(cfg, info) {
+        Some(flow::Refused::RateLimit) => {
+            count(Counter::XdpDropRateLimit);
+            visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+            return Ok(xdp_action::XDP_DROP);
+        }
+        // Counted by the guard (`syn_flood_drop`).
+        Some(flow::Refused::SynFlood) => return Ok(xdp_action::XDP_DROP),
+        None => {}
     }
     let public_ifindex = cfg.public_ifindex;
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
