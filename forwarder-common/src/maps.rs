@@ -237,6 +237,16 @@ pub const END_RST: u32 = 2;
 /// Reported by the daemon for flows idle past their timeout.
 pub const END_IDLE: u32 = 3;
 
+/// Size of the connection event ring buffer.
+pub const EVENTS_BYTES: u32 = 512 * 1024;
+/// Unread event bytes at which the kernel wakes the daemon up. Below it, events are
+/// submitted without a wake-up and the daemon drains the ring every `EVENTS_DRAIN_MS`: a
+/// wake-up is a self-IPI, which in a virtual machine (every VPS) exits to the hypervisor
+/// and cost several microseconds per event, more than forwarding the whole connection.
+pub const EVENTS_WAKE_BYTES: u64 = 64 * 1024;
+/// How often the daemon drains the event ring buffer without being woken up.
+pub const EVENTS_DRAIN_MS: u64 = 100;
+
 /// A connection event, written by the kernel into the `EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -224,8 +224,12 @@ pub fn mark_good(key: &FlowKey) {
         family: key.family,
         _pad: [0; 3],
     };
-    let now = unsafe { bpf_ktime_get_ns() };
-    let _ = GOOD_SOURCES.insert(&k, &now, 0);
+    // A lookup refreshes an LRU entry too, and costs far less than an update, which takes
+    // a free element and unlinks the old one: most connections come from known clients.
+    if GOOD_SOURCES.get_ptr(&k).is_none() {
+        let now = unsafe { bpf_ktime_get_ns() };
+        let _ = GOOD_SOURCES.insert(&k, &now, 0);
+    }
 }
 
 /// Whether the packet would open a connection: a TCP SYN (without ACK), or any UDP packet

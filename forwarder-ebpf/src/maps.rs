@@ -63,7 +63,7 @@ pub static HOST_STATS: PerCpuArray<HostStats> = PerCpuArray::with_max_entries(MA
 
 /// Connection events for the daemon's connection log: 4096 events of 88 bytes.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(forwarder_common::EVENTS_BYTES, 0);
 
 /// The SYN options of connections that may be handed to the VPS's own stack (only
 /// written while some host has policy `local`).
@@ -104,7 +104,7 @@ pub static LIMITER: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65
 #[map(name = "SYN_GUARD")]
 pub static SYN_GUARD: PerCpuArray<SynGuard> = PerCpuArray::with_max_entries(1, 0);
 
-/// Addresses that completed a connection (its first payload was read), with when.
+/// Addresses that completed a connection (its first payload was read), with when first.
 #[map(name = "GOOD_SOURCES")]
 pub static GOOD_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 

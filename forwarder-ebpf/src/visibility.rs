@@ -5,7 +5,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::bpf_dynptr,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_dynptr},
     helpers::{
         bpf_dynptr_from_mem, bpf_dynptr_read, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes,
         bpf_xdp_load_bytes, generated,
@@ -15,10 +15,10 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
-    EVENT_CLASSIFIED, EVENT_ENDED, FLOW_F_CLS_STATE, FLOW_F_CUT, FLOW_F_END_REPORTED, FLOW_F_FIN,
-    FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST, FlowKey, FlowValue, HANDOFF_WAIT_NS,
-    HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats,
-    POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
+    EVENT_CLASSIFIED, EVENT_ENDED, EVENTS_WAKE_BYTES, FLOW_F_CLS_STATE, FLOW_F_CUT,
+    FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST, FlowKey,
+    FlowValue, HANDOFF_WAIT_NS, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN,
+    HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -197,7 +197,13 @@ fn emit(kind: u32, reason: u32, fwd_key: &FlowKey, fwd: &FlowValue, rev: Option<
             fwd.last_ns
         },
     });
-    e.submit(0);
+    // No wake-up per event (see EVENTS_WAKE_BYTES): the daemon drains the ring on a timer.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    e.submit(flags as u64);
 }
 
 /// Gives the connection its host: both entries, the connection counter, the event.

@@ -419,13 +419,25 @@ pub fn spawn_event_reader(
                 return;
             }
         };
+        // The kernel submits events without waking us up until the ring holds
+        // EVENTS_WAKE_BYTES, so it is drained on a timer as well as when woken.
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(forwarder_common::EVENTS_DRAIN_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
+            let woken = tokio::select! {
+                r = fd.readable_mut() => match r {
+                    Ok(guard) => Some(guard),
+                    Err(_) => return,
+                },
+                _ = tick.tick() => None,
             };
+            if let Some(mut guard) = woken {
+                guard.clear_ready();
+            }
             let clock = WallClock::now();
             let labels = labels.get();
-            let rb = guard.get_inner_mut();
+            let rb = fd.get_mut();
             while let Some(item) = rb.next() {
                 if !log.is_enabled() {
                     continue;
@@ -436,7 +448,6 @@ pub fn spawn_event_reader(
                     log.write(&rec);
                 }
             }
-            guard.clear_ready();
         }
     })
 }

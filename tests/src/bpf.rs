@@ -681,6 +681,15 @@ impl Harness {
         out
     }
 
+    /// A descriptor of the connection event ring buffer, as the daemon polls it.
+    pub fn events_fd(&self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd;
+        match self.ebpf.map(forwarder_common::EVENTS_MAP) {
+            Some(aya::maps::Map::RingBuf(m)) => m.fd().as_fd().try_clone_to_owned().expect("dup"),
+            _ => panic!("no event ring buffer"),
+        }
+    }
+
     /// The recorded handshake of the connection `client` -> `public`.
     pub fn handshake(
         &self,

@@ -707,3 +707,60 @@ fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
         assert_eq!(h.counter(Counter::SynFloodDrop), before);
     }
 }
+
+/// Connection events do not wake the daemon up one by one (in a VM each wake-up is an
+/// exit to the hypervisor, several µs): an edge-triggered epoll on the ring buffer, as
+/// tokio registers it, sees nothing until `EVENTS_WAKE_BYTES` are waiting; the daemon
+/// drains the ring on a timer below that.
+#[test]
+fn connection_events_wake_the_reader_only_when_the_ring_fills() {
+    use std::os::fd::AsRawFd;
+
+    let mut h = harness(false);
+    h.set_hosts(&["app.example.test"]).unwrap();
+    let events = h.events_fd();
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: 1,
+    };
+    assert_eq!(
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, events.as_raw_fd(), &mut ev) },
+        0
+    );
+    let woken = || {
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        unsafe { libc::epoll_wait(ep, out.as_mut_ptr(), 1, 0) }
+    };
+    let hello = forwarder_common::samples::browser_hello(b"app.example.test", 0x3a3a, 32, 5);
+    let p4: IpAddr = PUBLIC4.into();
+    let classify = |h: &Harness, i: u32| {
+        let c: IpAddr = std::net::Ipv4Addr::new(198, 18, 50 + (i / 30000) as u8, 7).into();
+        let port = 20000 + (i % 30000) as u16;
+        let syn = Pkt::tcp(c, port, p4, 443, SYN)
+            .seq(1000)
+            .options(mss_option(1460))
+            .frame();
+        assert_eq!(h.xdp(&syn).0, XDP_PASS);
+        let data = Pkt::tcp(c, port, p4, 443, ACK | PSH)
+            .seq(1001)
+            .payload(&hello)
+            .frame();
+        assert_eq!(h.xdp(&data).0, XDP_PASS);
+    };
+    let classified = h.counter(Counter::ClassifiedTls);
+    classify(&h, 0);
+    assert_eq!(h.counter(Counter::ClassifiedTls), classified + 1);
+    assert_eq!(woken(), 0, "one event woke the reader up");
+    let record = size_of::<forwarder_common::ConnEvent>() as u64 + 8;
+    let needed = (forwarder_common::EVENTS_WAKE_BYTES / record) as u32 + 1;
+    for i in 1..needed - 1 {
+        classify(&h, i);
+    }
+    assert_eq!(woken(), 0, "woken up before the ring filled");
+    classify(&h, needed);
+    assert_eq!(woken(), 1, "{needed} events waiting and no wake-up");
+    assert_eq!(h.counter(Counter::EventsLost), 0);
+    unsafe { libc::close(ep) };
+}
