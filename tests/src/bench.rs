@@ -251,7 +251,7 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
 const TC_TUNNEL_NAME: &str = forwarder_common::TC_TUNNEL_PROG;
 
 /// A host table like a user's: a few exact names and a wildcard.
-const BENCH_HOSTS: &[&str] = &[
+pub(crate) const BENCH_HOSTS: &[&str] = &[
     "app.example.test",
     "blog.example.test",
     "media.example.test",
@@ -264,7 +264,12 @@ fn leak(s: String) -> &'static str {
 
 /// `n` connections from client address 198.18.`client`.7, each a SYN and then `payload`
 /// in `segments` segments, each connection from its own source port.
-fn first_payload_conns(n: u32, payload: &[u8], segments: usize, client: u8) -> Vec<Vec<Vec<u8>>> {
+pub(crate) fn first_payload_conns(
+    n: u32,
+    payload: &[u8],
+    segments: usize,
+    client: u8,
+) -> Vec<Vec<Vec<u8>>> {
     // Each row its own client address, so no row finds flows another one classified.
     let c4: IpAddr = std::net::Ipv4Addr::new(198, 18, client, 7).into();
     let p4: IpAddr = PUBLIC4.into();

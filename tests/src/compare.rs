@@ -118,6 +118,13 @@ pub struct Sample {
     pub tunnel_cpu_s_per_10k: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_cpu_s_per_10k: Option<f64>,
+    /// Fixed load, forwarder setups: CPU time the forwarder's kernel programs took per
+    /// request (µs) and how many times they ran per request, from the kernel's own
+    /// accounting (`kernel.bpf_stats_enabled`), summed over its programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_us_per_request: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_runs_per_request: Option<f64>,
     /// Bulk: download throughput in MB/s and busy CPU seconds per GB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mb_per_s: Option<f64>,
@@ -143,6 +150,8 @@ impl Sample {
             cpu_s_per_10k_without_client: None,
             tunnel_cpu_s_per_10k: None,
             home_cpu_s_per_10k: None,
+            bpf_us_per_request: None,
+            bpf_runs_per_request: None,
             mb_per_s: None,
             cpu_s_per_gb: None,
             flood_pps: None,
@@ -529,13 +538,23 @@ fn run_workloads(
                         .map(crate::process_cpu_seconds)
                         .sum()
                 };
+                // On for every setup alike: it adds two clock reads to each program run.
+                let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+                let bpf0 = forwarder_programs_run();
                 let (cpu0, client0) = (cpu_busy_seconds()?, children_cpu_seconds());
                 let (tunnel0, home0) = (of("wireguard-go"), of("nginx"));
                 let w = wrk(lab, workload, o, true)?;
                 let (cpu, client) = (cpu_busy_seconds()? - cpu0, children_cpu_seconds() - client0);
                 let (tunnel, home) = (of("wireguard-go") - tunnel0, of("nginx") - home0);
+                let bpf = forwarder_programs_run();
+                drop(stats);
                 s.fill(&w);
                 if w.requests > 0 {
+                    if stats_counted(bpf0, bpf) {
+                        let n = w.requests as f64;
+                        s.bpf_us_per_request = Some((bpf.0 - bpf0.0) * 1e6 / n);
+                        s.bpf_runs_per_request = Some((bpf.1 - bpf0.1) as f64 / n);
+                    }
                     let per = 10_000.0 / w.requests as f64;
                     s.cpu_s_per_10k = Some(cpu * per);
                     s.cpu_s_per_10k_without_client = Some((cpu - client).max(0.0) * per);
@@ -591,6 +610,23 @@ fn run_workloads(
         samples.push(s);
     }
     Ok(())
+}
+
+/// Total run time (s) and runs of the forwarder's kernel programs (named `fwd_*`),
+/// as the kernel accounts them while its statistics are on. Tail-called programs (the
+/// name readers) are part of their caller's time.
+fn forwarder_programs_run() -> (f64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fwd_")))
+        .fold((0.0, 0), |(t, n), p| {
+            (t + p.run_time().as_secs_f64(), n + p.run_count())
+        })
+}
+
+/// Whether the forwarder's programs ran (and were accounted) between two snapshots.
+fn stats_counted(before: (f64, u64), after: (f64, u64)) -> bool {
+    after.1 > before.1
 }
 
 impl Sample {
@@ -704,7 +740,7 @@ pub fn cost_table(samples: &[Sample]) -> String {
         median(of(w, s).into_iter().filter_map(f).collect())
     };
     let mut out = String::from(
-        "| setup | CPU s / 10k req (fixed load) | vs nftables | without the client | vs nftables | of which wireguard-go | home nginx | bulk MB/s | vs nftables | CPU s / GB | vs nftables | under flood: ok % | p99 ms | vs idle p99 | flood pps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| setup | CPU s / 10k req (fixed load) | vs nftables | without the client | vs nftables | of which wireguard-go | home nginx | of which BPF µs / req (runs) | bulk MB/s | vs nftables | CPU s / GB | vs nftables | under flood: ok % | p99 ms | vs idle p99 | flood pps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let n = Setup::Nftables;
     let fixed = Workload::FixedRateHttps;
@@ -720,6 +756,13 @@ pub fn cost_table(samples: &[Sample]) -> String {
         let cpu_wo = med(fixed, s, &|x| x.cpu_s_per_10k_without_client);
         let tunnel = med(fixed, s, &|x| x.tunnel_cpu_s_per_10k);
         let home = med(fixed, s, &|x| x.home_cpu_s_per_10k);
+        let bpf_us = med(fixed, s, &|x| x.bpf_us_per_request);
+        let bpf = if bpf_us.is_finite() {
+            let runs = med(fixed, s, &|x| x.bpf_runs_per_request);
+            format!("{bpf_us:.1} ({runs:.0})")
+        } else {
+            "-".to_string()
+        };
         let mb = med(Workload::Bulk, s, &|x| x.mb_per_s);
         let gb = med(Workload::Bulk, s, &|x| x.cpu_s_per_gb);
         let idle_p99 = med(fixed, s, &|x| Some(x.p99_ms));
@@ -736,7 +779,7 @@ pub fn cost_table(samples: &[Sample]) -> String {
         let pps = med(Workload::Flood, s, &|x| x.flood_pps);
         let _ = writeln!(
             out,
-            "| {} | {cpu:.1} | {:.2}x | {cpu_wo:.1} | {:.2}x | {tunnel:.1} | {home:.1} | {mb:.0} | {:.2}x | {gb:.1} | {:.2}x | {ok_pct:.1} | {fp99:.1} | {:.1}x | {pps:.0} |",
+            "| {} | {cpu:.1} | {:.2}x | {cpu_wo:.1} | {:.2}x | {tunnel:.1} | {home:.1} | {bpf} | {mb:.0} | {:.2}x | {gb:.1} | {:.2}x | {ok_pct:.1} | {fp99:.1} | {:.1}x | {pps:.0} |",
             s.name(),
             cpu / base_cpu,
             cpu_wo / base_cpu_wo,
@@ -897,6 +940,8 @@ Transfer/sec:    150.00KB
                 cpu_s_per_10k_without_client: Some(2.0 * k),
                 tunnel_cpu_s_per_10k: Some(1.5),
                 home_cpu_s_per_10k: Some(0.5),
+                bpf_us_per_request: matches!(setup, Setup::Forwarder).then_some(4.25),
+                bpf_runs_per_request: matches!(setup, Setup::Forwarder).then_some(21.0),
                 ..Sample::new(setup, Workload::FixedRateHttps, 0)
             });
             samples.push(Sample {
@@ -916,11 +961,12 @@ Transfer/sec:    150.00KB
         // nftables is the third setup: k = 3.
         let nft = t.lines().find(|l| l.starts_with("| nftables")).unwrap();
         assert!(
-            nft.contains("| 12.0 | 1.00x | 6.0 | 1.00x | 1.5 | 0.5 | 300 | 1.00x |"),
+            nft.contains("| 12.0 | 1.00x | 6.0 | 1.00x | 1.5 | 0.5 | - | 300 | 1.00x |"),
             "{nft}"
         );
         let fwd = t.lines().find(|l| l.starts_with("| forwarder |")).unwrap();
         assert!(fwd.contains("| 4.0 | 0.33x |"), "{fwd}");
+        assert!(fwd.contains("| 0.5 | 4.2 (21) |"), "{fwd}");
         assert!(fwd.contains("| 99.0 | 30.0 | 3.0x | 500000 |"), "{fwd}");
     }
 

@@ -33,6 +33,8 @@ pub mod bench;
 pub mod bpf;
 pub mod compare;
 pub mod flood;
+#[cfg(feature = "bpf")]
+pub mod profile;
 
 pub const CLIENT_V4: &str = "203.0.113.2";
 pub const VPS_V4: &str = "203.0.113.1";
@@ -854,11 +856,11 @@ http {{
             .with_context(|| format!("running forwarder {args:?}"))
     }
 
-    /// Leaves the namespaces in place (for `cargo xtask demo --keep`).
-    pub fn keep(mut self) {
-        self.namespaces.clear();
-        self.children.clear();
-        self.forwarder = None;
+    /// Leaves the lab running, processes, namespaces and files (for `cargo xtask demo --keep`).
+    pub fn keep(self) {
+        // Nothing of the teardown may run: it would also remove the tunnel's control
+        // sockets (wireguard-go exits), the bpffs and the lab directory with its configs.
+        std::mem::forget(self);
     }
 }
 
