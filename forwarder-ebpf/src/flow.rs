@@ -5,7 +5,8 @@ use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FlowKey, FlowValue,
-    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RuleValue, SYN_RETRY_WINDOW_NS, SourceKey,
+    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RULE_F_FALLBACK_LOCAL, RuleValue,
+    SYN_RETRY_WINDOW_NS, SourceKey,
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
@@ -51,21 +52,28 @@ fn zero_counts(v: &mut FlowValue) {
 }
 
 /// Returns the translation for a client -> public packet, creating both flow entries from
-/// `rule` when the connection is new (or its entry was evicted).
+/// `rule` when the connection is new (or its entry was evicted) and may be opened. `None`
+/// says why in `last_miss`.
 // Not inlined, and building entries in per-CPU scratch space: keys and values would
 // otherwise crowd the caller's 512-byte stack.
 #[inline(never)]
 pub fn to_backend<C: EbpfContext>(
     ctx: &C,
+    cfg: &DataplaneConfig,
     info: &PacketInfo,
     rule: &RuleValue,
-    public_ifindex: u32,
 ) -> Option<&'static mut FlowValue> {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
         return Some(unsafe { &mut *v });
     }
+    if let Some(m) = refused(cfg, info, rule) {
+        s.miss = m as u32;
+        return None;
+    }
+    s.miss = Miss::Failed as u32;
+    let public_ifindex = cfg.public_ifindex;
     // The zero fields are written one by one below: as part of the struct, LLVM turns
     // them into a call to a byte-by-byte memset subprogram.
     s.fwd = FlowValue {
@@ -116,18 +124,6 @@ pub fn to_backend<C: EbpfContext>(
     FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
 }
 
-/// Whether the packet belongs to no forwarded connection yet (checked only while a rule is
-/// in fallback, so that connections already going home keep doing so).
-#[inline(never)]
-pub fn is_new(info: &PacketInfo) -> bool {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return true;
-    };
-    let s = unsafe { &mut *s };
-    s.fwd_key = forward_key(info);
-    unsafe { FLOWS.get(&s.fwd_key) }.is_none()
-}
-
 /// Whether the packet may start a new connection under the per-client limit (`rate` per
 /// second, `burst` at once). Only called for packets that would create a flow.
 #[inline(never)]
@@ -154,27 +150,47 @@ pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
 }
 
 /// Why a packet that would open a connection is refused.
-pub enum Refused {
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Miss {
+    /// The flow table refused the entries (counted as `flow_create_failed`).
+    Failed = 0,
+    /// New connection to a rule in local fallback: the VPS's own stack takes it.
+    Fallback = 1,
     /// Its client is over `[limits] new_connections_per_second`.
-    RateLimit,
+    RateLimit = 2,
     /// A SYN flood is going on and its address has not earned a pass (see `SynGuard`).
-    SynFlood,
+    /// Counted by the guard (`syn_flood_drop`).
+    SynFlood = 3,
 }
 
-/// The per-client limit and the SYN flood guard, for a packet without a flow, with one
-/// flow lookup for both.
+/// Why the last `to_backend` on this CPU returned no flow.
 #[inline(always)]
-pub fn refused(cfg: &DataplaneConfig, info: &PacketInfo) -> Option<Refused> {
-    let limit = cfg.conn_rate != 0 && opens_connection(info);
-    let guard = cfg.syn_flood_threshold != 0 && is_syn(info);
-    if !(limit || guard) || !is_new(info) {
-        return None;
+pub fn last_miss() -> Miss {
+    match SCRATCH.get_ptr(0).map(|s| unsafe { (*s).miss }) {
+        Some(1) => Miss::Fallback,
+        Some(2) => Miss::RateLimit,
+        Some(3) => Miss::SynFlood,
+        _ => Miss::Failed,
     }
-    if limit && !admit(info, cfg.conn_rate, cfg.conn_burst) {
-        return Some(Refused::RateLimit);
+}
+
+/// What keeps a packet without a flow from opening one: the rule's local fallback, the
+/// per-client limit and the SYN flood guard. Checked on the flow table's miss path, so
+/// a new connection looks its flow up once.
+#[inline(always)]
+fn refused(cfg: &DataplaneConfig, info: &PacketInfo, rule: &RuleValue) -> Option<Miss> {
+    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 {
+        return Some(Miss::Fallback);
     }
-    if guard && !syn_guard_admits(info, cfg.syn_flood_threshold) {
-        return Some(Refused::SynFlood);
+    if cfg.conn_rate != 0 && opens_connection(info) && !admit(info, cfg.conn_rate, cfg.conn_burst) {
+        return Some(Miss::RateLimit);
+    }
+    if cfg.syn_flood_threshold != 0
+        && is_syn(info)
+        && !syn_guard_admits(info, cfg.syn_flood_threshold)
+    {
+        return Some(Miss::SynFlood);
     }
     None
 }

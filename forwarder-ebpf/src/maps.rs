@@ -46,6 +46,8 @@ pub struct Scratch {
     pub redirect_ifindex: u32,
     /// A SYN's options on their way into `HANDSHAKES`.
     pub handshake: Handshake,
+    /// Why `flow::to_backend` returned no flow (`flow::Miss`).
+    pub miss: u32,
 }
 
 #[map(name = "SCRATCH")]

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     Counter, FAMILY_V4, FLOW_F_CUT, FlowValue, HOST_DROP_RATE_LIMIT, HOST_DROP_REDIRECT_FAILED,
-    HOST_UNKNOWN, META_MAGIC, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta,
+    HOST_UNKNOWN, META_MAGIC, PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta,
     packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
 };
 
@@ -96,21 +96,21 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TcPass);
         return Ok(TC_ACT_OK);
     };
-    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
-        count(Counter::TcPassFallback);
-        return Ok(TC_ACT_OK);
-    }
-    match flow::refused(cfg, info) {
-        Some(flow::Refused::RateLimit) => {
-            count(Counter::TcDropRateLimit);
-            visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
-            return Ok(TC_ACT_SHOT);
-        }
-        // Counted by the guard (`syn_flood_drop`).
-        Some(flow::Refused::SynFlood) => return Ok(TC_ACT_SHOT),
-        None => {}
-    }
-    let nat = flow::to_backend(ctx, info, rule, cfg.public_ifindex).ok_or(())?;
+    let Some(nat) = flow::to_backend(ctx, cfg, info, rule) else {
+        return match flow::last_miss() {
+            flow::Miss::Fallback => {
+                count(Counter::TcPassFallback);
+                Ok(TC_ACT_OK)
+            }
+            flow::Miss::RateLimit => {
+                count(Counter::TcDropRateLimit);
+                visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+                Ok(TC_ACT_SHOT)
+            }
+            flow::Miss::SynFlood => Ok(TC_ACT_SHOT),
+            flow::Miss::Failed => Err(()),
+        };
+    };
     if nat.flags & FLOW_F_CUT != 0 {
         // Cut by its host's policy: the VPS's own stack answers with a RST (or, policy
         // `local`, the daemon's socket takes it).

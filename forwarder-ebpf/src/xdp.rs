@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     Counter, FAMILY_V4, FLOW_F_CUT, FlowValue, HOST_DROP_RATE_LIMIT, HOST_UNKNOWN, META_MAGIC,
-    PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleKey, XdpMeta, csum,
+    PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta, csum,
     packet::{self, PacketInfo, Skip, TCP_SYN},
 };
 
@@ -66,20 +66,6 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     let Some(rule) = rule(cfg, &key) else {
         return pass(Counter::XdpPassNoRule);
     };
-    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 && flow::is_new(info) {
-        return pass(Counter::XdpPassFallback);
-    }
-    match flow::refused(cfg, info) {
-        Some(flow::Refused::RateLimit) => {
-            count(Counter::XdpDropRateLimit);
-            visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
-            return Ok(xdp_action::XDP_DROP);
-        }
-        // Counted by the guard (`syn_flood_drop`).
-        Some(flow::Refused::SynFlood) => return Ok(xdp_action::XDP_DROP),
-        None => {}
-    }
-    let public_ifindex = cfg.public_ifindex;
     let (mss_v4, mss_v6) = (cfg.mss_v4, cfg.mss_v6);
     // Reserve the metadata before touching the packet: a packet is only rewritten if the tc
     // program can recognise it and hand it to the tunnel.
@@ -90,12 +76,25 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
     if meta + size_of::<XdpMeta>() > data {
         return pass(Counter::XdpPassNoMeta);
     }
-    let nat = flow::to_backend(ctx, info, rule, public_ifindex).ok_or(())?;
+    // Until it is written below, the metadata must not look like ours (whatever an earlier
+    // packet left there): a packet may still pass untranslated.
+    unsafe { (meta as *mut u32).write_unaligned(0) };
+    let Some(nat) = flow::to_backend(ctx, cfg, info, rule) else {
+        return match flow::last_miss() {
+            flow::Miss::Fallback => pass(Counter::XdpPassFallback),
+            flow::Miss::RateLimit => {
+                count(Counter::XdpDropRateLimit);
+                visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+                Ok(xdp_action::XDP_DROP)
+            }
+            flow::Miss::SynFlood => Ok(xdp_action::XDP_DROP),
+            flow::Miss::Failed => Err(()),
+        };
+    };
     if nat.flags & FLOW_F_CUT != 0 {
         // The host's policy cut this connection: the VPS's own stack answers with a RST,
         // or, for a connection handed over by policy `local`, the daemon's socket takes
-        // it. The reserved metadata must not look like ours.
-        unsafe { (meta as *mut u32).write_unaligned(0) };
+        // it.
         if !visibility::on_cut_packet(info, nat) {
             return Ok(xdp_action::XDP_DROP);
         }

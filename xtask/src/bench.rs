@@ -21,9 +21,16 @@ fn bench_bin(name: &str) -> Command {
     c
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+pub fn run(quick: bool, profile_only: bool) -> anyhow::Result<()> {
     let runs = if quick { "2000" } else { "20000" };
     status(bench_bin("packet-costs").arg("--").arg(runs))?;
+    if !quick {
+        // Where each packet class's time goes: perf call chains, 5 s per class.
+        status(bench_bin("packet-costs").args(["--", "--profile", "5"]))?;
+    }
+    if profile_only {
+        return Ok(());
+    }
     // The daemon as users run it: a release build.
     status(
         cargo()

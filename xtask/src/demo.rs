@@ -112,9 +112,15 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         );
         println!("  ip netns exec {} wg show", lab.vps);
         println!("Forwarder log: {}", lab.forwarder_log.display());
+        // Deleting a namespace does not end its processes (the daemon, wireguard-go, nginx).
         println!(
-            "Tear down: ip netns del {} ; ip netns del {} ; ip netns del {}",
-            lab.client, lab.vps, lab.home
+            "Tear down:\n  for ns in {} {} {}; do ip netns pids $ns | xargs -r kill; sleep 1; ip netns del $ns; done\n  \
+             umount -l {} ; rm -rf {}",
+            lab.client,
+            lab.vps,
+            lab.home,
+            lab.bpffs().display(),
+            lab.dir.display()
         );
         lab.keep();
         return Ok(());

@@ -47,11 +47,15 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN).
+    /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
+    /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
     Bench {
-        /// Fewer repetitions, for CI.
+        /// Fewer repetitions and no profile, for CI.
         #[arg(long)]
         quick: bool,
+        /// Only the per-packet costs and their profile, not the lab comparison.
+        #[arg(long, conflicts_with = "quick")]
+        profile: bool,
     },
 }
 
@@ -72,10 +76,10 @@ fn main() -> anyhow::Result<()> {
             let bin = build(false)?;
             demo::run(&bin, keep)
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, profile } => {
             setup::run(true)?;
             build(false)?;
-            bench::run(quick)
+            bench::run(quick, profile)
         }
     }
 }
@@ -131,7 +135,7 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     // Fuzz smoke runs and the quick benchmark first, so the last lines are the summary.
     fuzz::smoke_from_env()?;
     // The benchmark runs too (briefly), so it never rots.
-    bench::run(true)?;
+    bench::run(true, false)?;
     let mut c = cargo();
     // Every suite runs even when one fails, so the summary counts them all.
     c.args(["test", "--no-fail-fast"])

@@ -29,6 +29,8 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     // Flushes the connection tracking table between benchmark runs.
     "conntrack",
+    // `cargo xtask bench`'s profile of the kernel programs (perf record / perf script).
+    "linux-perf",
     "haproxy",
     "caddy",
 ];
