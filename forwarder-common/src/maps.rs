@@ -239,10 +239,11 @@ pub const END_IDLE: u32 = 3;
 
 /// Size of the connection event ring buffer.
 pub const EVENTS_BYTES: u32 = 512 * 1024;
-/// Unread event bytes at which the kernel wakes the daemon up. Below it, events are
-/// submitted without a wake-up and the daemon drains the ring every `EVENTS_DRAIN_MS`: a
-/// wake-up is a self-IPI, which in a virtual machine (every VPS) exits to the hypervisor
-/// and cost several microseconds per event, more than forwarding the whole connection.
+/// Unread event bytes at which the kernel wakes the daemon up, once, by the event that
+/// crosses it. Other events are submitted without a wake-up and the daemon drains the ring
+/// every `EVENTS_DRAIN_MS`: a wake-up is a self-IPI, which in a virtual machine (every
+/// VPS) exits to the hypervisor and cost several microseconds per event, more than
+/// forwarding the whole connection.
 pub const EVENTS_WAKE_BYTES: u64 = 64 * 1024;
 /// How often the daemon drains the event ring buffer without being woken up.
 pub const EVENTS_DRAIN_MS: u64 = 100;
@@ -269,6 +270,9 @@ pub struct ConnEvent {
     pub last_ns: u64,
 }
 const _: () = assert!(size_of::<ConnEvent>() == 88);
+/// Ring buffer space one event takes: its 8-byte record header and the event, rounded up
+/// to 8 bytes.
+pub const EVENT_RECORD_BYTES: u64 = (size_of::<ConnEvent>() as u64 + 8).div_ceil(8) * 8;
 
 pub const DIR_TO_BACKEND: u8 = 0;
 pub const DIR_TO_CLIENT: u8 = 1;

@@ -15,10 +15,10 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
-    EVENT_CLASSIFIED, EVENT_ENDED, EVENTS_WAKE_BYTES, FLOW_F_CLS_STATE, FLOW_F_CUT,
-    FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST, FlowKey,
-    FlowValue, HANDOFF_WAIT_NS, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN,
-    HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
+    EVENT_CLASSIFIED, EVENT_ENDED, EVENT_RECORD_BYTES, EVENTS_WAKE_BYTES, FLOW_F_CLS_STATE,
+    FLOW_F_CUT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST,
+    FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER,
+    HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -197,8 +197,11 @@ fn emit(kind: u32, reason: u32, fwd_key: &FlowKey, fwd: &FlowValue, rev: Option<
             fwd.last_ns
         },
     });
-    // No wake-up per event (see EVENTS_WAKE_BYTES): the daemon drains the ring on a timer.
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKE_BYTES {
+    // No wake-up per event (see EVENTS_WAKE_BYTES): the daemon drains the ring on a timer,
+    // and is woken once when the unread bytes cross the mark (not by every event beyond
+    // it, which would cost the most when the daemon is slow).
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if unread >= EVENTS_WAKE_BYTES && unread < EVENTS_WAKE_BYTES + EVENT_RECORD_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -753,14 +753,17 @@ fn connection_events_wake_the_reader_only_when_the_ring_fills() {
     classify(&h, 0);
     assert_eq!(h.counter(Counter::ClassifiedTls), classified + 1);
     assert_eq!(woken(), 0, "one event woke the reader up");
-    let record = size_of::<forwarder_common::ConnEvent>() as u64 + 8;
-    let needed = (forwarder_common::EVENTS_WAKE_BYTES / record) as u32 + 1;
+    // The first event whose record reaches the mark wakes the reader up.
+    let needed =
+        forwarder_common::EVENTS_WAKE_BYTES.div_ceil(forwarder_common::EVENT_RECORD_BYTES) as u32;
     for i in 1..needed - 1 {
         classify(&h, i);
     }
     assert_eq!(woken(), 0, "woken up before the ring filled");
     classify(&h, needed);
     assert_eq!(woken(), 1, "{needed} events waiting and no wake-up");
+    classify(&h, needed + 1);
+    assert_eq!(woken(), 0, "woken up again by an event beyond the mark");
     assert_eq!(h.counter(Counter::EventsLost), 0);
     unsafe { libc::close(ep) };
 }
