@@ -156,7 +156,12 @@ fn nightly_llvm() -> anyhow::Result<(u32, PathBuf)> {
 fn bpf_linker() -> anyhow::Result<()> {
     let (major, sysroot) = nightly_llvm()?;
     let bin = cargo_home().join("bin").join("bpf-linker");
-    if let Ok(out) = Command::new(&bin).arg("--version").output()
+    // It loads the nightly's libLLVM, which only rustup's environment puts on the loader
+    // path: without it here the check failed and the linker was rebuilt every time.
+    if let Ok(out) = Command::new(&bin)
+        .arg("--version")
+        .env("LD_LIBRARY_PATH", sysroot.join("lib"))
+        .output()
         && out.status.success()
     {
         // Rebuilt only when the nightly's LLVM changed major version.
