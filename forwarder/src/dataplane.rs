@@ -172,6 +172,8 @@ pub struct Dataplane {
     pub tunnel_ifindex: u32,
     /// Whether an earlier daemon's data path was taken over.
     pub adopted: bool,
+    /// tc programs are attached as TCX links (kernel 6.6+), not to a clsact qdisc.
+    tcx: bool,
 }
 
 impl Dataplane {
@@ -288,7 +290,28 @@ impl Dataplane {
             labels,
             tunnel_ifindex,
             adopted: adopting,
+            tcx,
         })
+    }
+
+    /// Follows the tunnel interface when it was deleted and created again (wireguard-go
+    /// or `wg-quick` restarted): attaches the tunnel program to the new interface and
+    /// returns the old and new ifindex; the caller moves rules and flows over. `None`
+    /// while the interface is unchanged, or gone (then there is nothing to attach to yet).
+    pub fn follow_tunnel(
+        &mut self,
+        iface: &str,
+        pins: Option<&PinDir>,
+    ) -> anyhow::Result<Option<(u32, u32)>> {
+        let Ok(now) = netif::ifindex(iface) else {
+            return Ok(None);
+        };
+        if now == self.tunnel_ifindex {
+            return Ok(None);
+        }
+        attach_loaded_tc(&mut self.ebpf, TC_TUNNEL_PROG, iface, self.tcx, pins)?;
+        let old = std::mem::replace(&mut self.tunnel_ifindex, now);
+        Ok(Some((old, now)))
     }
 
     /// Sums the per-CPU counters.
@@ -452,6 +475,23 @@ fn attach_tc(
     tcx: bool,
     pins: Option<&PinDir>,
 ) -> anyhow::Result<()> {
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the object"))?
+        .try_into()?;
+    p.load().with_context(|| format!("verifying {prog}"))?;
+    attach_loaded_tc(ebpf, prog, iface, tcx, pins)
+}
+
+/// Attaches an already loaded tc program to `iface`'s ingress, taking over (or replacing
+/// a stale) pinned link.
+fn attach_loaded_tc(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    iface: &str,
+    tcx: bool,
+    pins: Option<&PinDir>,
+) -> anyhow::Result<()> {
     if !tcx {
         // Before TCX (6.6) tc programs hang off the clsact qdisc.
         if let Err(e) = tc::qdisc_add_clsact(iface) {
@@ -465,7 +505,6 @@ fn attach_tc(
         .program_mut(prog)
         .with_context(|| format!("program {prog} missing from the object"))?
         .try_into()?;
-    p.load().with_context(|| format!("verifying {prog}"))?;
     // Only TCX links can be pinned and swapped; before 6.6 the programs go with the daemon.
     let path = pins
         .filter(|_| tcx)

@@ -766,6 +766,14 @@ struct RunOptions {
 
 /// `forwarder stop`: asks the daemon to exit (and, with `detach`, to take the data path
 /// down), waits for it, then removes whatever is still pinned.
+/// Logs a failure to follow the recreated tunnel interface once, not every second.
+fn tunnel_warn(last: &mut Option<String>, iface: &str, msg: String) {
+    if last.as_ref() != Some(&msg) {
+        warn!(tunnel = %iface, "following the recreated tunnel interface failed (retrying every second): {msg}");
+        *last = Some(msg);
+    }
+}
+
 fn stop(control: &std::path::Path, pin_dir: &std::path::Path, detach: bool) -> anyhow::Result<()> {
     let asked = match ask(control, control::Request::Stop { detach }) {
         Ok(_) => true,
@@ -917,8 +925,40 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
             .with_context(|| format!("writing pid file {}", p.display()))?;
     }
     info!("forwarding; stop with SIGINT or SIGTERM");
+    // wireguard-go or wg-quick restarting deletes the tunnel interface and creates a new
+    // one: the tunnel program is attached to it within a second.
+    let mut tunnel_tick = tokio::time::interval(Duration::from_secs(1));
+    tunnel_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tunnel_error = None;
+    let mut tunnel_move: Option<(u32, u32)> = None;
     loop {
         tokio::select! {
+            _ = tunnel_tick.tick() => {
+                match dp.follow_tunnel(&cfg.tunnel_iface, pins.as_ref()) {
+                    // Rules and flows still point at the first interface if an earlier
+                    // move failed.
+                    Ok(Some((old, new))) => tunnel_move = Some((tunnel_move.map_or(old, |m| m.0), new)),
+                    Ok(None) => {}
+                    Err(e) => tunnel_warn(&mut tunnel_error, &cfg.tunnel_iface, format!("{e:#}")),
+                }
+                if let Some((old, new)) = tunnel_move {
+                    match runtime.tunnel_moved(old, new) {
+                        Ok(flows) => {
+                            tunnel_move = None;
+                            tunnel_error = None;
+                            info!(
+                                tunnel = %cfg.tunnel_iface,
+                                old_ifindex = old,
+                                new_ifindex = new,
+                                flows,
+                                "the tunnel interface was recreated: attached to the new one, rules and established connections moved over"
+                            );
+                        }
+                        Err(e) => tunnel_warn(&mut tunnel_error, &cfg.tunnel_iface, format!("{e:#}")),
+                    }
+                }
+                continue;
+            }
             _ = term.recv() => info!("SIGTERM received"),
             _ = int.recv() => info!("SIGINT received"),
             _ = stop_request.notified() => info!("stop requested over the control socket"),

@@ -355,9 +355,39 @@ impl Maps {
     pub fn flows_capacity(&self) -> u32 {
         self.flows_capacity
     }
+
+    /// Points the flows that leave through interface `old` at `new` (the tunnel interface
+    /// was recreated); returns how many were moved. Entries the kernel removes meanwhile
+    /// stay removed; packets counted on an entry between reading and rewriting it are
+    /// lost from its counters (the per-host counters keep them).
+    pub fn retarget_flows(&self, old: u32, new: u32) -> Result<usize, MapError> {
+        let mut flows = self.flows();
+        let moved: Vec<(FlowKey, FlowValue)> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.ifindex == old)
+            .map(|(k, mut v)| {
+                v.ifindex = new;
+                (k, v)
+            })
+            .collect();
+        let mut n = 0;
+        for (k, v) in moved {
+            match flows.insert(k, v, BPF_EXIST) {
+                Ok(()) => n += 1,
+                // Ended and removed since it was read.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
 }
 
-/// An error and its causes on one line (`a: b: c`), for log messages.
+/// `bpf_map_update_elem` flag: only replace an entry that exists.
+const BPF_EXIST: u64 = 2;
+
 /// A ring buffer record as the kernel wrote it; `None` if it is too short.
 pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
@@ -368,6 +398,7 @@ pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// An error and its causes on one line (`a: b: c`), for log messages.
 pub fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();

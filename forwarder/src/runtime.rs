@@ -16,7 +16,10 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use forwarder_common::{RULE_F_FALLBACK_LOCAL, RuleKey, RuleValue};
@@ -101,7 +104,8 @@ struct Inner {
 /// The daemon's changeable state and the one way to change it.
 pub struct Runtime {
     maps: Arc<Maps>,
-    tunnel_ifindex: u32,
+    /// Changes when the tunnel interface is recreated (`tunnel_moved`).
+    tunnel_ifindex: AtomicU32,
     sources: Sources,
     labels: SharedLabels,
     health: Arc<Health>,
@@ -119,7 +123,7 @@ impl Runtime {
     ) -> Arc<Self> {
         Arc::new(Self {
             maps,
-            tunnel_ifindex,
+            tunnel_ifindex: AtomicU32::new(tunnel_ifindex),
             sources,
             labels,
             health,
@@ -195,7 +199,7 @@ impl Runtime {
     /// The rule set for `cfg` with the fallbacks of backends that are down in force.
     fn effective_rules(&self, cfg: &Config) -> BTreeMap<RuleKey, RuleValue> {
         let down = self.down();
-        let mut table = rule_table(cfg, self.tunnel_ifindex);
+        let mut table = rule_table(cfg, self.tunnel_ifindex.load(Ordering::SeqCst));
         for r in &cfg.rules {
             if !down.contains(&SocketAddr::new(r.backend, r.backend_port)) {
                 continue;
@@ -250,6 +254,20 @@ impl Runtime {
                 (false, None) => {}
             }
         }
+    }
+
+    /// The tunnel interface was recreated with ifindex `new` (its program is attached):
+    /// rules and established flows are pointed at it. Returns how many flows moved.
+    pub fn tunnel_moved(&self, old: u32, new: u32) -> anyhow::Result<usize> {
+        let inner = self.lock();
+        self.tunnel_ifindex.store(new, Ordering::SeqCst);
+        let table = self.effective_rules(&inner.cfg);
+        self.maps.rules().install(table, |_| {}).map_err(|e| {
+            anyhow::anyhow!("installing the rules: {}", crate::maps::display_chain(&e))
+        })?;
+        self.maps
+            .retarget_flows(old, new)
+            .map_err(|e| anyhow::anyhow!("moving the flows: {}", crate::maps::display_chain(&e)))
     }
 
     /// Whether `r` currently sends new connections to its fallback.

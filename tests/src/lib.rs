@@ -364,6 +364,94 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts wireguard-go for interface `wg` in `ns` and waits for its control socket.
+    fn start_wireguard(&mut self, ns: &str, wg: &str) -> anyhow::Result<()> {
+        let log = self.dir.join(format!("{wg}.log"));
+        self.spawn("wireguard-go", ns, &["wireguard-go", "-f", wg], &log)?;
+        let sock = PathBuf::from(format!("/var/run/wireguard/{wg}.sock"));
+        wait_for(
+            &format!("wireguard-go socket {}", sock.display()),
+            Duration::from_secs(10),
+            || sock.exists().then_some(()),
+        )?;
+        Ok(())
+    }
+
+    /// The VPS's end of the tunnel: wireguard-go, its key and peer, addresses and link.
+    fn configure_vps_tunnel(&mut self, home_pub: &str) -> anyhow::Result<()> {
+        let (v, wv) = (self.vps.clone(), self.wg_vps.clone());
+        self.start_wireguard(&v, &wv)?;
+        let vkey = self.dir.join("vps.key");
+        self.ns(
+            &v,
+            &[
+                "wg",
+                "set",
+                &wv,
+                "private-key",
+                vkey.to_str().context("path")?,
+                "listen-port",
+                &WG_PORT.to_string(),
+                "peer",
+                home_pub,
+                "allowed-ips",
+                &format!("{HOME_WG_V4}/32,{HOME_WG_V6}/128"),
+            ],
+        )?;
+        self.tunnel_addresses(&v, &wv, VPS_WG_V4, VPS_WG_V6)
+    }
+
+    fn tunnel_addresses(&self, ns: &str, wg: &str, a4: &str, a6: &str) -> anyhow::Result<()> {
+        self.ns(ns, &["ip", "addr", "add", &format!("{a4}/24"), "dev", wg])?;
+        self.ns(
+            ns,
+            &["ip", "addr", "add", &format!("{a6}/64"), "dev", wg, "nodad"],
+        )?;
+        self.ns(ns, &["ip", "link", "set", wg, "mtu", "1420", "up"])?;
+        Ok(())
+    }
+
+    /// Stops the VPS's wireguard-go (its interface disappears) and starts it again with the
+    /// same configuration, as `systemctl restart wg-quick@...` does: a new interface of
+    /// the same name. Returns the old and new ifindex.
+    pub fn restart_vps_tunnel(&mut self) -> anyhow::Result<(u32, u32)> {
+        use nix::{
+            sys::signal::{Signal, kill},
+            unistd::Pid,
+        };
+        let (v, wv) = (self.vps.clone(), self.wg_vps.clone());
+        let ifindex = |lab: &Lab| -> Option<u32> {
+            let out = lab
+                .exec(&v, &["cat", &format!("/sys/class/net/{wv}/ifindex")])
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        };
+        let old = ifindex(self).context("the VPS tunnel interface is missing")?;
+        let at = self
+            .children
+            .iter()
+            .position(|(w, c)| {
+                w == "wireguard-go"
+                    && Command::new("ip")
+                        .args(["netns", "identify", &c.id().to_string()])
+                        .output()
+                        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == v)
+            })
+            .context("no wireguard-go in the VPS namespace")?;
+        let (_, mut child) = self.children.remove(at);
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let _ = child.wait();
+        wait_for(
+            "the tunnel interface to go",
+            Duration::from_secs(10),
+            || ifindex(self).is_none().then_some(()),
+        )?;
+        let home_pub = fs::read_to_string(self.dir.join("home.pub"))?;
+        self.configure_vps_tunnel(home_pub.trim())?;
+        let new = ifindex(self).context("the tunnel interface did not come back")?;
+        Ok((old, new))
+    }
+
     fn wireguard(&mut self) -> anyhow::Result<()> {
         let key = |name: &str| -> anyhow::Result<String> {
             let out = run(Command::new("wg").arg("genkey"))?;
@@ -385,37 +473,10 @@ impl Lab {
         };
         let vps_pub = key("vps")?;
         let home_pub = key("home")?;
-        let (v, h) = (self.vps.clone(), self.home.clone());
-        let (wv, wh) = (self.wg_vps.clone(), self.wg_home.clone());
-        for (ns, wg) in [(&v, &wv), (&h, &wh)] {
-            let log = self.dir.join(format!("{wg}.log"));
-            self.spawn("wireguard-go", ns, &["wireguard-go", "-f", wg], &log)?;
-            let sock = PathBuf::from(format!("/var/run/wireguard/{wg}.sock"));
-            wait_for(
-                &format!("wireguard-go socket {}", sock.display()),
-                Duration::from_secs(10),
-                || sock.exists().then_some(()),
-            )?;
-        }
-        let vkey = self.dir.join("vps.key");
+        let (h, wh) = (self.home.clone(), self.wg_home.clone());
+        self.start_wireguard(&h, &wh)?;
+        self.configure_vps_tunnel(&home_pub)?;
         let hkey = self.dir.join("home.key");
-        let port = WG_PORT.to_string();
-        self.ns(
-            &v,
-            &[
-                "wg",
-                "set",
-                &wv,
-                "private-key",
-                vkey.to_str().context("path")?,
-                "listen-port",
-                &port,
-                "peer",
-                &home_pub,
-                "allowed-ips",
-                &format!("{HOME_WG_V4}/32,{HOME_WG_V6}/128"),
-            ],
-        )?;
         self.ns(
             &h,
             &[
@@ -434,17 +495,8 @@ impl Lab {
                 "5",
             ],
         )?;
-        for (ns, wg, a4, a6) in [
-            (&v, &wv, VPS_WG_V4, VPS_WG_V6),
-            (&h, &wh, HOME_WG_V4, HOME_WG_V6),
-        ] {
-            self.ns(ns, &["ip", "addr", "add", &format!("{a4}/24"), "dev", wg])?;
-            self.ns(
-                ns,
-                &["ip", "addr", "add", &format!("{a6}/64"), "dev", wg, "nodad"],
-            )?;
-            self.ns(ns, &["ip", "link", "set", wg, "mtu", "1420", "up"])?;
-        }
+        self.tunnel_addresses(&h, &wh, HOME_WG_V4, HOME_WG_V6)?;
+        fs::write(self.dir.join("home.pub"), &home_pub)?;
         // Home side of client IP preservation, exactly as `forwarder home-config` prints it.
         self.ns(
             &h,
