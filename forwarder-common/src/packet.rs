@@ -376,6 +376,9 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> Result<(), Skip>
         }
         info.tcp_hlen = doff as u8;
         info.tcp_flags = b.raw8(l4 + TCP_FLAGS_OFF).ok_or(Skip::Malformed)?;
+        if !tcp_flags_valid(info.tcp_flags) {
+            return Err(Skip::Malformed);
+        }
         // The checksum must be readable for the rewrite.
         b.raw16(l4 + TCP_CSUM_OFF).ok_or(Skip::Malformed)?;
     } else {
@@ -389,6 +392,19 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> Result<(), Skip>
         b.raw16(l4 + UDP_CSUM_OFF).ok_or(Skip::Malformed)?;
     }
     Ok(())
+}
+
+/// Whether a TCP flag combination can come from a real TCP: a SYN carries neither FIN
+/// nor RST, and every other segment carries ACK, or is a RST. What fails (SYN+FIN,
+/// SYN+RST, no flags, a lone FIN, the "Xmas" FIN+PSH+URG) only comes from scanners and
+/// crafted floods; Linux discards it too, after more work.
+#[inline(always)]
+pub const fn tcp_flags_valid(flags: u8) -> bool {
+    if flags & TCP_SYN != 0 {
+        flags & (TCP_FIN | TCP_RST) == 0
+    } else {
+        flags & (TCP_ACK | TCP_RST) != 0
+    }
 }
 
 /// TCP option kinds.
@@ -564,6 +580,52 @@ mod tests {
             let p = tcp_syn_v4(&opts);
             let info = parse_ethernet(&p[..]).unwrap();
             prop_assert_eq!(find_mss(&p[..], info.l4(), info.tcp_hlen as usize).map(|m| m.1), Some(mss));
+        }
+    }
+
+    #[test]
+    fn impossible_tcp_flag_combinations_are_malformed() {
+        let with_flags = |f: u8| {
+            let mut p = tcp_syn_v4(&[]);
+            p[14 + 20 + 13] = f;
+            p
+        };
+        for (name, f, ok) in [
+            ("SYN", TCP_SYN, true),
+            ("SYN+ACK", TCP_SYN | TCP_ACK, true),
+            ("ACK", TCP_ACK, true),
+            ("FIN+ACK", TCP_FIN | TCP_ACK, true),
+            ("PSH+ACK", 0x08 | TCP_ACK, true),
+            ("RST", TCP_RST, true),
+            ("RST+ACK", TCP_RST | TCP_ACK, true),
+            ("SYN+ECE+CWR", TCP_SYN | 0xc0, true),
+            ("SYN+FIN", TCP_SYN | TCP_FIN, false),
+            ("SYN+RST", TCP_SYN | TCP_RST, false),
+            ("null", 0, false),
+            ("FIN", TCP_FIN, false),
+            ("Xmas (FIN+PSH+URG)", TCP_FIN | 0x08 | 0x20, false),
+            ("all", 0xff, false),
+        ] {
+            assert_eq!(tcp_flags_valid(f), ok, "{name}");
+            let r = parse_ethernet(&with_flags(f)[..]);
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+            if !ok {
+                assert_eq!(r.unwrap_err(), Skip::Malformed, "{name}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_tcp_segment_parses_exactly_when_its_flags_can_be_real(f in any::<u8>()) {
+            let mut p = tcp_syn_v4(&[]);
+            p[14 + 20 + 13] = f;
+            let real = if f & TCP_SYN != 0 {
+                f & (TCP_FIN | TCP_RST) == 0
+            } else {
+                f & TCP_ACK != 0 || f & TCP_RST != 0
+            };
+            prop_assert_eq!(parse_ethernet(&p[..]).is_ok(), real);
         }
     }
 }

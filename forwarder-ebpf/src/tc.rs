@@ -107,8 +107,9 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
                 visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
                 Ok(TC_ACT_SHOT)
             }
-            flow::Miss::SynFlood => Ok(TC_ACT_SHOT),
-            flow::Miss::Failed => Err(()),
+            // Counted by the guard (`syn_flood_drop`) and the flow table
+            // (`flow_create_failed`).
+            flow::Miss::SynFlood | flow::Miss::Failed => Ok(TC_ACT_SHOT),
         };
     };
     if nat.flags & FLOW_F_CUT != 0 {

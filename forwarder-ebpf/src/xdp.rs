@@ -87,8 +87,9 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
                 visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
                 Ok(xdp_action::XDP_DROP)
             }
-            flow::Miss::SynFlood => Ok(xdp_action::XDP_DROP),
-            flow::Miss::Failed => Err(()),
+            // Counted by the guard (`syn_flood_drop`) and the flow table
+            // (`flow_create_failed`).
+            flow::Miss::SynFlood | flow::Miss::Failed => Ok(xdp_action::XDP_DROP),
         };
     };
     if nat.flags & FLOW_F_CUT != 0 {

@@ -465,20 +465,29 @@ impl Harness {
     }
 
     fn tc(&self, name: &str, data: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        self.try_tc(name, data, ifindex).expect("tc test run")
+    }
+
+    /// A tc test run, or the kernel's refusal to build an skb from `data` (it wants at
+    /// least a whole IP header behind an IP ethertype): such a packet never reaches tc.
+    pub fn try_tc(
+        &self,
+        name: &str,
+        data: &[u8],
+        ifindex: u32,
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let prog: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
         let mut out = vec![0u8; data.len() + 256];
         let mut ctx = [0u8; 192];
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes()); // __sk_buff.ifindex
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(data),
-                data_out: Some(&mut out),
-                ctx_in: if ifindex > 0 { Some(&ctx) } else { None },
-                ..TestRunOptions::default()
-            })
-            .expect("tc test run");
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            ctx_in: if ifindex > 0 { Some(&ctx) } else { None },
+            ..TestRunOptions::default()
+        })?;
         out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        Ok((r.return_value, out))
     }
 
     /// Average per-run duration over `n` single runs of `f` (BPF_PROG_TEST_RUN's own clock).

@@ -199,3 +199,156 @@ fn xdp_reader_agrees_with_the_host_parser() {
 fn tc_reader_agrees_with_the_host_parser() {
     run(true, 150);
 }
+
+/// Files of a fuzz target's corpus: its checked-in seeds and what the smoke runs of
+/// `cargo xtask test` kept (`corpus/<target>/...`, present after a fuzz run).
+fn fuzz_inputs(target: &str) -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../forwarder-common/fuzz");
+    let mut dirs = vec![root.join("seeds").join(target)];
+    let corpus = root.join("corpus").join(target);
+    dirs.push(corpus.clone());
+    if let Ok(rd) = std::fs::read_dir(&corpus) {
+        dirs.extend(
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.filter_map(Result::ok) {
+            if e.path().is_file()
+                && let Ok(b) = std::fs::read(e.path())
+            {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// The classifier's fuzz corpus replayed through the kernel's reader, cut into segments
+/// the way the fuzz target cuts it: the kernel and the host parser give each the same
+/// host.
+#[test]
+fn the_classify_fuzz_corpus_gets_the_same_host_in_the_kernel() {
+    let inputs = fuzz_inputs("classify");
+    assert!(!inputs.is_empty(), "no seeds found");
+    for tc_only in [false, true] {
+        let mut h = Harness::new(tc_only).expect("loading the kernel object");
+        let table = h.set_hosts(HOSTS).expect("host table");
+        let public = IpAddr::V4(PUBLIC4);
+        let mut tried = 0;
+        for (i, data) in inputs.iter().enumerate() {
+            // Every input its own connection.
+            let client = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 100 + (i / 30000) as u8, 7));
+            let port = 30000 + (i % 30000) as u16;
+            let (cuts, payload) = data.split_at(data.len().min(2));
+            let mut segments: Vec<Vec<u8>> = Vec::new();
+            let mut rest = payload;
+            for c in cuts {
+                let at = (*c as usize * 8).min(rest.len());
+                let (a, b) = rest.split_at(at);
+                segments.push(a.to_vec());
+                rest = b;
+            }
+            segments.push(rest.to_vec());
+            // A TCP segment carries at least one byte and fits a test run's frame.
+            segments.retain(|s| !s.is_empty());
+            if segments.is_empty() || segments.iter().any(|s| s.len() > 3000) {
+                continue;
+            }
+            let send = |p: Pkt| {
+                let frame = p.frame();
+                if tc_only {
+                    h.tc_ingress(&frame).0
+                } else {
+                    h.xdp(&frame).0
+                }
+            };
+            let isn = 0x4000_0000u32;
+            send(Pkt::tcp(client, port, public, 443, SYN).seq(isn));
+            let mut seq = isn + 1;
+            for s in &segments {
+                let v = send(
+                    Pkt::tcp(client, port, public, 443, ACK | PSH)
+                        .seq(seq)
+                        .payload(s),
+                );
+                let want = if tc_only { TC_ACT_REDIRECT } else { XDP_PASS };
+                assert_eq!(v, want, "input {i}: verdict");
+                seq += s.len() as u32;
+            }
+            let flow = h
+                .forward_flow((client, port), (public, 443))
+                .expect("flow entry");
+            let got = (flow.class_state == CLASS_DONE).then_some(flow.host_id);
+            assert_eq!(
+                got,
+                expected(&segments, &table),
+                "input {i} ({} bytes, tc_only {tc_only}): {:?}",
+                data.len(),
+                String::from_utf8_lossy(payload)
+            );
+            tried += 1;
+        }
+        eprintln!("classify corpus: {tried} inputs replayed (tc_only {tc_only})");
+        assert!(tried > 0);
+    }
+}
+
+/// The Ethernet parser's fuzz corpus through XDP: the kernel's verdict is the one the host
+/// build of the same parser implies.
+#[test]
+fn the_parse_ethernet_fuzz_corpus_gets_the_same_verdict_in_the_kernel() {
+    use forwarder_common::{
+        Counter,
+        packet::{Skip, parse_ethernet},
+    };
+    let inputs = fuzz_inputs("parse_ethernet");
+    assert!(!inputs.is_empty(), "no seeds found");
+    let h = Harness::new(false).expect("loading the kernel object");
+    let mut tried = 0;
+    for (i, frame) in inputs.iter().enumerate() {
+        // The kernel hands XDP at least an Ethernet header, at most about a page.
+        if frame.len() < 14 || frame.len() > 3500 {
+            continue;
+        }
+        let counters = [
+            Counter::XdpDropMalformed,
+            Counter::XdpPassNotIp,
+            Counter::XdpPassFragment,
+            Counter::XdpPassIpOptions,
+            Counter::XdpPassNoRule,
+            Counter::XdpToTunnel,
+        ];
+        let before: Vec<u64> = counters.iter().map(|c| h.counter(*c)).collect();
+        h.xdp(frame);
+        let moved: Vec<Counter> = counters
+            .iter()
+            .zip(&before)
+            .filter(|(c, b)| h.counter(**c) != **b)
+            .map(|(c, _)| *c)
+            .collect();
+        let want: &[Counter] = match parse_ethernet(&frame[..]) {
+            Err(Skip::Malformed) => &[Counter::XdpDropMalformed],
+            Err(Skip::NotIp) => &[Counter::XdpPassNotIp],
+            Err(Skip::Fragment) => &[Counter::XdpPassFragment],
+            Err(Skip::IpOptions) => &[Counter::XdpPassIpOptions],
+            Err(Skip::OtherProto) => &[Counter::XdpPassNoRule],
+            // Steered or not by the rules.
+            Ok(_) => &[Counter::XdpToTunnel, Counter::XdpPassNoRule],
+        };
+        assert!(
+            moved.len() == 1 && want.contains(&moved[0]),
+            "input {i} ({} bytes): kernel {moved:?}, host parser implies {want:?}",
+            frame.len()
+        );
+        tried += 1;
+    }
+    eprintln!("parse_ethernet corpus: {tried} frames replayed");
+    assert!(tried > 0);
+}
