@@ -35,6 +35,7 @@ pub mod compare;
 pub mod flood;
 #[cfg(feature = "bpf")]
 pub mod profile;
+pub mod soak;
 
 pub const CLIENT_V4: &str = "203.0.113.2";
 pub const VPS_V4: &str = "203.0.113.1";
@@ -883,6 +884,11 @@ http {{
     }
 
     /// Ends the forwarder with SIGKILL, as a crash would: nothing of its shutdown runs.
+    /// The running daemon's PID (`ip netns exec` execs into it, so it is the child's).
+    pub fn forwarder_pid(&self) -> Option<u32> {
+        self.forwarder.as_ref().map(Child::id)
+    }
+
     pub fn kill_forwarder(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.forwarder.take() else {
             bail!("forwarder not running");

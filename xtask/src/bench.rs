@@ -54,3 +54,14 @@ pub fn run(quick: bool, profile_only: bool) -> anyhow::Result<()> {
     }
     status(&mut c)
 }
+
+/// `cargo xtask soak`: the lab under mixed traffic for `minutes` (debug daemon, as the
+/// integration tests run it).
+pub fn soak(minutes: f64) -> anyhow::Result<()> {
+    status(
+        bench_bin("soak")
+            .arg("--")
+            .arg("--minutes")
+            .arg(minutes.to_string()),
+    )
+}

@@ -47,6 +47,13 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Mixed traffic through the lab for a while, with rule changes and a daemon restart:
+    /// no failed request, counters equal to what client and nginx counted, flat memory.
+    Soak {
+        /// How long the traffic runs.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+    },
     /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
     /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
     Bench {
@@ -76,6 +83,11 @@ fn main() -> anyhow::Result<()> {
             let bin = build(false)?;
             demo::run(&bin, keep)
         }
+        Cmd::Soak { minutes } => {
+            setup::run(true)?;
+            build(false)?;
+            bench::soak(minutes)
+        }
         Cmd::Bench { quick, profile } => {
             setup::run(true)?;
             build(false)?;
@@ -83,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// The soak's length within `cargo xtask test`.
+const SOAK_MINUTES_IN_TEST: f64 = 2.0;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -136,6 +151,8 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     fuzz::smoke_from_env()?;
     // The benchmark runs too (briefly), so it never rots.
     bench::run(true, false)?;
+    // A short soak, so it never rots; longer ones by hand (`cargo xtask soak`).
+    bench::soak(SOAK_MINUTES_IN_TEST)?;
     let mut c = cargo();
     // Every suite runs even when one fails, so the summary counts them all.
     c.args(["test", "--no-fail-fast"])
