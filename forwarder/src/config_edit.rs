@@ -36,7 +36,8 @@ use forwarder_common::host::HostPattern;
 use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::config::{
-    ConfigError, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig, line_col,
+    ConfigError, DEFAULT_PORTS, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig,
+    line_col,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +157,17 @@ impl ConfigDoc {
     /// Refused if a rule for the same protocol, port and `public_addr` (or equally without
     /// one) is in the file.
     pub fn add_rule(&mut self, rule: &RuleConfig) -> Result<(), EditError> {
+        self.all_or_nothing(|d| d.add_rule_inner(rule))
+    }
+
+    fn add_rule_inner(&mut self, rule: &RuleConfig) -> Result<(), EditError> {
         let id = RuleId::of(rule);
+        // Without any [[rule]] the default ports are forwarded: adding the first rule must
+        // not silently stop them, so they are written out first (but for one the new rule
+        // replaces).
+        if self.file_config()?.rules.is_empty() {
+            self.write_default_rules(Some(id))?;
+        }
         if self
             .file_config()?
             .rules
@@ -201,6 +212,20 @@ impl ConfigDoc {
         port: u16,
         public_addr: Option<IpAddr>,
     ) -> Result<RuleConfig, EditError> {
+        self.all_or_nothing(|d| d.remove_rule_inner(proto, port, public_addr))
+    }
+
+    fn remove_rule_inner(
+        &mut self,
+        proto: Proto,
+        port: u16,
+        public_addr: Option<IpAddr>,
+    ) -> Result<RuleConfig, EditError> {
+        // The default ports are rules too while none is written: removing one of them
+        // leaves the other forwarded.
+        if self.file_config()?.rules.is_empty() {
+            self.write_default_rules(None)?;
+        }
         let mut rules = self.file_config()?.rules;
         let want = RuleId {
             proto,
@@ -240,8 +265,31 @@ impl ConfigDoc {
                 )));
             }
         };
+        if rules.len() == 1 {
+            return Err(EditError::Conflict(format!(
+                "{want} is the last [[rule]]: without any, the default ports ({}) would be forwarded again; stop the daemon to stop forwarding",
+                DEFAULT_PORTS.map(|p| p.to_string()).join(" and ")
+            )));
+        }
         self.edit(|doc| remove_section(doc, "rule", index))?;
         Ok(rules.swap_remove(index))
+    }
+
+    /// Writes out the rules in force while the file has none (TCP `DEFAULT_PORTS` on every
+    /// address, the configured backends), except `skip`.
+    fn write_default_rules(&mut self, skip: Option<RuleId>) -> Result<(), EditError> {
+        for port in DEFAULT_PORTS {
+            let id = RuleId {
+                proto: Proto::Tcp,
+                port,
+                public_addr: None,
+            };
+            if skip == Some(id) {
+                continue;
+            }
+            self.edit(|doc| append_section(doc, "rule", vec![("port", i64::from(port).into())]))?;
+        }
+        Ok(())
     }
 
     /// Appends a `[[host]]` section (`policy` only when not `forward`). Refused if the
@@ -405,6 +453,19 @@ impl ConfigDoc {
 
     /// Runs one edit; if it fails, or leaves a document the daemon could not read, the
     /// document is as before.
+    /// Runs a change made of several edits; on an error none of them stays.
+    fn all_or_nothing<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, EditError>,
+    ) -> Result<T, EditError> {
+        let before = self.doc.clone();
+        let result = change(self);
+        if result.is_err() {
+            self.doc = before;
+        }
+        result
+    }
+
     fn edit<T>(
         &mut self,
         change: impl FnOnce(&mut DocumentMut) -> Result<T, EditError>,
@@ -896,18 +957,10 @@ interval_ms = 1000
                 ""
             )
         );
-        let removed = d.remove_rule(Proto::Tcp, 443, None).unwrap();
-        assert_eq!(removed.fallback.as_deref(), Some("local"));
-        let text = d.text();
-        assert!(
-            text.contains("backends = [\"10.8.0.2\", \"fd00::2\"]\n\n# Names counted separately.\n\n# The main app.\n[[host]]"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("[[rule]]") && !text.contains("# Web traffic."),
-            "{text}"
-        );
-        assert!(d.file_config().unwrap().rules.is_empty());
+        // The last rule stays (without any, the default ports would be forwarded).
+        let e = d.remove_rule(Proto::Tcp, 443, None).unwrap_err();
+        assert!(matches!(e, EditError::Conflict(_)), "{e:?}");
+        assert_eq!(d.file_config().unwrap().rules.len(), 1);
     }
 
     #[test]
@@ -1104,10 +1157,53 @@ interval_ms = 1000
         d.add_host(&host("c.example", HostPolicy::Forward)).unwrap();
         assert_eq!(d.text(), "# forwarder\n\n[[host]]\nname = \"c.example\"\n");
 
+        let mut d = ConfigDoc::parse(p, "# forwarder\n").unwrap();
+        d.add_rule(&rule(Proto::Tcp, 8443)).unwrap();
+        assert_eq!(
+            d.text(),
+            "# forwarder\n\n[[rule]]\nport = 80\n\n[[rule]]\nport = 443\n\n[[rule]]\nport = 8443\n"
+        );
+    }
+
+    #[test]
+    fn the_default_ports_stay_forwarded_when_rules_are_edited() {
+        let p = Path::new("f.toml");
+        // Without any [[rule]], 80 and 443 are forwarded: adding a port keeps them.
         let mut d = ConfigDoc::parse(p, "").unwrap();
-        d.add_rule(&rule(Proto::Tcp, 443)).unwrap();
-        assert_eq!(d.text(), "[[rule]]\nport = 443\n");
-        d.remove_rule(Proto::Tcp, 443, None).unwrap();
+        d.add_rule(&rule(Proto::Tcp, 8443)).unwrap();
+        let ports: Vec<u16> = d
+            .file_config()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.port)
+            .collect();
+        assert_eq!(ports, [80, 443, 8443]);
+        // A rule for a default port replaces that default.
+        let mut d = ConfigDoc::parse(p, "").unwrap();
+        let local = RuleConfig {
+            fallback: Some("local".into()),
+            ..rule(Proto::Tcp, 443)
+        };
+        d.add_rule(&local).unwrap();
+        assert_eq!(
+            d.file_config().unwrap().rules,
+            [rule(Proto::Tcp, 80), local]
+        );
+        // Removing one default leaves the other.
+        let mut d = ConfigDoc::parse(p, "").unwrap();
+        d.remove_rule(Proto::Tcp, 80, None).unwrap();
+        assert_eq!(d.file_config().unwrap().rules, [rule(Proto::Tcp, 443)]);
+        // The last rule stays: without it, the defaults would come back.
+        let e = d.remove_rule(Proto::Tcp, 443, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tcp port 443 is the last [[rule]]: without any, the default ports (80 and 443) would be forwarded again; stop the daemon to stop forwarding"
+        );
+        // A refused edit leaves nothing behind, defaults written out included.
+        let mut d = ConfigDoc::parse(p, "").unwrap();
+        assert!(d.remove_rule(Proto::Tcp, 8443, None).is_err());
+        assert!(!d.changed());
         assert_eq!(d.text(), "");
     }
 
@@ -1382,33 +1478,62 @@ interval_ms = 1000
             /// Whether the edit applies; if not, nothing changes.
             fn apply(&mut self, op: &Op) -> bool {
                 let same_host = |h: &HostConfig, n: &str| host_label(&h.name) == host_label(n);
+                // An empty rule list means the default ports: an edit starts from them.
+                let defaults = |skip: Option<(Proto, u16, Option<IpAddr>)>| -> Vec<RuleConfig> {
+                    DEFAULT_PORTS
+                        .iter()
+                        .filter(|&&p| skip != Some((Proto::Tcp, p, None)))
+                        .map(|&port| RuleConfig {
+                            proto: Proto::Tcp,
+                            port,
+                            backend: None,
+                            backend_port: None,
+                            public_addr: None,
+                            fallback: None,
+                        })
+                        .collect()
+                };
                 match op {
                     Op::AddRule(r) => {
-                        let dup = self.rules.iter().any(|x| {
+                        let mut rules = if self.rules.is_empty() {
+                            defaults(Some((r.proto, r.port, r.public_addr)))
+                        } else {
+                            self.rules.clone()
+                        };
+                        let dup = rules.iter().any(|x| {
                             (x.proto, x.port, x.public_addr) == (r.proto, r.port, r.public_addr)
                         });
                         if !dup {
-                            self.rules.push(r.clone());
+                            rules.push(r.clone());
+                            self.rules = rules;
                         }
                         !dup
                     }
                     Op::RemoveRule(proto, port, addr) => {
-                        let same: Vec<usize> = (0..self.rules.len())
-                            .filter(|&i| {
-                                self.rules[i].proto == *proto && self.rules[i].port == *port
-                            })
+                        let mut rules = if self.rules.is_empty() {
+                            defaults(None)
+                        } else {
+                            self.rules.clone()
+                        };
+                        let same: Vec<usize> = (0..rules.len())
+                            .filter(|&i| rules[i].proto == *proto && rules[i].port == *port)
                             .collect();
                         let named: Vec<usize> = same
                             .iter()
                             .copied()
-                            .filter(|&i| self.rules[i].public_addr == *addr)
+                            .filter(|&i| rules[i].public_addr == *addr)
                             .collect();
                         let pick = match (addr, same.len(), named.len()) {
                             (None, 1, _) => same[0],
                             (_, _, 1) => named[0],
                             _ => return false,
                         };
-                        self.rules.remove(pick);
+                        // The last rule stays: without it the defaults would return.
+                        if rules.len() == 1 {
+                            return false;
+                        }
+                        rules.remove(pick);
+                        self.rules = rules;
                         true
                     }
                     Op::AddHost(h) => {
