@@ -4,9 +4,9 @@
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FlowKey, FlowValue,
-    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, RULE_F_FALLBACK_LOCAL, RuleValue,
-    SYN_RETRY_WINDOW_NS, SourceKey,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_END_REPORTED,
+    FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP,
+    RULE_F_FALLBACK_LOCAL, RuleValue, SYN_RETRY_WINDOW_NS, SourceKey,
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
@@ -66,7 +66,13 @@ pub fn to_backend<C: EbpfContext>(
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
-        return Some(unsafe { &mut *v });
+        let v = unsafe { &mut *v };
+        // A SYN where the client already ended the connection is a new one on the same
+        // ports (its port came round again before the entry expired): it gets fresh
+        // entries, so it is classified and counted as the new connection it is.
+        if !(is_syn(info) && v.flags & (FLOW_F_FIN | FLOW_F_RST | FLOW_F_END_REPORTED) != 0) {
+            return Some(v);
+        }
     }
     if let Some(m) = refused(cfg, info, rule) {
         s.miss = m as u32;

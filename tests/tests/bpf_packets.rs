@@ -767,3 +767,64 @@ fn connection_events_wake_the_reader_only_when_the_ring_fills() {
     assert_eq!(h.counter(Counter::EventsLost), 0);
     unsafe { libc::close(ep) };
 }
+
+/// A client whose source port comes round again while the entries of its earlier
+/// connection on that port are still in the table (the server closed first, so the client
+/// keeps no TIME_WAIT): the new SYN starts a new connection, classified and counted as such.
+#[test]
+fn a_syn_on_the_ports_of_an_ended_connection_starts_a_new_one() {
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_hosts(&["app.example.test", "blog.example.test"])
+            .unwrap();
+        let (c, p, port) = (v4(CLIENT4), v4(PUBLIC4), 47000);
+        let connect = |h: &Harness, host: &str| {
+            let syn = Pkt::tcp(c, port, p, 443, SYN)
+                .seq(5000)
+                .options(mss_option(1460));
+            ingress(h, tc_only, &syn.frame());
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let data = Pkt::tcp(c, port, p, 443, ACK | PSH)
+                .seq(5001)
+                .payload(request.as_bytes());
+            ingress(h, tc_only, &data.frame());
+        };
+        let close = |h: &Harness| {
+            // Home closes first, then the client.
+            let fin = Pkt::tcp(v4(BACKEND4), 443, c, port, FIN | ACK).ip();
+            h.tunnel(&fin);
+            let fin = Pkt::tcp(c, port, p, 443, FIN | ACK).seq(6000).frame();
+            ingress(h, tc_only, &fin);
+        };
+        connect(&h, "app.example.test");
+        close(&h);
+        let first = h.forward_flow((c, port), (p, 443)).expect("flow");
+        assert_ne!(first.flags & forwarder_common::FLOW_F_END_REPORTED, 0);
+        connect(&h, "blog.example.test");
+        let second = h.forward_flow((c, port), (p, 443)).expect("flow");
+        assert_eq!(
+            second.host_id,
+            forwarder_common::HOST_FIRST_CONFIGURED + 1,
+            "tc_only {tc_only}: the new connection is blog's"
+        );
+        assert_eq!(second.flags & forwarder_common::FLOW_F_END_REPORTED, 0);
+        assert_eq!(h.counter(Counter::FlowsCreated), 2, "tc_only {tc_only}");
+        assert_eq!(h.counter(Counter::ClassifiedHttp), 2, "tc_only {tc_only}");
+        assert_eq!(
+            h.host_stats(forwarder_common::HOST_FIRST_CONFIGURED)
+                .connections,
+            1
+        );
+        assert_eq!(
+            h.host_stats(forwarder_common::HOST_FIRST_CONFIGURED + 1)
+                .connections,
+            1
+        );
+        // A SYN retransmitted on a live connection is not a new one.
+        let syn = Pkt::tcp(c, port, p, 443, SYN)
+            .seq(5000)
+            .options(mss_option(1460));
+        ingress(&h, tc_only, &syn.frame());
+        assert_eq!(h.counter(Counter::FlowsCreated), 2, "tc_only {tc_only}");
+    }
+}
