@@ -177,6 +177,10 @@ pub struct Report {
     /// Connections per host from the daemon's metrics, and requests per host in nginx's log.
     pub counted_connections: BTreeMap<&'static str, u64>,
     pub nginx_requests: BTreeMap<&'static str, u64>,
+    /// Connections counted under `unknown` and `other` (none of the traffic's), and the
+    /// kernel's classification counters that moved, for the report.
+    pub unattributed: u64,
+    pub classify: Vec<String>,
     pub rule_changes: u32,
     /// (RSS KiB, fds) of the daemon after warming up and at the end (the restarted one).
     pub footprint_start: (u64, usize),
@@ -277,8 +281,26 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
             .count() as u64;
         nginx_requests.insert(*host, r);
     }
+    let unattributed = ["unknown", "other"]
+        .iter()
+        .filter_map(|h| {
+            let want = format!("forwarder_host_connections_total{{host=\"{h}\"}} ");
+            page.lines()
+                .find_map(|x| x.strip_prefix(&want))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    let classify = page
+        .lines()
+        .filter(|x| {
+            x.starts_with("forwarder_datapath_packets_total{event=\"classif") && !x.ends_with(" 0")
+        })
+        .map(str::to_owned)
+        .collect();
     Ok(Report {
         minutes: t0.elapsed().as_secs_f64() / 60.0,
+        unattributed,
+        classify,
         per_host,
         counted_connections,
         nginx_requests,
@@ -356,6 +378,13 @@ impl Report {
                 self.nginx_requests[host],
                 t.bytes
             );
+        }
+        println!(
+            "connections counted under unknown or other: {}",
+            self.unattributed
+        );
+        for c in &self.classify {
+            println!("  {c}");
         }
         println!(
             "daemon after warm-up: {} KiB, {} fds; at the end: {} KiB, {} fds",
