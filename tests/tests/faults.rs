@@ -93,3 +93,107 @@ fn a_recreated_tunnel_interface_is_followed_without_a_restart() {
         "{text}"
     );
 }
+
+/// Makes a directory immutable (not even root can create or rename files in it) until
+/// dropped, however the test ends.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Immutable {
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .expect("chattr (e2fsprogs)");
+        assert!(st.success(), "chattr +i {}", dir.display());
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The config file's directory cannot be written (read-only, full, immutable): a rule
+/// change is refused with the reason, the file stays as it was and nothing changes in
+/// force; once the directory is writable again the same change goes through.
+#[test]
+fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
+    let lab = lab(&LabOptions::default());
+    let cli = |args: &[&str]| lab.forwarder_cli(args).expect("forwarder cli");
+    let before = std::fs::read(lab.config_path()).expect("config");
+    let rules_before = cli(&["rules", "list"]).stdout;
+    {
+        let _ro = Immutable::new(&lab.dir);
+        let out = cli(&["rules", "add", "--port", "8443"]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&lab.dir.display().to_string()) && err.contains("not permitted"),
+            "the error names neither the place nor the reason: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(lab.config_path()).unwrap(),
+        before,
+        "config file changed"
+    );
+    assert_eq!(
+        cli(&["rules", "list"]).stdout,
+        rules_before,
+        "rules in force changed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&lab.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    get(&lab, SUBDOMAINS[0]).expect("forwarding goes on");
+    let out = cli(&["rules", "add", "--port", "8443"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The public interface loses its address (a DHCP renewal gone wrong, an operator's
+/// mistake) and gets it back: the daemon keeps running and forwarding resumes without a
+/// restart.
+#[test]
+fn forwarding_resumes_when_the_public_address_comes_back() {
+    let lab = lab(&LabOptions::default());
+    get(&lab, SUBDOMAINS[0]).expect("a request before");
+    let addr = format!("{VPS_V4}/24");
+    let ip = |op: &str| {
+        let out = lab
+            .exec(&lab.vps, &["ip", "addr", op, &addr, "dev", "eth0"])
+            .expect("ip addr");
+        assert!(out.status.success(), "ip addr {op}: {out:?}");
+    };
+    ip("del");
+    // Whatever happens meanwhile (XDP may keep forwarding packets addressed to it while
+    // the client still knows the VPS's MAC) is allowed; the daemon must not exit.
+    let during = get(&lab, SUBDOMAINS[0]);
+    eprintln!("a request while the address was gone: {during:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    ip("add");
+    let t0 = Instant::now();
+    wait_for(
+        "forwarding with the address back",
+        Duration::from_secs(10),
+        || get(&lab, SUBDOMAINS[0]).ok(),
+    )
+    .expect("forwarding after the address came back");
+    eprintln!(
+        "forwarding again {:?} after the address came back",
+        t0.elapsed()
+    );
+    let status = lab.forwarder_cli(&["status"]).expect("status");
+    assert!(
+        status.status.success(),
+        "the daemon does not answer: {status:?}"
+    );
+}

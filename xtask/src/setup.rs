@@ -29,6 +29,8 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     // Flushes the connection tracking table between benchmark runs.
     "conntrack",
+    // chattr: the fault test of a config directory that cannot be written.
+    "e2fsprogs",
     // `cargo xtask bench`'s profile of the kernel programs (perf record / perf script).
     "linux-perf",
     "haproxy",
