@@ -1,6 +1,7 @@
 //! Fuzz smoke runs of the parsers in `forwarder-common` (the cargo-fuzz project in
-//! `forwarder-common/fuzz`): saved crash inputs are replayed, then every target runs for a
-//! few seconds from its seed corpus.
+//! `forwarder-common/fuzz`) and of the daemon's decoders of hostile control input (config
+//! file, control socket requests: `forwarder/fuzz`): saved crash inputs are replayed, then
+//! every target runs for a few seconds from its seed corpus.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,28 +13,41 @@ use anyhow::{Context as _, bail};
 
 use crate::status;
 
-/// The targets in `forwarder-common/fuzz/fuzz_targets`.
-pub const TARGETS: &[&str] = &[
-    "parse_ethernet",
-    "parse_ip",
-    "csum_incremental",
-    "classify",
-    "host_match",
-    "tcp_options",
+/// The cargo-fuzz projects (relative to the repository) and their targets.
+pub const PROJECTS: &[(&str, &[&str])] = &[
+    (
+        "forwarder-common/fuzz",
+        &[
+            "parse_ethernet",
+            "parse_ip",
+            "csum_incremental",
+            "classify",
+            "host_match",
+            "tcp_options",
+        ],
+    ),
+    ("forwarder/fuzz", &["config", "control_request"]),
 ];
 
 /// Runs every fuzz target for `seconds_per_target` seconds, after replaying the crash inputs
 /// saved under `fuzz/regressions/<target>/`.
 pub fn smoke(seconds_per_target: u64) -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
-    let dir = fuzz_dir();
+    for (project, targets) in PROJECTS {
+        smoke_project(&fuzz_dir(project), targets, seconds_per_target)?;
+    }
+    Ok(())
+}
+
+fn smoke_project(dir: &Path, targets: &[&str], seconds_per_target: u64) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
     // One build for all targets; the runs below then only check it is up to date.
     status(cargo_fuzz(&dir).arg("build")).context("building the fuzz targets")?;
     // Known crashes first: they take a moment and say more than a new one would.
-    for target in TARGETS {
+    for target in targets {
         replay_regressions(&dir, target)?;
     }
-    for target in TARGETS {
+    for target in targets {
         let corpus = dir.join("corpus").join(target).join("smoke");
         // A fresh corpus each time, so a smoke run costs the same however often it ran before.
         if corpus.exists() {
@@ -101,8 +115,8 @@ fn new_artifacts(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
     found
 }
 
-fn fuzz_dir() -> PathBuf {
-    let dir = crate::root().join("forwarder-common").join("fuzz");
+fn fuzz_dir(project: &str) -> PathBuf {
+    let dir = crate::root().join(project);
     dir.canonicalize().unwrap_or(dir)
 }
 
@@ -121,7 +135,10 @@ fn cargo_fuzz(dir: &Path) -> Command {
     // The fuzz project is its own workspace with its own target dir (fuzz/target).
     c.args(["+nightly", "fuzz"])
         .current_dir(dir)
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_TARGET_DIR")
+        // The daemon's decoders need no kernel object (and the eBPF build would not take
+        // the sanitizer flags).
+        .env("FORWARDER_SKIP_EBPF", "1");
     c
 }
 
