@@ -634,7 +634,13 @@ http {{
         );
         fs::create_dir_all(self.dir.join("tmp"))?;
         fs::write(self.dir.join("nginx.conf"), conf)?;
+        self.start_home_nginx()
+    }
+
+    /// Starts home's nginx (its configuration written by the lab) and waits for it.
+    pub fn start_home_nginx(&mut self) -> anyhow::Result<()> {
         let h = self.home.clone();
+        let d = self.dir.display().to_string();
         let conf_path = self.dir.join("nginx.conf").display().to_string();
         let log = self.dir.join("nginx.out");
         self.spawn(
@@ -643,8 +649,30 @@ http {{
             &["nginx", "-p", &d, "-c", &conf_path, "-g", "daemon off;"],
             &log,
         )?;
-        self.wait_listening(&h, 443)?;
-        Ok(())
+        self.wait_listening(&h, 443)
+    }
+
+    /// Stops home's nginx (SIGQUIT: its workers finish what they serve) and waits until
+    /// nothing listens on 443 at home.
+    pub fn stop_home_nginx(&mut self) -> anyhow::Result<()> {
+        let at = self
+            .children
+            .iter()
+            .position(|(w, _)| w == "nginx")
+            .context("nginx is not running")?;
+        let (_, mut child) = self.children.remove(at);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        )?;
+        wait_for("nginx to exit", Duration::from_secs(10), || {
+            child.try_wait().ok().flatten()
+        })?;
+        let home = self.home.clone();
+        wait_for("home's port 443 to close", Duration::from_secs(10), || {
+            let out = self.exec(&home, &["ss", "-ltnH", "sport = :443"]).ok()?;
+            out.stdout.is_empty().then_some(())
+        })
     }
 
     fn wait_listening(&self, ns: &str, port: u16) -> anyhow::Result<()> {
@@ -688,6 +716,15 @@ http {{
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `forwarder_backend_up` of home's IPv4 backend on `port`, from the metrics page.
+    pub fn backend_up(&self, port: u16) -> Option<f64> {
+        let page = self.metrics_page()?;
+        let want = format!("forwarder_backend_up{{backend=\"{HOME_WG_V4}:{port}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// The daemon's control socket in this lab.

@@ -197,3 +197,42 @@ fn forwarding_resumes_when_the_public_address_comes_back() {
         "the daemon does not answer: {status:?}"
     );
 }
+
+/// Home's web server stopped and started again (an upgrade, a crash and its restart): the
+/// daemon reports the backend down and up again, visitors are refused at once rather than
+/// left waiting while it is down (home's reset comes back through the tunnel), and
+/// requests go through again as soon as it listens, with no restart of the daemon.
+#[test]
+fn home_s_web_server_stopped_and_started() {
+    let mut lab = lab(&LabOptions::default());
+    get(&lab, SUBDOMAINS[0]).expect("a request before");
+    lab.stop_home_nginx().expect("stopping nginx");
+    let t0 = Instant::now();
+    let err = get(&lab, SUBDOMAINS[0]).expect_err("a request while nginx is down");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the client waited {:?} instead of being refused: {err}",
+        t0.elapsed()
+    );
+    // Health probes every 2 s, down after 3 failures: at most about 7 s.
+    wait_for("the backend reported down", Duration::from_secs(10), || {
+        (lab.backend_up(443)? == 0.0).then_some(())
+    })
+    .expect("backend down");
+    eprintln!("reported down {:?} after nginx stopped", t0.elapsed());
+    lab.start_home_nginx().expect("starting nginx");
+    let t1 = Instant::now();
+    wait_for(
+        "a request after nginx came back",
+        Duration::from_secs(5),
+        || get(&lab, SUBDOMAINS[0]).ok(),
+    )
+    .expect("forwarding after nginx came back");
+    eprintln!("forwarding again {:?} after nginx listened", t1.elapsed());
+    wait_for("the backend reported up", Duration::from_secs(10), || {
+        (lab.backend_up(443)? == 1.0).then_some(())
+    })
+    .expect("backend up");
+    let status = lab.forwarder_cli(&["status"]).expect("status");
+    assert!(status.status.success(), "{status:?}");
+}

@@ -3,20 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{HOME_WG_V4, Lab, LabOptions, missing_prerequisites, wait_for};
+use integration_tests::{Lab, LabOptions, missing_prerequisites, wait_for};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
 const DOWN_AFTER: u64 = 2;
 const UP_AFTER: u64 = 1;
-
-fn backend_up(lab: &Lab, port: u16) -> Option<f64> {
-    let page = lab.metrics_page()?;
-    let want = format!("forwarder_backend_up{{backend=\"{HOME_WG_V4}:{port}\"}} ");
-    page.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[test]
 fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
@@ -33,7 +25,7 @@ fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
     .expect("building the lab");
     lab.start_forwarder(&[]).expect("starting the forwarder");
     wait_for("backend up at start", Duration::from_secs(10), || {
-        (backend_up(&lab, 80) == Some(1.0) && backend_up(&lab, 443) == Some(1.0)).then_some(())
+        (lab.backend_up(80) == Some(1.0) && lab.backend_up(443) == Some(1.0)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
 
@@ -46,7 +38,7 @@ fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
     // timeout; plus one interval for the metric read to see it.
     let bound = Duration::from_millis(INTERVAL_MS * (DOWN_AFTER + 1) + TIMEOUT_MS);
     wait_for("backend down", bound * 3, || {
-        (backend_up(&lab, 80) == Some(0.0)).then_some(())
+        (lab.backend_up(80) == Some(0.0)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
     let detected = t0.elapsed();
@@ -55,7 +47,7 @@ fn backend_state_follows_the_tunnel_within_the_configured_bounds() {
         .expect("restoring the uplink to home");
     let t1 = Instant::now();
     wait_for("backend up again", Duration::from_secs(15), || {
-        (backend_up(&lab, 80) == Some(1.0)).then_some(())
+        (lab.backend_up(80) == Some(1.0)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
     let recovered = t1.elapsed();
