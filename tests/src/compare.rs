@@ -501,20 +501,6 @@ fn duration_ms(v: &str) -> anyhow::Result<f64> {
 }
 
 /// The flood's target: the VPS's public interface, from the client's side of the link.
-fn flood_target(lab: &Lab) -> anyhow::Result<crate::flood::Target> {
-    let mac = |ns: &str| -> anyhow::Result<[u8; 6]> {
-        let out = lab.exec(ns, &["cat", "/sys/class/net/eth0/address"])?;
-        crate::flood::parse_mac(&String::from_utf8_lossy(&out.stdout))
-    };
-    Ok(crate::flood::Target {
-        ns: lab.client.clone(),
-        iface: "eth0".into(),
-        src_mac: mac(&lab.client)?,
-        dst_mac: mac(&lab.vps)?,
-        target: VPS_V4.parse()?,
-        syn_port: 443,
-    })
-}
 
 /// The workloads of one setup, in order.
 fn run_workloads(
@@ -600,7 +586,7 @@ fn run_workloads(
                 s.cpu_s_per_gb = Some(cpu / (size / 1e9));
             }
             Workload::Flood => {
-                let flood = crate::flood::Flood::start(flood_target(lab)?)?;
+                let flood = crate::flood::Flood::start(lab.flood_target()?)?;
                 let w = wrk(lab, workload, o, true);
                 let (_, pps) = flood.stop()?;
                 s.fill(&w?);

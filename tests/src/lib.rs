@@ -718,6 +718,23 @@ http {{
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Where the flood generator (`flood.rs`) sends from and to: the client's side of the
+    /// link to the VPS's public IPv4 address, SYNs to port 443.
+    pub fn flood_target(&self) -> anyhow::Result<flood::Target> {
+        let mac = |ns: &str| -> anyhow::Result<[u8; 6]> {
+            let out = self.exec(ns, &["cat", "/sys/class/net/eth0/address"])?;
+            flood::parse_mac(&String::from_utf8_lossy(&out.stdout))
+        };
+        Ok(flood::Target {
+            ns: self.client.clone(),
+            iface: "eth0".into(),
+            src_mac: mac(&self.client)?,
+            dst_mac: mac(&self.vps)?,
+            target: VPS_V4.parse()?,
+            syn_port: 443,
+        })
+    }
+
     /// `forwarder_backend_up` of home's IPv4 backend on `port`, from the metrics page.
     pub fn backend_up(&self, port: u16) -> Option<f64> {
         let page = self.metrics_page()?;
