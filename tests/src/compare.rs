@@ -500,8 +500,6 @@ fn duration_ms(v: &str) -> anyhow::Result<f64> {
     })
 }
 
-/// The flood's target: the VPS's public interface, from the client's side of the link.
-
 /// The workloads of one setup, in order.
 fn run_workloads(
     lab: &Lab,
