@@ -155,7 +155,7 @@ pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
     }
 }
 
-/// Why a packet that would open a connection is refused.
+/// Why `to_backend` returned no flow (left in the per-CPU scratch, see `last_miss`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Miss {
