@@ -256,9 +256,15 @@ fn the_classify_fuzz_corpus_gets_the_same_host_in_the_kernel() {
                 rest = b;
             }
             segments.push(rest.to_vec());
-            // A TCP segment carries at least one byte and fits a test run's frame.
+            // A TCP segment carries at least one byte, and no more than the reader takes
+            // from one (MAX_SEGMENT_PAYLOAD, above any MSS the forwarder lets through: it
+            // clamps SYNs to the tunnel's MTU).
             segments.retain(|s| !s.is_empty());
-            if segments.is_empty() || segments.iter().any(|s| s.len() > 3000) {
+            if segments.is_empty()
+                || segments
+                    .iter()
+                    .any(|s| s.len() > forwarder_common::classify::MAX_SEGMENT_PAYLOAD)
+            {
                 continue;
             }
             let send = |p: Pkt| {
