@@ -231,6 +231,21 @@ pub struct RuleConfig {
     pub fallback: Option<String>,
 }
 
+impl RuleConfig {
+    /// `proto` `port` forwarded with every default: the configured backend, the same port,
+    /// every public address, no fallback (what a `[[rule]]` with only `port` says).
+    pub fn port(proto: Proto, port: u16) -> Self {
+        RuleConfig {
+            proto,
+            port,
+            backend: None,
+            backend_port: None,
+            public_addr: None,
+            fallback: None,
+        }
+    }
+}
+
 /// A rule's fallback, resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fallback {
@@ -408,14 +423,7 @@ impl Config {
                 ));
             }
             for port in DEFAULT_PORTS {
-                rule_cfgs.push(RuleConfig {
-                    proto: Proto::Tcp,
-                    port,
-                    backend: None,
-                    backend_port: None,
-                    public_addr: None,
-                    fallback: None,
-                });
+                rule_cfgs.push(RuleConfig::port(Proto::Tcp, port));
             }
         }
         let addrs = public_addrs(&public_iface).map_err(ConfigError::Invalid)?;

@@ -852,14 +852,7 @@ interval_ms = 1000
     }
 
     fn rule(proto: Proto, port: u16) -> RuleConfig {
-        RuleConfig {
-            proto,
-            port,
-            backend: None,
-            backend_port: None,
-            public_addr: None,
-            fallback: None,
-        }
+        RuleConfig::port(proto, port)
     }
 
     fn host(name: &str, policy: HostPolicy) -> HostConfig {
@@ -1483,14 +1476,7 @@ interval_ms = 1000
                     DEFAULT_PORTS
                         .iter()
                         .filter(|&&p| skip != Some((Proto::Tcp, p, None)))
-                        .map(|&port| RuleConfig {
-                            proto: Proto::Tcp,
-                            port,
-                            backend: None,
-                            backend_port: None,
-                            public_addr: None,
-                            fallback: None,
-                        })
+                        .map(|&port| RuleConfig::port(Proto::Tcp, port))
                         .collect()
                 };
                 match op {

@@ -37,17 +37,7 @@ fuzz_target!(|data: &[u8]| {
             })
             .is_ok()
         },
-        &|d| {
-            d.add_rule(&RuleConfig {
-                proto: Proto::Tcp,
-                port: 8443,
-                backend: None,
-                backend_port: None,
-                public_addr: None,
-                fallback: None,
-            })
-            .is_ok()
-        },
+        &|d| d.add_rule(&RuleConfig::port(Proto::Tcp, 8443)).is_ok(),
         &|d| d.remove_rule(Proto::Tcp, 443, None).is_ok(),
     ];
     for edit in edits {
