@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 
 #[cfg(feature = "bpf")]
 pub mod bench;
@@ -994,6 +994,21 @@ impl Download {
         wait_for("the download to progress", timeout, || {
             (self.received() > bytes).then_some(())
         })
+    }
+
+    /// Waits for curl to finish (within 60 s) and checks it got home's `/big` byte for
+    /// byte: the whole file, nothing changed.
+    pub fn finish_intact(self, lab: &Lab) -> anyhow::Result<()> {
+        let got = self.finish(Duration::from_secs(60))?;
+        let want = lab.read("www/big")?;
+        ensure!(
+            got.len() == want.len(),
+            "download truncated: {} of {} bytes",
+            got.len(),
+            want.len()
+        );
+        ensure!(got == want, "downloaded bytes differ from the file at home");
+        Ok(())
     }
 
     /// Waits for curl to finish and returns what it downloaded; an error if it failed.

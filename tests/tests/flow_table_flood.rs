@@ -53,14 +53,9 @@ fn a_flood_larger_than_the_flow_table_spares_a_running_download() {
         entries < 262_144.0 / 4.0,
         "the flood filled the table: {entries} entries"
     );
-    let got = download
-        .finish(Duration::from_secs(60))
+    download
+        .finish_intact(&lab)
         .expect("the download that ran through the flood");
-    assert_eq!(got.len(), SIZE, "download truncated");
-    assert!(
-        got == lab.read("www/big").unwrap(),
-        "downloaded bytes differ from the file at home"
-    );
     let (code, _) = lab
         .curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])
         .expect("a new connection after the flood");
