@@ -6,8 +6,14 @@ use core::mem::size_of;
 /// `DataplaneConfig::rules_set` selects, so the daemon can write a whole new rule set into
 /// the other one and switch with a single update: no packet sees half a rule set.
 pub const RULES_MAPS: [&str; 2] = ["RULES_0", "RULES_1"];
-/// Flow table (LRU): `FlowKey` -> `FlowValue`, one entry per direction of a connection.
+/// Flow table (LRU): `FlowKey` -> `FlowValue`, one entry per direction of an established
+/// connection (TCP: handshake completed; UDP: the backend answered and the client spoke
+/// again).
 pub const FLOWS_MAP: &str = "FLOWS";
+/// Connections still opening (LRU), same keys and values as `FLOWS_MAP`: entries start
+/// here and move to `FLOWS_MAP` once confirmed, so a flood of connections that never
+/// complete only churns this table and cannot evict established ones.
+pub const NEW_FLOWS_MAP: &str = "NEW_FLOWS";
 /// Single-entry array holding the `DataplaneConfig`.
 pub const CONFIG_MAP: &str = "CONFIG";
 /// Per-CPU array of `u64` counters, indexed by `Counter`.
@@ -140,6 +146,12 @@ pub struct FlowValue {
     pub host_id: u32,
     /// `FLOW_F_*` bits.
     pub flags: u32,
+    /// Backend -> client entry of a TCP connection still opening (in `NEW_FLOWS_MAP`):
+    /// the acknowledgment number the client's handshake-completing ACK carries (the
+    /// backend's SYN-ACK sequence number + 1); 0 until the SYN-ACK passed. A blind ACK
+    /// from a made-up address cannot move a connection into the established table.
+    pub ack_expect: u32,
+    pub _pad: u32,
     /// Packets and bytes (IP length) in this entry's direction.
     pub packets: u64,
     pub bytes: u64,
@@ -147,7 +159,7 @@ pub struct FlowValue {
     pub first_ns: u64,
     pub last_ns: u64,
 }
-const _: () = assert!(size_of::<FlowValue>() == 64);
+const _: () = assert!(size_of::<FlowValue>() == 72);
 
 /// Classification not finished: payload packets are still inspected.
 pub const CLASS_PENDING: u8 = 0;
@@ -320,7 +332,7 @@ pub const ATTACH_TC_ONLY: u32 = 3;
 /// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
 /// one of their key or value types, sizes or meanings changes, so that a new daemon never
 /// adopts maps it would misread.
-pub const PIN_LAYOUT_VERSION: u32 = 2;
+pub const PIN_LAYOUT_VERSION: u32 = 3;
 /// Per-CPU working memory shared between a forwarding program and the reader it
 /// tail-calls (parsed headers, scratch values, the reader's buffer and state).
 pub const PKT_INFO_MAP: &str = "PKT_INFO";
@@ -332,7 +344,7 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 22] = [
+pub const PINNED_MAPS: [&str; 23] = [
     SYN_GUARD_MAP,
     GOOD_SOURCES_MAP,
     SEEN_SOURCES_MAP,
@@ -342,6 +354,7 @@ pub const PINNED_MAPS: [&str; 22] = [
     RULES_MAPS[0],
     RULES_MAPS[1],
     FLOWS_MAP,
+    NEW_FLOWS_MAP,
     CONFIG_MAP,
     COUNTERS_MAP,
     HOSTS_MAP,
@@ -509,9 +522,14 @@ pub enum Counter {
     SynFloodDrop,
     /// A SYN let through during a flood because its address had sent one shortly before.
     SynFloodRetryPass,
+    /// Connections moved from the table of opening ones to the established table.
+    FlowsConfirmed,
+    /// Confirmations that failed: the established table refused the entries (the
+    /// connection stays in the table of opening ones and is tried again).
+    FlowConfirmFailed,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::SynFloodRetryPass as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::FlowConfirmFailed as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -560,6 +578,8 @@ impl Counter {
         Counter::DropHandoffWait,
         Counter::SynFloodDrop,
         Counter::SynFloodRetryPass,
+        Counter::FlowsConfirmed,
+        Counter::FlowConfirmFailed,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -610,6 +630,8 @@ impl Counter {
             Counter::DropHandoffWait => "drop_handoff_wait",
             Counter::SynFloodDrop => "syn_flood_drop",
             Counter::SynFloodRetryPass => "syn_flood_retry_pass",
+            Counter::FlowsConfirmed => "flows_confirmed",
+            Counter::FlowConfirmFailed => "flow_confirm_failed",
         }
     }
 }

@@ -184,6 +184,9 @@ pub struct PacketInfo {
     pub dport: u16,
     /// Bytes from the start of the L4 header to the end of the IP datagram.
     pub l4_len: u16,
+    /// TCP sequence and acknowledgment numbers, in host order (TCP only; stale for UDP).
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
 }
 
 impl PacketInfo {
@@ -376,6 +379,8 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, info: &mut PacketInfo) -> Result<(), Skip>
         }
         info.tcp_hlen = doff as u8;
         info.tcp_flags = b.raw8(l4 + TCP_FLAGS_OFF).ok_or(Skip::Malformed)?;
+        info.tcp_seq = u32::from_be(b.raw32(l4 + 4).ok_or(Skip::Malformed)?);
+        info.tcp_ack = u32::from_be(b.raw32(l4 + 8).ok_or(Skip::Malformed)?);
         if !tcp_flags_valid(info.tcp_flags) {
             return Err(Skip::Malformed);
         }

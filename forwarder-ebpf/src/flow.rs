@@ -10,7 +10,9 @@ use forwarder_common::{
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
-use crate::maps::{FLOWS, GOOD_SOURCES, LIMITER, SCRATCH, SEEN_SOURCES, SYN_GUARD, count};
+use crate::maps::{
+    FLOWS, GOOD_SOURCES, LIMITER, NEW_FLOWS, SCRATCH, SEEN_SOURCES, SYN_GUARD, count,
+};
 
 #[inline(always)]
 pub fn forward_key(info: &PacketInfo) -> FlowKey {
@@ -33,6 +35,8 @@ const ZERO_FLOW: FlowValue = FlowValue {
     ifindex: 0,
     host_id: HOST_UNKNOWN,
     flags: 0,
+    ack_expect: 0,
+    _pad: 0,
     packets: 0,
     bytes: 0,
     first_ns: 0,
@@ -44,6 +48,7 @@ fn zero_counts(v: &mut FlowValue) {
     unsafe {
         core::ptr::write_volatile(&mut v.host_id, HOST_UNKNOWN);
         core::ptr::write_volatile(&mut v.flags, 0);
+        core::ptr::write_volatile(&mut v.ack_expect, 0);
         core::ptr::write_volatile(&mut v.packets, 0);
         core::ptr::write_volatile(&mut v.bytes, 0);
         core::ptr::write_volatile(&mut v.first_ns, 0);
@@ -51,9 +56,32 @@ fn zero_counts(v: &mut FlowValue) {
     }
 }
 
+/// The entry of `key`: an established connection's, or else one still opening.
+#[inline(always)]
+pub fn lookup(key: &FlowKey) -> Option<&'static mut FlowValue> {
+    if let Some(p) = FLOWS.get_ptr_mut(key) {
+        return Some(unsafe { &mut *p });
+    }
+    // Keeps the two lookups apart (see `maps::rule`).
+    unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) };
+    NEW_FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+}
+
+/// Whether the client ended the connection of this entry (FIN or RST seen, or reported).
+#[inline(always)]
+fn ended(v: &FlowValue) -> bool {
+    v.flags & (FLOW_F_FIN | FLOW_F_RST | FLOW_F_END_REPORTED) != 0
+}
+
 /// Returns the translation for a client -> public packet, creating both flow entries from
 /// `rule` when the connection is new (or its entry was evicted) and may be opened. `None`
 /// says why in `last_miss`.
+///
+/// New entries go into `NEW_FLOWS`; `confirm` moves them into `FLOWS` once the backend
+/// answered and the client's next packet proves it saw the answer (for TCP, the ACK of the
+/// backend's SYN-ACK). A flood of connections that never complete, spoofed or not, only
+/// churns `NEW_FLOWS`: the kernel's LRU evicts by force when a table is full, whatever is
+/// in use, and established connections must not be what it evicts.
 // Not inlined, and building entries in per-CPU scratch space: keys and values would
 // otherwise crowd the caller's 512-byte stack.
 #[inline(never)]
@@ -65,12 +93,25 @@ pub fn to_backend<C: EbpfContext>(
 ) -> Option<&'static mut FlowValue> {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
+    // A SYN where the client already ended the connection is a new one on the same ports
+    // (its port came round again before the entry expired): it gets fresh entries, so it
+    // is classified and counted as the new connection it is.
+    let mut stale = false;
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
         let v = unsafe { &mut *v };
-        // A SYN where the client already ended the connection is a new one on the same
-        // ports (its port came round again before the entry expired): it gets fresh
-        // entries, so it is classified and counted as the new connection it is.
-        if !(is_syn(info) && v.flags & (FLOW_F_FIN | FLOW_F_RST | FLOW_F_END_REPORTED) != 0) {
+        if !(is_syn(info) && ended(v)) {
+            return Some(v);
+        }
+        // The old connection's entries leave the established table: lookups try it first.
+        reverse_of(&s.fwd_key, v, &mut s.rev_key);
+        stale = true;
+    } else if let Some(v) = NEW_FLOWS.get_ptr_mut(&s.fwd_key) {
+        let v = unsafe { &mut *v };
+        if !is_syn(info) {
+            return confirm(info, v);
+        }
+        if !ended(v) {
+            // A retransmitted SYN.
             return Some(v);
         }
     }
@@ -79,6 +120,10 @@ pub fn to_backend<C: EbpfContext>(
         return None;
     }
     s.miss = Miss::Failed as u32;
+    if stale {
+        let _ = FLOWS.remove(&s.rev_key);
+        let _ = FLOWS.remove(&s.fwd_key);
+    }
     let public_ifindex = cfg.public_ifindex;
     // The zero fields are written one by one below: as part of the struct, LLVM turns
     // them into a call to a byte-by-byte memset subprogram.
@@ -110,7 +155,8 @@ pub fn to_backend<C: EbpfContext>(
     };
     zero_counts(&mut s.rev);
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
-    if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() || FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
+    if NEW_FLOWS.insert(&s.rev_key, &s.rev, 0).is_err()
+        || NEW_FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
     {
         count(Counter::FlowCreateFailed);
         // The packet is dropped; whose it was is not known yet.
@@ -127,6 +173,63 @@ pub fn to_backend<C: EbpfContext>(
             u16::from_be(rule.backend_port)
         );
     }
+    NEW_FLOWS
+        .get_ptr_mut(&s.fwd_key)
+        .map(|p| unsafe { &mut *p })
+}
+
+/// The backend -> client key of the client -> public entry `v` of `key`.
+#[inline(always)]
+fn reverse_of(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
+    out.src = v.nat_addr;
+    out.dst = key.src;
+    out.sport = v.nat_port;
+    out.dport = key.sport;
+    out.proto = key.proto;
+    out.family = key.family;
+    out._pad = [0; 2];
+}
+
+/// A client packet `info` of the opening connection `fwd` (in `NEW_FLOWS`, key in the
+/// scratch): moves both entries into `FLOWS` if the connection is established by now.
+/// TCP: the packet acknowledges the backend's SYN-ACK exactly, which a sender of made-up
+/// addresses never saw. UDP: the backend answered. Returns the entry to translate with.
+#[inline(never)]
+fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mut FlowValue> {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return Some(fwd);
+    };
+    let s = unsafe { &mut *s };
+    reverse_of(&s.fwd_key, fwd, &mut s.rev_key);
+    let Some(rev) = NEW_FLOWS.get_ptr(&s.rev_key) else {
+        return Some(fwd);
+    };
+    let rev = unsafe { &*rev };
+    let established = if info.proto == PROTO_TCP {
+        rev.ack_expect != 0 && info.tcp_flags & TCP_ACK != 0 && info.tcp_ack == rev.ack_expect
+    } else {
+        rev.packets != 0
+    };
+    if !established {
+        return Some(fwd);
+    }
+    s.fwd = *fwd;
+    s.rev = *rev;
+    // Reverse entry first, as when created. Until the entries leave `NEW_FLOWS` below,
+    // both tables hold them; lookups find the established ones.
+    if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() {
+        count(Counter::FlowConfirmFailed);
+        return Some(fwd);
+    }
+    if FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err() {
+        let _ = FLOWS.remove(&s.rev_key);
+        count(Counter::FlowConfirmFailed);
+        return Some(fwd);
+    }
+    let _ = NEW_FLOWS.remove(&s.fwd_key);
+    let _ = NEW_FLOWS.remove(&s.rev_key);
+    count(Counter::FlowsConfirmed);
+    // `fwd` is freed now: the packet goes on with the established entry.
     FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
 }
 

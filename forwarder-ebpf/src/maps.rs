@@ -14,8 +14,13 @@ const _: () = assert!(size_of::<ConnEvent>() % 8 == 0);
 
 /// Upper bound on forwarding rules (address x protocol x port).
 const MAX_RULES: u32 = 1024;
-/// Flow entries, two per connection. 256k entries cost about 30 MiB of kernel memory.
+/// Flow entries of established connections, two per connection. 256k entries cost about
+/// 40 MiB of kernel memory.
 const MAX_FLOWS: u32 = 262_144;
+/// Flow entries of connections still opening. During a flood of 60k made-up connections
+/// per second an entry lives about half a second: far longer than a handshake through
+/// the tunnel takes.
+const MAX_NEW_FLOWS: u32 = 65_536;
 
 /// The two rule sets (see `forwarder_common::RULES_MAPS`).
 #[map(name = "RULES_0")]
@@ -26,6 +31,10 @@ pub static RULES_1: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(MAX_
 
 #[map(name = "FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "NEW_FLOWS")]
+pub static NEW_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_NEW_FLOWS, 0);
 
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);

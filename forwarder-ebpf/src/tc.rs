@@ -9,12 +9,12 @@ use aya_ebpf::{
 use forwarder_common::{
     Counter, FAMILY_V4, FLOW_F_CUT, FlowValue, HOST_DROP_RATE_LIMIT, HOST_DROP_REDIRECT_FAILED,
     HOST_UNKNOWN, META_MAGIC, PROTO_TCP, PROTO_UDP, RuleKey, XdpMeta,
-    packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_SYN},
+    packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, PacketInfo, TCP_ACK, TCP_SYN},
 };
 
 use crate::{
     flow, handoff,
-    maps::{FLOWS, TC_READER, config, count, packet_info, rule},
+    maps::{TC_READER, config, count, packet_info, rule},
     pkt::Pkt,
     visibility,
 };
@@ -174,7 +174,7 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_OK);
     }
     let key = flow::forward_key(info);
-    let Some(nat) = FLOWS.get_ptr_mut(&key).map(|p| unsafe { &mut *p }) else {
+    let Some(nat) = flow::lookup(&key) else {
         count(Counter::TunnelPass);
         return Ok(TC_ACT_OK);
     };
@@ -182,6 +182,11 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         // The client's side of this connection is gone, or served by the VPS itself.
         count(Counter::TunnelDropCut);
         return Ok(TC_ACT_SHOT);
+    }
+    if info.proto == PROTO_TCP && info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+        // What the client's ACK must acknowledge for the connection to count as
+        // established (see `flow::confirm`).
+        nat.ack_expect = info.tcp_seq.wrapping_add(1);
     }
     handoff::record_synack(ctx, info, &key, nat);
     let mss = mss_target(&pkt, info, mss_v4, mss_v6);

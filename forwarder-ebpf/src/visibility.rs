@@ -32,8 +32,8 @@ use forwarder_common::{
 use crate::{
     handoff,
     maps::{
-        CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, FLOWS, HOST_POLICY, HOST_STATS, HOSTS, SCRATCH,
-        count, packet_info,
+        CLASSIFY, CLS_BUF, CLS_STATE, EVENTS, HOST_POLICY, HOST_STATS, HOSTS, SCRATCH, count,
+        packet_info,
     },
     pkt::opaque,
 };
@@ -224,9 +224,8 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
         return;
     };
     opposite_key(fwd_key, fwd, &mut s.rev_key);
-    let rev = FLOWS.get_ptr_mut(&s.rev_key);
-    if let Some(r) = rev {
-        let r = unsafe { &mut *r };
+    let mut rev = crate::flow::lookup(&s.rev_key);
+    if let Some(r) = rev.as_deref_mut() {
         attribute(r, id);
         // The backend's packets of a cut connection must not reach the client any more.
         r.flags |= fwd.flags & (FLOW_F_CUT | FLOW_F_LOCAL);
@@ -234,13 +233,7 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     if let Some(st) = stats(id) {
         st.connections += 1;
     }
-    emit(
-        EVENT_CLASSIFIED,
-        0,
-        fwd_key,
-        fwd,
-        rev.map(|p| unsafe { &*(p as *const FlowValue) }),
-    );
+    emit(EVENT_CLASSIFIED, 0, fwd_key, fwd, rev.map(|r| &*r));
 }
 
 /// The classifier's view of the per-CPU buffer: carried bytes, then the segment.
@@ -710,7 +703,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     ctx: &C,
     info: &PacketInfo,
     fwd_key: &FlowKey,
-    fwd: &mut FlowValue,
+    fwd_flags: u32,
 ) {
     let payload_off = info.l4() + info.tcp_hlen as usize;
     let payload_len = info.payload_len();
@@ -721,7 +714,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         return;
     };
     // Only connections whose name spans segments have a parse state in the map.
-    let in_map = if fwd.flags & FLOW_F_CLS_STATE != 0 {
+    let in_map = if fwd_flags & FLOW_F_CLS_STATE != 0 {
         CLASSIFY.get_ptr_mut(fwd_key)
     } else {
         None
@@ -755,7 +748,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         // A gap: the missing segment went by unparsed (reordering); do not guess.
         end_classification(
             fwd_key,
-            fwd,
+            0,
             HOST_UNKNOWN,
             Counter::ClassifyGaveUp,
             in_map.is_some(),
@@ -785,7 +778,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     if payload_len > MAX_SEGMENT_PAYLOAD {
         end_classification(
             fwd_key,
-            fwd,
+            0,
             HOST_UNKNOWN,
             Counter::ClassifyGaveUp,
             in_map.is_some(),
@@ -812,16 +805,18 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         if s.segments >= MAX_SEGMENTS {
             end_classification(
                 fwd_key,
-                fwd,
+                0,
                 HOST_UNKNOWN,
                 Counter::ClassifyGaveUp,
                 in_map.is_some(),
             );
         } else if in_map.is_none() {
             if CLASSIFY.insert(fwd_key, &*s, 0).is_ok() {
-                fwd.flags |= FLOW_F_CLS_STATE;
+                if let Some(fwd) = crate::flow::lookup(fwd_key) {
+                    fwd.flags |= FLOW_F_CLS_STATE;
+                }
             } else {
-                end_classification(fwd_key, fwd, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
+                end_classification(fwd_key, 0, HOST_UNKNOWN, Counter::ClassifyGaveUp, false);
             }
         }
         return;
@@ -849,29 +844,34 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     } else {
         None
     };
+    let mut flags = 0;
     if policy == Some(POLICY_DROP) {
-        fwd.flags |= FLOW_F_CUT;
+        flags = FLOW_F_CUT;
         count(Counter::PolicyCut);
         host_drop(id, HOST_DROP_POLICY);
     } else if policy == Some(POLICY_LOCAL) {
         // This segment is not forwarded: the daemon rebuilds the connection on the VPS's
         // own stack and feeds it the payload. Without the event the connection can only
         // be cut (the local stack resets it).
-        fwd.flags |= FLOW_F_CUT;
+        flags = FLOW_F_CUT;
         if handoff::emit(ctx, info, fwd_key, HANDOFF_LOCAL, id) {
-            fwd.flags |= FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT;
+            flags |= FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT;
             count(Counter::PolicyLocal);
         }
     }
-    end_classification(fwd_key, fwd, id, c, in_map.is_some());
+    end_classification(fwd_key, flags, id, c, in_map.is_some());
 }
 
+/// Gives the connection of `fwd_key` its host `id` and the `flags` its policy adds.
 #[inline(always)]
-fn end_classification(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter, in_map: bool) {
+fn end_classification(fwd_key: &FlowKey, flags: u32, id: u32, c: Counter, in_map: bool) {
     if in_map {
         let _ = CLASSIFY.remove(fwd_key);
     }
-    finish(fwd_key, fwd, id, c);
+    if let Some(fwd) = crate::flow::lookup(fwd_key) {
+        fwd.flags |= flags;
+        finish(fwd_key, fwd, id, c);
+    }
 }
 
 #[inline(always)]
@@ -962,11 +962,16 @@ pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     };
     // The key stays in the per-CPU scratch; `finish` only writes other fields of it.
     let key = unsafe { &(*s).fwd_key };
-    let Some(flow) = FLOWS.get_ptr_mut(key) else {
+    // The entry is looked up again wherever the reader changes it: it may be in either
+    // flow table, and a pointer kept across the parse would make the verifier walk the
+    // whole parser once per table.
+    let Some(flags) = crate::flow::lookup(key).map(|f| f.flags) else {
         return (ifindex, HOST_UNKNOWN);
     };
-    let flow = unsafe { &mut *flow };
-    classify_segment(ctx, info, key, flow);
+    classify_segment(ctx, info, key, flags);
+    let Some(flow) = crate::flow::lookup(key) else {
+        return (ifindex, HOST_UNKNOWN);
+    };
     if flow.flags & FLOW_F_CUT != 0 {
         return (0, flow.host_id);
     }
@@ -986,7 +991,7 @@ fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) {
         return;
     };
     opposite_key(key, flow, &mut s.rev_key);
-    let Some(other) = FLOWS.get_ptr_mut(&s.rev_key).map(|p| unsafe { &mut *p }) else {
+    let Some(other) = crate::flow::lookup(&s.rev_key) else {
         return;
     };
     if !rst && other.flags & FLOW_F_FIN == 0 {

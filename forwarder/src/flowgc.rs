@@ -3,7 +3,8 @@
 //! ended or idled out, logging an "ended" line for those the kernel did not report.
 //!
 //! Timeouts, measured from the latest packet in either direction (`last_ns`):
-//! TCP 300 s, or 10 s once a RST was seen or a FIN in both directions; UDP 60 s.
+//! TCP 300 s, or 10 s once a RST was seen or a FIN in both directions; UDP 60 s. In the
+//! table of connections still opening (`NEW_FLOWS`): TCP 60 s, UDP 30 s.
 //! Entries without timestamps (`last_ns == 0`, kernel programs that do not keep them) are
 //! left alone: the LRU table bounds them.
 
@@ -37,6 +38,18 @@ pub struct GcTimeouts {
     pub tcp_closed: Duration,
     /// UDP (and anything else).
     pub udp_idle: Duration,
+}
+
+impl GcTimeouts {
+    /// For connections still opening (`NEW_FLOWS`): a client retransmits its SYN within
+    /// seconds, and an entry nobody answers only takes room from new connections.
+    pub fn opening() -> Self {
+        Self {
+            tcp_idle: Duration::from_secs(60),
+            tcp_closed: Duration::from_secs(10),
+            udp_idle: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for GcTimeouts {
@@ -220,9 +233,10 @@ pub fn plan(
 }
 
 /// Removes the planned connections, skipping any whose entries changed since the scan (a
-/// packet arrived). The forward entry goes first: a client packet arriving in between
-/// recreates both entries, and the changed reverse entry is then left alone. Returns the
-/// connections removed and the number of entries deleted.
+/// packet arrived, or the kernel moved them to the other table). The forward entry goes
+/// first: a client packet arriving in between recreates both entries, and the changed
+/// reverse entry is then left alone. Returns the connections removed and the number of
+/// entries deleted.
 pub fn apply(
     flows: &mut BpfHashMap<MapData, FlowKey, FlowValue>,
     expired: Vec<Expired>,
@@ -252,8 +266,10 @@ pub fn apply(
 /// What the scans found, for the metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcTotals {
-    /// Entries in the flow table after the last scan.
+    /// Entries in both flow tables after the last scan.
     pub entries: u64,
+    /// Of those, entries of connections still opening (`NEW_FLOWS`), as scanned.
+    pub opening: u64,
     /// Connections in the flow table by host id, after the last scan.
     pub active_per_host: Vec<u64>,
     /// Entries removed by the GC since the start.
@@ -276,9 +292,17 @@ impl FlowGcState {
             .clone()
     }
 
-    fn update(&self, flows_created: u64, plan_entries: u64, active: Vec<u64>, deleted: u64) {
+    fn update(
+        &self,
+        flows_created: u64,
+        plan_entries: u64,
+        opening: u64,
+        active: Vec<u64>,
+        deleted: u64,
+    ) {
         let mut t = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
         t.entries = plan_entries.saturating_sub(deleted);
+        t.opening = opening.min(t.entries);
         t.active_per_host = active;
         t.removed = t.removed.saturating_add(deleted);
         let estimate = flows_created
@@ -287,6 +311,23 @@ impl FlowGcState {
             .saturating_sub(t.removed);
         t.evictions_estimate = t.evictions_estimate.max(estimate);
     }
+}
+
+/// The entries of `flows`, at most `limit` (a table changing under the walk can repeat
+/// keys); a failing walk ends the scan early.
+fn scan(
+    flows: &BpfHashMap<MapData, FlowKey, FlowValue>,
+    limit: usize,
+) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+    flows.iter().take(limit).map_while(|item| {
+        item.map_err(|e| {
+            debug!(
+                "flow table scan stopped early: {}",
+                crate::maps::display_chain(&e)
+            );
+        })
+        .ok()
+    })
 }
 
 /// The kernel's `bpf_ktime_get_ns()` clock, now.
@@ -303,6 +344,8 @@ pub struct FlowGc {
     pub state: Arc<FlowGcState>,
     pub labels: SharedLabels,
     pub timeouts: GcTimeouts,
+    /// Timeouts in the table of connections still opening.
+    pub opening_timeouts: GcTimeouts,
     pub conn_log: Arc<ConnLog>,
 }
 
@@ -312,29 +355,43 @@ impl FlowGc {
         // Read before the scan, so flows created during it make the estimate lower, not
         // higher.
         let created = self.maps.counter(Counter::FlowsCreated)?;
-        let limit = 2 * self.maps.flows_capacity() as usize;
         let now = monotonic_ns();
         let labels = self.labels.get();
-        let plan = {
+        // Each table on its own: a connection's two entries are always in the same one
+        // (but for the instant the kernel moves them from one to the other).
+        let established = {
             let flows = self.maps.flows();
-            let entries = flows.iter().take(limit).map_while(|item| {
-                item.map_err(|e| {
-                    debug!(
-                        "flow table scan stopped early: {}",
-                        crate::maps::display_chain(&e)
-                    );
-                })
-                .ok()
-            });
+            let entries = scan(&flows, 2 * self.maps.flows_capacity() as usize);
             plan(entries, now, &self.timeouts, labels.count())
         };
-        let (removed, deleted) = if plan.expired.is_empty() {
-            (Vec::new(), 0)
-        } else {
-            apply(&mut self.maps.flows(), plan.expired)
+        let opening = {
+            let flows = self.maps.new_flows();
+            let entries = scan(&flows, 2 * self.maps.new_flows_capacity() as usize);
+            plan(entries, now, &self.opening_timeouts, labels.count())
         };
-        self.state
-            .update(created, plan.entries, plan.active_per_host, deleted);
+        let mut removed = Vec::new();
+        let mut deleted = 0;
+        for (expired, mut table) in [
+            (established.expired, self.maps.flows()),
+            (opening.expired, self.maps.new_flows()),
+        ] {
+            if !expired.is_empty() {
+                let (r, d) = apply(&mut table, expired);
+                removed.extend(r);
+                deleted += d;
+            }
+        }
+        let mut active = established.active_per_host;
+        for (a, b) in active.iter_mut().zip(&opening.active_per_host) {
+            *a += b;
+        }
+        self.state.update(
+            created,
+            established.entries + opening.entries,
+            opening.entries,
+            active,
+            deleted,
+        );
         if deleted > 0 {
             debug!(connections = removed.len(), entries = deleted, "flow GC");
         }
@@ -571,12 +628,12 @@ mod tests {
     #[test]
     fn eviction_estimate_never_decreases() {
         let s = FlowGcState::default();
-        s.update(10, 16, vec![], 0);
+        s.update(10, 16, 0, vec![], 0);
         assert_eq!(s.totals().evictions_estimate, 4);
-        s.update(10, 20, vec![], 2);
+        s.update(10, 20, 0, vec![], 2);
         let t = s.totals();
         assert_eq!((t.entries, t.removed, t.evictions_estimate), (18, 2, 4));
-        s.update(20, 20, vec![], 0);
+        s.update(20, 20, 0, vec![], 0);
         assert_eq!(s.totals().evictions_estimate, 18);
     }
 }

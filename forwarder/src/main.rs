@@ -878,6 +878,7 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
             state: Arc::clone(&gc_state),
             labels: labels.clone(),
             timeouts: GcTimeouts::default(),
+            opening_timeouts: GcTimeouts::opening(),
             conn_log: Arc::clone(&conn_log),
         }
         .spawn(),

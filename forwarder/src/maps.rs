@@ -21,12 +21,13 @@ use aya::{
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
     HOST_POLICY_MAP, HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS,
-    RULES_MAPS, RuleKey, RuleValue,
+    NEW_FLOWS_MAP, RULES_MAPS, RuleKey, RuleValue,
 };
 use tracing::warn;
 
 /// Flow table size when the kernel cannot be asked (same as the kernel object's).
 pub const DEFAULT_FLOWS_CAPACITY: u32 = 262_144;
+pub const DEFAULT_NEW_FLOWS_CAPACITY: u32 = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -59,6 +60,8 @@ pub struct Maps {
     host_stats: Option<Mutex<PerCpuArray<MapData, HostStats>>>,
     flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
     flows_capacity: u32,
+    new_flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
+    new_flows_capacity: u32,
     rules: Mutex<RuleTables>,
     hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
     host_policy: Option<Mutex<Array<MapData, u32>>>,
@@ -206,6 +209,12 @@ impl Maps {
             .map()
             .info()
             .map_or(DEFAULT_FLOWS_CAPACITY, |i| i.max_entries());
+        let new_flows: HashMap<MapData, FlowKey, FlowValue> =
+            typed(ebpf, NEW_FLOWS_MAP, HashMap::try_from)?;
+        let new_flows_capacity = new_flows
+            .map()
+            .info()
+            .map_or(DEFAULT_NEW_FLOWS_CAPACITY, |i| i.max_entries());
         let host_stats = optional(
             ebpf,
             HOST_STATS_MAP,
@@ -224,6 +233,8 @@ impl Maps {
                 host_stats: host_stats.map(Mutex::new),
                 flows: Mutex::new(flows),
                 flows_capacity,
+                new_flows: Mutex::new(new_flows),
+                new_flows_capacity,
                 rules: Mutex::new(rules),
                 hosts: hosts.map(Mutex::new),
                 host_policy: host_policy.map(Mutex::new),
@@ -346,43 +357,64 @@ impl Maps {
         Some(read())
     }
 
-    /// The flow table, locked (only the flow GC holds it for long).
+    /// The table of established connections, locked (only the flow GC holds it for
+    /// long). Lock it before `new_flows` when both are needed.
     pub fn flows(&self) -> MutexGuard<'_, HashMap<MapData, FlowKey, FlowValue>> {
         self.flows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `max_entries` of the flow table.
+    /// `max_entries` of the table of established connections.
     pub fn flows_capacity(&self) -> u32 {
         self.flows_capacity
     }
 
+    /// The table of connections still opening (see `NEW_FLOWS_MAP`), locked.
+    pub fn new_flows(&self) -> MutexGuard<'_, HashMap<MapData, FlowKey, FlowValue>> {
+        self.new_flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `max_entries` of the table of connections still opening.
+    pub fn new_flows_capacity(&self) -> u32 {
+        self.new_flows_capacity
+    }
+
     /// Points the flows that leave through interface `old` at `new` (the tunnel interface
-    /// was recreated); returns how many were moved. Entries the kernel removes meanwhile
-    /// stay removed; packets counted on an entry between reading and rewriting it are
-    /// lost from its counters (the per-host counters keep them).
+    /// was recreated), in both tables; returns how many were moved. Entries the kernel
+    /// removes meanwhile stay removed; packets counted on an entry between reading and
+    /// rewriting it are lost from its counters (the per-host counters keep them).
     pub fn retarget_flows(&self, old: u32, new: u32) -> Result<usize, MapError> {
         let mut flows = self.flows();
-        let moved: Vec<(FlowKey, FlowValue)> = flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| v.ifindex == old)
-            .map(|(k, mut v)| {
-                v.ifindex = new;
-                (k, v)
-            })
-            .collect();
-        let mut n = 0;
-        for (k, v) in moved {
-            match flows.insert(k, v, BPF_EXIST) {
-                Ok(()) => n += 1,
-                // Ended and removed since it was read.
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
+        let mut new_flows = self.new_flows();
+        Ok(retarget(&mut flows, old, new)? + retarget(&mut new_flows, old, new)?)
     }
+}
+
+fn retarget(
+    flows: &mut HashMap<MapData, FlowKey, FlowValue>,
+    old: u32,
+    new: u32,
+) -> Result<usize, MapError> {
+    let moved: Vec<(FlowKey, FlowValue)> = flows
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, v)| v.ifindex == old)
+        .map(|(k, mut v)| {
+            v.ifindex = new;
+            (k, v)
+        })
+        .collect();
+    let mut n = 0;
+    for (k, v) in moved {
+        match flows.insert(k, v, BPF_EXIST) {
+            Ok(()) => n += 1,
+            // Ended (or confirmed into the other table) since it was read.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// `bpf_map_update_elem` flag: only replace an entry that exists.

@@ -140,14 +140,26 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
     gauge(
         enc,
         "forwarder_flow_table_entries",
-        "Entries in the flow table (two per connection), as of the last flow GC scan.",
+        "Entries of established connections in the flow table (two per connection), as of the last flow GC scan.",
         s.flow_table.entries,
     )?;
     gauge(
         enc,
         "forwarder_flow_table_capacity",
-        "Size of the flow table in entries.",
+        "Size of the flow table of established connections in entries.",
         s.flow_table.capacity,
+    )?;
+    gauge(
+        enc,
+        "forwarder_flow_table_opening_entries",
+        "Entries of connections still opening (handshake not completed), in a table of their own, as of the last flow GC scan.",
+        s.flow_table.opening,
+    )?;
+    gauge(
+        enc,
+        "forwarder_flow_table_opening_capacity",
+        "Size of the table of opening connections in entries.",
+        s.flow_table.opening_capacity,
     )?;
     counter(
         enc,
@@ -282,6 +294,8 @@ mod tests {
             "forwarder_datapath_packets_total",
             "forwarder_flow_table_entries",
             "forwarder_flow_table_capacity",
+            "forwarder_flow_table_opening_entries",
+            "forwarder_flow_table_opening_capacity",
             "forwarder_flow_table_evictions_total",
             "forwarder_xdp_attach_mode",
             "forwarder_tunnel_up",
@@ -296,7 +310,7 @@ mod tests {
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 19, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 21, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"

@@ -172,9 +172,16 @@ pub struct TunnelState {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowTableStats {
-    /// Entries in the flow table (two per connection), as of the last flow GC scan.
+    /// Entries of established connections (two per connection), as of the last flow GC
+    /// scan.
     pub entries: u64,
     pub capacity: u64,
+    /// Entries of connections still opening (handshake not completed), in a table of
+    /// their own: a flood of connections that never complete churns only that one.
+    #[serde(default)]
+    pub opening: u64,
+    #[serde(default)]
+    pub opening_capacity: u64,
     /// Entries the kernel's LRU evicted, estimated (see docs/metrics.md).
     pub evictions_estimate: u64,
     /// Entries the daemon removed because their connection ended or idled out.
@@ -294,8 +301,10 @@ impl SnapshotSource for LiveStats {
             },
             host_stats_available: stats.is_some(),
             flow_table: FlowTableStats {
-                entries: gc.entries,
+                entries: gc.entries.saturating_sub(gc.opening),
                 capacity: u64::from(self.maps.flows_capacity()),
+                opening: gc.opening,
+                opening_capacity: u64::from(self.maps.new_flows_capacity()),
                 evictions_estimate: gc.evictions_estimate,
                 removed_by_gc: gc.removed,
             },
@@ -370,6 +379,8 @@ pub mod tests {
             flow_table: FlowTableStats {
                 entries: 6,
                 capacity: 262_144,
+                opening: 3,
+                opening_capacity: 65_536,
                 evictions_estimate: 2,
                 removed_by_gc: 4,
             },

@@ -174,8 +174,8 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     );
     let _ = writeln!(
         out,
-        "flow table {}/{} entries ({pct:.1}%), ~{} evicted",
-        ft.entries, ft.capacity, ft.evictions_estimate
+        "flow table {}/{} entries ({pct:.1}%), {} opening, ~{} evicted",
+        ft.entries, ft.capacity, ft.opening, ft.evictions_estimate
     );
     if !cur.backends.is_empty() {
         let list: Vec<String> = cur

@@ -156,6 +156,8 @@ fn full_snapshot() -> Snapshot {
         flow_table: FlowTableStats {
             entries: 6,
             capacity: 262_144,
+            opening: 3,
+            opening_capacity: 65_536,
             evictions_estimate: 2,
             removed_by_gc: 4,
         },

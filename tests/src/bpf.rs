@@ -17,8 +17,9 @@ use aya::{
 use forwarder::dataplane::{EBPF_OBJECT, addr_words};
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FLOWS_MAP, FlowKey, FlowValue,
-    HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, PROTO_TCP, PROTO_UDP, RULES_MAPS,
-    RuleKey, RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, host::HostPattern,
+    HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, NEW_FLOWS_MAP, PROTO_TCP, PROTO_UDP,
+    RULES_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
+    host::HostPattern,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -92,6 +93,8 @@ pub struct Pkt {
     pub tcp_flags: u8,
     /// TCP sequence number.
     pub seq: u32,
+    /// TCP acknowledgment number (sent when `ACK` is set).
+    pub ack: u32,
     pub tcp_options: Vec<u8>,
     pub payload: Vec<u8>,
     /// UDP over IPv4 may carry no checksum.
@@ -121,6 +124,7 @@ impl Pkt {
             dport,
             tcp_flags: flags,
             seq: 0x1000_0000,
+            ack: 0x2000_0000,
             tcp_options: Vec::new(),
             payload: Vec::new(),
             udp_no_csum: false,
@@ -139,6 +143,10 @@ impl Pkt {
     }
     pub fn seq(mut self, seq: u32) -> Self {
         self.seq = seq;
+        self
+    }
+    pub fn ack(mut self, ack: u32) -> Self {
+        self.ack = ack;
         self
     }
     pub fn payload(mut self, p: &[u8]) -> Self {
@@ -169,7 +177,7 @@ impl Pkt {
             l4.extend_from_slice(&self.seq.to_be_bytes());
             l4.extend_from_slice(
                 &(if self.tcp_flags & ACK != 0 {
-                    0x2000_0000u32
+                    self.ack
                 } else {
                     0
                 })
@@ -741,11 +749,27 @@ impl Harness {
         Ok(())
     }
 
-    /// The flow entry of the connection `client` -> `public` (as the client sent it).
+    /// The flow entry of the connection `client` -> `public` (as the client sent it), in
+    /// whichever table holds it.
     pub fn forward_flow(&self, client: (IpAddr, u16), public: (IpAddr, u16)) -> Option<FlowValue> {
+        let key = flow_key(client, public);
+        self.flow_in(FLOWS_MAP, &key)
+            .or_else(|| self.flow_in(NEW_FLOWS_MAP, &key))
+    }
+
+    /// The flow entry of `key` in the table `map` (`FLOWS_MAP`: established,
+    /// `NEW_FLOWS_MAP`: still opening).
+    pub fn flow_in(&self, map: &str, key: &FlowKey) -> Option<FlowValue> {
         let map: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.ebpf.map(FLOWS_MAP)?).ok()?;
-        map.get(&flow_key(client, public), 0).ok()
+            HashMap::try_from(self.ebpf.map(map)?).ok()?;
+        map.get(key, 0).ok()
+    }
+
+    /// Entries in the flow table `map`.
+    pub fn flow_entries(&self, map: &str) -> usize {
+        let map: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map(map).unwrap()).unwrap();
+        map.keys().filter(Result::is_ok).count()
     }
 
     /// Host id `id`'s statistics, summed over CPUs.

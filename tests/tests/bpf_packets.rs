@@ -783,9 +783,12 @@ fn a_syn_on_the_ports_of_an_ended_connection_starts_a_new_one() {
                 .seq(5000)
                 .options(mss_option(1460));
             ingress(h, tc_only, &syn.frame());
+            let synack = Pkt::tcp(v4(BACKEND4), 443, c, port, SYN | ACK).seq(0x7000_0000);
+            assert_eq!(h.tunnel(&synack.ip()).0, TC_ACT_REDIRECT);
             let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
             let data = Pkt::tcp(c, port, p, 443, ACK | PSH)
                 .seq(5001)
+                .ack(0x7000_0001)
                 .payload(request.as_bytes());
             ingress(h, tc_only, &data.frame());
         };
@@ -809,6 +812,11 @@ fn a_syn_on_the_ports_of_an_ended_connection_starts_a_new_one() {
         );
         assert_eq!(second.flags & forwarder_common::FLOW_F_END_REPORTED, 0);
         assert_eq!(h.counter(Counter::FlowsCreated), 2, "tc_only {tc_only}");
+        // Both went through the table of opening connections into the established one;
+        // the first one's entries are gone from both.
+        assert_eq!(h.counter(Counter::FlowsConfirmed), 2, "tc_only {tc_only}");
+        assert_eq!(h.flow_entries(forwarder_common::FLOWS_MAP), 2);
+        assert_eq!(h.flow_entries(forwarder_common::NEW_FLOWS_MAP), 0);
         assert_eq!(h.counter(Counter::ClassifiedHttp), 2, "tc_only {tc_only}");
         assert_eq!(
             h.host_stats(forwarder_common::HOST_FIRST_CONFIGURED)
@@ -826,5 +834,123 @@ fn a_syn_on_the_ports_of_an_ended_connection_starts_a_new_one() {
             .options(mss_option(1460));
         ingress(&h, tc_only, &syn.frame());
         assert_eq!(h.counter(Counter::FlowsCreated), 2, "tc_only {tc_only}");
+    }
+}
+
+/// New connections start in a table of their own and move to the established table only
+/// once the backend answered and the client's next packet shows it saw the answer: a TCP
+/// ACK of the backend's SYN-ACK (a blind ACK with any other number does not count), or,
+/// for UDP, another datagram after the backend's. Packets are translated the same way in
+/// either table.
+#[test]
+fn connections_move_to_the_established_table_once_the_backend_answered() {
+    use forwarder_common::{FLOWS_MAP, NEW_FLOWS_MAP};
+    for tc_only in [false, true] {
+        let h = harness(tc_only);
+        let (c, p, b, port) = (v4(CLIENT4), v4(PUBLIC4), v4(BACKEND4), 46000);
+        let at = |what: &str| format!("tc_only {tc_only}: {what}");
+        let send = |pkt: &Pkt, what: &str| {
+            let (v, out) = ingress(&h, tc_only, &pkt.frame());
+            let want = if tc_only { TC_ACT_REDIRECT } else { XDP_PASS };
+            assert_eq!(v, want, "{}", at(what));
+            check(&at(what), &out[14..], &pkt.with((c, port), (b, 443)).ip());
+        };
+        let table = |what: &str| {
+            let key = flow_key((c, port), (p, 443));
+            let new = h.flow_in(NEW_FLOWS_MAP, &key);
+            let est = h.flow_in(FLOWS_MAP, &key);
+            assert!(new.is_none() || est.is_none(), "{}: in both", at(what));
+            match (new, est) {
+                (Some(_), None) => "opening",
+                (None, Some(_)) => "established",
+                _ => panic!("{}: in no table", at(what)),
+            }
+        };
+        send(&Pkt::tcp(c, port, p, 443, SYN).seq(100), "SYN");
+        assert_eq!(table("after the SYN"), "opening");
+        // An ACK before any SYN-ACK: a spoofer's blind guess.
+        send(
+            &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x5000_0001),
+            "blind ACK",
+        );
+        assert_eq!(table("after a blind ACK"), "opening");
+        let synack = Pkt::tcp(b, 443, c, port, SYN | ACK)
+            .seq(0x5000_0000)
+            .ack(101);
+        let (v, out) = h.tunnel(&synack.ip());
+        assert_eq!(v, TC_ACT_REDIRECT, "{}", at("SYN-ACK"));
+        check(
+            &at("SYN-ACK"),
+            &out[14..],
+            &synack.with((p, 443), (c, port)).ip(),
+        );
+        assert_eq!(table("after the SYN-ACK"), "opening");
+        send(
+            &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x1234_5678),
+            "wrong ACK",
+        );
+        assert_eq!(table("after an ACK of another number"), "opening");
+        assert_eq!(h.counter(Counter::FlowsConfirmed), 0);
+        send(
+            &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x5000_0001),
+            "third ACK",
+        );
+        assert_eq!(table("after the third ACK"), "established");
+        assert_eq!(h.counter(Counter::FlowsConfirmed), 1, "{}", at("confirmed"));
+        assert_eq!(
+            h.flow_entries(NEW_FLOWS_MAP),
+            0,
+            "{}",
+            at("opening entries left")
+        );
+        assert_eq!(
+            h.flow_entries(FLOWS_MAP),
+            2,
+            "{}",
+            at("established entries")
+        );
+        // Counts made while opening moved along: 4 client packets so far.
+        let fwd = h
+            .flow_in(FLOWS_MAP, &flow_key((c, port), (p, 443)))
+            .unwrap();
+        assert_eq!(fwd.packets, 4, "{}", at("packets carried over"));
+        // Both directions go on through the established entries.
+        send(
+            &Pkt::tcp(c, port, p, 443, ACK | PSH)
+                .seq(101)
+                .ack(0x5000_0001)
+                .payload(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n"),
+            "request",
+        );
+        let reply = Pkt::tcp(b, 443, c, port, ACK | PSH).payload(b"HTTP/1.1 200 OK\r\n\r\n");
+        let (v, out) = h.tunnel(&reply.ip());
+        assert_eq!(v, TC_ACT_REDIRECT, "{}", at("reply"));
+        check(
+            &at("reply"),
+            &out[14..],
+            &reply.with((p, 443), (c, port)).ip(),
+        );
+
+        // UDP: the backend's answer, then the client's next datagram.
+        let (uc, up, ub) = (50001, UDP_PUBLIC_PORT, UDP_BACKEND_PORT);
+        let udp_key = forwarder_common::FlowKey {
+            proto: forwarder_common::PROTO_UDP,
+            ..flow_key((c, uc), (p, up))
+        };
+        let udp_table = || {
+            let new = h.flow_in(NEW_FLOWS_MAP, &udp_key).is_some();
+            let est = h.flow_in(FLOWS_MAP, &udp_key).is_some();
+            (new, est)
+        };
+        let q = Pkt::udp(c, uc, p, up, b"query");
+        ingress(&h, tc_only, &q.frame());
+        ingress(&h, tc_only, &q.frame());
+        assert_eq!(udp_table(), (true, false), "{}", at("UDP before an answer"));
+        let answer = Pkt::udp(b, ub, c, uc, b"answer");
+        assert_eq!(h.tunnel(&answer.ip()).0, TC_ACT_REDIRECT);
+        assert_eq!(udp_table(), (true, false), "{}", at("UDP answered"));
+        ingress(&h, tc_only, &q.frame());
+        assert_eq!(udp_table(), (false, true), "{}", at("UDP spoke again"));
+        assert_eq!(h.counter(Counter::FlowsConfirmed), 2);
     }
 }
