@@ -112,7 +112,11 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         "SYN of a new connection (flow created, MSS clamped)",
         h.time_xdp_each(&syns),
     );
+    // Its SYN was the first of those: the handshake moves it to the established table.
+    let conn = OpenedConn::handshake((c4, 10000), (p4, 443), (b4, 443));
+    h.finish_handshake(&conn, false);
     let data = Pkt::tcp(c4, 10000, p4, 443, ACK | PSH)
+        .ack(conn.client_ack)
         .payload(&[0x17; 1200])
         .frame();
     row(
@@ -233,6 +237,7 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
         "SYN of a new connection (flow created, MSS clamped)",
         h.time_tc_each(TC_INGRESS_PROG, &syns),
     );
+    h.finish_handshake(&conn, true);
     row(
         "tc only",
         "data, established flow (1200 B)",
@@ -269,32 +274,28 @@ pub(crate) fn first_payload_conns(
     payload: &[u8],
     segments: usize,
     client: u8,
-) -> Vec<Vec<Vec<u8>>> {
+) -> Vec<OpenedConn> {
     // Each row its own client address, so no row finds flows another one classified.
     let c4: IpAddr = std::net::Ipv4Addr::new(198, 18, client, 7).into();
     let p4: IpAddr = PUBLIC4.into();
+    let b4: IpAddr = BACKEND4.into();
     let part = payload.len().div_ceil(segments);
     (0..n)
         .map(|i| {
             let port = 30000 + (i % 30000) as u16;
-            let isn = 0x1000_0000u32;
-            let mut frames = vec![
-                Pkt::tcp(c4, port, p4, 443, SYN)
-                    .seq(isn)
-                    .options(mss_option(1460))
-                    .frame(),
-            ];
-            let mut seq = isn + 1;
+            let mut conn = OpenedConn::handshake((c4, port), (p4, 443), (b4, 443));
+            let mut seq = conn.client_seq;
             for chunk in payload.chunks(part) {
-                frames.push(
+                conn.payload.push(
                     Pkt::tcp(c4, port, p4, 443, ACK | PSH)
                         .seq(seq)
+                        .ack(conn.client_ack)
                         .payload(chunk)
                         .frame(),
                 );
                 seq += chunk.len() as u32;
             }
-            frames
+            conn
         })
         .collect()
 }

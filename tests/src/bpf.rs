@@ -307,6 +307,43 @@ pub fn flow_key(client: (IpAddr, u16), public: (IpAddr, u16)) -> FlowKey {
     }
 }
 
+/// A TCP connection through the whole handshake: the client's SYN (a frame), the
+/// backend's SYN-ACK (an IP packet, as it comes out of the tunnel), the client's ACK of it
+/// (a frame), and what the client sends next.
+pub struct OpenedConn {
+    pub syn: Vec<u8>,
+    pub synack: Vec<u8>,
+    pub ack: Vec<u8>,
+    pub payload: Vec<Vec<u8>>,
+    /// The client's next sequence number and the acknowledgment it sends from now on.
+    pub client_seq: u32,
+    pub client_ack: u32,
+}
+
+impl OpenedConn {
+    pub fn handshake(client: (IpAddr, u16), public: (IpAddr, u16), backend: (IpAddr, u16)) -> Self {
+        let (isn, server_isn) = (0x1000_0000u32, 0x6000_0000u32);
+        OpenedConn {
+            syn: Pkt::tcp(client.0, client.1, public.0, public.1, SYN)
+                .seq(isn)
+                .options(mss_option(1460))
+                .frame(),
+            synack: Pkt::tcp(backend.0, backend.1, client.0, client.1, SYN | ACK)
+                .seq(server_isn)
+                .ack(isn + 1)
+                .options(mss_option(1460))
+                .ip(),
+            ack: Pkt::tcp(client.0, client.1, public.0, public.1, ACK)
+                .seq(isn + 1)
+                .ack(server_isn + 1)
+                .frame(),
+            payload: Vec::new(),
+            client_seq: isn + 1,
+            client_ack: server_isn + 1,
+        }
+    }
+}
+
 pub struct Harness {
     pub ebpf: Ebpf,
     pub tunnel_ifindex: u32,
@@ -592,7 +629,26 @@ impl Harness {
     /// Median per timed packet over connections: each connection's first frame (its SYN)
     /// runs untimed, the rest (its first payload segments) are timed one by one. With
     /// `tc_only`, tc ingress runs instead of XDP.
-    pub fn time_first_payloads(&self, conns: &[Vec<Vec<u8>>], tc_only: bool) -> Duration {
+    /// The backend's SYN-ACK and the client's ACK of `conn`, whose SYN went through
+    /// already: the connection moves to the established table.
+    pub fn finish_handshake(&self, conn: &OpenedConn, tc_only: bool) {
+        let (v, _) = self.tunnel(&conn.synack);
+        assert_eq!(v, TC_ACT_REDIRECT, "SYN-ACK not translated");
+        let confirmed = self.counter(Counter::FlowsConfirmed);
+        if tc_only {
+            self.tc_ingress(&conn.ack);
+        } else {
+            self.xdp(&conn.ack);
+        }
+        assert_eq!(
+            self.counter(Counter::FlowsConfirmed),
+            confirmed + 1,
+            "the handshake did not establish the connection"
+        );
+    }
+
+    /// Times the first payload segments of each connection after its handshake (not timed).
+    pub fn time_first_payloads(&self, conns: &[OpenedConn], tc_only: bool) -> Duration {
         let xdp: &Xdp = self
             .ebpf
             .program(XDP_INGRESS_PROG)
@@ -620,8 +676,10 @@ impl Harness {
         };
         let mut v = Vec::new();
         for c in conns {
-            let _ = run(&c[0]);
-            for f in &c[1..] {
+            let _ = run(&c.syn);
+            let _ = self.tunnel(&c.synack);
+            let _ = run(&c.ack);
+            for f in &c.payload {
                 v.push(run(f));
             }
         }

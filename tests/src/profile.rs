@@ -97,11 +97,11 @@ fn spin_inner(class: Class, dur: Duration) -> anyhow::Result<u64> {
         }
         Class::Data => {
             let c4: IpAddr = CLIENT4.into();
-            let syn = Pkt::tcp(c4, 10000, p4, 443, SYN)
-                .options(mss_option(1460))
-                .frame();
-            h.xdp(&syn);
+            let conn = OpenedConn::handshake((c4, 10000), (p4, 443), (BACKEND4.into(), 443));
+            h.xdp(&conn.syn);
+            h.finish_handshake(&conn, false);
             let data = Pkt::tcp(c4, 10000, p4, 443, ACK | PSH)
+                .ack(conn.client_ack)
                 .payload(&[0x17; 1200])
                 .frame();
             while Instant::now() < deadline {
