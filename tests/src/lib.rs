@@ -1,6 +1,7 @@
 //! The test lab: `client`, `vps` and `home` network namespaces, a real WireGuard tunnel
-//! (wireguard-go over TUN) between VPS and home, nginx at home serving several subdomains
-//! over HTTP and HTTPS, and the forwarder on the VPS.
+//! between VPS and home (the kernel's module where the kernel has it, as on a VPS;
+//! wireguard-go over TUN otherwise, see [`wireguard_kind`]), nginx at home serving several
+//! subdomains over HTTP and HTTPS, and the forwarder on the VPS.
 //!
 //! ```text
 //!  client ns                 vps ns                                   home ns
@@ -96,21 +97,64 @@ pub fn wait_for<T>(
     }
 }
 
+/// Which WireGuard the lab's tunnel runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireguardKind {
+    /// The kernel's module (`ip link add ... type wireguard`): what VPSs run.
+    Kernel,
+    /// wireguard-go on a TUN device, for kernels without the module.
+    Go,
+}
+
+impl WireguardKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WireguardKind::Kernel => "kernel WireGuard",
+            WireguardKind::Go => "wireguard-go",
+        }
+    }
+}
+
+/// The kernel's WireGuard where the kernel offers it (loaded, or loadable with
+/// `modprobe`), wireguard-go otherwise; `FORWARDER_LAB_WIREGUARD=kernel|go` picks one.
+/// Decided once per process.
+pub fn wireguard_kind() -> WireguardKind {
+    static KIND: std::sync::OnceLock<WireguardKind> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| {
+        match std::env::var("FORWARDER_LAB_WIREGUARD").as_deref() {
+            Ok("kernel") => return WireguardKind::Kernel,
+            Ok("go") => return WireguardKind::Go,
+            _ => {}
+        }
+        let loaded = || Path::new("/sys/module/wireguard").exists();
+        if loaded()
+            || Command::new("modprobe")
+                .arg("wireguard")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+                && loaded()
+        {
+            WireguardKind::Kernel
+        } else {
+            WireguardKind::Go
+        }
+    })
+}
+
 /// Which checks a machine can run the lab at all; a missing piece is reported, not faked.
 pub fn missing_prerequisites() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("the lab needs root (network namespaces, BPF)".into());
     }
-    for tool in [
-        "ip",
-        "wireguard-go",
-        "wg",
-        "nginx",
-        "curl",
-        "openssl",
-        "socat",
-        "ethtool",
-    ] {
+    if wireguard_kind() == WireguardKind::Go && which("wireguard-go").is_none() {
+        return Some(
+            "the kernel has no WireGuard and wireguard-go is not installed (run `cargo xtask setup`)"
+                .into(),
+        );
+    }
+    for tool in ["ip", "wg", "nginx", "curl", "openssl", "socat", "ethtool"] {
         if which(tool).is_none() {
             return Some(format!("{tool} is not installed (run `cargo xtask setup`)"));
         }
@@ -171,6 +215,11 @@ pub struct LabOptions {
     pub big_file_bytes: usize,
     /// Start the UDP echo service at home.
     pub udp_echo: bool,
+    /// Two network interfaces of this machine wired to each other (two NICs of a VM on
+    /// one emulated hub) to use as the client <-> VPS link instead of a veth pair: the
+    /// first becomes the client's `eth0`, the second the VPS's. They go back to the
+    /// machine, with their names, when the lab is dropped.
+    pub public_nics: Option<(String, String)>,
 }
 
 pub struct Lab {
@@ -185,6 +234,8 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     forwarder: Option<Child>,
     pub forwarder_log: PathBuf,
+    /// NICs lent by the machine: the namespace each is in, and its own name.
+    nics: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -209,6 +260,7 @@ impl Lab {
             namespaces: Vec::new(),
             children: Vec::new(),
             forwarder: None,
+            nics: Vec::new(),
         };
         // A bpffs instance of the lab's own, so pins never meet the host's or another lab's.
         fs::create_dir_all(lab.bpffs())?;
@@ -263,10 +315,20 @@ impl Lab {
             self.ns(&ns, &["ip", "link", "set", "lo", "up"])?;
         }
         let (c, v, h) = (self.client.clone(), self.vps.clone(), self.home.clone());
-        // The "internet" link, created directly inside the namespaces.
-        run(Command::new("ip").args([
-            "-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &v,
-        ]))?;
+        // The "internet" link, created directly inside the namespaces (or the machine's
+        // NICs moved there).
+        if let Some((cn, vn)) = &opts.public_nics {
+            for (nic, ns) in [(cn, &c), (vn, &v)] {
+                run(Command::new("ip").args(["link", "set", "dev", nic, "netns", ns]))?;
+                self.nics.push((ns.clone(), nic.clone()));
+                self.ns(ns, &["ip", "link", "set", "dev", nic, "name", "eth0"])?;
+            }
+        } else {
+            run(Command::new("ip").args([
+                "-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+                &v,
+            ]))?;
+        }
         // The home uplink carrying the encrypted tunnel.
         run(Command::new("ip").args([
             "-n", &v, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &h,
@@ -365,8 +427,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts wireguard-go for interface `wg` in `ns` and waits for its control socket.
+    /// Creates the WireGuard interface `wg` in `ns`: a kernel one, or wireguard-go's (then
+    /// waits for its control socket).
     fn start_wireguard(&mut self, ns: &str, wg: &str) -> anyhow::Result<()> {
+        if wireguard_kind() == WireguardKind::Kernel {
+            self.ns(ns, &["ip", "link", "add", wg, "type", "wireguard"])?;
+            return Ok(());
+        }
         let log = self.dir.join(format!("{wg}.log"));
         self.spawn("wireguard-go", ns, &["wireguard-go", "-f", wg], &log)?;
         let sock = PathBuf::from(format!("/var/run/wireguard/{wg}.sock"));
@@ -412,14 +479,11 @@ impl Lab {
         Ok(())
     }
 
-    /// Stops the VPS's wireguard-go (its interface disappears) and starts it again with the
-    /// same configuration, as `systemctl restart wg-quick@...` does: a new interface of
-    /// the same name. Returns the old and new ifindex.
+    /// Takes the VPS's tunnel interface down and creates it again with the same
+    /// configuration, as `systemctl restart wg-quick@...` does: a new interface of the same
+    /// name (wireguard-go is stopped and started; a kernel interface deleted and added).
+    /// Returns the old and new ifindex.
     pub fn restart_vps_tunnel(&mut self) -> anyhow::Result<(u32, u32)> {
-        use nix::{
-            sys::signal::{Signal, kill},
-            unistd::Pid,
-        };
         let (v, wv) = (self.vps.clone(), self.wg_vps.clone());
         let ifindex = |lab: &Lab| -> Option<u32> {
             let out = lab
@@ -428,6 +492,28 @@ impl Lab {
             String::from_utf8_lossy(&out.stdout).trim().parse().ok()
         };
         let old = ifindex(self).context("the VPS tunnel interface is missing")?;
+        if wireguard_kind() == WireguardKind::Kernel {
+            self.ns(&v, &["ip", "link", "del", &wv])?;
+        } else {
+            self.stop_vps_wireguard_go()?;
+        }
+        wait_for(
+            "the tunnel interface to go",
+            Duration::from_secs(10),
+            || ifindex(self).is_none().then_some(()),
+        )?;
+        let home_pub = fs::read_to_string(self.dir.join("home.pub"))?;
+        self.configure_vps_tunnel(home_pub.trim())?;
+        let new = ifindex(self).context("the tunnel interface did not come back")?;
+        Ok((old, new))
+    }
+
+    fn stop_vps_wireguard_go(&mut self) -> anyhow::Result<()> {
+        use nix::{
+            sys::signal::{Signal, kill},
+            unistd::Pid,
+        };
+        let v = self.vps.clone();
         let at = self
             .children
             .iter()
@@ -442,15 +528,7 @@ impl Lab {
         let (_, mut child) = self.children.remove(at);
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let _ = child.wait();
-        wait_for(
-            "the tunnel interface to go",
-            Duration::from_secs(10),
-            || ifindex(self).is_none().then_some(()),
-        )?;
-        let home_pub = fs::read_to_string(self.dir.join("home.pub"))?;
-        self.configure_vps_tunnel(home_pub.trim())?;
-        let new = ifindex(self).context("the tunnel interface did not come back")?;
-        Ok((old, new))
+        Ok(())
     }
 
     fn wireguard(&mut self) -> anyhow::Result<()> {
@@ -1092,6 +1170,20 @@ impl Drop for Lab {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for (ns, name) in self.nics.drain(..) {
+            // Back to the machine's own namespace (that of PID 1), under its own name.
+            for args in [
+                vec!["link", "set", "dev", "eth0", "down"],
+                vec!["link", "set", "dev", "eth0", "name", &name],
+                vec!["link", "set", "dev", &name, "netns", "1"],
+            ] {
+                let _ = Command::new("ip")
+                    .args(["-n", &ns])
+                    .args(&args)
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         for ns in self.namespaces.drain(..).rev() {
             // Whatever our children forked and left in the namespace (socat, nginx workers)

@@ -1,9 +1,10 @@
-//! Project automation: `cargo xtask setup | build | test | demo | bench`.
+//! Project automation: `cargo xtask setup | build | test | demo | soak | bench | vmtest`.
 
 mod bench;
 mod demo;
 mod fuzz;
 mod setup;
+mod vmtest;
 
 use std::{
     path::{Path, PathBuf},
@@ -54,6 +55,24 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         minutes: f64,
     },
+    /// The kernel programs and the lab's tests on the kernels VPSs run: each kernel boots
+    /// in a QEMU VM (software emulation), the tunnel is kernel WireGuard, and the VPS's
+    /// public interface is tested on veth and on a virtio-net NIC. Installs QEMU,
+    /// virtme-ng and Debian's kernels first. Prints the verifier's verdict per program and
+    /// kernel.
+    Vmtest {
+        /// A kernel image to boot (repeatable); default: Debian 12's 6.1.
+        #[arg(long = "kernel", value_name = "PATH")]
+        kernels: Vec<PathBuf>,
+        /// Debian 12's 6.1, the 6.12 of bookworm-backports, and this machine's kernel
+        /// (no VM, with whatever WireGuard it has).
+        #[arg(long, conflicts_with = "kernels")]
+        all: bool,
+        /// Only the BPF packet tests, forwarding end to end and the fault drills (what
+        /// `cargo xtask test` runs on 6.1).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
     /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
     Bench {
@@ -88,6 +107,15 @@ fn main() -> anyhow::Result<()> {
             build(false)?;
             bench::soak(minutes)
         }
+        Cmd::Vmtest {
+            kernels,
+            all,
+            quick,
+        } => vmtest::run(&vmtest::Options {
+            kernels,
+            all,
+            quick,
+        }),
         Cmd::Bench { quick, profile } => {
             setup::run(true)?;
             build(false)?;

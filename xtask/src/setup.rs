@@ -54,7 +54,12 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    apt_install(PACKAGES, &[])
+}
+
+/// Installs `pkgs` (those not installed yet) with `apt-get install`, plus `extra` arguments.
+fn apt_install(pkgs: &[&str], extra: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -93,6 +98,7 @@ fn debian_packages() -> anyhow::Result<()> {
         status(
             Command::new("apt-get")
                 .args(["-q", "install", "-y", "--no-install-recommends"])
+                .args(extra)
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
@@ -101,6 +107,113 @@ fn debian_packages() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(policy);
     }
     result.context("installing Debian packages")
+}
+
+/// What `cargo xtask vmtest` needs: QEMU, virtme-ng (from PyPI, in a venv of its own) and
+/// Debian's kernels: bookworm's 6.1, and with `all` the 6.12 of bookworm-backports (whose
+/// source is added). Returns the Debian kernel images in /boot.
+pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
+    run(true)?;
+    apt_install(&["qemu-system-x86", "busybox-static", "python3-venv"], &[])?;
+    let mut kernels = vec![debian_kernel("bookworm")?];
+    if all {
+        backports_source()?;
+        kernels.push(debian_kernel("bookworm-backports")?);
+    }
+    for k in &kernels {
+        apt_install(&[k.as_str()], &["-t", release_of(k)])?;
+    }
+    vng()?;
+    let mut images: Vec<PathBuf> = kernels
+        .iter()
+        .map(|k| {
+            PathBuf::from(format!(
+                "/boot/vmlinuz-{}",
+                k.strip_prefix("linux-image-").unwrap_or(k)
+            ))
+        })
+        .collect();
+    images.retain(|p| p.exists());
+    if images.len() != kernels.len() {
+        bail!("a kernel package installed no image in /boot: {kernels:?}");
+    }
+    Ok(images)
+}
+
+fn release_of(pkg: &str) -> &'static str {
+    if pkg.contains("bpo") {
+        "bookworm-backports"
+    } else {
+        "bookworm"
+    }
+}
+
+/// The kernel package `linux-image-amd64` of `release` stands for (e.g.
+/// `linux-image-6.1.0-56-amd64`): the newest kernel that release ships.
+fn debian_kernel(release: &str) -> anyhow::Result<String> {
+    let query = || {
+        Command::new("apt-cache")
+            .args(["show", &format!("linux-image-amd64/{release}")])
+            .output()
+    };
+    let mut out = query().context("running apt-cache")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        // Package lists not fetched yet on a fresh machine.
+        status(Command::new("apt-get").args(["-q", "update"]))?;
+        out = query()?;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .and_then(|d| {
+            d.split(',')
+                .map(str::trim)
+                .find(|p| p.starts_with("linux-image-") && !p.starts_with("linux-image-amd64"))
+        })
+        .map(|p| p.split_whitespace().next().unwrap_or(p).to_owned())
+        .with_context(|| {
+            format!("no linux-image-amd64 in {release} (apt-cache show printed:\n{text})")
+        })
+}
+
+/// Debian's backports archive for bookworm, where the 6.12 kernel comes from.
+fn backports_source() -> anyhow::Result<()> {
+    let path = Path::new("/etc/apt/sources.list.d/forwarder-vmtest-backports.sources");
+    if path.exists() {
+        return Ok(());
+    }
+    let codename = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_owned))
+        .unwrap_or_default();
+    if codename != "bookworm" {
+        bail!("the 6.12 kernel comes from bookworm-backports; this system is {codename:?}");
+    }
+    eprintln!("adding bookworm-backports to apt's sources (for the 6.12 kernel)");
+    std::fs::write(
+        path,
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+    )?;
+    status(Command::new("apt-get").args(["-q", "update"]))
+}
+
+/// The venv virtme-ng lives in, and the version installed there.
+const VNG_VENV: &str = "/opt/forwarder-vmtest/venv";
+const VIRTME_NG: &str = "virtme-ng==1.42";
+
+/// virtme-ng's `vng`, installed into its venv if missing.
+pub fn vng() -> anyhow::Result<PathBuf> {
+    let venv = Path::new(VNG_VENV);
+    let vng = venv.join("bin").join("vng");
+    if vng.exists() {
+        return Ok(vng);
+    }
+    status(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        .context("creating the venv for virtme-ng")?;
+    status(Command::new(venv.join("bin").join("pip")).args(["install", "-q", VIRTME_NG]))
+        .context("installing virtme-ng from PyPI")?;
+    Ok(vng)
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {
