@@ -39,7 +39,10 @@ impl Pkt {
         if off > MAX_OFF {
             return None;
         }
-        let p = self.data + off;
+        // The mask changes nothing but keeps the bound on the register itself: verifiers
+        // before 6.x do not carry a comparison's bound over to copies of the value, and
+        // refuse the access when LLVM adds a copy to `data`.
+        let p = self.data + (opaque(off) & MAX_OFF);
         // Hidden from the optimiser: LLVM rewrites `p + 1 > end` into `p >= end`, a form
         // from which the verifier learns no readable range.
         let end = opaque(p + N);

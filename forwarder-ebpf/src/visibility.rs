@@ -303,19 +303,23 @@ fn set_bytes(w: u64, set: &[u8; 4]) -> u64 {
 }
 
 /// The word at `idx` of the scan, or `None` past its end (or the buffer's).
+/// The word at `idx` of the buffer, and the offset of the word one byte before it.
 #[inline(always)]
 fn scan_word(c: &ScanCtx, idx: u64) -> Option<(usize, u64)> {
     if idx >= c.to {
         return None;
     }
     let at = opaque(idx as usize) & (BUF_SIZE - 1);
-    if at == 0 || at > BUF_SIZE - 8 {
+    // The word before is read from `at - 1` (`line_step`): its bound comes from a
+    // comparison of its own, as 6.1's verifier learns nothing from `at != 0`.
+    let prev = opaque(at.wrapping_sub(1));
+    if at > BUF_SIZE - 8 || prev > BUF_SIZE - 9 {
         // Never: scans start past the buffer's first byte (see the drivers) and buffers hold
         // at most CARRY_MAX + MAX_SEGMENT_PAYLOAD bytes.
         return None;
     }
     let w = u64::from_le(unsafe { ((c.p as *const u8).add(at) as *const u64).read_unaligned() });
-    Some((at, w))
+    Some((prev, w))
 }
 
 /// Records the first flagged byte of the word at `idx`, if it is inside the scan.
@@ -360,12 +364,11 @@ extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
     let mut word = 0;
     while word < FIND_STRIDE / 8 {
         let idx = c.from + i * FIND_STRIDE + word * 8;
-        let Some((at, w)) = scan_word(c, idx) else {
+        let Some((prev, w)) = scan_word(c, idx) else {
             return 1;
         };
-        let before = u64::from_le(unsafe {
-            ((c.p as *const u8).add(at - 1) as *const u64).read_unaligned()
-        });
+        let before =
+            u64::from_le(unsafe { ((c.p as *const u8).add(prev) as *const u64).read_unaligned() });
         let hits = set_bytes(w, &c.set) & zero_bytes(before ^ NEWLINES);
         if hits != 0 {
             scan_found(c, idx, hits);

@@ -12,8 +12,8 @@ use aya::{
     maps::{Array, MapData, ProgramArray, RingBuf},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc,
+        links::{FdLink, Link as _, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
     util::KernelVersion,
 };
@@ -505,7 +505,11 @@ fn attach_loaded_tc(
         .program_mut(prog)
         .with_context(|| format!("program {prog} missing from the object"))?
         .try_into()?;
-    // Only TCX links can be pinned and swapped; before 6.6 the programs go with the daemon.
+    if !tcx && pins.is_some() {
+        return attach_lasting_filter(p, prog, iface);
+    }
+    // Only TCX links can be pinned and swapped; before 6.6 the filters of the clsact qdisc
+    // stand in for them (`attach_lasting_filter`).
     let path = pins
         .filter(|_| tcx)
         .map(|p| p.link_path(LinkKind::TcIngress, iface));
@@ -526,6 +530,71 @@ fn attach_loaded_tc(
             .with_context(|| format!("pinning the {prog} link at {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Priority and handle of the data path's tc filters before TCX (6.6): fixed, so that the
+/// next daemon finds the filter a previous one left, and `forwarder stop --detach` what
+/// to remove. Unusual values, to stay clear of a user's own filters.
+pub const TC_FILTER_PRIORITY: u16 = 0xf0d;
+pub const TC_FILTER_HANDLE: TcHandle = TcHandle::new(0xf0d, 1);
+
+/// Before TCX there are no tc links to pin: the program goes into a clsact filter of a
+/// fixed priority and handle that outlives the daemon (the kernel keeps a filter until it
+/// is deleted), as pinned links do from 6.6 on. A filter a previous daemon left is taken
+/// over by replacing its program in place (one netlink change, no gap).
+fn attach_lasting_filter(p: &mut SchedClassifier, prog: &str, iface: &str) -> anyhow::Result<()> {
+    let existing = SchedClassifierLink::attached(
+        iface,
+        TcAttachType::Ingress,
+        TC_FILTER_PRIORITY,
+        TC_FILTER_HANDLE,
+        None,
+    )
+    .with_context(|| format!("looking up {iface}"))?;
+    let id = match p.attach_to_link(existing) {
+        Ok(id) => {
+            info!(program = prog, %iface, "replaced the running program (clsact filter)");
+            id
+        }
+        // No filter of ours there yet (replacing one that does not exist fails).
+        Err(_) => p
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: TC_FILTER_PRIORITY,
+                    handle: TC_FILTER_HANDLE,
+                    ..NlOptions::default()
+                }),
+            )
+            .with_context(|| format!("attaching {prog} to tc ingress of {iface}"))?,
+    };
+    // Dropping the link would delete the filter: it stays, like a pinned link.
+    std::mem::forget(p.take_link(id)?);
+    Ok(())
+}
+
+/// Deletes the data path's clsact filters (`attach_lasting_filter`) from every interface
+/// of the namespace; returns how many there were.
+pub fn remove_lasting_filters() -> usize {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(link) = SchedClassifierLink::attached(
+            &name,
+            TcAttachType::Ingress,
+            TC_FILTER_PRIORITY,
+            TC_FILTER_HANDLE,
+            None,
+        ) && link.detach().is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn attach_xdp(

@@ -797,7 +797,10 @@ fn stop(control: &std::path::Path, pin_dir: &std::path::Path, detach: bool) -> a
         println!("daemon stopped");
     }
     if detach {
-        if forwarder::pin::PinDir::existing(pin_dir).remove()? {
+        // Before TCX (6.6), clsact filters stand in for pinned tc links (a daemon that was
+        // asked removed them already).
+        let filters = forwarder::dataplane::remove_lasting_filters();
+        if forwarder::pin::PinDir::existing(pin_dir).remove()? || filters > 0 {
             println!("data path removed ({} unpinned)", pin_dir.display());
         } else if !asked {
             println!(
@@ -981,6 +984,8 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
     match &pins {
         Some(p) if detach.load(std::sync::atomic::Ordering::SeqCst) => {
             p.remove()?;
+            // Before TCX (6.6), clsact filters stand in for pinned tc links.
+            forwarder::dataplane::remove_lasting_filters();
             info!("data path removed");
         }
         Some(p) => info!(

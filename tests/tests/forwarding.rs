@@ -231,11 +231,20 @@ fn the_data_path_outlives_the_daemon_and_stop_detach_removes_all_of_it() {
         maps.extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
     }
     assert!(!maps.is_empty(), "no maps found for programs {ids:?}");
-    let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
+    // Attached: by a link (XDP; tc from 6.6 on, TCX) or a clsact filter (tc before 6.6);
+    // `bpftool net show` lists both kinds, `link show` the links.
+    let attachments = |lab: &Lab| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&bpftool(lab, &["link", "show"]).stdout),
+            String::from_utf8_lossy(&bpftool(lab, &["net", "show"]).stdout)
+        )
+    };
+    let links = attachments(&lab);
     for (_, id) in loaded.iter().filter(|(attached, _)| *attached) {
         assert!(
             links.contains(&format!("\"prog_id\":{id}")),
-            "program {id} has no link: {links}"
+            "program {id} is not attached: {links}"
         );
     }
     let xdp = lab.exec(&lab.vps, &["ip", "link", "show", "eth0"]).unwrap();
@@ -280,11 +289,11 @@ fn the_data_path_outlives_the_daemon_and_stop_detach_removes_all_of_it() {
         left().is_empty().then_some(())
     });
     assert!(gone.is_ok(), "{gone:?}: still there: {:?}", left());
-    let links = String::from_utf8_lossy(&bpftool(&lab, &["link", "show"]).stdout).into_owned();
+    let links = attachments(&lab);
     for id in &ids {
         assert!(
             !links.contains(&format!("\"prog_id\":{id},")),
-            "a link to program {id} remains: {links}"
+            "program {id} is still attached: {links}"
         );
     }
     let xdp = lab.exec(&lab.vps, &["ip", "link", "show", "eth0"]).unwrap();

@@ -148,12 +148,13 @@ fn release_of(pkg: &str) -> &'static str {
     }
 }
 
-/// The kernel package `linux-image-amd64` of `release` stands for (e.g.
-/// `linux-image-6.1.0-56-amd64`): the newest kernel that release ships.
+/// The kernel package the newest `linux-image-amd64` of `release` stands for (e.g.
+/// `linux-image-6.1.0-56-amd64`): the newest kernel that release ships (its security
+/// updates included; backports versions carry `bpo`).
 fn debian_kernel(release: &str) -> anyhow::Result<String> {
     let query = || {
         Command::new("apt-cache")
-            .args(["show", &format!("linux-image-amd64/{release}")])
+            .args(["show", "linux-image-amd64"])
             .output()
     };
     let mut out = query().context("running apt-cache")?;
@@ -163,17 +164,40 @@ fn debian_kernel(release: &str) -> anyhow::Result<String> {
         out = query()?;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Depends: "))
-        .and_then(|d| {
-            d.split(',')
+    let backports = release.ends_with("-backports");
+    let mut best: Option<(String, String)> = None;
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
                 .map(str::trim)
-                .find(|p| p.starts_with("linux-image-") && !p.starts_with("linux-image-amd64"))
-        })
-        .map(|p| p.split_whitespace().next().unwrap_or(p).to_owned())
-        .with_context(|| {
-            format!("no linux-image-amd64 in {release} (apt-cache show printed:\n{text})")
-        })
+        };
+        let (Some(version), Some(depends)) = (field("Version:"), field("Depends:")) else {
+            continue;
+        };
+        if version.contains("bpo") != backports {
+            continue;
+        }
+        let Some(pkg) = depends
+            .split(',')
+            .filter_map(|p| p.split_whitespace().next())
+            .find(|p| p.starts_with("linux-image-") && *p != "linux-image-amd64")
+        else {
+            continue;
+        };
+        let newer = best.as_ref().is_none_or(|(v, _)| {
+            Command::new("dpkg")
+                .args(["--compare-versions", version, "gt", v])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if newer {
+            best = Some((version.to_owned(), pkg.to_owned()));
+        }
+    }
+    best.map(|(_, p)| p)
+        .with_context(|| format!("apt knows no linux-image-amd64 of {release}"))
 }
 
 /// Debian's backports archive for bookworm, where the 6.12 kernel comes from.

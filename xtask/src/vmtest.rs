@@ -41,13 +41,14 @@ const SUITES: &[&str] = &[
     "service",
 ];
 
-/// The suites of the quick run (`.ci/run`): the BPF packet tests, forwarding end to end
-/// (on veth and on the virtio NIC) and the fault drills.
+/// The suites of the quick run (in `cargo xtask test`): the BPF packet tests, forwarding
+/// end to end (on veth and on the virtio NIC), restarts and the fault drills.
 const QUICK_SUITES: &[&str] = &[
     "bpf_packets",
     "hostile_packets",
     "forwarding",
     "virtio_nic",
+    "restart",
     "faults",
 ];
 
@@ -66,7 +67,10 @@ pub struct Options {
     pub quick: bool,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+/// Runs the suites on each kernel and prints the table. Returns the tests passed and
+/// failed; a kernel on which a program was refused, or whose VM failed, counts as one
+/// failure more if none of its tests did.
+pub fn run(opts: &Options) -> anyhow::Result<(u64, u64)> {
     if !crate::nix_is_root() {
         bail!("vmtest boots VMs and builds labs inside them: run it as root");
     }
@@ -118,20 +122,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         reports.push(report);
     }
     println!("{}", table(&reports));
-    let failed: Vec<&str> = reports
+    let (passed, failed) = reports.iter().fold((0, 0), |(p, f), r| {
+        let (rp, rf) = r.totals();
+        (p + rp, f + rf.max(u64::from(!r.ok())))
+    });
+    let bad: Vec<&str> = reports
         .iter()
         .filter(|r| !r.ok())
         .map(|r| r.label.as_str())
         .collect();
-    let (passed, failed_tests) = reports.iter().fold((0, 0), |(p, f), r| {
-        let (rp, rf) = r.totals();
-        (p + rp, f + rf)
-    });
-    println!("vmtest: {passed} passed, {failed_tests} failed");
-    if !failed.is_empty() {
-        bail!("vmtest failed on: {}", failed.join(", "));
+    if !bad.is_empty() {
+        println!("vmtest failed on: {}", bad.join(", "));
     }
-    Ok(())
+    Ok((passed, failed))
 }
 
 fn target_dir() -> PathBuf {
@@ -234,6 +237,9 @@ cd {root}
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root RUST_BACKTRACE=1 FORWARDER_BIN={forwarder}
 uname -r > "$out/kernel"
+# TUN: the BPF tests' stand-in for the tunnel (and wireguard-go's, where it runs).
+modprobe tun 2>> "$out/setup.log"
+[ -e /dev/net/tun ] || {{ mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }}
 # The lab takes kernel WireGuard when the module loads (tests/src/lib.rs).
 modprobe wireguard 2>> "$out/setup.log"
 if [ -e /sys/module/wireguard ]; then echo kernel > "$out/wireguard"; else echo go > "$out/wireguard"; fi
@@ -281,9 +287,18 @@ fn boot(image: &Path, dir: &Path, suites: usize) -> anyhow::Result<()> {
     let nics = "-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
                 -netdev hubport,id=n1,hubid=0 -device virtio-net-pci,netdev=n1";
     let limit = SUITE_TIMEOUT.as_secs() * suites as u64 + 300;
+    // vng runs virtme-run and friends from its own venv.
+    let path = format!(
+        "{}:{}",
+        vng.parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut c = Command::new("timeout");
     c.arg(limit.to_string())
-        .arg(vng)
+        .env("PATH", path)
+        .arg(&vng)
         .args(["--disable-kvm", "-m", "4G", "--cpus", "2"])
         .arg(format!("--rwdir={}", dir.display()))
         .arg(format!("--qemu-opts={nics}"))

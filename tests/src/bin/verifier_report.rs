@@ -60,6 +60,8 @@ fn main() {
             Err(e) => {
                 refused = true;
                 println!("{name}\trefused\t{}", one_line(&e));
+                // The whole log, for whoever has to find out why.
+                eprintln!("=== {name} ===\n{e}\n");
             }
         }
     }
