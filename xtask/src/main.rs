@@ -29,6 +29,10 @@ enum Cmd {
         /// Only the Rust toolchain parts (no Debian packages).
         #[arg(long)]
         rust_only: bool,
+        /// Also what `cargo xtask vmtest --all` needs: QEMU, virtme-ng and Debian's 6.1
+        /// and 6.12 kernels.
+        #[arg(long, conflicts_with = "rust_only")]
+        vmtest: bool,
     },
     /// Build the forwarder binary (with its kernel programs embedded).
     Build {
@@ -88,7 +92,13 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Setup { rust_only } => setup::run(!rust_only),
+        Cmd::Setup { rust_only, vmtest } => {
+            if vmtest {
+                setup::vmtest(true).map(|_| ())
+            } else {
+                setup::run(!rust_only)
+            }
+        }
         Cmd::Build { release } => {
             setup::run(false)?;
             build(release).map(|_| ())
