@@ -115,13 +115,16 @@ fn apt_install(pkgs: &[&str], extra: &[&str]) -> anyhow::Result<()> {
 pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
     run(true)?;
     apt_install(&["qemu-system-x86", "busybox-static", "python3-venv"], &[])?;
-    let mut kernels = vec![debian_kernel("bookworm")?];
+    let mut releases = vec!["bookworm"];
     if all {
         backports_source()?;
-        kernels.push(debian_kernel("bookworm-backports")?);
+        releases.push("bookworm-backports");
     }
-    for k in &kernels {
-        apt_install(&[k.as_str()], &["-t", release_of(k)])?;
+    let mut kernels = Vec::new();
+    for release in releases {
+        let k = debian_kernel(release)?;
+        apt_install(&[k.as_str()], &["-t", release])?;
+        kernels.push(k);
     }
     vng()?;
     let mut images: Vec<PathBuf> = kernels
@@ -138,14 +141,6 @@ pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
         bail!("a kernel package installed no image in /boot: {kernels:?}");
     }
     Ok(images)
-}
-
-fn release_of(pkg: &str) -> &'static str {
-    if pkg.contains("bpo") {
-        "bookworm-backports"
-    } else {
-        "bookworm"
-    }
 }
 
 /// The kernel package the newest `linux-image-amd64` of `release` stands for (e.g.
