@@ -307,7 +307,18 @@ fn boot(image: &Path, dir: &Path, suites: usize) -> anyhow::Result<()> {
         .arg("--exec")
         .arg(format!("bash {}/run.sh", dir.display()))
         .stdin(std::process::Stdio::null());
-    status(&mut c).context("the VM")
+    // The VM's console goes to a file of its own: given the caller's output file, the
+    // VM (virtme-ng and QEMU) overwrote it from its start, wiping the log of the whole
+    // `cargo xtask test` run.
+    let console = dir.join("console.log");
+    let f = fs::File::create(&console)?;
+    c.stdout(f.try_clone()?).stderr(f);
+    eprintln!("+ {c:?} > {}", console.display());
+    let st = c.status().context("starting the VM")?;
+    if !st.success() {
+        bail!("the VM failed ({st}); its console: {}", console.display());
+    }
+    Ok(())
 }
 
 struct Suite {
