@@ -261,8 +261,9 @@ echo "$FORWARDER_LAB_NICS" > "$out/nics"
     for name in suites {
         let exe = &bins.suites[*name];
         // The suite of the NIC is ignored where no NIC pair is named.
+        // (and prints the attach mode it tested).
         let extra = if *name == "virtio_nic" {
-            " --include-ignored"
+            " --include-ignored --nocapture"
         } else {
             ""
         };
