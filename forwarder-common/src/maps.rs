@@ -52,6 +52,14 @@ pub const TC_TUNNEL_PROG: &str = "fwd_tc_tunnel";
 /// The name readers (TLS SNI / HTTP Host), one per program type.
 pub const XDP_READER_PROG: &str = "fwd_xdp_reader";
 pub const TC_READER_PROG: &str = "fwd_tc_reader";
+/// Every program of the object, the attached ones first.
+pub const ALL_PROGS: [&str; 5] = [
+    XDP_INGRESS_PROG,
+    TC_INGRESS_PROG,
+    TC_TUNNEL_PROG,
+    XDP_READER_PROG,
+    TC_READER_PROG,
+];
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

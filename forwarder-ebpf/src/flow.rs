@@ -103,7 +103,7 @@ pub fn to_backend<C: EbpfContext>(
             return Some(v);
         }
         // The old connection's entries leave the established table: lookups try it first.
-        reverse_of(&s.fwd_key, v, &mut s.rev_key);
+        opposite_key(&s.fwd_key, v, &mut s.rev_key);
         stale = true;
     } else if let Some(v) = NEW_FLOWS.get_ptr_mut(&s.fwd_key) {
         let v = unsafe { &mut *v };
@@ -178,13 +178,22 @@ pub fn to_backend<C: EbpfContext>(
         .map(|p| unsafe { &mut *p })
 }
 
-/// The backend -> client key of the client -> public entry `v` of `key`.
+/// The key of the entry for the other direction of the same connection.
 #[inline(always)]
-fn reverse_of(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
-    out.src = v.nat_addr;
-    out.dst = key.src;
-    out.sport = v.nat_port;
-    out.dport = key.sport;
+pub fn opposite_key(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
+    if v.direction == DIR_TO_BACKEND {
+        // client -> public; the reply travels backend -> client.
+        out.src = v.nat_addr;
+        out.sport = v.nat_port;
+        out.dst = key.src;
+        out.dport = key.sport;
+    } else {
+        // backend -> client; the client sends client -> public.
+        out.src = key.dst;
+        out.sport = key.dport;
+        out.dst = v.nat_addr;
+        out.dport = v.nat_port;
+    }
     out.proto = key.proto;
     out.family = key.family;
     out._pad = [0; 2];
@@ -200,7 +209,7 @@ fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mu
         return Some(fwd);
     };
     let s = unsafe { &mut *s };
-    reverse_of(&s.fwd_key, fwd, &mut s.rev_key);
+    opposite_key(&s.fwd_key, fwd, &mut s.rev_key);
     let Some(rev) = NEW_FLOWS.get_ptr(&s.rev_key) else {
         return Some(fwd);
     };

@@ -114,27 +114,6 @@ pub fn account(flow: &mut FlowValue, bytes: u64) {
     }
 }
 
-/// The key of the entry for the other direction of the same connection.
-#[inline(always)]
-fn opposite_key(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
-    if v.direction == DIR_TO_BACKEND {
-        // client -> public; the reply travels backend -> client.
-        out.src = v.nat_addr;
-        out.sport = v.nat_port;
-        out.dst = key.src;
-        out.dport = key.sport;
-    } else {
-        // backend -> client; the client sends client -> public.
-        out.src = key.dst;
-        out.sport = key.dport;
-        out.dst = v.nat_addr;
-        out.dport = v.nat_port;
-    }
-    out.proto = key.proto;
-    out.family = key.family;
-    out._pad = [0; 2];
-}
-
 /// Moves a flow entry's counts from `HOST_UNKNOWN` to `id` and attributes it to `id`.
 #[inline(always)]
 fn attribute(flow: &mut FlowValue, id: u32) {
@@ -223,7 +202,7 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
         return;
     };
-    opposite_key(fwd_key, fwd, &mut s.rev_key);
+    crate::flow::opposite_key(fwd_key, fwd, &mut s.rev_key);
     let mut rev = crate::flow::lookup(&s.rev_key);
     if let Some(r) = rev.as_deref_mut() {
         attribute(r, id);
@@ -993,7 +972,7 @@ fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) {
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
         return;
     };
-    opposite_key(key, flow, &mut s.rev_key);
+    crate::flow::opposite_key(key, flow, &mut s.rev_key);
     let Some(other) = crate::flow::lookup(&s.rev_key) else {
         return;
     };

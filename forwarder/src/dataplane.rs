@@ -233,13 +233,7 @@ impl Dataplane {
         attach_tc(&mut ebpf, TC_INGRESS_PROG, &cfg.public_iface, tcx, pins)?;
         let mode = attach_xdp(&mut ebpf, &cfg.public_iface, xdp, pins, previous_mode)?;
 
-        for name in [
-            XDP_INGRESS_PROG,
-            TC_INGRESS_PROG,
-            TC_TUNNEL_PROG,
-            XDP_READER_PROG,
-            TC_READER_PROG,
-        ] {
+        for name in forwarder_common::ALL_PROGS {
             let info = ebpf.program(name).and_then(|p| p.info().ok());
             if let Some(i) = info {
                 // How much of the verifier's one-million-instruction budget it took.

@@ -51,24 +51,18 @@ fn measure(runs: u32) -> anyhow::Result<Costs> {
 
     let mut h = Harness::new(false)?;
     h.set_hosts(BENCH_HOSTS)?;
-    let verified = [
-        forwarder_common::XDP_INGRESS_PROG,
-        TC_INGRESS_PROG,
-        forwarder_common::TC_TUNNEL_PROG,
-        forwarder_common::XDP_READER_PROG,
-        forwarder_common::TC_READER_PROG,
-    ]
-    .into_iter()
-    .map(|name| {
-        let n = h
-            .ebpf
-            .program(name)
-            .and_then(|p| p.info().ok())
-            .and_then(|i| i.verified_instruction_count())
-            .unwrap_or(0);
-        (name, n)
-    })
-    .collect();
+    let verified = forwarder_common::ALL_PROGS
+        .into_iter()
+        .map(|name| {
+            let n = h
+                .ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .and_then(|i| i.verified_instruction_count())
+                .unwrap_or(0);
+            (name, n)
+        })
+        .collect();
     let tun = TC_TUNNEL_NAME;
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x08, 0x06]);

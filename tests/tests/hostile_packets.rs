@@ -606,13 +606,7 @@ fn malformed_replies_from_home_pass_untouched() {
 fn every_program_passes_the_verifier_with_headroom() {
     const BUDGET: u32 = 1_000_000;
     let h = Harness::new(false).expect("loading the kernel object");
-    for name in [
-        forwarder_common::XDP_INGRESS_PROG,
-        forwarder_common::TC_INGRESS_PROG,
-        forwarder_common::TC_TUNNEL_PROG,
-        forwarder_common::XDP_READER_PROG,
-        forwarder_common::TC_READER_PROG,
-    ] {
+    for name in forwarder_common::ALL_PROGS {
         let n = h
             .ebpf
             .program(name)

@@ -9,9 +9,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use forwarder::dataplane::EBPF_OBJECT;
-use forwarder_common::{
-    TC_INGRESS_PROG, TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_PROG,
-};
+use forwarder_common::{XDP_INGRESS_PROG, XDP_READER_PROG};
 
 fn main() {
     let mut ebpf = match Ebpf::load(EBPF_OBJECT) {
@@ -22,13 +20,7 @@ fn main() {
         }
     };
     let mut refused = false;
-    for name in [
-        XDP_INGRESS_PROG,
-        TC_INGRESS_PROG,
-        TC_TUNNEL_PROG,
-        XDP_READER_PROG,
-        TC_READER_PROG,
-    ] {
+    for name in forwarder_common::ALL_PROGS {
         let loaded = match ebpf.program_mut(name) {
             None => Err("not in the object".to_owned()),
             Some(p) => {
