@@ -203,18 +203,9 @@ impl Maps {
             Array::try_from,
             || "host policies have no effect",
         );
-        let flows: HashMap<MapData, FlowKey, FlowValue> =
-            typed(ebpf, FLOWS_MAP, HashMap::try_from)?;
-        let flows_capacity = flows
-            .map()
-            .info()
-            .map_or(DEFAULT_FLOWS_CAPACITY, |i| i.max_entries());
-        let new_flows: HashMap<MapData, FlowKey, FlowValue> =
-            typed(ebpf, NEW_FLOWS_MAP, HashMap::try_from)?;
-        let new_flows_capacity = new_flows
-            .map()
-            .info()
-            .map_or(DEFAULT_NEW_FLOWS_CAPACITY, |i| i.max_entries());
+        let (flows, flows_capacity) = flow_table(ebpf, FLOWS_MAP, DEFAULT_FLOWS_CAPACITY)?;
+        let (new_flows, new_flows_capacity) =
+            flow_table(ebpf, NEW_FLOWS_MAP, DEFAULT_NEW_FLOWS_CAPACITY)?;
         let host_stats = optional(
             ebpf,
             HOST_STATS_MAP,
@@ -389,6 +380,17 @@ impl Maps {
         let mut new_flows = self.new_flows();
         Ok(retarget(&mut flows, old, new)? + retarget(&mut new_flows, old, new)?)
     }
+}
+
+/// A flow table of the object and its `max_entries` (`default` if the kernel cannot say).
+fn flow_table(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    default: u32,
+) -> Result<(HashMap<MapData, FlowKey, FlowValue>, u32), MapsError> {
+    let map: HashMap<MapData, FlowKey, FlowValue> = typed(ebpf, name, HashMap::try_from)?;
+    let capacity = map.map().info().map_or(default, |i| i.max_entries());
+    Ok((map, capacity))
 }
 
 fn retarget(
