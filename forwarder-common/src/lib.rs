@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod host;
 pub mod maps;
 pub mod packet;
+pub mod quic;
 #[cfg(feature = "std")]
 pub mod samples;
 

@@ -24,6 +24,7 @@ pub const PROJECTS: &[(&str, &[&str])] = &[
             "classify",
             "host_match",
             "tcp_options",
+            "quic_initial",
         ],
     ),
     ("forwarder/fuzz", &["config", "control_request"]),

@@ -124,3 +124,31 @@ write("csum_incremental", "udp-dns.bin", sel(3, 0, 1, bytes([192, 0, 2, 1]), b"\
 write("tcp_options", "linux-syn.bin", bytes([2, 4, 0x05, 0xB4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7]))
 write("tcp_options", "data-timestamps.bin", bytes([1, 1, 8, 10, 0, 0, 3, 9, 0, 0, 0x23, 0x28]))
 write("tcp_options", "windows-syn.bin", bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 8, 1, 1, 4, 2]))
+
+# quic_initial: a mode byte, then datagrams (mode bit 0 clear) or plaintext Initial
+# payloads that the target seals itself (bit 0 set; bit 1: QUIC v2), each behind a
+# 2-byte big-endian length. Raw seeds are RFC 9001 / RFC 9369 appendix A's client Initials.
+vectors = {}
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "quic-initial-vectors.txt")) as f:
+    for line in f:
+        if " = " in line and not line.startswith("#"):
+            k, v = line.split(" = ", 1)
+            try:
+                vectors[k.strip()] = bytes.fromhex(v.strip())
+            except ValueError:
+                pass
+
+def chunks(mode: int, parts: list[bytes]) -> bytes:
+    return bytes([mode]) + b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+write("quic_initial", "rfc9001-client-initial.bin", chunks(0, [vectors["v1_client_protected_initial_packet"]]))
+write("quic_initial", "rfc9369-client-initial.bin", chunks(0, [vectors["v2_client_protected_initial_packet"]]))
+hello = vectors["v1_client_crypto_frame_unpadded"][4:]  # the frame's ClientHello
+
+def crypto(offset: int, data: bytes) -> bytes:
+    def varint(v: int) -> bytes:
+        return bytes([v]) if v < 64 else struct.pack(">H", 0x4000 | v)
+    return b"\x06" + varint(offset) + varint(len(data)) + data
+
+write("quic_initial", "split-client-hello.bin", chunks(1, [crypto(100, hello[100:]), b"\x01" + crypto(0, hello[:100])]))
+write("quic_initial", "split-client-hello-v2.bin", chunks(3, [crypto(0, hello[:60]), b"\x02\x01\x00\x00\x00" + crypto(60, hello[60:])]))
