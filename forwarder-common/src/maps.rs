@@ -159,7 +159,9 @@ pub struct FlowValue {
     /// backend's SYN-ACK sequence number + 1); 0 until the SYN-ACK passed. A blind ACK
     /// from a made-up address cannot move a connection into the established table.
     pub ack_expect: u32,
-    pub _pad: u32,
+    /// Client -> backend entry of a UDP flow: Initial datagrams of a QUIC connection
+    /// copied to the daemon (`QUIC_INITIALS_MAP`), at most `QUIC_MAX_INITIALS`.
+    pub quic_initials: u32,
     /// Packets and bytes (IP length) in this entry's direction.
     pub packets: u64,
     pub bytes: u64,
@@ -191,6 +193,9 @@ pub const FLOW_F_LOCAL: u32 = 32;
 /// packets are dropped meanwhile (for at most `HANDOFF_WAIT_NS`), as the VPS's stack would
 /// reset them.
 pub const FLOW_F_HANDOFF_WAIT: u32 = 64;
+/// The flow is a QUIC connection whose Initials went to the daemon: its host comes from
+/// the daemon's verdict in `QUIC_VERDICTS_MAP`.
+pub const FLOW_F_QUIC: u32 = 128;
 /// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
 pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;
 
@@ -326,8 +331,13 @@ pub struct DataplaneConfig {
     /// SYNs of new connections per second, on one CPU, above which that CPU treats the
     /// traffic as a SYN flood for `SYN_FLOOD_HOLD_NS` (see `SynGuard`); 0: never.
     pub syn_flood_threshold: u32,
+    /// Initial datagrams of new QUIC connections handed to the daemon per second and
+    /// burst, on each CPU (`admit`); 0: QUIC connections are not classified.
+    pub quic_rate: u16,
+    pub quic_burst: u16,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<DataplaneConfig>() == 40);
+const _: () = assert!(size_of::<DataplaneConfig>() == 48);
 
 /// Some host has policy `local`: record handshakes and hand over pre-classification
 /// payload (see `handoff`).
@@ -340,7 +350,7 @@ pub const ATTACH_TC_ONLY: u32 = 3;
 /// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
 /// one of their key or value types, sizes or meanings changes, so that a new daemon never
 /// adopts maps it would misread.
-pub const PIN_LAYOUT_VERSION: u32 = 3;
+pub const PIN_LAYOUT_VERSION: u32 = 4;
 /// Per-CPU working memory shared between a forwarding program and the reader it
 /// tail-calls (parsed headers, scratch values, the reader's buffer and state).
 pub const PKT_INFO_MAP: &str = "PKT_INFO";
@@ -352,7 +362,10 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 23] = [
+pub const PINNED_MAPS: [&str; 26] = [
+    QUIC_INITIALS_MAP,
+    QUIC_VERDICTS_MAP,
+    QUIC_RATE_MAP,
     SYN_GUARD_MAP,
     GOOD_SOURCES_MAP,
     SEEN_SOURCES_MAP,
@@ -535,9 +548,25 @@ pub enum Counter {
     /// Confirmations that failed: the established table refused the entries (the
     /// connection stays in the table of opening ones and is tried again).
     FlowConfirmFailed,
+    /// Initial datagrams of QUIC connections copied to the daemon.
+    QuicInitials,
+    /// New QUIC connections not handed to the daemon because the hand-off's rate limit
+    /// (`DataplaneConfig::quic_rate`) was reached: counted as `unknown`.
+    QuicRateLimited,
+    /// Initials lost because the ring buffer to the daemon was full.
+    QuicInitialsLost,
+    /// QUIC connections whose host the daemon read from their Initials.
+    ClassifiedQuic,
+    /// QUIC connections whose ClientHello had no server_name.
+    ClassifyQuicNoSni,
+    /// QUIC connections whose Initials the daemon could not decode (unknown version,
+    /// garbage, malformed frames or ClientHello).
+    ClassifyQuicUndecodable,
+    /// QUIC connections without a verdict from the daemon in `QUIC_VERDICT_WAIT_NS`.
+    ClassifyQuicTimeout,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::FlowConfirmFailed as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::ClassifyQuicTimeout as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -588,6 +617,13 @@ impl Counter {
         Counter::SynFloodRetryPass,
         Counter::FlowsConfirmed,
         Counter::FlowConfirmFailed,
+        Counter::QuicInitials,
+        Counter::QuicRateLimited,
+        Counter::QuicInitialsLost,
+        Counter::ClassifiedQuic,
+        Counter::ClassifyQuicNoSni,
+        Counter::ClassifyQuicUndecodable,
+        Counter::ClassifyQuicTimeout,
     ];
 
     /// Stable snake_case name, used in logs and metrics.
@@ -640,6 +676,13 @@ impl Counter {
             Counter::SynFloodRetryPass => "syn_flood_retry_pass",
             Counter::FlowsConfirmed => "flows_confirmed",
             Counter::FlowConfirmFailed => "flow_confirm_failed",
+            Counter::QuicInitials => "quic_initials",
+            Counter::QuicRateLimited => "quic_rate_limited",
+            Counter::QuicInitialsLost => "quic_initials_lost",
+            Counter::ClassifiedQuic => "classified_quic",
+            Counter::ClassifyQuicNoSni => "classify_quic_no_sni",
+            Counter::ClassifyQuicUndecodable => "classify_quic_undecodable",
+            Counter::ClassifyQuicTimeout => "classify_quic_timeout",
         }
     }
 }
@@ -659,6 +702,8 @@ mod pod {
     unsafe impl aya::Pod for HostStats {}
     unsafe impl aya::Pod for ConnEvent {}
     unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for QuicVerdict {}
+    unsafe impl aya::Pod for QuicInitialEvent {}
     unsafe impl aya::Pod for SynGuard {}
     unsafe impl aya::Pod for crate::handoff::Handshake {}
     unsafe impl aya::Pod for crate::handoff::HandoffEvent {}
@@ -760,3 +805,60 @@ mod limiter_tests {
         }
     }
 }
+
+/// Ring buffer of `QuicInitialEvent`s: the Initial datagrams of new QUIC connections, for
+/// the daemon to read their SNI from.
+pub const QUIC_INITIALS_MAP: &str = "QUIC_INITIALS";
+/// LRU hash, forward `FlowKey` -> `QuicVerdict`: what the daemon read from a connection's
+/// Initials, taken by the kernel at the connection's next client packet.
+pub const QUIC_VERDICTS_MAP: &str = "QUIC_VERDICTS";
+/// Per-CPU `admit` state (a `u64`) of the Initial hand-off's rate limit.
+pub const QUIC_RATE_MAP: &str = "QUIC_RATE";
+/// Size of the Initial ring buffer: a few hundred datagrams.
+pub const QUIC_INITIALS_BYTES: u32 = 1024 * 1024;
+/// Bytes of a datagram copied: its first Initial is all the daemon reads, and a datagram on
+/// a 1500-byte path is smaller.
+pub const QUIC_COPY_MAX: usize = 2048;
+/// Initial datagrams of one connection handed over at most: a post-quantum ClientHello
+/// takes two, and one may be retransmitted.
+pub const QUIC_MAX_INITIALS: u32 = 4;
+/// How long a QUIC connection waits for the daemon's verdict before it is counted as
+/// `unknown` for good.
+pub const QUIC_VERDICT_WAIT_NS: u64 = 3_000_000_000;
+/// Default `DataplaneConfig::quic_rate` and `quic_burst`.
+pub const DEFAULT_QUIC_RATE: u16 = 2000;
+pub const DEFAULT_QUIC_BURST: u16 = 200;
+
+/// One Initial datagram of a new QUIC connection, copied by the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QuicInitialEvent {
+    /// The connection's forward key (client -> public address).
+    pub key: FlowKey,
+    /// Bytes of `data` in use (the UDP payload, up to `QUIC_COPY_MAX`).
+    pub len: u32,
+    /// The datagram's UDP payload length, which may exceed `len`.
+    pub datagram_len: u32,
+    pub data: [u8; QUIC_COPY_MAX],
+}
+const _: () = assert!(size_of::<QuicInitialEvent>() == 40 + 8 + QUIC_COPY_MAX);
+
+/// The daemon's verdict on a QUIC connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuicVerdict {
+    /// `QUIC_V_*`.
+    pub code: u32,
+    /// The host (`HOST_OTHER` for a name that is not configured) for `QUIC_V_NAME`.
+    pub host_id: u32,
+}
+const _: () = assert!(size_of::<QuicVerdict>() == 8);
+
+/// The ClientHello named a host.
+pub const QUIC_V_NAME: u32 = 1;
+/// The SNI is not a valid host name: counted under `other`.
+pub const QUIC_V_BAD_NAME: u32 = 2;
+/// A ClientHello without a server_name.
+pub const QUIC_V_NO_SNI: u32 = 3;
+/// The Initials could not be decoded.
+pub const QUIC_V_UNDECODABLE: u32 = 4;

@@ -36,7 +36,7 @@ const ZERO_FLOW: FlowValue = FlowValue {
     host_id: HOST_UNKNOWN,
     flags: 0,
     ack_expect: 0,
-    _pad: 0,
+    quic_initials: 0,
     packets: 0,
     bytes: 0,
     first_ns: 0,
@@ -49,6 +49,7 @@ fn zero_counts(v: &mut FlowValue) {
         core::ptr::write_volatile(&mut v.host_id, HOST_UNKNOWN);
         core::ptr::write_volatile(&mut v.flags, 0);
         core::ptr::write_volatile(&mut v.ack_expect, 0);
+        core::ptr::write_volatile(&mut v.quic_initials, 0);
         core::ptr::write_volatile(&mut v.packets, 0);
         core::ptr::write_volatile(&mut v.bytes, 0);
         core::ptr::write_volatile(&mut v.first_ns, 0);

@@ -8,7 +8,8 @@
 //! * `fwd_tc_tunnel` (tc ingress, tunnel interface): translates replies back to the public
 //!   address and sends them out of the public interface.
 //! * `fwd_xdp_reader` / `fwd_tc_reader`: read the host name (TLS SNI / HTTP Host) of a
-//!   connection's first payload; tail-called from the programs above.
+//!   connection's first payload; tail-called from the programs above. For QUIC they hand
+//!   the Initial datagrams to the daemon, which decrypts them and returns the host.
 #![no_std]
 #![no_main]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
@@ -20,6 +21,7 @@ mod flow;
 mod handoff;
 mod maps;
 mod pkt;
+mod quic;
 mod reader;
 mod tc;
 mod visibility;

@@ -4,7 +4,8 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
-    HostValue, MAX_HOSTS, RuleKey, RuleValue, SourceKey, SynGuard,
+    HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue, SourceKey,
+    SynGuard,
     classify::{BUF_SIZE, ClassifyState},
     handoff::Handshake,
     packet::PacketInfo,
@@ -57,6 +58,8 @@ pub struct Scratch {
     pub handshake: Handshake,
     /// Why `flow::to_backend` returned no flow (`flow::Miss`).
     pub miss: u32,
+    /// Landing place for the first bytes of a UDP payload (QUIC's long header).
+    pub quic_head: [u8; 8],
 }
 
 #[map(name = "SCRATCH")]
@@ -126,6 +129,19 @@ pub static GOOD_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entri
 pub static SEEN_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(262_144, 0);
 
 /// The parsed headers of the packet being processed, per CPU.
+/// New QUIC connections' Initial datagrams, for the daemon (see `quic`).
+#[map(name = "QUIC_INITIALS")]
+pub static QUIC_INITIALS: RingBuf = RingBuf::with_byte_size(QUIC_INITIALS_BYTES, 0);
+
+/// The daemon's verdicts on QUIC connections, by forward flow key.
+#[map(name = "QUIC_VERDICTS")]
+pub static QUIC_VERDICTS: LruHashMap<FlowKey, QuicVerdict> =
+    LruHashMap::with_max_entries(16_384, 0);
+
+/// The Initial hand-off's rate limit, per CPU (`forwarder_common::admit` state).
+#[map(name = "QUIC_RATE")]
+pub static QUIC_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "PKT_INFO")]
 pub static PKT_INFO: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(1, 0);
 

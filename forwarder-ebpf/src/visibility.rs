@@ -846,7 +846,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
 
 /// Gives the connection of `fwd_key` its host `id` and the `flags` its policy adds.
 #[inline(always)]
-fn end_classification(fwd_key: &FlowKey, flags: u32, id: u32, c: Counter, in_map: bool) {
+pub(crate) fn end_classification(fwd_key: &FlowKey, flags: u32, id: u32, c: Counter, in_map: bool) {
     if in_map {
         let _ = CLASSIFY.remove(fwd_key);
     }
@@ -899,11 +899,14 @@ pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> bool
     account(flow, ip_len);
     let mut read = false;
     if flow.class_state == CLASS_PENDING && flow.direction == DIR_TO_BACKEND {
-        if info.proto != PROTO_TCP || info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            // No name to read (UDP until HTTP/3 support), or the connection ends before
-            // any payload.
+        if info.proto == PROTO_TCP && info.tcp_flags & (TCP_FIN | TCP_RST) != 0
+            || info.proto != PROTO_TCP && !crate::quic::wanted()
+        {
+            // The connection ends before any payload, or a UDP flow while QUIC
+            // connections are not classified: no name to read.
             finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
         } else if info.payload_len() > 0 {
+            // TCP: the first payload; UDP: a datagram of a possible QUIC connection.
             read = true;
         }
     }
@@ -950,7 +953,11 @@ pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     let Some(flags) = crate::flow::lookup(key).map(|f| f.flags) else {
         return (ifindex, HOST_UNKNOWN);
     };
-    classify_segment(ctx, info, key, flags);
+    if info.proto == PROTO_TCP {
+        classify_segment(ctx, info, key, flags);
+    } else {
+        crate::quic::on_datagram(ctx, info, key, flags);
+    }
     let Some(flow) = crate::flow::lookup(key) else {
         return (ifindex, HOST_UNKNOWN);
     };

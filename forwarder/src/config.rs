@@ -14,6 +14,30 @@ use serde::Deserialize;
 
 /// Ports forwarded when no rule is configured.
 pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+/// The UDP port the default rules add with `http3 = true` (QUIC).
+pub const HTTP3_PORT: u16 = 443;
+
+/// The rules in force while the configuration has none: TCP 80 and 443, and with `http3`
+/// UDP 443.
+pub fn default_rules(http3: bool) -> Vec<RuleConfig> {
+    let mut rules: Vec<RuleConfig> = DEFAULT_PORTS
+        .iter()
+        .map(|&p| RuleConfig::port(Proto::Tcp, p))
+        .collect();
+    if http3 {
+        rules.push(RuleConfig::port(Proto::Udp, HTTP3_PORT));
+    }
+    rules
+}
+
+/// How the default rules are named in messages.
+pub fn default_rules_text(http3: bool) -> String {
+    if http3 {
+        "TCP 80 and 443, UDP 443".into()
+    } else {
+        "TCP 80 and 443".into()
+    }
+}
 /// WireGuard's default MTU, used when the tunnel's MTU cannot be read.
 pub const DEFAULT_TUNNEL_MTU: u32 = 1420;
 
@@ -95,6 +119,54 @@ pub struct FileConfig {
     pub health: crate::health::HealthConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Forward HTTP/3 too: the default rules (used while there is no `[[rule]]`) gain
+    /// UDP 443.
+    #[serde(default)]
+    pub http3: bool,
+    /// Classifying QUIC (HTTP/3) connections by host.
+    #[serde(default)]
+    pub quic: QuicSettings,
+}
+
+/// The `[quic]` section. The kernel copies the Initial datagrams of each new QUIC
+/// connection on a UDP rule to the daemon, which decrypts them (their keys are public) and
+/// reads the SNI; this bounds how many it copies.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicSettings {
+    /// Initial datagrams handed to the daemon per second, on each CPU (default 2000; a
+    /// connection takes one or two). 0 turns QUIC classification off: QUIC connections
+    /// are still forwarded, and counted under `unknown`.
+    pub initials_per_second: Option<u16>,
+    /// How many may come at once before the rate applies (default 200).
+    pub burst: Option<u16>,
+}
+
+impl QuicSettings {
+    pub fn rate(&self) -> u16 {
+        self.initials_per_second
+            .unwrap_or(forwarder_common::DEFAULT_QUIC_RATE)
+    }
+
+    pub fn burst(&self) -> u16 {
+        match self.rate() {
+            0 => 0,
+            _ => self.burst.unwrap_or(forwarder_common::DEFAULT_QUIC_BURST),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.burst == Some(0) {
+            return Err("quic.burst = 0: at least 1 (or leave it out: 200)".into());
+        }
+        if self.burst.is_some() && self.initials_per_second == Some(0) {
+            return Err(
+                "quic.burst with quic.initials_per_second = 0 (classification off): remove one"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The `[limits]` section: a per-client limit on new connections, enforced in XDP (or tc)
@@ -359,6 +431,8 @@ pub struct Config {
     pub host_policies: Vec<HostPolicy>,
     pub health: crate::health::HealthConfig,
     pub limits: Limits,
+    pub http3: bool,
+    pub quic: QuicSettings,
 }
 
 impl Config {
@@ -392,6 +466,7 @@ impl Config {
         let host_policies: Vec<HostPolicy> = file.hosts.iter().map(|h| h.policy).collect();
         file.health.validate().map_err(ConfigError::Invalid)?;
         file.limits.validate().map_err(ConfigError::Invalid)?;
+        file.quic.validate().map_err(ConfigError::Invalid)?;
         if let Some(mtu) = file.tunnel_mtu
             && !(1280..=9000).contains(&mtu)
         {
@@ -422,9 +497,7 @@ impl Config {
                     "nothing to forward: pass --backend ADDR (e.g. 10.8.0.2) or add [[rule]] sections".into(),
                 ));
             }
-            for port in DEFAULT_PORTS {
-                rule_cfgs.push(RuleConfig::port(Proto::Tcp, port));
-            }
+            rule_cfgs = default_rules(file.http3);
         }
         let addrs = public_addrs(&public_iface).map_err(ConfigError::Invalid)?;
         let mut rules = Vec::new();
@@ -531,6 +604,8 @@ impl Config {
             host_policies,
             health: file.health,
             limits: file.limits,
+            http3: file.http3,
+            quic: file.quic,
         })
     }
 
@@ -676,6 +751,37 @@ port = 443
                 "udp [2001:db8::1]:5353 -> [fd00::2]:53",
             ]
         );
+    }
+
+    #[test]
+    fn http3_adds_udp_443_to_the_default_rules_and_quic_settings_are_checked() {
+        let c = resolve_text("backends = [\"10.8.0.2\"]\nhttp3 = true\n").unwrap();
+        let shown: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "tcp 203.0.113.1:80 -> 10.8.0.2:80",
+                "tcp 203.0.113.1:443 -> 10.8.0.2:443",
+                "udp 203.0.113.1:443 -> 10.8.0.2:443",
+            ]
+        );
+        assert_eq!((c.quic.rate(), c.quic.burst()), (2000, 200));
+        let c =
+            resolve_text("backends = [\"10.8.0.2\"]\n[quic]\ninitials_per_second = 0\n").unwrap();
+        assert_eq!((c.quic.rate(), c.quic.burst()), (0, 0));
+        for (text, want) in [
+            ("[quic]\nburst = 0\n", "quic.burst = 0"),
+            (
+                "[quic]\ninitials_per_second = 0\nburst = 5\n",
+                "classification off",
+            ),
+            ("[quic]\nrate = 5\n", "unknown field"),
+        ] {
+            let e = resolve_text(&format!("backends = [\"10.8.0.2\"]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     fn resolve_text(text: &str) -> Result<Config, ConfigError> {

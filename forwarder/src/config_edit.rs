@@ -36,8 +36,8 @@ use forwarder_common::host::HostPattern;
 use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::config::{
-    ConfigError, DEFAULT_PORTS, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig,
-    line_col,
+    ConfigError, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig, default_rules,
+    default_rules_text, line_col,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -267,27 +267,26 @@ impl ConfigDoc {
         };
         if rules.len() == 1 {
             return Err(EditError::Conflict(format!(
-                "{want} is the last [[rule]]: without any, the default ports ({}) would be forwarded again; stop the daemon to stop forwarding",
-                DEFAULT_PORTS.map(|p| p.to_string()).join(" and ")
+                "{want} is the last [[rule]]: without any, the default rules ({}) would be forwarded again; stop the daemon to stop forwarding",
+                default_rules_text(self.file_config()?.http3)
             )));
         }
         self.edit(|doc| remove_section(doc, "rule", index))?;
         Ok(rules.swap_remove(index))
     }
 
-    /// Writes out the rules in force while the file has none (TCP `DEFAULT_PORTS` on every
-    /// address, the configured backends), except `skip`.
+    /// Writes out the rules in force while the file has none (`default_rules`: TCP 80 and
+    /// 443 on every address, with `http3` UDP 443, the configured backends), except `skip`.
     fn write_default_rules(&mut self, skip: Option<RuleId>) -> Result<(), EditError> {
-        for port in DEFAULT_PORTS {
-            let id = RuleId {
-                proto: Proto::Tcp,
-                port,
-                public_addr: None,
-            };
-            if skip == Some(id) {
+        for rule in default_rules(self.file_config()?.http3) {
+            if skip == Some(RuleId::of(&rule)) {
                 continue;
             }
-            self.edit(|doc| append_section(doc, "rule", vec![("port", i64::from(port).into())]))?;
+            let mut fields = vec![("port", i64::from(rule.port).into())];
+            if rule.proto != Proto::Tcp {
+                fields.insert(0, ("proto", rule.proto.to_string().into()));
+            }
+            self.edit(|doc| append_section(doc, "rule", fields))?;
         }
         Ok(())
     }
@@ -1159,6 +1158,35 @@ interval_ms = 1000
     }
 
     #[test]
+    fn with_http3_the_default_rules_written_out_include_udp_443() {
+        let p = Path::new("f.toml");
+        let mut d = ConfigDoc::parse(p, "http3 = true\n").unwrap();
+        d.add_rule(&rule(Proto::Tcp, 8443)).unwrap();
+        let rules: Vec<(Proto, u16)> = d
+            .file_config()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| (r.proto, r.port))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                (Proto::Tcp, 80),
+                (Proto::Tcp, 443),
+                (Proto::Udp, 443),
+                (Proto::Tcp, 8443)
+            ]
+        );
+        let mut d = ConfigDoc::parse(p, "http3 = true\n").unwrap();
+        d.remove_rule(Proto::Udp, 443, None).unwrap();
+        assert_eq!(
+            d.file_config().unwrap().rules,
+            [rule(Proto::Tcp, 80), rule(Proto::Tcp, 443)]
+        );
+    }
+
+    #[test]
     fn the_default_ports_stay_forwarded_when_rules_are_edited() {
         let p = Path::new("f.toml");
         // Without any [[rule]], 80 and 443 are forwarded: adding a port keeps them.
@@ -1191,7 +1219,7 @@ interval_ms = 1000
         let e = d.remove_rule(Proto::Tcp, 443, None).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "tcp port 443 is the last [[rule]]: without any, the default ports (80 and 443) would be forwarded again; stop the daemon to stop forwarding"
+            "tcp port 443 is the last [[rule]]: without any, the default rules (TCP 80 and 443) would be forwarded again; stop the daemon to stop forwarding"
         );
         // A refused edit leaves nothing behind, defaults written out included.
         let mut d = ConfigDoc::parse(p, "").unwrap();
@@ -1473,10 +1501,9 @@ interval_ms = 1000
                 let same_host = |h: &HostConfig, n: &str| host_label(&h.name) == host_label(n);
                 // An empty rule list means the default ports: an edit starts from them.
                 let defaults = |skip: Option<(Proto, u16, Option<IpAddr>)>| -> Vec<RuleConfig> {
-                    DEFAULT_PORTS
-                        .iter()
-                        .filter(|&&p| skip != Some((Proto::Tcp, p, None)))
-                        .map(|&port| RuleConfig::port(Proto::Tcp, port))
+                    default_rules(false)
+                        .into_iter()
+                        .filter(|r| skip != Some((r.proto, r.port, None)))
                         .collect()
                 };
                 match op {

@@ -167,6 +167,7 @@ pub struct Dataplane {
     pub maps: Arc<Maps>,
     events: Option<RingBuf<MapData>>,
     handoff: Option<crate::handoff::HandoffMaps>,
+    quic: Option<crate::quic::QuicMaps>,
     /// Host id -> label, as assigned in the host table.
     pub labels: HostLabels,
     pub tunnel_ifindex: u32,
@@ -243,6 +244,7 @@ impl Dataplane {
         }
         let (maps, events) = Maps::take(&mut ebpf)?;
         let handoff = crate::handoff::HandoffMaps::take(&mut ebpf);
+        let quic = crate::quic::QuicMaps::take(&mut ebpf);
         let labels = sync_hosts(&maps, cfg)?;
         let (rate, burst) = cfg.limits.kernel();
         maps.rules()
@@ -260,6 +262,9 @@ impl Dataplane {
                     attach_mode: mode.code(),
                     flags: cfg.kernel_flags(),
                     syn_flood_threshold: cfg.limits.syn_flood_threshold(),
+                    quic_rate: cfg.quic.rate(),
+                    quic_burst: cfg.quic.burst(),
+                    _pad: 0,
                 }
             })
             .context("writing the rules and the data path configuration")?;
@@ -281,6 +286,7 @@ impl Dataplane {
             maps: Arc::new(maps),
             events,
             handoff,
+            quic,
             labels,
             tunnel_ifindex,
             adopted: adopting,
@@ -321,6 +327,11 @@ impl Dataplane {
     /// The maps of the hand-off of `local` connections, once.
     pub fn take_handoff(&mut self) -> Option<crate::handoff::HandoffMaps> {
         self.handoff.take()
+    }
+
+    /// The QUIC Initial ring buffer and the verdict map, for the daemon's QUIC task.
+    pub fn take_quic(&mut self) -> Option<crate::quic::QuicMaps> {
+        self.quic.take()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod maps;
 pub mod metrics;
 pub mod netif;
 pub mod pin;
+pub mod quic;
 pub mod runtime;
 pub mod snapshot;
 pub mod stats_cli;

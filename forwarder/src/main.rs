@@ -875,6 +875,14 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
             Arc::clone(&handoff_stats),
         ));
     }
+    let quic_stats = Arc::new(forwarder::quic::QuicStats::default());
+    if let Some(qm) = dp.take_quic() {
+        tasks.push(forwarder::quic::spawn(
+            qm,
+            Arc::clone(&dp.maps),
+            Arc::clone(&quic_stats),
+        ));
+    }
     tasks.push(
         FlowGc {
             maps: Arc::clone(&dp.maps),
@@ -904,6 +912,7 @@ async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<
         gc: gc_state,
         conn_log: conn_log.counters(),
         handoff: Arc::clone(&handoff_stats),
+        quic: Arc::clone(&quic_stats),
         health: Arc::clone(&health),
     });
     if let Some(listener) = listener {

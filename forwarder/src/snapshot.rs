@@ -142,6 +142,9 @@ pub struct Snapshot {
     /// Connections handed to the VPS's own server (host policy `local`).
     #[serde(default)]
     pub local: LocalStats,
+    /// The daemon's reading of QUIC Initials (HTTP/3 connections' SNI).
+    #[serde(default)]
+    pub quic: crate::quic::QuicStatsSnapshot,
     /// Health of each TCP backend, as the probes see it.
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
@@ -275,6 +278,7 @@ pub struct LiveStats {
     pub conn_log: Arc<ConnLogCounters>,
     pub health: Arc<crate::health::Health>,
     pub handoff: Arc<crate::handoff::HandoffStats>,
+    pub quic: Arc<crate::quic::QuicStats>,
 }
 
 impl SnapshotSource for LiveStats {
@@ -318,6 +322,7 @@ impl SnapshotSource for LiveStats {
                 lines: self.conn_log.lines.load(Ordering::Relaxed),
                 suppressed: self.conn_log.suppressed.load(Ordering::Relaxed),
             },
+            quic: self.quic.snapshot(),
             local: LocalStats {
                 served: self.handoff.served.load(Ordering::Relaxed),
                 failed: self.handoff.failed.load(Ordering::Relaxed),
@@ -399,6 +404,15 @@ pub mod tests {
                 served: 5,
                 failed: 1,
                 active: 2,
+            },
+            quic: crate::quic::QuicStatsSnapshot {
+                datagrams: 9,
+                named: 4,
+                no_sni: 1,
+                undecodable: 2,
+                expired: 1,
+                verdicts_failed: 0,
+                pending: 1,
             },
             backends: vec![BackendSnapshot {
                 backend: "10.8.0.2:443".into(),

@@ -173,6 +173,7 @@ fn full_snapshot() -> Snapshot {
             suppressed: 1,
         },
         local: Default::default(),
+        quic: Default::default(),
         backends: vec![BackendSnapshot {
             backend: "10.8.0.2:443".to_owned(),
             up: true,

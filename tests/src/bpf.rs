@@ -454,6 +454,9 @@ impl Harness {
                 attach_mode: 0,
                 flags: 0,
                 syn_flood_threshold: 0,
+                quic_rate: 0,
+                quic_burst: 0,
+                _pad: 0,
             },
             0,
         )?;
@@ -754,6 +757,56 @@ impl Harness {
             out.push(forwarder::maps::read_record(&item).expect("a whole hand-off event"));
         }
         out
+    }
+
+    /// Turns QUIC classification on with this hand-off rate, as `[quic]` does.
+    pub fn set_quic_rate(&mut self, rate: u16, burst: u16) -> anyhow::Result<()> {
+        self.update_config(|c| {
+            c.quic_rate = rate;
+            c.quic_burst = burst;
+        })
+    }
+
+    /// The QUIC Initial datagrams the kernel has copied since the last call.
+    pub fn quic_initials(&mut self) -> Vec<forwarder_common::QuicInitialEvent> {
+        let mut rb = aya::maps::RingBuf::try_from(
+            self.ebpf
+                .map_mut(forwarder_common::QUIC_INITIALS_MAP)
+                .expect("QUIC ring buffer"),
+        )
+        .expect("QUIC ring buffer");
+        let mut out = Vec::new();
+        while let Some(item) = rb.next() {
+            out.push(forwarder::maps::read_record(&item).expect("a whole Initial event"));
+        }
+        out
+    }
+
+    /// Writes the daemon's verdict on the connection of `key`, as `forwarder::quic` does.
+    pub fn set_quic_verdict(
+        &mut self,
+        key: &FlowKey,
+        v: forwarder_common::QuicVerdict,
+    ) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, FlowKey, forwarder_common::QuicVerdict> =
+            HashMap::try_from(
+                self.ebpf
+                    .map_mut(forwarder_common::QUIC_VERDICTS_MAP)
+                    .context("QUIC verdicts")?,
+            )?;
+        map.insert(key, v, 0)?;
+        Ok(())
+    }
+
+    /// Whether a verdict for `key` is still waiting in the kernel's map.
+    pub fn quic_verdict_pending(&self, key: &FlowKey) -> bool {
+        let map: HashMap<&MapData, FlowKey, forwarder_common::QuicVerdict> = HashMap::try_from(
+            self.ebpf
+                .map(forwarder_common::QUIC_VERDICTS_MAP)
+                .expect("QUIC verdicts"),
+        )
+        .expect("QUIC verdicts");
+        map.get(key, 0).is_ok()
     }
 
     /// A descriptor of the connection event ring buffer, as the daemon polls it.
