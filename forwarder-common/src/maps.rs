@@ -42,8 +42,19 @@ pub const TC_READER_MAP: &str = "TC_READER";
 pub const HOST_UNKNOWN: u32 = 0;
 pub const HOST_OTHER: u32 = 1;
 pub const HOST_FIRST_CONFIGURED: u32 = 2;
-/// Size of the host statistics array: at most `MAX_HOSTS - 2` configured hosts.
+/// Host ids: at most `MAX_HOSTS - 2` configured hosts.
 pub const MAX_HOSTS: u32 = 1024;
+/// The protocols host statistics are kept apart for: TCP (HTTP/1, HTTP/2 over TLS) at
+/// `host_stats_index(id, false)`, QUIC (UDP flows) at `host_stats_index(id, true)`.
+pub const HOST_PROTOCOLS: [&str; 2] = ["tcp", "quic"];
+/// Entries of the host statistics array: one per host id and protocol.
+pub const HOST_STATS_ENTRIES: u32 = MAX_HOSTS * HOST_PROTOCOLS.len() as u32;
+
+/// Where host `id`'s statistics for TCP or QUIC (`udp`) connections are.
+#[inline(always)]
+pub const fn host_stats_index(id: u32, udp: bool) -> u32 {
+    if udp { id + MAX_HOSTS } else { id }
+}
 
 /// Program names in the object.
 pub const XDP_INGRESS_PROG: &str = "fwd_xdp_ingress";
@@ -82,7 +93,8 @@ pub struct XdpMeta {
     pub magic: u32,
     /// Interface the tc program redirects the packet to.
     pub ifindex: u32,
-    /// The flow's host, for per-host drop counts of the hand-off.
+    /// The flow's host statistics (`host_stats_index`), for per-host drop counts of the
+    /// hand-off.
     pub host_id: u32,
     pub _pad: u32,
 }
@@ -196,6 +208,8 @@ pub const FLOW_F_HANDOFF_WAIT: u32 = 64;
 /// The flow is a QUIC connection whose Initials went to the daemon: its host comes from
 /// the daemon's verdict in `QUIC_VERDICTS_MAP`.
 pub const FLOW_F_QUIC: u32 = 128;
+/// A UDP flow: counted under its host's QUIC statistics (`host_stats_index`).
+pub const FLOW_F_UDP: u32 = 256;
 /// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
 pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;
 

@@ -5,8 +5,9 @@ use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_END_REPORTED,
-    FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP,
-    RULE_F_FALLBACK_LOCAL, RuleValue, SYN_RETRY_WINDOW_NS, SourceKey,
+    FLOW_F_FIN, FLOW_F_RST, FLOW_F_UDP, FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL,
+    HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleValue, SYN_RETRY_WINDOW_NS,
+    SourceKey,
     packet::{PacketInfo, TCP_ACK, TCP_SYN},
 };
 
@@ -155,13 +156,21 @@ pub fn to_backend<C: EbpfContext>(
         ..ZERO_FLOW
     };
     zero_counts(&mut s.rev);
+    if info.proto == PROTO_UDP {
+        s.fwd.flags = FLOW_F_UDP;
+        s.rev.flags = FLOW_F_UDP;
+    }
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
     if NEW_FLOWS.insert(&s.rev_key, &s.rev, 0).is_err()
         || NEW_FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()
     {
         count(Counter::FlowCreateFailed);
         // The packet is dropped; whose it was is not known yet.
-        crate::visibility::host_drop(HOST_UNKNOWN, HOST_DROP_FLOW_TABLE_FULL);
+        crate::visibility::host_drop(
+            HOST_UNKNOWN,
+            info.proto == PROTO_UDP,
+            HOST_DROP_FLOW_TABLE_FULL,
+        );
         warn!(ctx, "flow table insert failed (proto {})", info.proto);
     } else {
         count(Counter::FlowsCreated);

@@ -3,9 +3,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use forwarder_common::{
-    COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HostKey, HostStats,
-    HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue, SourceKey,
-    SynGuard,
+    COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HOST_STATS_ENTRIES,
+    HostKey, HostStats, HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue,
+    SourceKey, SynGuard,
     classify::{BUF_SIZE, ClassifyState},
     handoff::Handshake,
     packet::PacketInfo,
@@ -73,7 +73,8 @@ pub static HOSTS: HashMap<HostKey, HostValue> = HashMap::with_max_entries(MAX_HO
 pub static HOST_POLICY: Array<u32> = Array::with_max_entries(MAX_HOSTS, 0);
 
 #[map(name = "HOST_STATS")]
-pub static HOST_STATS: PerCpuArray<HostStats> = PerCpuArray::with_max_entries(MAX_HOSTS, 0);
+pub static HOST_STATS: PerCpuArray<HostStats> =
+    PerCpuArray::with_max_entries(HOST_STATS_ENTRIES, 0);
 
 /// Connection events for the daemon's connection log: 4096 events of 88 bytes.
 #[map(name = "EVENTS")]

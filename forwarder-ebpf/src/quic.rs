@@ -95,7 +95,7 @@ fn take_verdict(key: &FlowKey, code: u32, host_id: u32) {
     {
         flags = FLOW_F_CUT;
         count(Counter::PolicyCut);
-        host_drop(id, HOST_DROP_POLICY);
+        host_drop(id, true, HOST_DROP_POLICY);
     }
     end_classification(key, flags, id, c, false);
 }

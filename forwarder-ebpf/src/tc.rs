@@ -50,13 +50,14 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-pub(crate) fn redirect_to_tunnel(ifindex: u32, host_id: u32) -> i32 {
+/// `stats` is where the flow's host statistics are (`host_stats_index`).
+pub(crate) fn redirect_to_tunnel(ifindex: u32, stats: u32) -> i32 {
     let r = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if r == TC_ACT_REDIRECT {
         count(Counter::TcToTunnel);
     } else {
         count(Counter::TcRedirectFailed);
-        visibility::host_drop(host_id, HOST_DROP_REDIRECT_FAILED);
+        visibility::host_drop_at(stats, HOST_DROP_REDIRECT_FAILED);
     }
     r
 }
@@ -104,7 +105,7 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
             }
             flow::Miss::RateLimit => {
                 count(Counter::TcDropRateLimit);
-                visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+                visibility::host_drop(HOST_UNKNOWN, info.proto == PROTO_UDP, HOST_DROP_RATE_LIMIT);
                 Ok(TC_ACT_SHOT)
             }
             // Counted by the guard (`syn_flood_drop`) and the flow table
@@ -140,7 +141,10 @@ fn translate_ingress(ctx: &TcContext) -> Result<i32, ()> {
         // The reader redirects the packet to the tunnel when it is done.
         visibility::to_reader(ctx, &TC_READER, key, nat);
     }
-    Ok(redirect_to_tunnel(nat.ifindex, nat.host_id))
+    Ok(redirect_to_tunnel(
+        nat.ifindex,
+        visibility::stats_index(nat),
+    ))
 }
 
 /// tc ingress on the tunnel interface: replies of translated flows go back to the client.
@@ -219,7 +223,7 @@ fn translate_reply(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TunnelToClient);
     } else {
         count(Counter::TunnelRedirectFailed);
-        visibility::host_drop(nat.host_id, HOST_DROP_REDIRECT_FAILED);
+        visibility::host_drop_at(visibility::stats_index(nat), HOST_DROP_REDIRECT_FAILED);
     }
     Ok(r)
 }

@@ -17,8 +17,8 @@ use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, ConnEvent, Counter, DIR_TO_BACKEND, END_FIN, END_RST,
     EVENT_CLASSIFIED, EVENT_ENDED, EVENT_RECORD_BYTES, EVENTS_WAKE_BYTES, FLOW_F_CLS_STATE,
     FLOW_F_CUT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_RST,
-    FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER,
-    HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
+    FLOW_F_UDP, FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED,
+    HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
         CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
@@ -26,6 +26,7 @@ use forwarder_common::{
     },
     handoff::{HANDOFF_LOCAL, HANDOFF_SEGMENT},
     host::{MAX_NAME_LEN, NameMatch, NameWalk},
+    host_stats_index,
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
 };
 
@@ -64,9 +65,17 @@ impl LoadBytes for TcContext {
     }
 }
 
+/// Host `id`'s statistics for TCP connections, or for QUIC (`udp`) ones.
 #[inline(always)]
-fn stats(id: u32) -> Option<&'static mut HostStats> {
-    HOST_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+fn stats(id: u32, udp: bool) -> Option<&'static mut HostStats> {
+    HOST_STATS
+        .get_ptr_mut(host_stats_index(id, udp))
+        .map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn is_udp(flow: &FlowValue) -> bool {
+    flow.flags & FLOW_F_UDP != 0
 }
 
 #[inline(always)]
@@ -82,10 +91,22 @@ fn add(field: &mut u64, v: u64) {
     }
 }
 
-/// Counts a dropped packet under its host.
+/// Where `flow`'s host statistics are.
 #[inline(always)]
-pub fn host_drop(id: u32, reason: usize) {
-    if let Some(s) = stats(id)
+pub fn stats_index(flow: &FlowValue) -> u32 {
+    host_stats_index(flow.host_id, is_udp(flow))
+}
+
+/// Counts a dropped packet under its host (its QUIC statistics for `udp`).
+#[inline(always)]
+pub fn host_drop(id: u32, udp: bool, reason: usize) {
+    host_drop_at(host_stats_index(id, udp), reason);
+}
+
+/// Counts a dropped packet under the host statistics at `index` (`host_stats_index`).
+#[inline(always)]
+pub fn host_drop_at(index: u32, reason: usize) {
+    if let Some(s) = HOST_STATS.get_ptr_mut(index).map(|p| unsafe { &mut *p })
         && let Some(d) = s.drops.get_mut(reason)
     {
         *d += 1;
@@ -102,7 +123,7 @@ pub fn account(flow: &mut FlowValue, bytes: u64) {
         flow.first_ns = now;
     }
     flow.last_ns = now;
-    if let Some(s) = stats(flow.host_id) {
+    if let Some(s) = stats(flow.host_id, is_udp(flow)) {
         // Per-CPU slot: plain adds.
         if flow.direction == DIR_TO_BACKEND {
             s.packets_to_backend += 1;
@@ -124,7 +145,8 @@ fn attribute(flow: &mut FlowValue, id: u32) {
     let (p, b) = (flow.packets, flow.bytes);
     // Per-CPU values may go below zero here and there; their sum, taken with wrapping
     // arithmetic by the daemon, is exact.
-    if let Some(s) = stats(flow.host_id) {
+    let udp = is_udp(flow);
+    if let Some(s) = stats(flow.host_id, udp) {
         if flow.direction == DIR_TO_BACKEND {
             s.packets_to_backend = s.packets_to_backend.wrapping_sub(p);
             s.bytes_to_backend = s.bytes_to_backend.wrapping_sub(b);
@@ -133,7 +155,7 @@ fn attribute(flow: &mut FlowValue, id: u32) {
             s.bytes_to_client = s.bytes_to_client.wrapping_sub(b);
         }
     }
-    if let Some(s) = stats(id) {
+    if let Some(s) = stats(id, udp) {
         if flow.direction == DIR_TO_BACKEND {
             s.packets_to_backend = s.packets_to_backend.wrapping_add(p);
             s.bytes_to_backend = s.bytes_to_backend.wrapping_add(b);
@@ -209,7 +231,7 @@ fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
         // The backend's packets of a cut connection must not reach the client any more.
         r.flags |= fwd.flags & (FLOW_F_CUT | FLOW_F_LOCAL);
     }
-    if let Some(st) = stats(id) {
+    if let Some(st) = stats(id, is_udp(fwd)) {
         st.connections += 1;
     }
     emit(EVENT_CLASSIFIED, 0, fwd_key, fwd, rev.map(|r| &*r));
@@ -830,7 +852,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     if policy == Some(POLICY_DROP) {
         flags = FLOW_F_CUT;
         count(Counter::PolicyCut);
-        host_drop(id, HOST_DROP_POLICY);
+        host_drop(id, false, HOST_DROP_POLICY);
     } else if policy == Some(POLICY_LOCAL) {
         // This segment is not forwarded: the daemon rebuilds the connection on the VPS's
         // own stack and feeds it the payload. Without the event the connection can only
@@ -935,7 +957,8 @@ pub fn to_reader<C: EbpfContext>(
 
 /// The body of the name reader programs: classifies the packet `to_reader` handed over.
 /// Returns where tc must send it (the flow's tunnel interface; 0 when the packet must be
-/// dropped because its host's policy cut the connection) and the flow's host.
+/// dropped because its host's policy cut the connection) and where the flow's host
+/// statistics are (`host_stats_index`).
 #[inline(always)]
 pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
@@ -962,9 +985,9 @@ pub fn read_name<C: EbpfContext + LoadBytes>(ctx: &C) -> (u32, u32) {
         return (ifindex, HOST_UNKNOWN);
     };
     if flow.flags & FLOW_F_CUT != 0 {
-        return (0, flow.host_id);
+        return (0, 0);
     }
-    (ifindex, flow.host_id)
+    (ifindex, stats_index(flow))
 }
 
 /// On FIN or RST: marks the entry, and reports the connection's end once it is over

@@ -84,7 +84,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
             flow::Miss::Fallback => pass(Counter::XdpPassFallback),
             flow::Miss::RateLimit => {
                 count(Counter::XdpDropRateLimit);
-                visibility::host_drop(HOST_UNKNOWN, HOST_DROP_RATE_LIMIT);
+                visibility::host_drop(HOST_UNKNOWN, info.proto == PROTO_UDP, HOST_DROP_RATE_LIMIT);
                 Ok(xdp_action::XDP_DROP)
             }
             // Counted by the guard (`syn_flood_drop`) and the flow table
@@ -107,7 +107,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
         (meta as *mut XdpMeta).write_unaligned(XdpMeta {
             magic: META_MAGIC,
             ifindex: nat.ifindex,
-            host_id: nat.host_id,
+            host_id: visibility::stats_index(nat),
             _pad: 0,
         })
     };

@@ -21,7 +21,7 @@ use aya::{
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
     HOST_POLICY_MAP, HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS,
-    NEW_FLOWS_MAP, RULES_MAPS, RuleKey, RuleValue,
+    NEW_FLOWS_MAP, RULES_MAPS, RuleKey, RuleValue, host_stats_index,
 };
 use tracing::warn;
 
@@ -262,7 +262,8 @@ impl Maps {
         })
     }
 
-    /// Zeroes host id `id`'s statistics, before the id is given to another host.
+    /// Zeroes host id `id`'s statistics (both protocols), before the id is given to
+    /// another host.
     pub fn reset_host_stats(&self, id: u32) -> Result<(), MapsError> {
         let Some(map) = &self.host_stats else {
             return Ok(());
@@ -271,18 +272,24 @@ impl Maps {
             what: "counting the possible CPUs",
             source,
         })?;
-        let zero = PerCpuValues::try_from(vec![HostStats::default(); cpus]).map_err(|source| {
-            MapsError::Io {
-                what: "preparing per-CPU values",
-                source,
-            }
-        })?;
+        let zero = || {
+            PerCpuValues::try_from(vec![HostStats::default(); cpus]).map_err(|source| {
+                MapsError::Io {
+                    what: "preparing per-CPU values",
+                    source,
+                }
+            })
+        };
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.set(id, zero, 0).map_err(|source| MapsError::Read {
-            name: HOST_STATS_MAP,
-            what: format!("resetting host id {id}"),
-            source,
-        })
+        for udp in [false, true] {
+            map.set(host_stats_index(id, udp), zero()?, 0)
+                .map_err(|source| MapsError::Read {
+                    name: HOST_STATS_MAP,
+                    what: format!("resetting host id {id}"),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Sums the per-CPU global counters.
@@ -322,7 +329,9 @@ impl Maps {
 
     /// Per-host statistics of host ids `0..count`, summed over CPUs; `None` when the
     /// kernel keeps none.
-    pub fn host_stats(&self, count: u32) -> Option<Result<Vec<HostStats>, MapsError>> {
+    /// The statistics of host ids `0..count`, summed over CPUs: TCP, then QUIC
+    /// (`HOST_PROTOCOLS`).
+    pub fn host_stats(&self, count: u32) -> Option<Result<Vec<[HostStats; 2]>, MapsError>> {
         let map = self
             .host_stats
             .as_ref()?
@@ -332,16 +341,20 @@ impl Maps {
         let read = || {
             let mut out = Vec::with_capacity(count as usize);
             for id in 0..count {
-                let per_cpu = map.get(&id, 0).map_err(|source| MapsError::Read {
-                    name: HOST_STATS_MAP,
-                    what: format!("host id {id}"),
-                    source,
-                })?;
-                let mut sum = HostStats::default();
-                for s in per_cpu.iter() {
-                    add_host_stats(&mut sum, s);
+                let mut both = [HostStats::default(); 2];
+                for (udp, sum) in [false, true].into_iter().zip(&mut both) {
+                    let per_cpu = map.get(&host_stats_index(id, udp), 0).map_err(|source| {
+                        MapsError::Read {
+                            name: HOST_STATS_MAP,
+                            what: format!("host id {id}"),
+                            source,
+                        }
+                    })?;
+                    for s in per_cpu.iter() {
+                        add_host_stats(sum, s);
+                    }
                 }
-                out.push(sum);
+                out.push(both);
             }
             Ok(out)
         };

@@ -80,44 +80,50 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
 fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
     let hosts = &s.hosts;
     if s.host_stats_available {
+        // Per host and protocol: `tcp` (HTTP/1, HTTP/2 over TLS) and `quic` (HTTP/3).
+        let per_proto = || {
+            hosts.iter().flat_map(|h| {
+                h.protocols
+                    .iter()
+                    .map(move |(p, c)| (h.host.as_str(), p.as_str(), c))
+            })
+        };
         counters(
             enc,
             "forwarder_host_packets",
-            "Packets forwarded per host and direction.",
-            hosts.iter().flat_map(|h| {
+            "Packets forwarded per host, protocol and direction.",
+            per_proto().flat_map(|(h, p, c)| {
                 DIRECTIONS
                     .into_iter()
-                    .zip([h.packets_to_backend, h.packets_to_client])
-                    .map(|(d, v)| ([("host", h.host.as_str()), ("direction", d)], v))
+                    .zip([c.packets_to_backend, c.packets_to_client])
+                    .map(move |(d, v)| ([("host", h), ("protocol", p), ("direction", d)], v))
             }),
         )?;
         counters(
             enc,
             "forwarder_host_bytes",
-            "Bytes (IP packet length) forwarded per host and direction.",
-            hosts.iter().flat_map(|h| {
+            "Bytes (IP packet length) forwarded per host, protocol and direction.",
+            per_proto().flat_map(|(h, p, c)| {
                 DIRECTIONS
                     .into_iter()
-                    .zip([h.bytes_to_backend, h.bytes_to_client])
-                    .map(|(d, v)| ([("host", h.host.as_str()), ("direction", d)], v))
+                    .zip([c.bytes_to_backend, c.bytes_to_client])
+                    .map(move |(d, v)| ([("host", h), ("protocol", p), ("direction", d)], v))
             }),
         )?;
         counters(
             enc,
             "forwarder_host_connections",
-            "Connections attributed to each host.",
-            hosts
-                .iter()
-                .map(|h| ([("host", h.host.as_str())], h.connections)),
+            "Connections attributed to each host, per protocol.",
+            per_proto().map(|(h, p, c)| ([("host", h), ("protocol", p)], c.connections)),
         )?;
         counters(
             enc,
             "forwarder_host_drops",
-            "Packets of each host's connections dropped, by reason.",
-            hosts.iter().flat_map(|h| {
-                h.drops
+            "Packets of each host's connections dropped, per protocol and reason.",
+            per_proto().flat_map(|(h, p, c)| {
+                c.drops
                     .iter()
-                    .map(|(r, v)| ([("host", h.host.as_str()), ("reason", r.as_str())], *v))
+                    .map(move |(r, v)| ([("host", h), ("protocol", p), ("reason", r.as_str())], *v))
             }),
         )?;
     }
@@ -235,6 +241,29 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
         "Connections of hosts with policy \"local\" being relayed to the VPS's own server now.",
         s.local.active,
     )?;
+    counter(
+        enc,
+        "forwarder_quic_initials",
+        "QUIC Initial datagrams the daemon read from the kernel (rate-limited there: see forwarder_datapath_packets_total{event=\"quic_rate_limited\"}).",
+        s.quic.datagrams,
+    )?;
+    counters(
+        enc,
+        "forwarder_quic_connections",
+        "QUIC connections whose Initials the daemon decoded, by outcome (named: the SNI gave the host; no_sni; undecodable: not a QUIC v1/v2 Initial that decrypts, or a malformed ClientHello; expired: the ClientHello never completed).",
+        [
+            ([("outcome", "named")], s.quic.named),
+            ([("outcome", "no_sni")], s.quic.no_sni),
+            ([("outcome", "undecodable")], s.quic.undecodable),
+            ([("outcome", "expired")], s.quic.expired),
+        ],
+    )?;
+    gauge(
+        enc,
+        "forwarder_quic_pending",
+        "QUIC connections whose ClientHello the daemon is still reassembling.",
+        s.quic.pending,
+    )?;
     gauges(
         enc,
         "forwarder_build_info",
@@ -306,11 +335,14 @@ mod tests {
             "forwarder_connection_log_suppressed_total",
             "forwarder_local_connections_total",
             "forwarder_local_connections_active",
+            "forwarder_quic_initials_total",
+            "forwarder_quic_connections_total",
+            "forwarder_quic_pending",
             "forwarder_build_info",
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 21, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 24, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"
@@ -322,11 +354,13 @@ mod tests {
     fn values_and_labels() {
         let text = encode(sample()).unwrap();
         for line in [
-            r#"forwarder_host_packets_total{host="app.example.com",direction="to_backend"} 30"#,
-            r#"forwarder_host_bytes_total{host="*.example.com",direction="to_client"} 12000000"#,
-            r#"forwarder_host_connections_total{host="unknown"} 1"#,
+            r#"forwarder_host_packets_total{host="app.example.com",protocol="tcp",direction="to_backend"} 30"#,
+            r#"forwarder_host_packets_total{host="app.example.com",protocol="quic",direction="to_backend"} 0"#,
+            r#"forwarder_host_bytes_total{host="*.example.com",protocol="tcp",direction="to_client"} 12000000"#,
+            r#"forwarder_host_connections_total{host="unknown",protocol="tcp"} 1"#,
+            r#"forwarder_host_connections_total{host="unknown",protocol="quic"} 0"#,
             r#"forwarder_host_flows{host="other"} 0"#,
-            r#"forwarder_host_drops_total{host="other",reason="redirect_failed"} 2"#,
+            r#"forwarder_host_drops_total{host="other",protocol="tcp",reason="redirect_failed"} 2"#,
             r#"forwarder_flow_table_entries 6"#,
             r#"forwarder_flow_table_capacity 262144"#,
             r#"forwarder_flow_table_evictions_total 2"#,
@@ -349,7 +383,7 @@ mod tests {
         let reasons: BTreeSet<String> = samples(&text)
             .into_iter()
             .filter(|s| s.0 == "forwarder_host_drops_total")
-            .map(|s| s.1[1].1.clone())
+            .map(|s| s.1[2].1.clone())
             .collect();
         assert_eq!(reasons.len(), HOST_DROP_REASON_NAMES.len());
     }

@@ -11,8 +11,8 @@ use std::{
 };
 
 use forwarder_common::{
-    Counter, HOST_DROP_REASON_NAMES, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN, HostStats,
-    host::HostPattern,
+    Counter, HOST_DROP_REASON_NAMES, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_PROTOCOLS,
+    HOST_UNKNOWN, HostStats, host::HostPattern,
 };
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +205,37 @@ pub struct HostSnapshot {
     pub bytes_to_client: u64,
     /// Dropped packets by reason (`HOST_DROP_REASON_NAMES`).
     pub drops: BTreeMap<String, u64>,
+    /// The counters above split by protocol (`tcp`, `quic`); those above are their sums.
+    #[serde(default)]
+    pub protocols: BTreeMap<String, ProtocolStats>,
+}
+
+/// One host's counters for the connections of one protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolStats {
+    pub connections: u64,
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl ProtocolStats {
+    fn of(s: &HostStats) -> Self {
+        ProtocolStats {
+            connections: s.connections,
+            packets_to_backend: s.packets_to_backend,
+            bytes_to_backend: s.bytes_to_backend,
+            packets_to_client: s.packets_to_client,
+            bytes_to_client: s.bytes_to_client,
+            drops: HOST_DROP_REASON_NAMES
+                .iter()
+                .zip(s.drops)
+                .map(|(n, v)| ((*n).to_owned(), v))
+                .collect(),
+        }
+    }
 }
 
 impl HostSnapshot {
@@ -232,18 +263,20 @@ pub struct LocalStats {
     pub active: u64,
 }
 
-/// Builds the per-host part of a snapshot. `stats` and `active` are indexed by host id;
-/// missing entries count as zero.
+/// Builds the per-host part of a snapshot. `stats` (TCP, QUIC) and `active` are indexed
+/// by host id; missing entries count as zero.
 pub fn host_snapshots(
     labels: &HostLabels,
-    stats: Option<&[HostStats]>,
+    stats: Option<&[[HostStats; 2]]>,
     active: &[u64],
 ) -> Vec<HostSnapshot> {
     labels
         .display_order()
         .map(|id| {
             let i = id as usize;
-            let s = stats.and_then(|s| s.get(i)).copied().unwrap_or_default();
+            let both = stats.and_then(|s| s.get(i)).copied().unwrap_or_default();
+            let mut s = both[0];
+            crate::maps::add_host_stats(&mut s, &both[1]);
             HostSnapshot {
                 host: labels.label(id).to_owned(),
                 connections: s.connections,
@@ -256,6 +289,11 @@ pub fn host_snapshots(
                     .iter()
                     .zip(s.drops)
                     .map(|(n, v)| ((*n).to_owned(), v))
+                    .collect(),
+                protocols: HOST_PROTOCOLS
+                    .iter()
+                    .zip(&both)
+                    .map(|(p, s)| ((*p).to_owned(), ProtocolStats::of(s)))
                     .collect(),
             }
         })
@@ -358,17 +396,19 @@ pub mod tests {
     /// A snapshot with something in every field, for rendering and encoding tests.
     pub fn sample() -> Snapshot {
         let labels = labels();
-        let stats: Vec<HostStats> = (0..labels.count())
+        // TCP figures; QUIC ones stay zero (the labels are exported all the same).
+        let stats: Vec<[HostStats; 2]> = (0..labels.count())
             .map(|id| {
                 let n = u64::from(id) + 1;
-                HostStats {
+                let tcp = HostStats {
                     packets_to_backend: 10 * n,
                     bytes_to_backend: 1500 * n,
                     packets_to_client: 20 * n,
                     bytes_to_client: 3_000_000 * n,
                     connections: n,
                     drops: [n, 0, 0, 1],
-                }
+                };
+                [tcp, HostStats::default()]
             })
             .collect();
         Snapshot {

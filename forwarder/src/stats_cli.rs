@@ -202,6 +202,8 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     let header = [
         "HOST",
         if rates.is_some() { "CONN/s" } else { "CONNS" },
+        // Of those, over QUIC (HTTP/3).
+        if rates.is_some() { "QUIC/s" } else { "QUIC" },
         "FLOWS",
         "PKTS>BE",
         "BYTES>BE",
@@ -209,7 +211,8 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         "BYTES>CL",
         "DROPS",
     ];
-    let mut rows: Vec<[String; 8]> = Vec::with_capacity(cur.hosts.len());
+    let quic = |h: &HostSnapshot| h.protocols.get("quic").map_or(0, |p| p.connections);
+    let mut rows: Vec<[String; 9]> = Vec::with_capacity(cur.hosts.len());
     for h in &cur.hosts {
         let row = match rates {
             Some((p, secs)) => {
@@ -218,6 +221,7 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
                 [
                     h.host.clone(),
                     human_rate_count(rate(h.connections, b(|x| x.connections), secs)),
+                    human_rate_count(rate(quic(h), before.map_or(quic(h), quic), secs)),
                     h.active_flows.to_string(),
                     human_rate_count(rate(
                         h.packets_to_backend,
@@ -233,6 +237,7 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
             None => [
                 h.host.clone(),
                 human_count(h.connections),
+                human_count(quic(h)),
                 h.active_flows.to_string(),
                 human_count(h.packets_to_backend),
                 human_bytes(h.bytes_to_backend),
@@ -361,14 +366,15 @@ mod tests {
             hosts,
             ["app.example.com", "*.example.com", "other", "unknown"]
         );
-        // app.example.com: id 2 in the sample: 3 connections, 1 flow, 30 packets / 4.4 KiB
-        // to the backend, 60 packets / 8.6 MiB to the client, 4 drops.
+        // app.example.com: id 2 in the sample: 3 connections (none over QUIC), 1 flow, 30
+        // packets / 4.4 KiB to the backend, 60 packets / 8.6 MiB to the client, 4 drops.
         let app: Vec<&str> = rows[0].split_whitespace().collect();
         assert_eq!(
             app,
             [
                 "app.example.com",
                 "3",
+                "0",
                 "1",
                 "30",
                 "4.4",
@@ -389,6 +395,11 @@ mod tests {
         let before = sample();
         let mut after = sample();
         after.hosts[0].connections += 20;
+        after.hosts[0]
+            .protocols
+            .get_mut("quic")
+            .unwrap()
+            .connections += 4;
         after.hosts[0].bytes_to_client += 10 << 20;
         after.hosts[0].packets_to_backend += 5;
         // A host whose counters went down (daemon restarted) shows zero, not garbage.
@@ -407,6 +418,7 @@ mod tests {
             [
                 "app.example.com",
                 "10/s",
+                "2/s",
                 "1",
                 "2.5/s",
                 "0",
@@ -423,7 +435,7 @@ mod tests {
             .unwrap()
             .split_whitespace()
             .collect();
-        assert_eq!(star[4], "0");
+        assert_eq!(star[5], "0");
     }
 
     #[test]

@@ -129,17 +129,19 @@ fn full_snapshot() -> Snapshot {
         HostPattern::parse("app.example.com").unwrap(),
         HostPattern::parse("*.example.com").unwrap(),
     ]);
-    let stats: Vec<HostStats> = (0..labels.count())
+    let stats: Vec<[HostStats; 2]> = (0..labels.count())
         .map(|id| {
             let n = u64::from(id) + 1;
-            HostStats {
+            let s = HostStats {
                 packets_to_backend: 10 * n,
                 bytes_to_backend: 1500 * n,
                 packets_to_client: 20 * n,
                 bytes_to_client: 30_000 * n,
                 connections: n,
                 drops: [n; HOST_DROP_REASONS],
-            }
+            };
+            // TCP and QUIC: every protocol label is exported.
+            [s, s]
         })
         .collect();
     let active: Vec<u64> = (0..u64::from(labels.count())).collect();

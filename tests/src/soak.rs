@@ -268,7 +268,7 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
     let mut nginx_requests = BTreeMap::new();
     for (k, host) in SUBDOMAINS.iter().enumerate() {
         per_host.insert(*host, tallies[k].lock().unwrap().clone());
-        let want = format!("forwarder_host_connections_total{{host=\"{host}\"}} ");
+        let want = format!("forwarder_host_connections_total{{host=\"{host}\",protocol=\"tcp\"}} ");
         let c = page
             .lines()
             .find_map(|x| x.strip_prefix(&want))
@@ -284,7 +284,8 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
     let unattributed = ["unknown", "other"]
         .iter()
         .filter_map(|h| {
-            let want = format!("forwarder_host_connections_total{{host=\"{h}\"}} ");
+            let want =
+                format!("forwarder_host_connections_total{{host=\"{h}\",protocol=\"tcp\"}} ");
             page.lines()
                 .find_map(|x| x.strip_prefix(&want))
                 .and_then(|v| v.trim().parse::<u64>().ok())

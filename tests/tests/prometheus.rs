@@ -319,12 +319,13 @@ fn forwarded_by_host(lab: &Lab) -> anyhow::Result<BTreeMap<String, Forwarded>> {
             let dir = labels.get("direction").map(String::as_str);
             let row = table.entry(host).or_default();
             let v = v as u64;
+            // Summed over the `protocol` label (tcp, quic).
             match (metric, with_direction, dir) {
-                (_, false, _) => row.connections = v,
-                ("forwarder_host_packets_total", _, Some("to_backend")) => row.to_backend_pkts = v,
-                ("forwarder_host_packets_total", _, Some("to_client")) => row.to_client_pkts = v,
-                ("forwarder_host_bytes_total", _, Some("to_backend")) => row.to_backend_bytes = v,
-                ("forwarder_host_bytes_total", _, Some("to_client")) => row.to_client_bytes = v,
+                (_, false, _) => row.connections += v,
+                ("forwarder_host_packets_total", _, Some("to_backend")) => row.to_backend_pkts += v,
+                ("forwarder_host_packets_total", _, Some("to_client")) => row.to_client_pkts += v,
+                ("forwarder_host_bytes_total", _, Some("to_backend")) => row.to_backend_bytes += v,
+                ("forwarder_host_bytes_total", _, Some("to_client")) => row.to_client_bytes += v,
                 _ => anyhow::bail!("unexpected series {metric}{labels:?}"),
             }
         }

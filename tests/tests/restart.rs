@@ -7,7 +7,7 @@ use std::time::Duration;
 use integration_tests::{Lab, LabOptions, SUBDOMAINS, missing_prerequisites, wait_for};
 
 fn connections_of(page: &str, host: &str) -> Option<u64> {
-    let want = format!("forwarder_host_connections_total{{host=\"{host}\"}} ");
+    let want = format!("forwarder_host_connections_total{{host=\"{host}\",protocol=\"tcp\"}} ");
     page.lines()
         .find_map(|l| l.strip_prefix(&want))
         .and_then(|v| v.trim().parse().ok())

@@ -311,7 +311,7 @@ fn a_host_set_to_drop_is_reset_quickly_and_others_are_untouched() {
     }
     let page = lab.metrics_page().expect("metrics");
     let want = format!(
-        "forwarder_host_drops_total{{host=\"{}\",reason=\"policy\"}} 2",
+        "forwarder_host_drops_total{{host=\"{}\",protocol=\"tcp\",reason=\"policy\"}} 2",
         SUBDOMAINS[0]
     );
     assert!(page.contains(&want), "{want}\n{page}");

@@ -80,7 +80,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
     let counted = wait_for("the connection counted", Duration::from_secs(10), || {
         let page = lab.metrics_page()?;
         let want = format!(
-            "forwarder_host_connections_total{{host=\"{}\"}} 1",
+            "forwarder_host_connections_total{{host=\"{}\",protocol=\"tcp\"}} 1",
             SUBDOMAINS[0]
         );
         page.contains(&want).then_some(())

@@ -47,7 +47,7 @@ fn metrics_stats_and_connection_log_count_every_connection() {
     let conns = |page: &str, host: &str| {
         sample(
             page,
-            &format!("forwarder_host_connections_total{{host=\"{host}\"}}"),
+            &format!("forwarder_host_connections_total{{host=\"{host}\",protocol=\"tcp\"}}"),
         )
     };
     let page = wait_for("connections in /metrics", Duration::from_secs(10), || {
@@ -64,7 +64,7 @@ fn metrics_stats_and_connection_log_count_every_connection() {
         let bytes = |dir: &str| {
             sample(
                 &page,
-                &format!("forwarder_host_bytes_total{{host=\"{host}\",direction=\"{dir}\"}}"),
+                &format!("forwarder_host_bytes_total{{host=\"{host}\",protocol=\"tcp\",direction=\"{dir}\"}}"),
             )
             .unwrap()
         };
