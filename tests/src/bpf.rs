@@ -883,13 +883,22 @@ impl Harness {
         map.keys().filter(Result::is_ok).count()
     }
 
-    /// Host id `id`'s statistics, summed over CPUs.
+    /// Host id `id`'s statistics of TCP connections, summed over CPUs.
     pub fn host_stats(&self, id: u32) -> forwarder_common::HostStats {
+        self.host_stats_at(forwarder_common::host_stats_index(id, false))
+    }
+
+    /// Host id `id`'s statistics of QUIC (UDP) connections, summed over CPUs.
+    pub fn quic_host_stats(&self, id: u32) -> forwarder_common::HostStats {
+        self.host_stats_at(forwarder_common::host_stats_index(id, true))
+    }
+
+    fn host_stats_at(&self, index: u32) -> forwarder_common::HostStats {
         let map: PerCpuArray<&MapData, forwarder_common::HostStats> =
             PerCpuArray::try_from(self.ebpf.map(forwarder_common::HOST_STATS_MAP).unwrap())
                 .unwrap();
         let mut sum = forwarder_common::HostStats::default();
-        for s in map.get(&id, 0).unwrap().iter() {
+        for s in map.get(&index, 0).unwrap().iter() {
             forwarder::maps::add_host_stats(&mut sum, s);
         }
         sum

@@ -164,7 +164,7 @@ fn a_quic_connection_is_attributed_with_everything_counted_before() {
             assert!(!h.quic_verdict_pending(&key), "verdict taken");
             let flow = udp_flow(&h, client, public).unwrap();
             assert_eq!((flow.class_state, flow.host_id), (CLASS_DONE, host));
-            let s = h.host_stats(host);
+            let s = h.quic_host_stats(host);
             assert_eq!(
                 (
                     s.connections,
@@ -176,7 +176,7 @@ fn a_quic_connection_is_attributed_with_everything_counted_before() {
                 (1, 3, to_backend, 1, ip_len(&reply)),
                 "{name}: totals moved to the host"
             );
-            let u = h.host_stats(HOST_UNKNOWN);
+            let u = h.quic_host_stats(HOST_UNKNOWN);
             assert_eq!(
                 (
                     u.packets_to_backend,
@@ -187,9 +187,19 @@ fn a_quic_connection_is_attributed_with_everything_counted_before() {
                 "nothing left under unknown"
             );
             assert_eq!(h.counter(Counter::ClassifiedQuic), 1);
+            let tcp = h.host_stats(host);
+            assert_eq!(
+                (
+                    tcp.connections,
+                    tcp.packets_to_backend,
+                    tcp.packets_to_client
+                ),
+                (0, 0, 0),
+                "QUIC is counted apart from TCP"
+            );
             // Later packets are counted under the host and not copied.
             assert_eq!(ingress(&h, tc_only, &next).0, forwarded(tc_only));
-            assert_eq!(h.host_stats(host).packets_to_backend, 4);
+            assert_eq!(h.quic_host_stats(host).packets_to_backend, 4);
             assert_eq!(h.counter(Counter::QuicInitials), 2);
         }
     }
