@@ -294,7 +294,9 @@ impl Lab {
             .collect()
     }
 
-    fn spawn(&mut self, what: &str, ns: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+    /// Starts `args` in the namespace `ns`, its output going to `log`; the lab ends it when
+    /// dropped. `what` names it in errors and for [`Lab::pids`].
+    pub fn spawn(&mut self, what: &str, ns: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
         let f = fs::File::create(log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -794,6 +796,27 @@ http {{
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The daemon's statistics document (`/stats.json`), fetched inside the VPS namespace;
+    /// `None` while it does not answer.
+    pub fn stats_json(&self) -> Option<serde_json::Value> {
+        let out = self
+            .exec(
+                &self.vps,
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:9724/stats.json",
+                ],
+            )
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     /// Where the flood generator (`flood.rs`) sends from and to: the client's side of the
@@ -1332,5 +1355,58 @@ impl Lab {
             out.status.success().then_some(())
         })?;
         Ok(server)
+    }
+}
+
+/// The client namespace's IPv4 counters: every IPv4 packet the client's kernel sent or
+/// received, and their bytes (IP total length, as the forwarder counts them).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IpCounters {
+    pub out_pkts: u64,
+    pub out_bytes: u64,
+    pub in_pkts: u64,
+    pub in_bytes: u64,
+}
+
+impl IpCounters {
+    pub fn read(lab: &Lab) -> Self {
+        let out = lab
+            .exec(&lab.client, &["cat", "/proc/net/snmp", "/proc/net/netstat"])
+            .expect("reading the client's IP counters");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Each group is a line of names followed by a line of values, both "Group: ...".
+        let mut values = std::collections::BTreeMap::new();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, nums] = pair else { continue };
+            let (group, names) = names.split_once(": ").unwrap_or_default();
+            let nums = nums.split_once(": ").unwrap_or_default().1;
+            for (n, v) in names.split_whitespace().zip(nums.split_whitespace()) {
+                values.insert(format!("{group}.{n}"), v.parse::<u64>().unwrap_or(0));
+            }
+        }
+        let get = |k: &str| *values.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
+        IpCounters {
+            out_pkts: get("Ip.OutRequests"),
+            out_bytes: get("IpExt.OutOctets"),
+            in_pkts: get("Ip.InReceives"),
+            in_bytes: get("IpExt.InOctets"),
+        }
+    }
+
+    pub fn since(self, before: Self) -> Self {
+        IpCounters {
+            out_pkts: self.out_pkts - before.out_pkts,
+            out_bytes: self.out_bytes - before.out_bytes,
+            in_pkts: self.in_pkts - before.in_pkts,
+            in_bytes: self.in_bytes - before.in_bytes,
+        }
+    }
+
+    pub fn add(&mut self, o: Self) {
+        self.out_pkts += o.out_pkts;
+        self.out_bytes += o.out_bytes;
+        self.in_pkts += o.in_pkts;
+        self.in_bytes += o.in_bytes;
     }
 }

@@ -14,7 +14,8 @@ use std::{
 };
 
 use integration_tests::{
-    Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, subdomain_hosts, wait_for,
+    IpCounters, Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites, subdomain_hosts,
+    wait_for,
 };
 
 const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
@@ -158,59 +159,6 @@ fn scalar(lab: &Lab, promql: &str) -> Option<f64> {
     match query(lab, promql).ok()?.as_slice() {
         [(_, v)] => Some(*v),
         _ => None,
-    }
-}
-
-/// The client namespace's IPv4 counters: every IPv4 packet the client's kernel sent or
-/// received, and their bytes (IP total length, as the forwarder counts them).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct IpCounters {
-    out_pkts: u64,
-    out_bytes: u64,
-    in_pkts: u64,
-    in_bytes: u64,
-}
-
-impl IpCounters {
-    fn read(lab: &Lab) -> Self {
-        let out = lab
-            .exec(&lab.client, &["cat", "/proc/net/snmp", "/proc/net/netstat"])
-            .expect("reading the client's IP counters");
-        let text = String::from_utf8_lossy(&out.stdout);
-        // Each group is a line of names followed by a line of values, both "Group: ...".
-        let mut values = BTreeMap::new();
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, nums] = pair else { continue };
-            let (group, names) = names.split_once(": ").unwrap_or_default();
-            let nums = nums.split_once(": ").unwrap_or_default().1;
-            for (n, v) in names.split_whitespace().zip(nums.split_whitespace()) {
-                values.insert(format!("{group}.{n}"), v.parse::<u64>().unwrap_or(0));
-            }
-        }
-        let get = |k: &str| *values.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
-        IpCounters {
-            out_pkts: get("Ip.OutRequests"),
-            out_bytes: get("IpExt.OutOctets"),
-            in_pkts: get("Ip.InReceives"),
-            in_bytes: get("IpExt.InOctets"),
-        }
-    }
-
-    fn since(self, before: Self) -> Self {
-        IpCounters {
-            out_pkts: self.out_pkts - before.out_pkts,
-            out_bytes: self.out_bytes - before.out_bytes,
-            in_pkts: self.in_pkts - before.in_pkts,
-            in_bytes: self.in_bytes - before.in_bytes,
-        }
-    }
-
-    fn add(&mut self, o: Self) {
-        self.out_pkts += o.out_pkts;
-        self.out_bytes += o.out_bytes;
-        self.in_pkts += o.in_pkts;
-        self.in_bytes += o.in_bytes;
     }
 }
 

@@ -39,10 +39,13 @@ const SUITES: &[&str] = &[
     "control",
     "security",
     "service",
+    "quic_packets",
+    "http3",
 ];
 
-/// The suites of the quick run (in `cargo xtask test`): the BPF packet tests, forwarding
-/// end to end (on veth and on the virtio NIC), restarts and the fault drills.
+/// The suites of the quick run (in `cargo xtask test`): the BPF packet tests (QUIC's
+/// included), forwarding end to end (on veth and on the virtio NIC), restarts and the fault
+/// drills.
 const QUICK_SUITES: &[&str] = &[
     "bpf_packets",
     "hostile_packets",
@@ -50,6 +53,7 @@ const QUICK_SUITES: &[&str] = &[
     "virtio_nic",
     "restart",
     "faults",
+    "quic_packets",
 ];
 
 /// How long one suite may take under emulation before it counts as failed.

@@ -1,0 +1,243 @@
+//! A QUIC server and client (quinn) for the HTTP/3 lab test: real QUIC v1 connections with
+//! TLS 1.3 and the lab's certificate, whose endpoints report what they sent and saw.
+//!
+//! * `quic-peer server --listen ADDR --cert PEM --key PEM`: answers each bidirectional
+//!   stream's request (a decimal byte count and a newline) with that many bytes, and prints
+//!   one JSON line per connection once it is closed: the client's address as the server
+//!   saw it, the SNI, and the connection's UDP datagrams and bytes each way.
+//! * `quic-peer client --connect ADDR --name NAME --ca PEM --bytes N --count K`: opens K
+//!   connections in turn, each asking for N bytes, and prints one JSON line per connection
+//!   with the same figures from the client's side. `--big-hello` pads the ClientHello (with
+//!   ALPN entries) past one Initial packet, as a post-quantum key share does.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+
+const ALPN: &[u8] = b"fwd-test";
+/// The largest request answered (bytes).
+const MAX_ANSWER: u64 = 64 << 20;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn value(&self, flag: &str) -> anyhow::Result<&str> {
+        let i = self
+            .0
+            .iter()
+            .position(|a| a == flag)
+            .with_context(|| format!("missing {flag}"))?;
+        self.0
+            .get(i + 1)
+            .map(String::as_str)
+            .with_context(|| format!("{flag} needs a value"))
+    }
+
+    fn has(&self, flag: &str) -> bool {
+        self.0.iter().any(|a| a == flag)
+    }
+}
+
+fn udp_stats(s: &quinn::UdpStats) -> serde_json::Value {
+    serde_json::json!({ "datagrams": s.datagrams, "bytes": s.bytes })
+}
+
+async fn server(a: &Args) -> anyhow::Result<()> {
+    let listen: SocketAddr = a.value("--listen")?.parse()?;
+    let certs = CertificateDer::pem_file_iter(PathBuf::from(a.value("--cert")?))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(PathBuf::from(a.value("--key")?))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let endpoint = quinn::Endpoint::server(config, listen)?;
+    eprintln!("listening on {listen}");
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            if let Err(e) = serve(incoming).await {
+                eprintln!("connection: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn serve(incoming: quinn::Incoming) -> anyhow::Result<()> {
+    let conn = incoming.await?;
+    let sni = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<HandshakeData>().ok())
+        .and_then(|h| h.server_name);
+    let peer = conn.remote_address();
+    let mut sent = 0u64;
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let req = recv.read_to_end(32).await?;
+        let n: u64 = std::str::from_utf8(&req)?.trim().parse()?;
+        if n > MAX_ANSWER {
+            bail!("{n} bytes asked for");
+        }
+        let chunk = vec![0x61u8; 64 * 1024];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            send.write_all(&chunk[..k]).await?;
+            left -= k as u64;
+        }
+        send.finish()?;
+        sent += n;
+    }
+    conn.closed().await;
+    let s = conn.stats();
+    println!(
+        "{}",
+        serde_json::json!({
+            "peer": peer.to_string(),
+            "sni": sni,
+            "stream_bytes": sent,
+            "udp_tx": udp_stats(&s.udp_tx),
+            "udp_rx": udp_stats(&s.udp_rx),
+        })
+    );
+    Ok(())
+}
+
+/// Accepts exactly the lab's certificate (self-signed, marked as a CA by openssl, which
+/// webpki refuses as a server's own certificate), and checks the handshake's signature
+/// with it.
+#[derive(Debug)]
+struct Pinned(CertificateDer<'static>);
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.0.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn client(a: &Args) -> anyhow::Result<()> {
+    let addr: SocketAddr = a.value("--connect")?.parse()?;
+    let name = a.value("--name")?.to_owned();
+    let bytes: u64 = a.value("--bytes")?.parse()?;
+    let count: u32 = a.value("--count")?.parse()?;
+    let pinned = CertificateDer::from_pem_file(PathBuf::from(a.value("--ca")?))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned(pinned.into_owned())))
+        .with_no_client_auth();
+    if a.has("--big-hello") {
+        // 48 protocols of 30 bytes: a ClientHello of about 1.8 KB, two Initials.
+        tls.alpn_protocols = (0..48)
+            .map(|i| format!("x-padding-{i:020}").into_bytes())
+            .collect();
+    }
+    tls.alpn_protocols.push(ALPN.to_vec());
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    for _ in 0..count {
+        // A socket per connection, as browsers do: the forwarder tells connections apart
+        // by their addresses and ports.
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        endpoint.set_default_client_config(config.clone());
+        let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, &name)?)
+            .await
+            .context("handshake timed out")??;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(format!("{bytes}\n").as_bytes()).await?;
+        send.finish()?;
+        let got = tokio::time::timeout(
+            Duration::from_secs(60),
+            recv.read_to_end(bytes as usize + 1),
+        )
+        .await
+        .context("response timed out")??;
+        if got.len() as u64 != bytes {
+            bail!("{} bytes received, {bytes} asked for", got.len());
+        }
+        conn.close(0u32.into(), b"done");
+        // The close sent and the connection drained: the figures are final.
+        endpoint.wait_idle().await;
+        let s = conn.stats();
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name,
+                "local": endpoint.local_addr()?.to_string(),
+                "stream_bytes": got.len(),
+                "udp_tx": udp_stats(&s.udp_tx),
+                "udp_rx": udp_stats(&s.udp_rx),
+            })
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let a = Args(args);
+    match a.0.first().map(String::as_str) {
+        Some("server") => rt.block_on(server(&a)),
+        Some("client") => rt.block_on(client(&a)),
+        _ => bail!(
+            "usage: quic-peer server --listen ADDR --cert PEM --key PEM\n       \
+             quic-peer client --connect ADDR --name NAME --ca PEM --bytes N --count K [--big-hello]"
+        ),
+    }
+}
