@@ -36,6 +36,7 @@ pub mod compare;
 pub mod flood;
 #[cfg(feature = "bpf")]
 pub mod profile;
+pub mod quic_peer;
 pub mod soak;
 
 pub const CLIENT_V4: &str = "203.0.113.2";

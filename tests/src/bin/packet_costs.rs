@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
             let costs = integration_tests::bench::packet_costs(runs)?;
             println!("Per-packet cost of the kernel programs, {runs} runs per packet class:\n");
             integration_tests::bench::print(&costs);
+            let quic = integration_tests::bench::quic_daemon_costs(runs.min(5000))?;
+            integration_tests::bench::print_quic_daemon(&quic);
         }
     }
     Ok(())

@@ -10,22 +10,16 @@
 //!   with the same figures from the client's side. `--big-hello` pads the ClientHello (with
 //!   ALPN entries) past one Initial packet, as a post-quantum key share does.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
-use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use integration_tests::quic_peer::{client_config, server_config};
+use quinn::crypto::rustls::HandshakeData;
 
-const ALPN: &[u8] = b"fwd-test";
 /// The largest request answered (bytes).
 const MAX_ANSWER: u64 = 64 << 20;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 struct Args(Vec<String>);
-
 impl Args {
     fn value(&self, flag: &str) -> anyhow::Result<&str> {
         let i = self
@@ -50,15 +44,10 @@ fn udp_stats(s: &quinn::UdpStats) -> serde_json::Value {
 
 async fn server(a: &Args) -> anyhow::Result<()> {
     let listen: SocketAddr = a.value("--listen")?.parse()?;
-    let certs = CertificateDer::pem_file_iter(PathBuf::from(a.value("--cert")?))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(PathBuf::from(a.value("--key")?))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let config = server_config(
+        &PathBuf::from(a.value("--cert")?),
+        &PathBuf::from(a.value("--key")?),
+    )?;
     let endpoint = quinn::Endpoint::server(config, listen)?;
     eprintln!("listening on {listen}");
     while let Some(incoming) = endpoint.accept().await {
@@ -110,79 +99,12 @@ async fn serve(incoming: quinn::Incoming) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts exactly the lab's certificate (self-signed, marked as a CA by openssl, which
-/// webpki refuses as a server's own certificate), and checks the handshake's signature
-/// with it.
-#[derive(Debug)]
-struct Pinned(CertificateDer<'static>);
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.0.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 async fn client(a: &Args) -> anyhow::Result<()> {
     let addr: SocketAddr = a.value("--connect")?.parse()?;
     let name = a.value("--name")?.to_owned();
     let bytes: u64 = a.value("--bytes")?.parse()?;
     let count: u32 = a.value("--count")?.parse()?;
-    let pinned = CertificateDer::from_pem_file(PathBuf::from(a.value("--ca")?))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned(pinned.into_owned())))
-        .with_no_client_auth();
-    if a.has("--big-hello") {
-        // 48 protocols of 30 bytes: a ClientHello of about 1.8 KB, two Initials.
-        tls.alpn_protocols = (0..48)
-            .map(|i| format!("x-padding-{i:020}").into_bytes())
-            .collect();
-    }
-    tls.alpn_protocols.push(ALPN.to_vec());
-    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let config = client_config(&PathBuf::from(a.value("--ca")?), a.has("--big-hello"))?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
