@@ -42,6 +42,16 @@ pub struct Target {
 impl Flood {
     pub fn start(t: Target) -> anyhow::Result<Self> {
         let frames = frames(&t);
+        Self::start_frames(t, frames)
+    }
+
+    /// Fake QUIC Initials to `port` (see [`quic_initial_frames`]).
+    pub fn start_quic(t: Target, port: u16) -> anyhow::Result<Self> {
+        let frames = quic_initial_frames(&t, port);
+        Self::start_frames(t, frames)
+    }
+
+    fn start_frames(t: Target, frames: Vec<Vec<u8>>) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({
             let stop = Arc::clone(&stop);
@@ -221,6 +231,62 @@ fn frames(t: &Target) -> Vec<Vec<u8>> {
             let mut ip = vec![0x45, 0];
             ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
             ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&t.target.octets());
+            let c = csum(&[&ip]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
+            f.extend_from_slice(&t.dst_mac);
+            f.extend_from_slice(&t.src_mac);
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            f.extend(ip);
+            f.extend(l4);
+            f
+        })
+        .collect()
+}
+
+/// Datagrams that look like QUIC v1 Initials to the kernel (long header, version 1, type
+/// Initial, 1200 bytes) but are random beyond the header: each would cost the daemon an
+/// attempt to decrypt it. From random ports (the sender gives each a new source address).
+pub fn quic_initial_frames(t: &Target, port: u16) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x6a09_e667_f3bc_c908;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..FRAMES / 4)
+        .map(|_| {
+            let r = next();
+            let src = Ipv4Addr::new(198, 18, (r >> 8) as u8, (r >> 16) as u8);
+            let sport = 1024 + ((r >> 24) as u16 % 60000);
+            let mut payload = vec![0xc3, 0, 0, 0, 1, 8];
+            while payload.len() < 1200 {
+                payload.extend_from_slice(&next().to_le_bytes());
+            }
+            payload.truncate(1200);
+            // Token length 0 and a Length that fits the datagram.
+            payload[6 + 8] = 0;
+            payload[6 + 9] = 0;
+            payload[6 + 10..6 + 12].copy_from_slice(&(0x4000u16 | 1100).to_be_bytes());
+            let mut l4 = Vec::with_capacity(8 + payload.len());
+            l4.extend_from_slice(&sport.to_be_bytes());
+            l4.extend_from_slice(&port.to_be_bytes());
+            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+            l4.extend(payload);
+            let mut pseudo = Vec::with_capacity(12);
+            pseudo.extend_from_slice(&src.octets());
+            pseudo.extend_from_slice(&t.target.octets());
+            pseudo.extend_from_slice(&[0, 17]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            let c = csum(&[&pseudo, &l4]);
+            l4[6..8].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
             ip.extend_from_slice(&src.octets());
             ip.extend_from_slice(&t.target.octets());
             let c = csum(&[&ip]);

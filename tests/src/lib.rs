@@ -1369,24 +1369,35 @@ pub struct IpCounters {
     pub in_bytes: u64,
 }
 
+/// The client namespace's kernel counters (`/proc/net/snmp`, `/proc/net/netstat`) by
+/// `Group.Name`, e.g. `Tcp.RetransSegs`.
+pub fn client_snmp(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    let out = lab
+        .exec(&lab.client, &["cat", "/proc/net/snmp", "/proc/net/netstat"])
+        .expect("reading the client's kernel counters");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each group is a line of names followed by a line of values, both "Group: ...".
+    let mut values = std::collections::BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.chunks(2) {
+        let [names, nums] = pair else { continue };
+        let (group, names) = names.split_once(": ").unwrap_or_default();
+        let nums = nums.split_once(": ").unwrap_or_default().1;
+        for (n, v) in names.split_whitespace().zip(nums.split_whitespace()) {
+            values.insert(format!("{group}.{n}"), v.parse::<u64>().unwrap_or(0));
+        }
+    }
+    values
+}
+
 impl IpCounters {
     pub fn read(lab: &Lab) -> Self {
-        let out = lab
-            .exec(&lab.client, &["cat", "/proc/net/snmp", "/proc/net/netstat"])
-            .expect("reading the client's IP counters");
-        let text = String::from_utf8_lossy(&out.stdout);
-        // Each group is a line of names followed by a line of values, both "Group: ...".
-        let mut values = std::collections::BTreeMap::new();
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, nums] = pair else { continue };
-            let (group, names) = names.split_once(": ").unwrap_or_default();
-            let nums = nums.split_once(": ").unwrap_or_default().1;
-            for (n, v) in names.split_whitespace().zip(nums.split_whitespace()) {
-                values.insert(format!("{group}.{n}"), v.parse::<u64>().unwrap_or(0));
-            }
-        }
-        let get = |k: &str| *values.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
+        let values = client_snmp(lab);
+        let get = |k: &str| {
+            *values
+                .get(k)
+                .unwrap_or_else(|| panic!("no {k} in {values:?}"))
+        };
         IpCounters {
             out_pkts: get("Ip.OutRequests"),
             out_bytes: get("IpExt.OutOctets"),
