@@ -176,6 +176,9 @@ pub struct ConnRecord {
     pub client_port: u16,
     /// `tcp` or `udp`.
     pub proto: &'static str,
+    /// The protocol label of the host statistics it is counted under: `tcp`, or `quic`
+    /// for UDP flows (HTTP/3).
+    pub protocol: &'static str,
     /// A configured pattern, `other` or `unknown`.
     pub host: String,
     pub verdict: &'static str,
@@ -187,6 +190,11 @@ pub struct ConnRecord {
     /// `fin`, `rst` or `idle` (ended events only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+}
+
+/// `HOST_PROTOCOLS`' label for a flow of transport protocol `p`.
+fn protocol_label(p: u8) -> &'static str {
+    forwarder_common::HOST_PROTOCOLS[usize::from(p == PROTO_UDP)]
 }
 
 fn proto_name(p: u8) -> &'static str {
@@ -227,6 +235,7 @@ impl ConnRecord {
             client: words_to_addr(ev.client_addr, ev.family)?,
             client_port: u16::from_be(ev.client_port),
             proto: proto_name(ev.proto),
+            protocol: protocol_label(ev.proto),
             host: labels.label(ev.host_id).to_owned(),
             verdict: "forwarded",
             packets_to_backend: ev.packets_to_backend,
@@ -268,6 +277,7 @@ impl ConnRecord {
             client: words_to_addr(client, family)?,
             client_port: u16::from_be(client_port),
             proto: proto_name(proto),
+            protocol: protocol_label(proto),
             host: labels.label(host_id).to_owned(),
             verdict: "forwarded",
             packets_to_backend: fwd.packets,
@@ -545,7 +555,7 @@ mod tests {
         let line = serde_json::to_string(&rec).unwrap();
         assert_eq!(
             line,
-            r#"{"ts":"2026-05-20T07:08:12.500Z","event":"ended","client":"2001:db8::9","client_port":51000,"proto":"tcp","host":"app.example.com","verdict":"forwarded","packets_to_backend":5,"bytes_to_backend":600,"packets_to_client":4,"bytes_to_client":5000,"duration_ms":2500,"reason":"fin"}"#
+            r#"{"ts":"2026-05-20T07:08:12.500Z","event":"ended","client":"2001:db8::9","client_port":51000,"proto":"tcp","protocol":"tcp","host":"app.example.com","verdict":"forwarded","packets_to_backend":5,"bytes_to_backend":600,"packets_to_client":4,"bytes_to_client":5000,"duration_ms":2500,"reason":"fin"}"#
         );
         let rec =
             ConnRecord::from_event(&event(EVENT_CLASSIFIED, 0, 77), &labels(), &clock).unwrap();
@@ -597,7 +607,10 @@ mod tests {
         let rec = ConnRecord::from_expired(&e, &labels(), &clock, 70_000_000_000).unwrap();
         assert_eq!(rec.ts, "1970-01-01T00:01:10.000Z");
         assert_eq!(rec.client.to_string(), "203.0.113.9");
-        assert_eq!((rec.client_port, rec.proto), (40000, "udp"));
+        assert_eq!(
+            (rec.client_port, rec.proto, rec.protocol),
+            (40000, "udp", "quic")
+        );
         assert_eq!(rec.host, "app.example.com");
         assert_eq!((rec.packets_to_backend, rec.bytes_to_backend), (3, 100));
         assert_eq!((rec.packets_to_client, rec.bytes_to_client), (1, 50));

@@ -76,12 +76,21 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
         .expect("cutting the uplink to home");
     let t0 = Instant::now();
     let mut slowest = Duration::ZERO;
+    // When the last request that did not get the maintenance page started (after the
+    // cut): the switch came after that. A request takes time itself (hundreds of
+    // milliseconds for curl in an emulated VM), so the first one that gets the page says
+    // less about when the switch happened.
+    let mut last_miss = Duration::ZERO;
     let mut poll = |want: &str| -> Option<()> {
         let start = Instant::now();
         let r = get(&lab);
         slowest = slowest.max(start.elapsed());
+        let got = r.ok().filter(|b| b.contains(want)).map(|_| ());
+        if got.is_none() && want == "maintenance" {
+            last_miss = last_miss.max(start.duration_since(t0));
+        }
         std::thread::sleep(Duration::from_millis(100).saturating_sub(start.elapsed()));
-        r.ok().filter(|b| b.contains(want)).map(|_| ())
+        got
     };
     wait_for("the maintenance page", Duration::from_secs(10), || {
         poll("maintenance")
@@ -96,21 +105,23 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
     let recovery = t1.elapsed();
     eprintln!(
-        "failover to the local page after {} ms, back home after {} ms, slowest request {} ms",
+        "failover to the local page between {} and {} ms, back home after {} ms, slowest request {} ms",
+        last_miss.as_millis(),
         failover.as_millis(),
         recovery.as_millis(),
         slowest.as_millis()
     );
     // Detection (a probe just passed, then `down_after` failed ones, each up to its
-    // timeout), plus one interval and one poll.
-    let bound = Duration::from_millis(INTERVAL_MS * (DOWN_AFTER + 1) + TIMEOUT_MS + 1000);
+    // timeout), plus one interval for the rule switch.
+    let bound = Duration::from_millis(INTERVAL_MS * (DOWN_AFTER + 2) + TIMEOUT_MS);
     assert!(
-        failover <= bound,
-        "failover took {failover:?}, bound {bound:?}"
+        last_miss <= bound,
+        "a request started {last_miss:?} after the cut did not get the page, bound {bound:?}"
     );
-    // Requests are bounded by curl's --max-time 1: none hangs.
+    // Requests are bounded by curl's --max-time 1 (plus starting curl, slow in an
+    // emulated VM): none hangs.
     assert!(
-        slowest < Duration::from_millis(1500),
+        slowest < Duration::from_secs(3),
         "a request took {slowest:?}"
     );
     let log = lab.stop_forwarder().unwrap();

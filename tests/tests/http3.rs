@@ -53,7 +53,10 @@ fn quic_connections_are_counted_per_host_exactly() {
         ..LabOptions::default()
     })
     .expect("building the lab");
-    lab.start_forwarder(&[]).expect("starting the forwarder");
+    let conn_log = lab.dir.join("conn.log");
+    let conn_log_s = conn_log.display().to_string();
+    lab.start_forwarder(&["--conn-log", &conn_log_s])
+        .expect("starting the forwarder");
 
     let peer = env!("CARGO_BIN_EXE_quic-peer");
     let (cert, key) = (lab.cert(), lab.dir.join("key.pem"));
@@ -266,6 +269,27 @@ fn quic_connections_are_counted_per_host_exactly() {
         unknown["protocols"]["quic"]["packets_to_backend"].as_u64(),
         Some(0)
     );
+    // The connection log names each QUIC connection's host when it is classified.
+    let classified = wait_for("the connection log", Duration::from_secs(10), || {
+        let lines = json_lines(&std::fs::read_to_string(&conn_log).unwrap_or_default());
+        let quic: Vec<Value> = lines
+            .into_iter()
+            .filter(|l| l["event"] == "classified" && l["protocol"] == "quic")
+            .collect();
+        (quic.len() as u64 == total).then_some(quic)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}",
+            std::fs::read_to_string(&conn_log).unwrap_or_default()
+        )
+    });
+    for l in &classified {
+        let port = l["client_port"].as_u64().unwrap().to_string();
+        assert_eq!(l["proto"], "udp", "{l}");
+        assert_eq!(l["client"], CLIENT_V4, "{l}");
+        assert_eq!(l["host"].as_str(), Some(client_ports[&port]), "{l}");
+    }
     let metrics = lab.metrics_page().expect("metrics page");
     let want = format!(
         "forwarder_host_connections_total{{host=\"{}\",protocol=\"quic\"}} {}",

@@ -7,7 +7,8 @@ use integration_tests::{
     CLIENT_V4, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, missing_prerequisites,
 };
 
-pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
+/// `bin` is the forwarder, `quic_peer` the lab's QUIC client and server.
+pub fn run(bin: &Path, quic_peer: &Path, keep: bool) -> anyhow::Result<()> {
     if let Some(why) = missing_prerequisites() {
         anyhow::bail!("cannot build the lab: {why}");
     }
@@ -21,9 +22,13 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         SUBDOMAINS.join(", ")
     );
     let t = Instant::now();
-    let hosts: String = SUBDOMAINS
-        .iter()
-        .map(|h| format!("[[host]]\nname = \"{h}\"\n"))
+    // `http3 = true`: UDP 443 is forwarded too, and QUIC connections are read by host.
+    let hosts: String = std::iter::once("http3 = true\n".to_owned())
+        .chain(
+            SUBDOMAINS
+                .iter()
+                .map(|h| format!("[[host]]\nname = \"{h}\"\n")),
+        )
         .collect();
     let mut lab = Lab::new(&LabOptions {
         udp_echo: true,
@@ -82,6 +87,7 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
             ),
         }
     }
+    http3(&mut lab, quic_peer)?;
     let (_, tx1) = lab.tunnel_transfer()?;
     println!(
         "\nThe VPS sent {} bytes into the tunnel for these requests.",
@@ -91,6 +97,15 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         "nginx's access log at home (first column: the client address it saw; the client is {CLIENT_V4}):"
     );
     for l in lab.access_log().lines() {
+        println!("  {l}");
+    }
+    println!("QUIC server at home (the client address it saw is the client's own, {CLIENT_V4}):");
+    let server_log = lab.dir.join("quic-server.log");
+    for l in std::fs::read_to_string(&server_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+    {
         println!("  {l}");
     }
     println!("\n`forwarder stats` on the VPS (per-host table read from the running daemon):");
@@ -135,5 +150,68 @@ pub fn run(bin: &Path, keep: bool) -> anyhow::Result<()> {
         println!("  {name:<26} {v:>8}");
     }
     println!("\nLab torn down.");
+    Ok(())
+}
+
+/// HTTP/3's transport: a QUIC server at home on UDP 443, and one QUIC connection (TLS 1.3,
+/// 100 kB asked for) from the client to each subdomain through the forwarder.
+fn http3(lab: &mut Lab, peer: &Path) -> anyhow::Result<()> {
+    let peer_s = peer.display().to_string();
+    let (cert, key) = (
+        lab.cert().display().to_string(),
+        lab.dir.join("key.pem").display().to_string(),
+    );
+    let server_log = lab.dir.join("quic-server.log");
+    let home = lab.home.clone();
+    lab.spawn(
+        "quic server",
+        &home,
+        &[
+            &peer_s,
+            "server",
+            "--listen",
+            "0.0.0.0:443",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+        &server_log,
+    )?;
+    integration_tests::wait_for(
+        "the QUIC server",
+        std::time::Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&server_log)
+                .is_ok_and(|l| l.contains("listening"))
+                .then_some(())
+        },
+    )?;
+    let connect = format!("{VPS_V4}:443");
+    for host in SUBDOMAINS {
+        let out = lab.exec(
+            &lab.client,
+            &[
+                &peer_s,
+                "client",
+                "--connect",
+                &connect,
+                "--name",
+                host,
+                "--ca",
+                &cert,
+                "--bytes",
+                "100000",
+                "--count",
+                "1",
+            ],
+        )?;
+        let note = if out.status.success() {
+            "100000 bytes over QUIC".to_owned()
+        } else {
+            format!("FAIL: {}", String::from_utf8_lossy(&out.stderr).trim())
+        };
+        println!("{:<7} {host:<22} {connect:<16} {:>6}  {note}", "quic", "");
+    }
     Ok(())
 }

@@ -110,7 +110,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { keep } => {
             setup::run(true)?;
             let bin = build(false)?;
-            demo::run(&bin, keep)
+            status(
+                cargo()
+                    .args(["build", "-p", "integration-tests", "--bin", "quic-peer"])
+                    .args(locked()),
+            )?;
+            let peer = bin.with_file_name("quic-peer");
+            demo::run(&bin, &peer, keep)
         }
         Cmd::Soak { minutes } => {
             setup::run(true)?;
