@@ -323,6 +323,12 @@ fn quic_rows(
     }
     let short = Pkt::udp(c4c, 4433, p4, UDP_PUBLIC_PORT, &[0x41; 1200]).frame();
     let _ = h.xdp(&short);
+    // Home answers and the client speaks again: the flow moves to the established table,
+    // as every real QUIC connection's does.
+    let b4: IpAddr = BACKEND4.into();
+    let answer = Pkt::udp(b4, UDP_BACKEND_PORT, c4c, 4433, &[0x41; 1200]).ip();
+    let _ = h.tunnel(&answer);
+    let _ = h.xdp(&short);
     anyhow::ensure!(
         h.counter(Counter::ClassifiedQuic) >= 1,
         "the QUIC connection was not classified"
