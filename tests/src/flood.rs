@@ -219,29 +219,7 @@ fn frames(t: &Target) -> Vec<Vec<u8>> {
                 h
             };
             let proto = if i % 2 == 0 { 6u8 } else { 17 };
-            let mut l4 = l4;
-            let mut pseudo = Vec::with_capacity(12);
-            pseudo.extend_from_slice(&src.octets());
-            pseudo.extend_from_slice(&t.target.octets());
-            pseudo.extend_from_slice(&[0, proto]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            let c = csum(&[&pseudo, &l4]);
-            let off = if proto == 6 { 16 } else { 6 };
-            l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-            let mut ip = vec![0x45, 0];
-            ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            ip.extend_from_slice(&src.octets());
-            ip.extend_from_slice(&t.target.octets());
-            let c = csum(&[&ip]);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
-            f.extend_from_slice(&t.dst_mac);
-            f.extend_from_slice(&t.src_mac);
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
-            f.extend(ip);
-            f.extend(l4);
-            f
+            frame(t, src, proto, l4)
         })
         .collect()
 }
@@ -277,29 +255,36 @@ pub fn quic_initial_frames(t: &Target, port: u16) -> Vec<Vec<u8>> {
             l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
             l4.extend_from_slice(&[0, 0]);
             l4.extend(payload);
-            let mut pseudo = Vec::with_capacity(12);
-            pseudo.extend_from_slice(&src.octets());
-            pseudo.extend_from_slice(&t.target.octets());
-            pseudo.extend_from_slice(&[0, 17]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            let c = csum(&[&pseudo, &l4]);
-            l4[6..8].copy_from_slice(&c.to_be_bytes());
-            let mut ip = vec![0x45, 0];
-            ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-            ip.extend_from_slice(&src.octets());
-            ip.extend_from_slice(&t.target.octets());
-            let c = csum(&[&ip]);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
-            f.extend_from_slice(&t.dst_mac);
-            f.extend_from_slice(&t.src_mac);
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
-            f.extend(ip);
-            f.extend(l4);
-            f
+            frame(t, src, 17, l4)
         })
         .collect()
+}
+
+/// The Ethernet frame of an IPv4 packet from `src` to the target carrying `l4` (a TCP or
+/// UDP header and payload, checksum field zero), both checksums filled in.
+fn frame(t: &Target, src: Ipv4Addr, proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&t.target.octets());
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let c = csum(&[&pseudo, &l4]);
+    let off = if proto == 6 { 16 } else { 6 };
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&t.target.octets());
+    let c = csum(&[&ip]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
+    f.extend_from_slice(&t.dst_mac);
+    f.extend_from_slice(&t.src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend(ip);
+    f.extend(l4);
+    f
 }
 
 /// A MAC address as `ip` prints it.

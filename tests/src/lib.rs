@@ -624,34 +624,7 @@ impl Lab {
     }
 
     fn certificates(&self) -> anyhow::Result<()> {
-        let san = format!(
-            "subjectAltName={}",
-            SUBDOMAINS
-                .iter()
-                .map(|s| format!("DNS:{s}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=example.test",
-                "-addext",
-                &san,
-                "-keyout",
-            ])
-            .arg(self.dir.join("key.pem"))
-            .arg("-out")
-            .arg(self.dir.join("cert.pem")))?;
+        self_signed(&self.dir, &SUBDOMAINS)?;
         Ok(())
     }
 
@@ -779,45 +752,99 @@ http {{
         Ok(())
     }
 
-    /// The daemon's metrics page, fetched inside the VPS namespace from the default
-    /// `--metrics-addr`; `None` while it does not answer.
-    pub fn metrics_page(&self) -> Option<String> {
+    /// `path` of the daemon's HTTP endpoint at the default `--metrics-addr`, fetched
+    /// inside the VPS namespace; `None` while it does not answer.
+    fn daemon_get(&self, path: &str) -> Option<Vec<u8>> {
+        let url = format!("http://127.0.0.1:9724{path}");
         let out = self
-            .exec(
-                &self.vps,
-                &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "http://127.0.0.1:9724/metrics",
-                ],
-            )
+            .exec(&self.vps, &["curl", "-sS", "--max-time", "2", &url])
             .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status.success().then_some(out.stdout)
     }
 
-    /// The daemon's statistics document (`/stats.json`), fetched inside the VPS namespace;
-    /// `None` while it does not answer.
+    /// The daemon's metrics page.
+    pub fn metrics_page(&self) -> Option<String> {
+        self.daemon_get("/metrics")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The daemon's statistics document (`/stats.json`).
     pub fn stats_json(&self) -> Option<serde_json::Value> {
-        let out = self
-            .exec(
-                &self.vps,
-                &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "http://127.0.0.1:9724/stats.json",
-                ],
-            )
-            .ok()?;
-        if !out.status.success() {
-            return None;
+        serde_json::from_slice(&self.daemon_get("/stats.json")?).ok()
+    }
+
+    /// Starts `quic-peer server` (the binary at `peer`) at home on UDP 443 with the lab's
+    /// certificate, and waits until it listens. Returns its log, where it writes a JSON
+    /// line per connection.
+    pub fn start_quic_server(&mut self, peer: &Path) -> anyhow::Result<PathBuf> {
+        let log = self.dir.join("quic-server.log");
+        let (peer, cert, key) = (
+            peer.display().to_string(),
+            self.cert().display().to_string(),
+            self.dir.join("key.pem").display().to_string(),
+        );
+        let home = self.home.clone();
+        self.spawn(
+            "quic server",
+            &home,
+            &[
+                &peer,
+                "server",
+                "--listen",
+                "0.0.0.0:443",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+            ],
+            &log,
+        )?;
+        wait_for("the QUIC server", Duration::from_secs(10), || {
+            fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("listening"))
+                .then_some(())
+        })?;
+        Ok(log)
+    }
+
+    /// Runs `quic-peer client` in the client namespace: `count` connections to `host` at
+    /// the VPS's IPv4 address, UDP 443, each asking for `bytes`; `big_hello` pads the
+    /// ClientHello past one Initial. Its output has a JSON line per connection.
+    pub fn quic_client(
+        &self,
+        peer: &Path,
+        host: &str,
+        bytes: u64,
+        count: u32,
+        big_hello: bool,
+    ) -> anyhow::Result<Output> {
+        let (peer, cert) = (
+            peer.display().to_string(),
+            self.cert().display().to_string(),
+        );
+        let (connect, bytes, count) = (
+            format!("{VPS_V4}:443"),
+            bytes.to_string(),
+            count.to_string(),
+        );
+        let mut args = vec![
+            peer.as_str(),
+            "client",
+            "--connect",
+            &connect,
+            "--name",
+            host,
+            "--ca",
+            &cert,
+            "--bytes",
+            &bytes,
+            "--count",
+            &count,
+        ];
+        if big_hello {
+            args.push("--big-hello");
         }
-        serde_json::from_slice(&out.stdout).ok()
+        self.exec(&self.client, &args)
     }
 
     /// Where the flood generator (`flood.rs`) sends from and to: the client's side of the
@@ -1421,4 +1448,39 @@ impl IpCounters {
         self.in_pkts += o.in_pkts;
         self.in_bytes += o.in_bytes;
     }
+}
+
+/// A self-signed certificate (ECDSA P-256, 2 days) for `names`, and its key: `cert.pem`
+/// and `key.pem` in `dir` (openssl).
+pub fn self_signed(dir: &Path, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let san = format!(
+        "subjectAltName={}",
+        names
+            .iter()
+            .map(|s| format!("DNS:{s}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={}", names.first().copied().unwrap_or("example.test")),
+            "-addext",
+            &san,
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))?;
+    Ok((cert, key))
 }

@@ -103,37 +103,6 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     }
 }
 
-/// A self-signed certificate and key for `name` (openssl), in `dir`.
-pub fn self_signed(
-    dir: &Path,
-    name: &str,
-) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    crate::run(
-        std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                &format!("subjectAltName=DNS:{name}"),
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    )?;
-    Ok((cert, key))
-}
-
 /// This thread's CPU time.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -151,7 +120,7 @@ fn thread_cpu() -> Duration {
 pub fn server_cpu_per_handshake(n: u32) -> anyhow::Result<f64> {
     let dir = std::env::temp_dir().join(format!("fwd-quic-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (cert, key) = self_signed(&dir, "app.example.test")?;
+    let (cert, key) = crate::self_signed(&dir, &["app.example.test"])?;
     let server_cfg = server_config(&cert, &key)?;
     let client_cfg = client_config(&cert, false)?;
     let rt = || {

@@ -10,8 +10,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use integration_tests::{
-    CLIENT_V4, IpCounters, Lab, LabOptions, SUBDOMAINS, VPS_V4, missing_prerequisites,
-    subdomain_hosts, wait_for,
+    CLIENT_V4, IpCounters, Lab, LabOptions, SUBDOMAINS, missing_prerequisites, subdomain_hosts,
+    wait_for,
 };
 use serde_json::Value;
 
@@ -58,32 +58,10 @@ fn quic_connections_are_counted_per_host_exactly() {
     lab.start_forwarder(&["--conn-log", &conn_log_s])
         .expect("starting the forwarder");
 
-    let peer = env!("CARGO_BIN_EXE_quic-peer");
-    let (cert, key) = (lab.cert(), lab.dir.join("key.pem"));
-    let server_log = lab.dir.join("quic-server.log");
-    let home = lab.home.clone();
-    lab.spawn(
-        "quic server",
-        &home,
-        &[
-            peer,
-            "server",
-            "--listen",
-            "0.0.0.0:443",
-            "--cert",
-            &cert.display().to_string(),
-            "--key",
-            &key.display().to_string(),
-        ],
-        &server_log,
-    )
-    .expect("starting the QUIC server");
-    wait_for("the QUIC server", Duration::from_secs(10), || {
-        std::fs::read_to_string(&server_log)
-            .is_ok_and(|l| l.contains("listening"))
-            .then_some(())
-    })
-    .unwrap();
+    let peer = std::path::Path::new(env!("CARGO_BIN_EXE_quic-peer"));
+    let server_log = lab
+        .start_quic_server(peer)
+        .expect("starting the QUIC server");
 
     // Per subdomain: connections, bytes asked for each, and whether the ClientHello is
     // padded past one Initial packet (as a post-quantum one is).
@@ -97,29 +75,8 @@ fn quic_connections_are_counted_per_host_exactly() {
     let mut client_ip: BTreeMap<&str, IpCounters> = BTreeMap::new();
     for (host, (count, bytes, big)) in SUBDOMAINS.iter().zip(plan) {
         let before = IpCounters::read(&lab);
-        let connect = format!("{VPS_V4}:443");
-        let (count_s, bytes_s) = (count.to_string(), bytes.to_string());
-        let cert_s = cert.display().to_string();
-        let mut args = vec![
-            peer,
-            "client",
-            "--connect",
-            &connect,
-            "--name",
-            host,
-            "--ca",
-            &cert_s,
-            "--bytes",
-            &bytes_s,
-            "--count",
-            &count_s,
-        ];
-        if big {
-            args.push("--big-hello");
-        }
-        let client_ns = lab.client.clone();
         let out = lab
-            .exec(&client_ns, &args)
+            .quic_client(peer, host, bytes, count as u32, big)
             .expect("running the QUIC client");
         assert!(
             out.status.success(),

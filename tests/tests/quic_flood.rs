@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    Lab, LabOptions, VPS_V4, flood::Flood, missing_prerequisites, process_cpu_seconds,
-    subdomain_hosts,
+    Lab, LabOptions, flood::Flood, missing_prerequisites, process_cpu_seconds, subdomain_hosts,
 };
 
 const RATE: u64 = 500;
@@ -63,55 +62,10 @@ fn fake_initials_cost_the_daemon_a_bounded_amount() {
     // A real connection in the middle of it: forwarded and answered, whatever its
     // classification (the flood may have used up the hand-off's budget).
     std::thread::sleep(FLOOD / 2);
-    let peer = env!("CARGO_BIN_EXE_quic-peer");
-    let server_log = lab.dir.join("quic-server.log");
-    let (cert, key) = (
-        lab.cert().display().to_string(),
-        lab.dir.join("key.pem").display().to_string(),
-    );
-    let home = lab.home.clone();
-    lab.spawn(
-        "quic server",
-        &home,
-        &[
-            peer,
-            "server",
-            "--listen",
-            "0.0.0.0:443",
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-        ],
-        &server_log,
-    )
-    .unwrap();
-    integration_tests::wait_for("the QUIC server", Duration::from_secs(10), || {
-        std::fs::read_to_string(&server_log)
-            .is_ok_and(|l| l.contains("listening"))
-            .then_some(())
-    })
-    .unwrap();
-    let connect = format!("{VPS_V4}:443");
-    let client = lab.client.clone();
+    let peer = std::path::Path::new(env!("CARGO_BIN_EXE_quic-peer"));
+    lab.start_quic_server(peer).unwrap();
     let out = lab
-        .exec(
-            &client,
-            &[
-                peer,
-                "client",
-                "--connect",
-                &connect,
-                "--name",
-                integration_tests::SUBDOMAINS[0],
-                "--ca",
-                &cert,
-                "--bytes",
-                "100000",
-                "--count",
-                "1",
-            ],
-        )
+        .quic_client(peer, integration_tests::SUBDOMAINS[0], 100_000, 1, false)
         .unwrap();
     if let Some(left) = FLOOD.checked_sub(t0.elapsed()) {
         std::thread::sleep(left);

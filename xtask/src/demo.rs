@@ -156,62 +156,20 @@ pub fn run(bin: &Path, quic_peer: &Path, keep: bool) -> anyhow::Result<()> {
 /// HTTP/3's transport: a QUIC server at home on UDP 443, and one QUIC connection (TLS 1.3,
 /// 100 kB asked for) from the client to each subdomain through the forwarder.
 fn http3(lab: &mut Lab, peer: &Path) -> anyhow::Result<()> {
-    let peer_s = peer.display().to_string();
-    let (cert, key) = (
-        lab.cert().display().to_string(),
-        lab.dir.join("key.pem").display().to_string(),
-    );
-    let server_log = lab.dir.join("quic-server.log");
-    let home = lab.home.clone();
-    lab.spawn(
-        "quic server",
-        &home,
-        &[
-            &peer_s,
-            "server",
-            "--listen",
-            "0.0.0.0:443",
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-        ],
-        &server_log,
-    )?;
-    integration_tests::wait_for(
-        "the QUIC server",
-        std::time::Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&server_log)
-                .is_ok_and(|l| l.contains("listening"))
-                .then_some(())
-        },
-    )?;
-    let connect = format!("{VPS_V4}:443");
+    lab.start_quic_server(peer)?;
     for host in SUBDOMAINS {
-        let out = lab.exec(
-            &lab.client,
-            &[
-                &peer_s,
-                "client",
-                "--connect",
-                &connect,
-                "--name",
-                host,
-                "--ca",
-                &cert,
-                "--bytes",
-                "100000",
-                "--count",
-                "1",
-            ],
-        )?;
+        let out = lab.quic_client(peer, host, 100_000, 1, false)?;
         let note = if out.status.success() {
             "100000 bytes over QUIC".to_owned()
         } else {
             format!("FAIL: {}", String::from_utf8_lossy(&out.stderr).trim())
         };
-        println!("{:<7} {host:<22} {connect:<16} {:>6}  {note}", "quic", "");
+        println!(
+            "{:<7} {host:<22} {:<16} {:>6}  {note}",
+            "quic",
+            format!("{VPS_V4}:443"),
+            ""
+        );
     }
     Ok(())
 }
