@@ -3,8 +3,11 @@
 //! ended or idled out, logging an "ended" line for those the kernel did not report.
 //!
 //! Timeouts, measured from the latest packet in either direction (`last_ns`):
-//! TCP 300 s, or 10 s once a RST was seen or a FIN in both directions; UDP 60 s. In the
-//! table of connections still opening (`NEW_FLOWS`): TCP 60 s, UDP 30 s.
+//! TCP 300 s, or 10 s once a RST was seen or a FIN in both directions; UDP 60 s, but a
+//! QUIC connection whose host was read 180 s (HTTP/3 servers keep idle connections open
+//! longer than 60 s: nginx 75 s by default; the endpoints' own timeout must end a
+//! connection, not ours). In the table of connections still opening (`NEW_FLOWS`): TCP
+//! 60 s, UDP 30 s.
 //! Entries without timestamps (`last_ns == 0`, kernel programs that do not keep them) are
 //! left alone: the LRU table bounds them.
 
@@ -16,8 +19,8 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use forwarder_common::{
-    Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST, FlowKey,
-    FlowValue, HOST_OTHER, PROTO_TCP,
+    Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_QUIC,
+    FLOW_F_RST, FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, PROTO_TCP,
 };
 use tracing::{debug, warn};
 
@@ -38,6 +41,8 @@ pub struct GcTimeouts {
     pub tcp_closed: Duration,
     /// UDP (and anything else).
     pub udp_idle: Duration,
+    /// A QUIC connection whose host the daemon read (`FLOW_F_QUIC` and a host).
+    pub quic_idle: Duration,
 }
 
 impl GcTimeouts {
@@ -48,6 +53,7 @@ impl GcTimeouts {
             tcp_idle: Duration::from_secs(60),
             tcp_closed: Duration::from_secs(10),
             udp_idle: Duration::from_secs(30),
+            quic_idle: Duration::from_secs(30),
         }
     }
 }
@@ -58,6 +64,7 @@ impl Default for GcTimeouts {
             tcp_idle: Duration::from_secs(300),
             tcp_closed: Duration::from_secs(10),
             udp_idle: Duration::from_secs(60),
+            quic_idle: Duration::from_secs(180),
         }
     }
 }
@@ -151,6 +158,8 @@ fn decide(
         } else {
             t.tcp_idle
         }
+    } else if ff & FLOW_F_QUIC != 0 && fwd.is_some_and(|v| v.host_id != HOST_UNKNOWN) {
+        t.quic_idle
     } else {
         t.udp_idle
     };
@@ -532,21 +541,28 @@ mod tests {
         ));
         entries.extend(conn(PROTO_UDP, 3, 0, (now - 61 * S, now - 61 * S), (0, 0)));
         entries.extend(conn(PROTO_UDP, 4, 0, (now - 59 * S, 0), (0, 0)));
+        // QUIC connections with a host keep their entries longer; one whose Initials did
+        // not give a host (host 0: unknown) does not.
+        let quic = (FLOW_F_QUIC, FLOW_F_QUIC);
+        entries.extend(conn(PROTO_UDP, 5, 2, (now - 179 * S, 0), quic));
+        entries.extend(conn(PROTO_UDP, 6, 2, (now - 181 * S, 0), quic));
+        entries.extend(conn(PROTO_UDP, 7, 0, (now - 61 * S, 0), quic));
         let p = run(entries, now);
-        assert_eq!(p.entries, 8);
+        assert_eq!(p.entries, 14);
         let ports: Vec<u16> = p
             .expired
             .iter()
             .map(|e| u16::from_be(e.fwd.unwrap().0.sport))
             .collect();
-        assert_eq!(ports, [2, 3]);
+        assert_eq!(ports, [2, 3, 6, 7]);
         assert!(
             p.expired
                 .iter()
                 .all(|e| e.reason == EndReason::Idle && e.report)
         );
         assert!(p.expired.iter().all(|e| e.rev.is_some()));
-        assert_eq!(p.active_per_host, [1, 0, 1, 0]);
+        // Active: port 4 (unknown), ports 1 and 5 (host 2).
+        assert_eq!(p.active_per_host, [1, 0, 2, 0]);
     }
 
     #[test]
