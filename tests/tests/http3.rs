@@ -207,6 +207,24 @@ fn quic_connections_are_counted_per_host_exactly() {
         }
     }
     eprint!("{report}");
+    if !errors.is_empty() {
+        // What else saw these packets: the hosts they may have gone to instead, the
+        // data path's counters, and both ends of the client's link.
+        for h in stats["hosts"].as_array().unwrap() {
+            if h["host"] == "unknown" || h["host"] == "other" {
+                report += &format!("{}: quic {}\n", h["host"], h["protocols"]["quic"]);
+            }
+        }
+        report += &format!("counters: {}\n", stats["counters"]);
+        for ns in [lab.client.clone(), lab.vps.clone()] {
+            if let Ok(out) = lab.exec(&ns, &["ip", "-s", "-s", "link", "show", "eth0"]) {
+                report += &String::from_utf8_lossy(&out.stdout);
+            }
+            if let Ok(out) = lab.exec(&ns, &["ethtool", "-S", "eth0"]) {
+                report += &String::from_utf8_lossy(&out.stdout);
+            }
+        }
+    }
     assert!(errors.is_empty(), "{errors:#?}\n{report}");
 
     // Nothing was left to `unknown`, each connection was read from its Initials (two or

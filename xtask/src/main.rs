@@ -74,8 +74,12 @@ enum Cmd {
         all: bool,
         /// Only the BPF packet tests, forwarding end to end and the fault drills (what
         /// `cargo xtask test` runs on 6.1).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "suites")]
         quick: bool,
+        /// Only this suite (repeatable; a file name in tests/tests without `.rs`, e.g.
+        /// `http3`), to look into one failure.
+        #[arg(long = "suite", value_name = "NAME")]
+        suites: Vec<String>,
     },
     /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
     /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
@@ -127,11 +131,13 @@ fn main() -> anyhow::Result<()> {
             kernels,
             all,
             quick,
+            suites,
         } => {
             let (passed, failed) = vmtest::run(&vmtest::Options {
                 kernels,
                 all,
                 quick,
+                suites,
             })?;
             println!("\nvmtest: {passed} passed, {failed} failed");
             if failed > 0 {
@@ -220,6 +226,7 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
             kernels: Vec::new(),
             all: false,
             quick: true,
+            suites: Vec::new(),
         })?;
         passed += p;
         failed += f;

@@ -69,6 +69,8 @@ pub struct Options {
     pub kernels: Vec<PathBuf>,
     pub all: bool,
     pub quick: bool,
+    /// Only these suites (default: `SUITES`, or `QUICK_SUITES` with `quick`).
+    pub suites: Vec<String>,
 }
 
 /// Runs the suites on each kernel and prints the table. Returns the tests passed and
@@ -106,7 +108,20 @@ pub fn run(opts: &Options) -> anyhow::Result<(u64, u64)> {
             });
         }
     }
-    let suites = if opts.quick { QUICK_SUITES } else { SUITES };
+    let chosen: Vec<&str> = opts.suites.iter().map(String::as_str).collect();
+    if let Some(bad) = chosen.iter().find(|s| !SUITES.contains(s)) {
+        bail!(
+            "unknown suite {bad:?}; the suites are: {}",
+            SUITES.join(", ")
+        );
+    }
+    let suites: &[&str] = if !chosen.is_empty() {
+        &chosen
+    } else if opts.quick {
+        QUICK_SUITES
+    } else {
+        SUITES
+    };
     let bins = build(suites)?;
     let out_root = target_dir().join("vmtest");
     let mut reports = Vec::new();

@@ -104,7 +104,13 @@ async fn client(a: &Args) -> anyhow::Result<()> {
     let name = a.value("--name")?.to_owned();
     let bytes: u64 = a.value("--bytes")?.parse()?;
     let count: u32 = a.value("--count")?.parse()?;
-    let config = client_config(&PathBuf::from(a.value("--ca")?), a.has("--big-hello"))?;
+    let mut config = client_config(&PathBuf::from(a.value("--ca")?), a.has("--big-hello"))?;
+    if a.has("--no-gso") {
+        // Datagrams one by one, as they cross a wire (UDP GSO hands a veth several at once).
+        let mut t = quinn::TransportConfig::default();
+        t.enable_segmentation_offload(false);
+        config.transport_config(std::sync::Arc::new(t));
+    }
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -159,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         Some("client") => rt.block_on(client(&a)),
         _ => bail!(
             "usage: quic-peer server --listen ADDR --cert PEM --key PEM\n       \
-             quic-peer client --connect ADDR --name NAME --ca PEM --bytes N --count K [--big-hello]"
+             quic-peer client --connect ADDR --name NAME --ca PEM --bytes N --count K [--big-hello] [--no-gso]"
         ),
     }
 }
