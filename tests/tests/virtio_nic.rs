@@ -22,6 +22,22 @@ fn forwarding_through_a_virtio_net_nic() {
     if let Some(why) = missing_prerequisites() {
         panic!("cannot build the lab: {why}");
     }
+    // The lab moves these NICs into its namespaces: never one that carries the machine's
+    // own traffic (an address of its own or a route).
+    for nic in [client, vps] {
+        let addrs = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", nic, "scope", "global"])
+            .output()
+            .expect("ip addr");
+        let routes = std::process::Command::new("ip")
+            .args(["-o", "route", "show", "dev", nic])
+            .output()
+            .expect("ip route");
+        assert!(
+            addrs.stdout.is_empty() && routes.stdout.is_empty(),
+            "refusing to take {nic}: it has addresses or routes of this machine's"
+        );
+    }
     let mut lab = Lab::new(&LabOptions {
         extra_config: subdomain_hosts(),
         big_file_bytes: SIZE,

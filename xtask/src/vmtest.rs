@@ -131,7 +131,7 @@ pub fn run(opts: &Options) -> anyhow::Result<(u64, u64)> {
         fs::create_dir_all(&dir)?;
         eprintln!("\n=== {}: {} suites ===", t.label, suites.len());
         let started = Instant::now();
-        write_script(&dir, &bins, suites)?;
+        write_script(&dir, &bins, suites, t.image.is_some())?;
         let ran = match &t.image {
             Some(image) => boot(image, &dir, suites.len()),
             None => status(Command::new("bash").arg(dir.join("run.sh"))),
@@ -243,8 +243,8 @@ fn build(suites: &[&str]) -> anyhow::Result<Binaries> {
     })
 }
 
-/// The script run inside the VM (or on this machine): results go to `dir`.
-fn write_script(dir: &Path, bins: &Binaries, suites: &[&str]) -> anyhow::Result<()> {
+/// The script run inside the VM (or on this machine, `in_vm` false): results go to `dir`.
+fn write_script(dir: &Path, bins: &Binaries, suites: &[&str], in_vm: bool) -> anyhow::Result<()> {
     let q = |p: &Path| format!("'{}'", p.display());
     let mut s = String::new();
     let _ = writeln!(
@@ -262,20 +262,27 @@ modprobe tun 2>> "$out/setup.log"
 # The lab takes kernel WireGuard when the module loads (tests/src/lib.rs).
 modprobe wireguard 2>> "$out/setup.log"
 if [ -e /sys/module/wireguard ]; then echo kernel > "$out/wireguard"; else echo go > "$out/wireguard"; fi
-# The VM's two virtio-net NICs, wired to each other by QEMU's hub.
-nics=""
-for d in /sys/class/net/*; do
-  [ "$(basename "$(readlink -f "$d/device/driver" 2>/dev/null)" 2>/dev/null)" = virtio_net ] && nics="$nics,$(basename "$d")"
-done
-export FORWARDER_LAB_NICS="${{nics#,}}"
-echo "$FORWARDER_LAB_NICS" > "$out/nics"
-{verifier} > "$out/verifier.txt" 2> "$out/verifier.err"
+{nics}{verifier} > "$out/verifier.txt" 2> "$out/verifier.err"
 : > "$out/suites"
 "#,
         out = q(dir),
         root = q(&root()),
         forwarder = q(&bins.forwarder),
         verifier = q(&bins.verifier_report),
+        // Only inside the VM: on this machine the NIC test would take the machine's own
+        // interfaces into its namespaces.
+        nics = if in_vm {
+            r#"# The VM's two virtio-net NICs, wired to each other by QEMU's hub.
+nics=""
+for d in /sys/class/net/*; do
+  [ "$(basename "$(readlink -f "$d/device/driver" 2>/dev/null)" 2>/dev/null)" = virtio_net ] && nics="$nics,$(basename "$d")"
+done
+export FORWARDER_LAB_NICS="${nics#,}"
+echo "$FORWARDER_LAB_NICS" > "$out/nics"
+"#
+        } else {
+            "unset FORWARDER_LAB_NICS\n"
+        },
     );
     for name in suites {
         let exe = &bins.suites[*name];
