@@ -810,6 +810,11 @@ http {{
     /// Runs `quic-peer client` in the client namespace: `count` connections to `host` at
     /// the VPS's IPv4 address, UDP 443, each asking for `bytes`; `big_hello` pads the
     /// ClientHello past one Initial. Its output has a JSON line per connection.
+    ///
+    /// The client sends its datagrams one by one (`--no-gso`), as they arrive from a wire:
+    /// with UDP GSO a veth hands the VPS several datagrams in one buffer, which on 6.1
+    /// never reaches the XDP program (the client's first flight of two Initials vanished
+    /// there, and the retransmission went through).
     pub fn quic_client(
         &self,
         peer: &Path,
@@ -840,6 +845,7 @@ http {{
             &bytes,
             "--count",
             &count,
+            "--no-gso",
         ];
         if big_hello {
             args.push("--big-hello");
