@@ -275,21 +275,18 @@ pub fn host_snapshots(
         .map(|id| {
             let i = id as usize;
             let both = stats.and_then(|s| s.get(i)).copied().unwrap_or_default();
-            let mut s = both[0];
-            crate::maps::add_host_stats(&mut s, &both[1]);
+            let mut sum = both[0];
+            crate::maps::add_host_stats(&mut sum, &both[1]);
+            let t = ProtocolStats::of(&sum);
             HostSnapshot {
                 host: labels.label(id).to_owned(),
-                connections: s.connections,
+                connections: t.connections,
                 active_flows: active.get(i).copied().unwrap_or(0),
-                packets_to_backend: s.packets_to_backend,
-                bytes_to_backend: s.bytes_to_backend,
-                packets_to_client: s.packets_to_client,
-                bytes_to_client: s.bytes_to_client,
-                drops: HOST_DROP_REASON_NAMES
-                    .iter()
-                    .zip(s.drops)
-                    .map(|(n, v)| ((*n).to_owned(), v))
-                    .collect(),
+                packets_to_backend: t.packets_to_backend,
+                bytes_to_backend: t.bytes_to_backend,
+                packets_to_client: t.packets_to_client,
+                bytes_to_client: t.bytes_to_client,
+                drops: t.drops,
                 protocols: HOST_PROTOCOLS
                     .iter()
                     .zip(&both)
