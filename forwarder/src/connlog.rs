@@ -417,12 +417,7 @@ pub fn spawn_event_reader(
     labels: SharedLabels,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // SAFETY: the ring buffer owns its map's fd, which stays open and unchanged for as
-        // long as the ring buffer lives inside the AsyncFd.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
-        };
-        let mut fd = match registered {
+        let mut fd = match crate::maps::poll_ring(events) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!("connection events unavailable: cannot poll their ring buffer: {e}");

@@ -64,15 +64,9 @@ impl HandoffMaps {
     /// Takes the hand-off maps out of `ebpf`; `None` (with a warning) for an object
     /// without them.
     pub fn take(ebpf: &mut Ebpf) -> Option<Self> {
-        let events = ebpf
-            .take_map(HANDOFF_MAP)
-            .and_then(|m| RingBuf::try_from(m).ok());
-        let handshakes = ebpf
-            .take_map(HANDSHAKES_MAP)
-            .and_then(|m| BpfHashMap::try_from(m).ok());
-        match (events, handshakes) {
-            (Some(events), Some(handshakes)) => Some(Self { events, handshakes }),
-            _ => {
+        match crate::maps::take_ring_and_map(ebpf, HANDOFF_MAP, HANDSHAKES_MAP) {
+            Some((events, handshakes)) => Some(Self { events, handshakes }),
+            None => {
                 warn!(
                     "the kernel object has no hand-off maps: host policy \"local\" cuts connections instead"
                 );
@@ -391,11 +385,7 @@ pub fn spawn(
             events,
             mut handshakes,
         } = hm;
-        // SAFETY: the ring buffer owns its map's fd, open for as long as the AsyncFd lives.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
-        };
-        let mut fd = match registered {
+        let mut fd = match crate::maps::poll_ring(events) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!(

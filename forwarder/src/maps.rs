@@ -435,6 +435,30 @@ fn retarget(
 /// `bpf_map_update_elem` flag: only replace an entry that exists.
 const BPF_EXIST: u64 = 2;
 
+/// A ring buffer and a hash map the daemon serves together (a hand-off from the kernel
+/// and the daemon's answers); `None` if the object lacks either.
+pub fn take_ring_and_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    ring: &str,
+    map: &str,
+) -> Option<(RingBuf<MapData>, HashMap<MapData, K, V>)> {
+    let ring = ebpf
+        .take_map(ring)
+        .and_then(|m| RingBuf::try_from(m).ok())?;
+    let map = ebpf.take_map(map).and_then(|m| HashMap::try_from(m).ok())?;
+    Some((ring, map))
+}
+
+/// A ring buffer registered with the runtime, to be read when the kernel wakes it.
+pub fn poll_ring(
+    ring: RingBuf<MapData>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its map's fd, which stays open and unchanged for as long
+    // as the ring buffer lives inside the AsyncFd.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// A ring buffer record as the kernel wrote it; `None` if it is too short.
 pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {

@@ -92,15 +92,9 @@ impl QuicMaps {
     /// Takes the QUIC maps out of `ebpf`; `None` (with a warning) for an object without
     /// them.
     pub fn take(ebpf: &mut Ebpf) -> Option<Self> {
-        let initials = ebpf
-            .take_map(QUIC_INITIALS_MAP)
-            .and_then(|m| RingBuf::try_from(m).ok());
-        let verdicts = ebpf
-            .take_map(QUIC_VERDICTS_MAP)
-            .and_then(|m| BpfHashMap::try_from(m).ok());
-        match (initials, verdicts) {
-            (Some(initials), Some(verdicts)) => Some(Self { initials, verdicts }),
-            _ => {
+        match crate::maps::take_ring_and_map(ebpf, QUIC_INITIALS_MAP, QUIC_VERDICTS_MAP) {
+            Some((initials, verdicts)) => Some(Self { initials, verdicts }),
+            None => {
                 warn!(
                     "the kernel object has no QUIC maps: QUIC connections are counted as unknown"
                 );
@@ -233,14 +227,7 @@ pub fn spawn(qm: QuicMaps, maps: Arc<Maps>, stats: Arc<QuicStats>) -> tokio::tas
             initials,
             mut verdicts,
         } = qm;
-        // SAFETY: the ring buffer owns its map's fd, open for as long as the AsyncFd lives.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                initials,
-                tokio::io::Interest::READABLE,
-            )
-        };
-        let mut fd = match registered {
+        let mut fd = match crate::maps::poll_ring(initials) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!(
