@@ -7,7 +7,7 @@
 //! segment's payload; whatever the next call must see again is copied into `state.carry`.
 //! All loops are bounded by constants, every access is bounds-checked, nothing panics.
 
-use crate::packet::Bytes;
+use crate::{packet::Bytes, swar};
 
 /// Bytes a field may need to be carried into the next segment: the server_name extension
 /// head (5 bytes) plus the longest name, or the longest HTTP header line we still look at.
@@ -494,13 +494,11 @@ fn is_host_name(w: &[u8; 5]) -> bool {
 /// The Host value in `b[from..end]`: optional whitespace, the name, an optional port.
 #[inline(always)]
 fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
-    let ws: [u8; 8] = b.array(from);
-    let mut start = from;
-    let mut n = 0;
-    while n < 8 && start < end && matches!(ws[n], b' ' | b'\t') {
-        start += 1;
-        n += 1;
-    }
+    // Up to 8 blanks before `end`, counted word-wise (see `swar`).
+    let ws = u64::from_le_bytes(b.array(from));
+    let blanks = (swar::eq_bytes(ws, b' ') | swar::eq_bytes(ws, b'\t'))
+        & swar::first_bytes(end.saturating_sub(from));
+    let start = from + swar::run_len(blanks);
     let stop = b
         .find_any(start, end, [b':', b' ', b'\t', b'\r'])
         .unwrap_or(end);
@@ -517,13 +515,19 @@ fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> Outcome {
 /// target's first byte if at hand (0 otherwise), `None` for anything else.
 #[inline(always)]
 fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> Option<u8> {
-    // Method: uppercase letters, then a space.
+    // Method: uppercase letters (up to 16 counted), then a space. Counted word-wise (see
+    // `swar`); the bytes after the method are read again rather than indexed by its length.
     let m: [u8; 16] = b.array(at);
-    let mut n = 0;
-    while n < 16 && at + n < end && m[n].is_ascii_uppercase() {
-        n += 1;
-    }
-    let sp = if n < 16 { m[n] } else { b.byte(at + 16) };
+    let in_line = end.saturating_sub(at);
+    let (lo, hi) = m.split_at(8);
+    let lo = swar::upper_bytes(u64::from_le_bytes(lo.try_into().unwrap_or_default()))
+        & swar::first_bytes(in_line);
+    let hi = swar::upper_bytes(u64::from_le_bytes(hi.try_into().unwrap_or_default()))
+        & swar::first_bytes(in_line.saturating_sub(8));
+    let n_lo = swar::run_len(lo);
+    // The second word counts only when the whole first one is uppercase (n_lo / 8 is 1).
+    let n = n_lo + (n_lo / 8) * swar::run_len(hi);
+    let sp = b.byte(at + n);
     if n == 0 || sp != b' ' {
         return None;
     }
@@ -536,7 +540,7 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> Option<u8
         return None;
     }
     // The target's first byte when it was read already, else 0.
-    Some(if n + 1 < 16 { m[n + 1] } else { 0 })
+    Some(if n + 1 < 16 { b.byte(at + n + 1) } else { 0 })
 }
 
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.
@@ -796,6 +800,95 @@ mod tests {
 
     fn grease() -> impl Strategy<Value = u16> {
         (0u16..16).prop_map(|n| (n << 12) | 0x0a0a | (n << 4))
+    }
+
+    /// `request_line_ok` as it was written byte by byte: the word-wise version must agree.
+    fn request_line_by_bytes(b: &[u8], at: usize, end: usize) -> Option<u8> {
+        let m: [u8; 16] = b.array(at);
+        let mut n = 0;
+        while n < 16 && at + n < end && m[n].is_ascii_uppercase() {
+            n += 1;
+        }
+        let sp = if n < 16 { m[n] } else { b.byte(at + 16) };
+        if n == 0 || sp != b' ' || end < at + 9 {
+            return None;
+        }
+        let t: [u8; 8] = b.array(end - 9);
+        if t != *b" HTTP/1." {
+            return None;
+        }
+        Some(if n + 1 < 16 { m[n + 1] } else { 0 })
+    }
+
+    /// `host_value` as it was written byte by byte.
+    fn host_value_by_bytes(b: &[u8], from: usize, end: usize) -> Outcome {
+        let ws: [u8; 8] = b.array(from);
+        let mut start = from;
+        let mut n = 0;
+        while n < 8 && start < end && matches!(ws[n], b' ' | b'\t') {
+            start += 1;
+            n += 1;
+        }
+        let stop = b
+            .find_any(start, end, [b':', b' ', b'\t', b'\r'])
+            .unwrap_or(end);
+        if stop <= start {
+            return Outcome::HttpNoHost;
+        }
+        Outcome::HttpName(NameAt {
+            off: start,
+            len: stop - start,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn request_line_counted_word_wise_as_byte_by_byte(
+            method in "[A-Z]{0,20}|[A-Za-z\\- ]{0,20}",
+            sep in prop_oneof![Just(" "), Just("\t"), Just(""), Just("  ")],
+            target in "[/a-z:?]{0,12}",
+            version in prop_oneof![Just(" HTTP/1.1"), Just(" HTTP/1.0"), Just(" HTTP/2"), Just("")],
+            lead in 0usize..3,
+            tail in 0usize..40,
+            end_back in 0usize..20,
+        ) {
+            let mut line = std::vec![b'x'; lead];
+            line.extend_from_slice(method.as_bytes());
+            line.extend_from_slice(sep.as_bytes());
+            line.extend_from_slice(target.as_bytes());
+            line.extend_from_slice(version.as_bytes());
+            let end = line.len();
+            line.extend_from_slice(b"\r\n");
+            line.extend(std::iter::repeat_n(b'A', tail));
+            // `end` before or at the line's end, as the parser's callers give it, and
+            // past the buffer too.
+            for end in [end, end.saturating_sub(end_back), end + end_back] {
+                prop_assert_eq!(
+                    request_line_ok(&line[..], lead, end),
+                    request_line_by_bytes(&line[..], lead, end),
+                    "{:?} end {}", std::string::String::from_utf8_lossy(&line), end
+                );
+            }
+        }
+
+        #[test]
+        fn host_value_counted_word_wise_as_byte_by_byte(
+            value in "[ \t]{0,12}[a-z.:\t ]{0,20}",
+            from_back in 0usize..3,
+            end_back in 0usize..14,
+        ) {
+            let mut line = std::vec::Vec::from(&b"Host:"[..]);
+            line.extend_from_slice(value.as_bytes());
+            let end = line.len();
+            line.extend_from_slice(b"\r\n");
+            let from = 5 - from_back;
+            for end in [end, end.saturating_sub(end_back), end + end_back] {
+                prop_assert_eq!(
+                    host_value(&line[..], from, end),
+                    host_value_by_bytes(&line[..], from, end)
+                );
+            }
+        }
     }
 
     proptest! {

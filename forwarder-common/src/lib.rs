@@ -17,5 +17,6 @@ pub mod packet;
 pub mod quic;
 #[cfg(feature = "std")]
 pub mod samples;
+pub mod swar;
 
 pub use maps::*;

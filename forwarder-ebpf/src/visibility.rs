@@ -21,13 +21,14 @@ use forwarder_common::{
     HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
-        CODE_NEED_MORE, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
+        CODE_NEED_MORE, CODE_NOT_TLS_OR_HTTP, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
         MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
     },
     handoff::{HANDOFF_LOCAL, HANDOFF_SEGMENT},
     host::{MAX_NAME_LEN, NameMatch, NameWalk},
     host_stats_index,
     packet::{Bytes, COPY_MAX, PacketInfo, TCP_FIN, TCP_RST},
+    swar::{eq_bytes, set_bytes},
 };
 
 use crate::{
@@ -283,26 +284,6 @@ struct ScanCtx {
 /// is a function call and returns are not cheap with the kernel's speculation mitigations.
 const FIND_STRIDE: u64 = 32;
 
-/// Bytes with the high bit set exactly where `x` has a zero byte.
-#[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
-    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    !(((x & LOWS).wrapping_add(LOWS)) | x | LOWS)
-}
-
-/// High bits of the bytes of `w` that are in `set`.
-#[inline(always)]
-fn set_bytes(w: u64, set: &[u8; 4]) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut hits = 0;
-    let mut k = 0;
-    while k < 4 {
-        hits |= zero_bytes(w ^ (set[k] as u64 * ONES));
-        k += 1;
-    }
-    hits
-}
-
 /// The word at `idx` of the scan, or `None` past its end (or the buffer's).
 /// The word at `idx` of the buffer, and the offset of the word one byte before it.
 #[inline(always)]
@@ -360,7 +341,6 @@ extern "C" fn find_step(i: u64, ctx: *mut c_void) -> i64 {
 /// `find_line_start`: as `find_step`, but a position counts only right after a `\n` (the
 /// word one byte back says which positions are).
 extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
-    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
     let c = unsafe { &mut *(ctx as *mut ScanCtx) };
     let mut word = 0;
     while word < FIND_STRIDE / 8 {
@@ -370,7 +350,7 @@ extern "C" fn line_step(i: u64, ctx: *mut c_void) -> i64 {
         };
         let before =
             u64::from_le(unsafe { ((c.p as *const u8).add(prev) as *const u64).read_unaligned() });
-        let hits = set_bytes(w, &c.set) & zero_bytes(before ^ NEWLINES);
+        let hits = set_bytes(w, &c.set) & eq_bytes(before, b'\n');
         if hits != 0 {
             scan_found(c, idx, hits);
             return 1;
@@ -421,6 +401,46 @@ fn byte_in(p: *const [u8; BUF_SIZE], len: usize, at: usize, set: &[u8; 4]) -> bo
     at < len && set.contains(&v)
 }
 
+/// The scans as global BPF functions: the verifier checks each once, on its own, whatever
+/// the caller's state, instead of once per call site and per state reaching it (the
+/// parser has seven call sites; inlined, their scans were a third of its cost, and what
+/// one kernel build pruned another did not). Their arguments are plain numbers, as
+/// 5.x kernels require; the buffer is always `CLS_BUF`, looked up here. `u32::MAX`: not
+/// found.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fwd_scan_any(from: u32, to: u32, len: u32, set: u32) -> u32 {
+    let Some(p) = CLS_BUF.get_ptr(0) else {
+        return u32::MAX;
+    };
+    let len = (len as usize) & (BUF_SIZE * 2 - 1);
+    match buf_scan(p, len, from as usize, to as usize, set.to_le_bytes(), find_step) {
+        Some(v) => v as u32,
+        None => u32::MAX,
+    }
+}
+
+/// As [`fwd_scan_any`], for line starts (`line_step`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fwd_scan_line(from: u32, to: u32, len: u32, set: u32) -> u32 {
+    let Some(p) = CLS_BUF.get_ptr(0) else {
+        return u32::MAX;
+    };
+    let len = (len as usize) & (BUF_SIZE * 2 - 1);
+    match buf_scan(p, len, from as usize, to as usize, set.to_le_bytes(), line_step) {
+        Some(v) => v as u32,
+        None => u32::MAX,
+    }
+}
+
+/// A global function's result as a position below `len`, or `None`.
+#[inline(always)]
+fn found(v: u32, len: usize) -> Option<usize> {
+    let v = v as usize;
+    (v < len).then_some(v)
+}
+
 /// `Bytes::find_any` over the buffer.
 #[inline(always)]
 fn buf_find(
@@ -433,7 +453,13 @@ fn buf_find(
     if from < to && byte_in(p, len, from, &set) {
         return Some(from);
     }
-    buf_scan(p, len, from + 1, to, set, find_step)
+    if from + 1 >= to || from + 1 >= len {
+        return None;
+    }
+    found(
+        fwd_scan_any((from + 1) as u32, to.min(len) as u32, len as u32, u32::from_le_bytes(set)),
+        len,
+    )
 }
 
 /// `Bytes::find_line_start` over the buffer: `from` itself, then the positions after a `\n`.
@@ -442,7 +468,13 @@ fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize
     if from < to && byte_in(b.p, b.len, from, &set) {
         return Some(from);
     }
-    buf_scan(b.p, b.len, from + 1, to, set, line_step)
+    if from + 1 >= to || from + 1 >= b.len {
+        return None;
+    }
+    found(
+        fwd_scan_line((from + 1) as u32, to.min(b.len) as u32, b.len as u32, u32::from_le_bytes(set)),
+        b.len,
+    )
 }
 
 /// `Bytes::copy_out` with one helper call.
@@ -555,9 +587,20 @@ extern "C" fn step_cb(_i: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// The parser: one `bpf_loop` iteration per TLS field or HTTP header line, so the verifier
-/// checks one step instead of every path through a long loop.
+/// checks one step instead of every path through a long loop. A global BPF function,
+/// verified once whatever state its caller reaches it with; `s` is the parse state (in
+/// `CLASSIFY` or `CLS_STATE`), the buffer `CLS_BUF`.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn feed(s: &mut ClassifyState, buf: *const [u8; BUF_SIZE], len: u32, base: u32) -> u32 {
+pub extern "C" fn fwd_cls_feed(s: *mut ClassifyState, len: u32, base: u32) -> u32 {
+    // A global function's pointer argument may be null, for all the verifier knows.
+    if s.is_null() {
+        return CODE_NOT_TLS_OR_HTTP;
+    }
+    let s = unsafe { &mut *s };
+    let Some(buf) = CLS_BUF.get_ptr(0) else {
+        return CODE_NOT_TLS_OR_HTTP;
+    };
     // Initialised by the helper (a zeroed value would cost a memset call).
     let mut d = core::mem::MaybeUninit::<bpf_dynptr>::uninit();
     unsafe { bpf_dynptr_from_mem(buf as *mut c_void, BUF_SIZE as u32, 0, d.as_mut_ptr()) };
@@ -669,10 +712,15 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Host id for the name at `off..off + len` of the buffer, as a BPF function of its own;
-/// `u32::MAX` for a name that is not a host name. One `bpf_loop` iteration per byte.
+/// Host id for the name at `off..off + len` of the buffer (`CLS_BUF`), as a global BPF
+/// function (verified once, on its own); `u32::MAX` for a name that is not a host name.
+/// One `bpf_loop` iteration per `WALK_STRIDE` bytes.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn match_host(buf: *const [u8; BUF_SIZE], len: u32, off: u32, name_len: u32) -> u32 {
+pub extern "C" fn fwd_match_host(len: u32, off: u32, name_len: u32) -> u32 {
+    let Some(buf) = CLS_BUF.get_ptr(0) else {
+        return u32::MAX;
+    };
     let b = DirectBuf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
@@ -799,7 +847,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     s.next_seq = seq.wrapping_add(payload_len as u32);
     s.next_off = s.next_off.wrapping_add(payload_len as u32);
     let len = (carried + n as usize) as u32;
-    let code = feed(s, buf, len, base);
+    let code = fwd_cls_feed(s, len, base);
     if code == CODE_NEED_MORE {
         if s.segments < MAX_SEGMENTS && handoff::wanted() {
             // This segment goes home unread by the daemon otherwise; should the host turn
@@ -832,7 +880,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
             } else {
                 Counter::ClassifiedHttp
             };
-            match match_host(buf, len, s.name_off, s.name_len) {
+            match fwd_match_host(len, s.name_off, s.name_len) {
                 u32::MAX => (HOST_OTHER, Counter::ClassifyBadName),
                 id => (id, ok),
             }
