@@ -520,14 +520,15 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> Option<u8
     let m: [u8; 16] = b.array(at);
     let in_line = end.saturating_sub(at);
     let (lo, hi) = m.split_at(8);
-    let lo = swar::upper_bytes(u64::from_le_bytes(lo.try_into().unwrap_or_default()))
-        & swar::first_bytes(in_line);
-    let hi = swar::upper_bytes(u64::from_le_bytes(hi.try_into().unwrap_or_default()))
-        & swar::first_bytes(in_line.saturating_sub(8));
-    let n_lo = swar::run_len(lo);
+    let lo = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+    let hi = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+    let n_lo = swar::run_len(swar::upper_bytes(lo) & swar::first_bytes(in_line));
+    let n_hi = swar::run_len(swar::upper_bytes(hi) & swar::first_bytes(in_line.saturating_sub(8)));
     // The second word counts only when the whole first one is uppercase (n_lo / 8 is 1).
-    let n = n_lo + (n_lo / 8) * swar::run_len(hi);
-    let sp = b.byte(at + n);
+    let n = n_lo + (n_lo / 8) * n_hi;
+    // The byte at `k` of `m`, taken from the words: no array index the verifier would track.
+    let at_m = |k: usize| (if k < 8 { lo } else { hi } >> (8 * (k & 7))) as u8;
+    let sp = if n < 16 { at_m(n) } else { b.byte(at + 16) };
     if n == 0 || sp != b' ' {
         return None;
     }
@@ -540,7 +541,7 @@ fn request_line_ok<B: Bytes + ?Sized>(b: &B, at: usize, end: usize) -> Option<u8
         return None;
     }
     // The target's first byte when it was read already, else 0.
-    Some(if n + 1 < 16 { b.byte(at + n + 1) } else { 0 })
+    Some(if n + 1 < 16 { at_m(n + 1) } else { 0 })
 }
 
 /// For `GET http://host[:port]/path HTTP/1.1`, the host.

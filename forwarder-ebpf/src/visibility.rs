@@ -21,8 +21,8 @@ use forwarder_common::{
     HOST_OTHER, HOST_UNKNOWN, HostKey, HostStats, POLICY_DROP, POLICY_LOCAL, PROTO_TCP,
     classify::{
         self, BUF_SIZE, CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST,
-        CODE_NEED_MORE, CODE_NOT_TLS_OR_HTTP, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState,
-        MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
+        CODE_NEED_MORE, CODE_NOT_TLS_OR_HTTP, CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI,
+        ClassifyState, MAX_SEGMENT_PAYLOAD, MAX_SEGMENTS, MAX_STEPS, STEP_CONTINUE,
     },
     handoff::{HANDOFF_LOCAL, HANDOFF_SEGMENT},
     host::{MAX_NAME_LEN, NameMatch, NameWalk},
@@ -404,17 +404,30 @@ fn byte_in(p: *const [u8; BUF_SIZE], len: usize, at: usize, set: &[u8; 4]) -> bo
 /// The scans as global BPF functions: the verifier checks each once, on its own, whatever
 /// the caller's state, instead of once per call site and per state reaching it (the
 /// parser has seven call sites; inlined, their scans were a third of its cost, and what
-/// one kernel build pruned another did not). Their arguments are plain numbers, as
-/// 5.x kernels require; the buffer is always `CLS_BUF`, looked up here. `u32::MAX`: not
-/// found.
+/// one kernel build pruned another did not). `p` is the buffer (`CLS_BUF`: memory of
+/// `BUF_SIZE` bytes to the verifier), the rest plain numbers. `u32::MAX`: not found.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fwd_scan_any(from: u32, to: u32, len: u32, set: u32) -> u32 {
-    let Some(p) = CLS_BUF.get_ptr(0) else {
+pub extern "C" fn fwd_scan_any(
+    p: *const [u8; BUF_SIZE],
+    from: u32,
+    to: u32,
+    len: u32,
+    set: u32,
+) -> u32 {
+    // A global function's pointer argument may be null, for all the verifier knows.
+    if p.is_null() {
         return u32::MAX;
-    };
+    }
     let len = (len as usize) & (BUF_SIZE * 2 - 1);
-    match buf_scan(p, len, from as usize, to as usize, set.to_le_bytes(), find_step) {
+    match buf_scan(
+        p,
+        len,
+        from as usize,
+        to as usize,
+        set.to_le_bytes(),
+        find_step,
+    ) {
         Some(v) => v as u32,
         None => u32::MAX,
     }
@@ -423,12 +436,25 @@ pub extern "C" fn fwd_scan_any(from: u32, to: u32, len: u32, set: u32) -> u32 {
 /// As [`fwd_scan_any`], for line starts (`line_step`).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fwd_scan_line(from: u32, to: u32, len: u32, set: u32) -> u32 {
-    let Some(p) = CLS_BUF.get_ptr(0) else {
+pub extern "C" fn fwd_scan_line(
+    p: *const [u8; BUF_SIZE],
+    from: u32,
+    to: u32,
+    len: u32,
+    set: u32,
+) -> u32 {
+    if p.is_null() {
         return u32::MAX;
-    };
+    }
     let len = (len as usize) & (BUF_SIZE * 2 - 1);
-    match buf_scan(p, len, from as usize, to as usize, set.to_le_bytes(), line_step) {
+    match buf_scan(
+        p,
+        len,
+        from as usize,
+        to as usize,
+        set.to_le_bytes(),
+        line_step,
+    ) {
         Some(v) => v as u32,
         None => u32::MAX,
     }
@@ -457,7 +483,13 @@ fn buf_find(
         return None;
     }
     found(
-        fwd_scan_any((from + 1) as u32, to.min(len) as u32, len as u32, u32::from_le_bytes(set)),
+        fwd_scan_any(
+            p,
+            (from + 1) as u32,
+            to.min(len) as u32,
+            len as u32,
+            u32::from_le_bytes(set),
+        ),
         len,
     )
 }
@@ -472,7 +504,13 @@ fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize
         return None;
     }
     found(
-        fwd_scan_line((from + 1) as u32, to.min(b.len) as u32, b.len as u32, u32::from_le_bytes(set)),
+        fwd_scan_line(
+            b.p,
+            (from + 1) as u32,
+            to.min(b.len) as u32,
+            b.len as u32,
+            u32::from_le_bytes(set),
+        ),
         b.len,
     )
 }
