@@ -81,10 +81,20 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
     // milliseconds for curl in an emulated VM), so the first one that gets the page says
     // less about when the switch happened.
     let mut last_miss = Duration::ZERO;
+    // Requests curl gave up on at its --max-time (its error 28) once the local page had
+    // answered: a visitor left waiting. Before the switch that is expected (the SYN goes
+    // into the cut tunnel).
+    let mut hung = Vec::new();
     let mut poll = |want: &str| -> Option<()> {
         let start = Instant::now();
         let r = get(&lab);
         slowest = slowest.max(start.elapsed());
+        if want == "home"
+            && let Err(e) = &r
+            && e.contains("curl: (28)")
+        {
+            hung.push(e.clone());
+        }
         let got = r.ok().filter(|b| b.contains(want)).map(|_| ());
         if got.is_none() && want == "maintenance" {
             last_miss = last_miss.max(start.duration_since(t0));
@@ -105,11 +115,13 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.forwarder_output()));
     let recovery = t1.elapsed();
     eprintln!(
-        "failover to the local page between {} and {} ms, back home after {} ms, slowest request {} ms",
+        "failover to the local page between {} and {} ms, back home after {} ms, slowest \
+         request {} ms (around the curl process), {} left waiting after the switch",
         last_miss.as_millis(),
         failover.as_millis(),
         recovery.as_millis(),
-        slowest.as_millis()
+        slowest.as_millis(),
+        hung.len()
     );
     // Detection (a probe just passed, then `down_after` failed ones, each up to its
     // timeout), plus one interval for the rule switch.
@@ -118,11 +130,13 @@ fn new_connections_go_to_the_local_page_while_home_is_down_and_back_after() {
         last_miss <= bound,
         "a request started {last_miss:?} after the cut did not get the page, bound {bound:?}"
     );
-    // Requests are bounded by curl's --max-time 1 (plus starting curl, slow in an
-    // emulated VM): none hangs.
+    // None hangs once the local page answers: each gets the page or home's answer before
+    // curl's --max-time 1 runs out. Told by curl's own verdict, not by timing the curl
+    // process (its start alone takes most of a second in an emulated VM, and its --max-time
+    // caps the rest anyway).
     assert!(
-        slowest < Duration::from_secs(3),
-        "a request took {slowest:?}"
+        hung.is_empty(),
+        "requests left waiting after the switch to the local page: {hung:#?}"
     );
     let log = lab.stop_forwarder().unwrap();
     assert!(

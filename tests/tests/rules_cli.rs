@@ -289,20 +289,32 @@ fn a_host_set_to_drop_is_reset_quickly_and_others_are_untouched() {
     assert!(file.contains("policy = \"drop\""), "{file}");
 
     for scheme in ["https", "http"] {
+        // The segments the client's kernel sent again (tail loss probes and retransmission
+        // timeouts alike).
+        let retrans = |lab: &Lab| integration_tests::client_snmp(lab)["Tcp.RetransSegs"];
+        let before = retrans(&lab);
         let started = std::time::Instant::now();
         let err = lab
             .curl(scheme, SUBDOMAINS[0], "/", VPS_V4, &["--max-time", "10"])
             .expect_err("a dropped host answered");
         let took = started.elapsed();
+        let retransmitted = retrans(&lab) - before;
         let err = format!("{err:#}");
         assert!(err.contains("reset"), "{scheme}: not a reset: {err}");
-        // The reset comes with the client's first retransmission (its RTO, 200 ms or
-        // more), not after a timeout.
-        assert!(
-            took < Duration::from_secs(3),
-            "{scheme}: reset after {took:?}"
+        eprintln!(
+            "{scheme}: connection reset after {} retransmission(s), {} ms around the curl \
+             process",
+            retransmitted,
+            took.as_millis()
         );
-        eprintln!("{scheme}: connection reset after {} ms", took.as_millis());
+        // The reset comes with the client's first retransmission (after its RTO, 200 ms or
+        // more, or a tail loss probe), not after a timeout: the client sends the dropped
+        // segment again once. Counted by the client's kernel rather than timed around
+        // curl, whose start alone takes most of a second in an emulated VM.
+        assert!(
+            retransmitted <= 1,
+            "{scheme}: reset after {retransmitted} retransmissions ({took:?} around curl)"
+        );
         // The other host is not affected.
         let (code, _) = lab
             .curl(scheme, SUBDOMAINS[1], "/", VPS_V4, &[])
