@@ -111,7 +111,8 @@ fn apt_install(pkgs: &[&str], extra: &[&str]) -> anyhow::Result<()> {
 
 /// What `cargo xtask vmtest` needs: QEMU, virtme-ng (from PyPI, in a venv of its own) and
 /// Debian's kernels: bookworm's 6.1, and with `all` the 6.12 of bookworm-backports (whose
-/// source is added). Returns the Debian kernel images in /boot.
+/// source is added) and the newest Debian ships ([`newest_debian_kernel`]). Returns the
+/// Debian kernel images in /boot.
 pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
     run(true)?;
     apt_install(&["qemu-system-x86", "busybox-static", "python3-venv"], &[])?;
@@ -122,7 +123,7 @@ pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
     }
     let mut kernels = Vec::new();
     for release in releases {
-        let k = debian_kernel(release)?;
+        let k = debian_kernel(release, &[])?;
         apt_install(&[k.as_str()], &["-t", release])?;
         kernels.push(k);
     }
@@ -140,22 +141,131 @@ pub fn vmtest(all: bool) -> anyhow::Result<Vec<PathBuf>> {
     if images.len() != kernels.len() {
         bail!("a kernel package installed no image in /boot: {kernels:?}");
     }
+    if all {
+        images.push(newest_debian_kernel()?);
+    }
     Ok(images)
+}
+
+/// Where the newest kernel's package lists and downloads are kept (a private apt
+/// configuration: this machine's own sources are not changed).
+const NEWEST_APT: &str = "/opt/forwarder-vmtest/apt-newest";
+/// The archive the newest Debian kernel comes from: the next release's backports, built
+/// from the newest upstream series (7.3 on 2026-12-03).
+const NEWEST_SUITE: &str = "trixie-backports";
+
+/// The newest kernel Debian ships for amd64, from `NEWEST_SUITE`: the verifier changes from
+/// one series to the next (and between builds of one), and the matrix should see it before
+/// users do. Installing that release's kernel packages on bookworm would pull in its
+/// packaging tools, so the kernel and its modules are downloaded and unpacked instead
+/// (`/usr/lib/modules/<release>`, `depmod`, the image copied to /boot): all a VM booted by
+/// vng needs. Idempotent: nothing is fetched once that kernel is in place.
+fn newest_debian_kernel() -> anyhow::Result<PathBuf> {
+    let root = Path::new(NEWEST_APT);
+    let lists = root.join("lists");
+    std::fs::create_dir_all(lists.join("partial"))?;
+    std::fs::create_dir_all(root.join("cache").join("archives").join("partial"))?;
+    let sources = root.join("sources.list");
+    std::fs::write(
+        &sources,
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {NEWEST_SUITE} main\n"
+        ),
+    )?;
+    let opts: Vec<String> = [
+        format!("Dir::Etc::sourcelist={}", sources.display()),
+        "Dir::Etc::sourceparts=-".to_owned(),
+        format!("Dir::State::Lists={}", lists.display()),
+        format!("Dir::Cache={}", root.join("cache").display()),
+        "APT::Get::List-Cleanup=0".to_owned(),
+        // Downloads land in a directory of root's.
+        "APT::Sandbox::User=root".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_owned(), o])
+    .collect();
+    let pkg = debian_kernel(NEWEST_SUITE, &opts)?;
+    let release = pkg.strip_prefix("linux-image-").unwrap_or(&pkg).to_owned();
+    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
+    let modules = Path::new("/usr/lib/modules").join(&release);
+    if image.exists() && modules.join("modules.dep").exists() {
+        return Ok(image);
+    }
+    eprintln!("fetching Debian's newest kernel, {release}, from {NEWEST_SUITE}");
+    let debs = root.join("debs");
+    let _ = std::fs::remove_dir_all(&debs);
+    std::fs::create_dir_all(&debs)?;
+    // The image and its modules: one package in older layouts, split in newer ones.
+    let wanted: Vec<String> = ["image", "binary", "modules"]
+        .iter()
+        .map(|part| format!("linux-{part}-{release}"))
+        .filter(|p| {
+            Command::new("apt-cache")
+                .args(&opts)
+                .args(["show", p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    status(
+        Command::new("apt-get")
+            .args(&opts)
+            .args(["-q", "download"])
+            .args(&wanted)
+            .current_dir(&debs),
+    )?;
+    let unpacked = root.join("unpacked");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    for deb in std::fs::read_dir(&debs)? {
+        let deb = deb?.path();
+        status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    let from = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .map(|d| unpacked.join(d).join(&release))
+        .find(|d| d.is_dir())
+        .with_context(|| format!("the packages {wanted:?} hold no modules of {release}"))?;
+    // Moved into place whole, so an interrupted setup leaves no half-copied tree behind.
+    let staging = Path::new("/usr/lib/modules").join(format!(".{release}.partial"));
+    let _ = std::fs::remove_dir_all(&staging);
+    status(Command::new("cp").arg("-a").arg(&from).arg(&staging))?;
+    let _ = std::fs::remove_dir_all(&modules);
+    std::fs::rename(&staging, &modules)?;
+    status(Command::new("depmod").arg(&release))?;
+    let vmlinuz = [
+        modules.join("vmlinuz"),
+        unpacked.join("boot").join(format!("vmlinuz-{release}")),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .with_context(|| format!("the packages {wanted:?} hold no kernel image of {release}"))?;
+    std::fs::copy(&vmlinuz, &image)?;
+    let _ = std::fs::remove_dir_all(&unpacked);
+    let _ = std::fs::remove_dir_all(&debs);
+    Ok(image)
 }
 
 /// The kernel package the newest `linux-image-amd64` of `release` stands for (e.g.
 /// `linux-image-6.1.0-56-amd64`): the newest kernel that release ships (its security
 /// updates included; backports versions carry `bpo`).
-fn debian_kernel(release: &str) -> anyhow::Result<String> {
+/// `apt_opts` are given to apt (a private configuration, for [`newest_debian_kernel`]).
+fn debian_kernel(release: &str, apt_opts: &[String]) -> anyhow::Result<String> {
     let query = || {
         Command::new("apt-cache")
+            .args(apt_opts)
             .args(["show", "linux-image-amd64"])
             .output()
     };
     let mut out = query().context("running apt-cache")?;
     if !out.status.success() || out.stdout.is_empty() {
         // Package lists not fetched yet on a fresh machine.
-        status(Command::new("apt-get").args(["-q", "update"]))?;
+        status(
+            Command::new("apt-get")
+                .args(apt_opts)
+                .args(["-q", "update"]),
+        )?;
         out = query()?;
     }
     let text = String::from_utf8_lossy(&out.stdout);

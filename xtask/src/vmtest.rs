@@ -90,12 +90,18 @@ pub fn run(opts: &Options) -> anyhow::Result<(u64, u64)> {
         })
         .collect();
     if targets.is_empty() {
-        let wanted: &[&str] = if opts.all { &["6.1", "6.12"] } else { &["6.1"] };
-        for w in wanted {
+        // Debian 12's 6.1 (what most VPSs run); with --all also bookworm-backports' 6.12
+        // and the newest kernel Debian ships, as setup returns them.
+        let images: Vec<&PathBuf> = if opts.all {
+            debian.iter().collect()
+        } else {
             let image = debian
                 .iter()
-                .find(|k| kernel_version(k).starts_with(&format!("{w}.")))
-                .with_context(|| format!("no Debian {w} kernel in /boot after setup"))?;
+                .find(|k| kernel_version(k).starts_with("6.1."))
+                .context("no Debian 6.1 kernel in /boot after setup")?;
+            vec![image]
+        };
+        for image in images {
             targets.push(Target {
                 label: kernel_version(image),
                 image: Some(image.clone()),
