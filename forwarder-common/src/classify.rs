@@ -867,7 +867,7 @@ mod tests {
                 prop_assert_eq!(
                     request_line_ok(&line[..], lead, end),
                     request_line_by_bytes(&line[..], lead, end),
-                    "{:?} end {}", std::string::String::from_utf8_lossy(&line), end
+                    "{:?} end {}", String::from_utf8_lossy(&line), end
                 );
             }
         }
@@ -878,7 +878,7 @@ mod tests {
             from_back in 0usize..3,
             end_back in 0usize..14,
         ) {
-            let mut line = std::vec::Vec::from(&b"Host:"[..]);
+            let mut line = Vec::from(&b"Host:"[..]);
             line.extend_from_slice(value.as_bytes());
             let end = line.len();
             line.extend_from_slice(b"\r\n");

@@ -90,7 +90,7 @@ mod tests {
                     assert_eq!(zero_bytes(x), mask_of(bytes, |b| b == 0), "{bytes:?}");
                     assert_eq!(eq_bytes(x, b' '), mask_of(bytes, |b| b == b' '));
                     assert_eq!(
-                        set_bytes(x, &[b'h', b'H', b'\r', b'\n']),
+                        set_bytes(x, b"hH\r\n"),
                         mask_of(bytes, |b| matches!(b, b'h' | b'H' | b'\r' | b'\n'))
                     );
                     assert_eq!(
