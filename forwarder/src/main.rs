@@ -262,13 +262,19 @@ enum Command {
         target: Target,
     },
     /// Print the home-side WireGuard and routing configuration that makes replies to
-    /// forwarded connections return through the tunnel (client IP preservation).
+    /// forwarded connections return through the tunnel (client IP preservation), as
+    /// wg-quick PostUp/PreDown lines for the home machine that ends the tunnel.
     HomeConfig {
         #[command(flatten)]
         target: Target,
         /// Name of the WireGuard interface at home.
         #[arg(long, default_value = "wg0", value_name = "IFACE")]
         home_tunnel: String,
+        /// Where the reverse proxy runs: `tunnel` = on the WireGuard machine, listening on
+        /// the backend address; `dnat` = in Docker (published ports) or behind any other
+        /// DNAT on the WireGuard machine, e.g. Nginx Proxy Manager.
+        #[arg(long, value_enum, default_value = "tunnel", value_name = "SHAPE")]
+        proxy: home::Shape,
     },
 }
 
@@ -489,6 +495,7 @@ fn main() -> anyhow::Result<()> {
         Command::HomeConfig {
             target,
             home_tunnel,
+            proxy,
         } => {
             let file = target.file()?;
             let mut backends = if target.backend.is_empty() {
@@ -502,7 +509,12 @@ fn main() -> anyhow::Result<()> {
             if backends.is_empty() {
                 anyhow::bail!("no backend known: pass --backend ADDR or --config FILE");
             }
-            print!("{}", home::render(&backends, &home_tunnel));
+            let home = home::Home {
+                backends,
+                tunnel_iface: home_tunnel,
+                shape: proxy,
+            };
+            print!("{}", home.render());
             Ok(())
         }
     }

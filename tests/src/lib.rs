@@ -221,7 +221,38 @@ pub struct LabOptions {
     /// first becomes the client's `eth0`, the second the VPS's. They go back to the
     /// machine, with their names, when the lab is dropped.
     pub public_nics: Option<(String, String)>,
+    /// Where home's web server runs, and so which `forwarder home-config --proxy` recipe
+    /// home applies.
+    pub home_proxy: HomeProxy,
+    /// Home's routing for client IP preservation: `forwarder home-config`'s PostUp lines
+    /// (the default), or these shell lines instead (the broken recipes of the doctor's
+    /// and the recipe tests).
+    pub home_recipe: Option<Vec<String>>,
 }
+
+/// Where home's web server (nginx) runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HomeProxy {
+    /// On the machine that ends the tunnel, listening on the tunnel addresses.
+    #[default]
+    OnTunnelMachine,
+    /// In a container of that machine (a namespace of its own behind a bridge-like veth),
+    /// its ports published the way Docker does it: DNAT of local addresses' 80 and 443 to
+    /// the container, masquerade of the container subnet going out elsewhere. IPv4 only,
+    /// as Docker's default.
+    Docker,
+}
+
+/// The container's address and its gateway at home (Docker's default bridge network).
+pub const CONTAINER_V4: &str = "172.17.0.2";
+pub const CONTAINER_GW_V4: &str = "172.17.0.1";
+/// Home's own uplink toward its "ISP router", which never answers: a reply that takes
+/// home's default route is lost, as on a real home machine whose router has no route back
+/// to a client it never saw.
+pub const HOME_ISP_V4: &str = "192.0.2.2";
+pub const HOME_ISP_GW_V4: &str = "192.0.2.1";
+pub const HOME_ISP_V6: &str = "2001:db8:ff::2";
+pub const HOME_ISP_GW_V6: &str = "2001:db8:ff::1";
 
 pub struct Lab {
     pub id: String,
@@ -230,6 +261,8 @@ pub struct Lab {
     pub home: String,
     pub wg_vps: String,
     pub wg_home: String,
+    /// The namespace home's web server runs in: `home`, or the container's.
+    pub proxy: String,
     pub dir: PathBuf,
     namespaces: Vec<String>,
     children: Vec<(String, Child)>,
@@ -253,6 +286,10 @@ impl Lab {
             client: format!("fwd-{id}-client"),
             vps: format!("fwd-{id}-vps"),
             home: format!("fwd-{id}-home"),
+            proxy: match opts.home_proxy {
+                HomeProxy::OnTunnelMachine => format!("fwd-{id}-home"),
+                HomeProxy::Docker => format!("fwd-{id}-ctr"),
+            },
             wg_vps: format!("wgv{id}"),
             wg_home: format!("wgh{id}"),
             id,
@@ -394,8 +431,13 @@ impl Lab {
         )?;
         self.ns(&h, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
         self.ns(&h, &["ip", "link", "set", "eth0", "up"])?;
+        self.home_default_route()?;
+        if opts.home_proxy == HomeProxy::Docker {
+            self.docker_container()?;
+        }
 
         self.wireguard()?;
+        self.apply_home_recipe(opts)?;
         self.certificates()?;
         self.nginx(opts.big_file_bytes)?;
         if opts.udp_echo {
@@ -579,41 +621,6 @@ impl Lab {
         )?;
         self.tunnel_addresses(&h, &wh, HOME_WG_V4, HOME_WG_V6)?;
         fs::write(self.dir.join("home.pub"), &home_pub)?;
-        // Home side of client IP preservation, exactly as `forwarder home-config` prints it.
-        self.ns(
-            &h,
-            &[
-                "ip",
-                "-4",
-                "route",
-                "replace",
-                "0.0.0.0/0",
-                "dev",
-                &wh,
-                "table",
-                "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-4", "rule", "add", "from", HOME_WG_V4, "lookup", "51820", "priority",
-                "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-6", "route", "replace", "::/0", "dev", &wh, "table", "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-6", "rule", "add", "from", HOME_WG_V6, "lookup", "51820", "priority",
-                "51820",
-            ],
-        )?;
         wait_for("the WireGuard handshake", Duration::from_secs(20), || {
             self.exec(&h, &["ping", "-c1", "-W1", VPS_WG_V4])
                 .ok()
@@ -621,6 +628,165 @@ impl Lab {
                 .map(|_| ())
         })?;
         Ok(())
+    }
+
+    /// Home's own default route, as every real home machine has (toward its router): a
+    /// link whose far end never answers ARP or neighbour discovery, so whatever takes the
+    /// route is lost rather than rescued by the lab.
+    fn home_default_route(&self) -> anyhow::Result<()> {
+        let h = self.home.clone();
+        self.ns(
+            &h,
+            &[
+                "ip", "link", "add", "isp0", "type", "veth", "peer", "name", "isp0r",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{HOME_ISP_V4}/24"),
+                "dev",
+                "isp0",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{HOME_ISP_V6}/64"),
+                "dev",
+                "isp0",
+                "nodad",
+            ],
+        )?;
+        for dev in ["isp0", "isp0r"] {
+            self.ns(&h, &["ip", "link", "set", dev, "up"])?;
+        }
+        self.ns(
+            &h,
+            &["ip", "route", "add", "default", "via", HOME_ISP_GW_V4],
+        )?;
+        self.ns(
+            &h,
+            &["ip", "-6", "route", "add", "default", "via", HOME_ISP_GW_V6],
+        )?;
+        Ok(())
+    }
+
+    /// The container home's web server runs in with `HomeProxy::Docker`, and the rules
+    /// Docker writes for `-p 80:80 -p 443:443` (as nftables; Docker's iptables-nft rules
+    /// do the same).
+    fn docker_container(&mut self) -> anyhow::Result<()> {
+        let (h, c) = (self.home.clone(), self.proxy.clone());
+        run(Command::new("ip").args(["netns", "add", &c]))?;
+        self.namespaces.push(c.clone());
+        self.ns(&c, &["ip", "link", "set", "lo", "up"])?;
+        run(Command::new("ip").args([
+            "-n", &h, "link", "add", "docker0", "type", "veth", "peer", "name", "eth0", "netns", &c,
+        ]))?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{CONTAINER_GW_V4}/16"),
+                "dev",
+                "docker0",
+            ],
+        )?;
+        self.ns(&h, &["ip", "link", "set", "docker0", "up"])?;
+        self.ns(
+            &c,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{CONTAINER_V4}/16"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        self.ns(&c, &["ip", "link", "set", "eth0", "up"])?;
+        self.ns(
+            &c,
+            &["ip", "route", "add", "default", "via", CONTAINER_GW_V4],
+        )?;
+        self.ns(&h, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let rules = format!(
+            r#"table ip lab_docker {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat;
+        fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+    }}
+    chain output {{
+        type nat hook output priority -100;
+        fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat;
+        ip saddr 172.17.0.0/16 oifname != "docker0" masquerade
+    }}
+}}
+"#
+        );
+        let file = self.dir.join("docker.nft");
+        fs::write(&file, rules)?;
+        self.ns(&h, &["nft", "-f", file.to_str().context("path")?])?;
+        Ok(())
+    }
+
+    /// Home's routing for client IP preservation: the PostUp lines `forwarder home-config`
+    /// prints for the lab's shape, run verbatim as wg-quick runs them (one shell each).
+    fn apply_home_recipe(&self, opts: &LabOptions) -> anyhow::Result<()> {
+        let lines = match &opts.home_recipe {
+            Some(lines) => lines.clone(),
+            None => self.home_config_post_up(opts.home_proxy)?,
+        };
+        for line in &lines {
+            // `%i` is the interface, as wg-quick substitutes it.
+            let line = line.replace("%i", &self.wg_home);
+            self.ns(&self.home, &["bash", "-c", &line])
+                .with_context(|| format!("home recipe line {line:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// The PostUp lines of `forwarder home-config` for this lab.
+    pub fn home_config_post_up(&self, proxy: HomeProxy) -> anyhow::Result<Vec<String>> {
+        Ok(self.home_config(proxy)?.0)
+    }
+
+    /// `forwarder home-config`'s PostUp and PreDown lines for this lab's backends and
+    /// home tunnel interface.
+    pub fn home_config(&self, proxy: HomeProxy) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let shape = match proxy {
+            HomeProxy::OnTunnelMachine => "tunnel",
+            HomeProxy::Docker => "dnat",
+        };
+        let out = run(Command::new(forwarder_bin()).args([
+            "home-config",
+            "--backend",
+            HOME_WG_V4,
+            "--backend",
+            HOME_WG_V6,
+            "--home-tunnel",
+            &self.wg_home,
+            "--proxy",
+            shape,
+        ]))?;
+        let text = String::from_utf8(out.stdout)?;
+        let lines = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key).map(str::to_owned))
+                .collect()
+        };
+        Ok((lines("PostUp = "), lines("PreDown = ")))
     }
 
     fn certificates(&self) -> anyhow::Result<()> {
@@ -693,7 +859,7 @@ http {{
 
     /// Starts home's nginx (its configuration written by the lab) and waits for it.
     pub fn start_home_nginx(&mut self) -> anyhow::Result<()> {
-        let h = self.home.clone();
+        let h = self.proxy.clone();
         let d = self.dir.display().to_string();
         let conf_path = self.dir.join("nginx.conf").display().to_string();
         let log = self.dir.join("nginx.out");
@@ -722,7 +888,7 @@ http {{
         wait_for("nginx to exit", Duration::from_secs(10), || {
             child.try_wait().ok().flatten()
         })?;
-        let home = self.home.clone();
+        let home = self.proxy.clone();
         wait_for("home's port 443 to close", Duration::from_secs(10), || {
             let out = self.exec(&home, &["ss", "-ltnH", "sport = :443"]).ok()?;
             out.stdout.is_empty().then_some(())

@@ -1,0 +1,160 @@
+//! The home-side recipes `forwarder home-config` prints, applied verbatim in a lab whose
+//! home has a default route of its own (toward a router that never answers, so a reply
+//! that takes it is lost): each shape keeps the client's address, the recipes can run
+//! twice and come off cleanly, and the recipes that fail on real homes fail here too.
+
+use integration_tests::{
+    CLIENT_V4, CLIENT_V6, HOME_WG_V4, HOME_WG_V6, HomeProxy, Lab, LabOptions, SUBDOMAINS, VPS_V4,
+    VPS_V6, missing_prerequisites,
+};
+
+fn lab(opts: LabOptions) -> Lab {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let mut lab = Lab::new(&opts).expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    lab
+}
+
+/// Every subdomain over HTTP and HTTPS to `addr` answers, and home's web server saw the
+/// client's own address.
+fn all_reach_home_with_client_ip(lab: &Lab, addr: &str, client: &str) {
+    for host in SUBDOMAINS {
+        for scheme in ["http", "https"] {
+            let (code, body) = lab
+                .curl(scheme, host, "/", addr, &["--max-time", "10"])
+                .unwrap_or_else(|e| panic!("{scheme}://{host} via {addr}: {e:#}"));
+            assert_eq!(code, 200, "{scheme}://{host}: {body}");
+            assert_eq!(
+                body.trim(),
+                format!("home {host} client {client}"),
+                "{scheme}://{host} via {addr}"
+            );
+        }
+    }
+}
+
+/// `ip rule` lines of `ns` for `family` ("-4" or "-6") that use the recipe's table.
+fn recipe_rules(lab: &Lab, family: &str) -> Vec<String> {
+    let out = lab
+        .exec(&lab.home, &["ip", family, "rule", "show"])
+        .expect("ip rule");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("lookup 51820"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn proxy_on_the_tunnel_machine_keeps_the_client_address_both_families() {
+    let lab = lab(LabOptions::default());
+    all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
+    all_reach_home_with_client_ip(&lab, VPS_V6, CLIENT_V6);
+    // The rules sit before the main table, whose default route points at home's router.
+    for (fam, from) in [("-4", HOME_WG_V4), ("-6", HOME_WG_V6)] {
+        let rules = recipe_rules(&lab, fam);
+        assert_eq!(
+            rules,
+            [format!("32000:\tfrom {from} lookup 51820")],
+            "ip {fam} rule"
+        );
+    }
+}
+
+#[test]
+fn proxy_in_docker_keeps_the_client_address() {
+    let lab = lab(LabOptions {
+        home_proxy: HomeProxy::Docker,
+        ..LabOptions::default()
+    });
+    all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
+    let log = lab.access_log();
+    assert!(
+        log.lines().count() >= 6 && log.lines().all(|l| l.starts_with("203.0.113.2 ")),
+        "the container's nginx saw another address:\n{log}"
+    );
+}
+
+/// What a user who applies the wrong recipe, or last release's, sees: every forwarded
+/// connection hangs (the SYN-ACK leaves by home's default route and is lost).
+fn hangs(lab: &Lab) {
+    let err = lab
+        .curl("https", SUBDOMAINS[0], "/", VPS_V4, &["--max-time", "3"])
+        .expect_err("a reply came back although the recipe cannot route it");
+    assert!(
+        format!("{err:#}").contains("curl: (28)"),
+        "not a timeout: {err:#}"
+    );
+}
+
+#[test]
+fn rules_after_the_main_table_lose_every_reply() {
+    // The recipe of earlier releases: the right rule, at a priority (51820) after
+    // `from all lookup main` (32766).
+    let lab = lab(LabOptions {
+        home_recipe: Some(vec![
+            "ip -4 route replace 0.0.0.0/0 dev %i table 51820".to_owned(),
+            format!("ip -4 rule add from {HOME_WG_V4} lookup 51820 priority 51820"),
+        ]),
+        ..LabOptions::default()
+    });
+    hangs(&lab);
+}
+
+#[test]
+fn the_same_box_recipe_does_not_see_docker_s_replies() {
+    let lab = lab(LabOptions {
+        home_proxy: HomeProxy::Docker,
+        home_recipe: Some(Vec::new()),
+        ..LabOptions::default()
+    });
+    for line in lab
+        .home_config_post_up(HomeProxy::OnTunnelMachine)
+        .expect("home-config")
+    {
+        let out = lab.exec(&lab.home, &["bash", "-c", &line]).expect("bash");
+        assert!(out.status.success(), "{line}: {out:?}");
+    }
+    hangs(&lab);
+}
+
+#[test]
+fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
+    for proxy in [HomeProxy::OnTunnelMachine, HomeProxy::Docker] {
+        let lab = lab(LabOptions {
+            home_proxy: proxy,
+            ..LabOptions::default()
+        });
+        let (post_up, pre_down) = lab.home_config(proxy).expect("home-config");
+        let rules_before = (recipe_rules(&lab, "-4"), recipe_rules(&lab, "-6"));
+        // The lab applied PostUp once; wg-quick restarted without PreDown runs it again.
+        for line in &post_up {
+            let out = lab.exec(&lab.home, &["bash", "-c", line]).expect("bash");
+            assert!(out.status.success(), "{proxy:?}: {line}: {out:?}");
+        }
+        assert_eq!(
+            (recipe_rules(&lab, "-4"), recipe_rules(&lab, "-6")),
+            rules_before,
+            "{proxy:?}: PostUp run twice"
+        );
+        assert_eq!(rules_before.0.len(), 1, "{proxy:?}: {rules_before:?}");
+        all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
+        for line in &pre_down {
+            let out = lab.exec(&lab.home, &["bash", "-c", line]).expect("bash");
+            assert!(out.status.success(), "{proxy:?}: {line}: {out:?}");
+        }
+        assert!(
+            recipe_rules(&lab, "-4").is_empty() && recipe_rules(&lab, "-6").is_empty(),
+            "{proxy:?}: rules left after PreDown"
+        );
+        let tables = lab
+            .exec(&lab.home, &["nft", "list", "tables"])
+            .expect("nft");
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("forwarder_home"),
+            "{proxy:?}: nftables table left after PreDown"
+        );
+    }
+}
