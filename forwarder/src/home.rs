@@ -25,6 +25,9 @@ pub const PRIORITY: u32 = 32000;
 pub const MARK: u32 = 0x51820;
 /// The nftables table the marking recipes own (removed whole by `PreDown`).
 pub const NFT_TABLE: &str = "forwarder_home";
+/// The lines around the proxy machine's script in the LAN shape's recipe.
+pub const PROXY_SCRIPT_BEGIN: &str = "# >>> proxy machine script";
+pub const PROXY_SCRIPT_END: &str = "# <<< proxy machine script";
 
 /// Where the reverse proxy runs, seen from the machine that ends the tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +40,57 @@ pub enum Shape {
     /// the DNAT is undone only after routing, so the connections that came through the
     /// tunnel are marked (conntrack) and their replies routed by mark.
     Dnat,
+    /// On another machine of the home LAN (a Proxmox VM, say), WireGuard on a machine of
+    /// its own (a VM, an LXC, the Proxmox host): the WireGuard machine DNATs the forwarded
+    /// ports to the proxy machine and routes the marked replies back into the tunnel; the
+    /// proxy machine must send the replies of connections that came from the WireGuard
+    /// machine back to it rather than to the home router, which it can only tell by the
+    /// WireGuard machine's MAC address. Both machines get a part of the recipe.
+    Lan,
+}
+
+/// The LAN shape's machines.
+#[derive(Clone, Debug)]
+pub struct Lan {
+    /// The proxy machine's LAN addresses (one per address family at most).
+    pub proxy_addrs: Vec<IpAddr>,
+    /// The WireGuard machine's LAN addresses (the proxy machine's route back).
+    pub wg_addrs: Vec<IpAddr>,
+    /// The MAC address of the WireGuard machine's LAN interface.
+    pub wg_mac: String,
+    /// The proxy machine's LAN interface.
+    pub proxy_iface: String,
+}
+
+/// The proxy machine's part of the LAN shape: commands for a script of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyMachine {
+    pub up: Vec<String>,
+    pub down: Vec<String>,
+}
+
+/// A bad combination of `home-config` options, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error(
+        "--proxy lan needs {0}: the proxy machine's LAN address (--proxy-addr), the WireGuard \
+         machine's LAN address (--wg-lan-addr) and the MAC address of its LAN interface \
+         (--wg-mac; `ip -br link` on the WireGuard machine shows it)"
+    )]
+    LanIncomplete(&'static str),
+    #[error("--wg-mac {0:?} is not a MAC address (six hex pairs separated by colons)")]
+    BadMac(String),
+    #[error("{0} is only used with --proxy lan")]
+    NotLan(&'static str),
+    #[error(
+        "no {family} {what} given for the {family} backend {backend}: give one, or leave \
+         that backend out"
+    )]
+    FamilyMissing {
+        family: &'static str,
+        what: &'static str,
+        backend: IpAddr,
+    },
 }
 
 /// What the recipe needs to know.
@@ -47,6 +101,10 @@ pub struct Home {
     /// The WireGuard interface at home.
     pub tunnel_iface: String,
     pub shape: Shape,
+    /// Forwarded ports as home sees them (`tcp`/`udp`, port): what the LAN shape DNATs.
+    pub ports: Vec<(&'static str, u16)>,
+    /// The LAN shape's machines (`Some` exactly with `Shape::Lan`).
+    pub lan: Option<Lan>,
 }
 
 /// The recipe's commands, as lists of lines (shell syntax, as wg-quick runs them).
@@ -79,7 +137,103 @@ fn rule_down(fam: &str, selector: &str) -> String {
     format!("ip {fam} rule del {selector} lookup {TABLE} priority {PRIORITY}")
 }
 
+fn family_of(a: &IpAddr) -> (&'static str, &'static str, &'static str) {
+    if a.is_ipv4() {
+        ("-4", "0.0.0.0/0", "ip")
+    } else {
+        ("-6", "::/0", "ip6")
+    }
+}
+
+/// The nftables command that creates (or empties and refills) the recipe's table: chains
+/// at mangle priority (before any nat DNAT) that mark the connections `new_conn` selects
+/// and give the connection mark to the packets of those connections that do not arrive
+/// the way they came (`restore_unless`), locally sent ones included; `extra` adds more
+/// (chain definitions and rules, `;`-separated).
+fn nft_marking(new_conn: &str, restore_unless: &str, extra: &[String]) -> String {
+    let t = format!("inet {NFT_TABLE}");
+    let mut cmds = vec![
+        format!("add table {t}"),
+        format!("flush table {t}"),
+        format!("add chain {t} pre {{ type filter hook prerouting priority mangle; }}"),
+        format!("add chain {t} out {{ type route hook output priority mangle; }}"),
+        format!("add rule {t} pre {new_conn} ct state new ct mark set {MARK:#x}"),
+        format!("add rule {t} pre {restore_unless} ct mark {MARK:#x} meta mark set {MARK:#x}"),
+        format!("add rule {t} out ct mark {MARK:#x} meta mark set {MARK:#x}"),
+    ];
+    cmds.extend(extra.iter().cloned());
+    format!("nft '{}'", cmds.join("; "))
+}
+
 impl Home {
+    /// Checks that the options describe a home the recipe can serve.
+    pub fn validate(&self) -> Result<(), HomeError> {
+        let Some(lan) = &self.lan else {
+            return Ok(());
+        };
+        if lan.proxy_addrs.is_empty() {
+            return Err(HomeError::LanIncomplete("--proxy-addr"));
+        }
+        if lan.wg_addrs.is_empty() {
+            return Err(HomeError::LanIncomplete("--wg-lan-addr"));
+        }
+        let hex_pairs = lan.wg_mac.split(':').collect::<Vec<_>>();
+        if hex_pairs.len() != 6
+            || !hex_pairs
+                .iter()
+                .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(HomeError::BadMac(lan.wg_mac.clone()));
+        }
+        for b in &self.backends {
+            let family = if b.is_ipv4() { "IPv4" } else { "IPv6" };
+            let same = |a: &&IpAddr| a.is_ipv4() == b.is_ipv4();
+            if !lan.proxy_addrs.iter().any(|a| same(&a)) {
+                return Err(HomeError::FamilyMissing {
+                    family,
+                    what: "--proxy-addr",
+                    backend: *b,
+                });
+            }
+            if !lan.wg_addrs.iter().any(|a| same(&a)) {
+                return Err(HomeError::FamilyMissing {
+                    family,
+                    what: "--wg-lan-addr",
+                    backend: *b,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy machine's part of the LAN shape (`None` for the other shapes).
+    pub fn proxy_machine(&self) -> Option<ProxyMachine> {
+        let lan = self.lan.as_ref()?;
+        let ifc = &lan.proxy_iface;
+        let mut m = ProxyMachine::default();
+        m.up.push(nft_marking(
+            &format!(
+                "iifname \"{ifc}\" ether saddr {}",
+                lan.wg_mac.to_ascii_lowercase()
+            ),
+            &format!("iifname != \"{ifc}\""),
+            &[],
+        ));
+        for gw in &lan.wg_addrs {
+            let (fam, def, _) = family_of(gw);
+            m.up.push(format!(
+                "ip {fam} route replace {def} via {gw} dev {ifc} table {TABLE}"
+            ));
+            m.up.push(rule_up(fam, &format!("fwmark {MARK:#x}")));
+            m.down.push(rule_down(fam, &format!("fwmark {MARK:#x}")));
+            m.down.push(format!("ip {fam} route flush table {TABLE}"));
+        }
+        m.down.push(format!(
+            "nft delete table inet {NFT_TABLE} 2>/dev/null || true"
+        ));
+        Some(m)
+    }
+
     pub fn recipe(&self) -> Recipe {
         let wg = &self.tunnel_iface;
         let mut r = Recipe::default();
@@ -98,17 +252,50 @@ impl Home {
                     r.pre_down.push(rule_down(fam, &format!("from {b}")));
                 }
             }
-            Shape::Dnat => {
-                // prerouting at mangle priority runs before Docker's nat DNAT; the output
+            Shape::Dnat | Shape::Lan => {
+                // Prerouting at mangle priority runs before Docker's nat DNAT; the output
                 // chain (type route: rerouted when the mark changes) covers a proxy that
                 // also listens on the tunnel address itself.
-                r.post_up.push(format!(
-                    "nft 'add table inet {NFT_TABLE}; flush table inet {NFT_TABLE}; \
-                     add chain inet {NFT_TABLE} pre {{ type filter hook prerouting priority mangle; }}; \
-                     add chain inet {NFT_TABLE} out {{ type route hook output priority mangle; }}; \
-                     add rule inet {NFT_TABLE} pre iifname \"{wg}\" ct state new ct mark set {MARK:#x}; \
-                     add rule inet {NFT_TABLE} pre iifname != \"{wg}\" ct mark {MARK:#x} meta mark set {MARK:#x}; \
-                     add rule inet {NFT_TABLE} out ct mark {MARK:#x} meta mark set {MARK:#x}'"
+                let mut extra = Vec::new();
+                if let Some(lan) = &self.lan {
+                    extra.push(format!(
+                        "add chain inet {NFT_TABLE} to_proxy {{ type nat hook prerouting priority dstnat; }}"
+                    ));
+                    for b in &self.backends {
+                        let Some(to) = lan.proxy_addrs.iter().find(|a| a.is_ipv4() == b.is_ipv4())
+                        else {
+                            continue;
+                        };
+                        let (_, _, l3) = family_of(b);
+                        for proto in ["tcp", "udp"] {
+                            let ports: Vec<String> = self
+                                .ports
+                                .iter()
+                                .filter(|(p, _)| *p == proto)
+                                .map(|(_, n)| n.to_string())
+                                .collect();
+                            if ports.is_empty() {
+                                continue;
+                            }
+                            extra.push(format!(
+                                "add rule inet {NFT_TABLE} to_proxy iifname \"{wg}\" {l3} daddr {b} {proto} dport {{ {} }} dnat {l3} to {to}",
+                                ports.join(", ")
+                            ));
+                        }
+                    }
+                    // The WireGuard machine routes between the tunnel and the LAN.
+                    for (fam, _) in families(&self.backends) {
+                        r.post_up.push(if fam == "-4" {
+                            "sysctl -qw net.ipv4.ip_forward=1".to_owned()
+                        } else {
+                            "sysctl -qw net.ipv6.conf.all.forwarding=1".to_owned()
+                        });
+                    }
+                }
+                r.post_up.push(nft_marking(
+                    &format!("iifname \"{wg}\""),
+                    &format!("iifname != \"{wg}\""),
+                    &extra,
                 ));
                 for (fam, def) in families(&self.backends) {
                     r.post_up.push(format!(
@@ -144,6 +331,7 @@ impl Home {
                 Shape::Tunnel => "the proxy listening on them on this machine (--proxy tunnel)",
                 Shape::Dnat =>
                     "the proxy behind a DNAT on this machine, e.g. Docker (--proxy dnat)",
+                Shape::Lan => "the proxy on another machine of the home LAN (--proxy lan)",
             }
         );
         let _ = writeln!(
@@ -159,13 +347,28 @@ impl Home {
              #    table's default route (rule priority {PRIORITY} < 32766). wg-quick runs these\n\
              #    lines when {wg} comes up and goes down; each PostUp can run twice safely."
         );
-        if self.shape == Shape::Dnat {
+        if self.shape != Shape::Tunnel {
             let _ = writeln!(
                 s,
                 "#    Connections arriving through {wg} are marked (conntrack mark {MARK:#x}, nftables\n\
                  #    table inet {NFT_TABLE}); packets of those connections that do not come from\n\
                  #    {wg} carry the mark and are routed back into it. Needs nftables (the `nft`\n\
                  #    command) and coexists with Docker's iptables rules."
+            );
+        }
+        if let Some(lan) = &self.lan {
+            let to = lan
+                .proxy_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let _ = writeln!(
+                s,
+                "#    The forwarded ports are DNATed to the proxy machine ({to}), without\n\
+                 #    masquerading: it sees the client's own address. Forwarding is switched on\n\
+                 #    (and left on by PreDown). A firewall on this machine must let the tunnel's\n\
+                 #    connections through to the proxy machine (Docker's FORWARD policy is DROP)."
             );
         }
         let _ = writeln!(s);
@@ -193,7 +396,35 @@ impl Home {
                  #    `docker run -p 80:80 -p 443:443 ...`: the forwarded connections arrive addressed\n\
                  #    to {addrs}, from the real client address, and Docker's DNAT passes them on."
             ),
+            Shape::Lan => writeln!(
+                s,
+                "# 3. The proxy machine must send the replies of these connections back to this\n\
+                 #    machine, not to the home router: the script below, run on the proxy machine,\n\
+                 #    marks the connections that arrive from this machine's MAC address and routes\n\
+                 #    their replies back to it. If the proxy machine cannot be changed (an\n\
+                 #    appliance), the client's address cannot reach it this way: masquerade on this\n\
+                 #    machine instead (the proxy then sees this machine's address), or have the\n\
+                 #    proxy accept the PROXY protocol once the forwarder can send it."
+            ),
         };
+        if let Some(m) = self.proxy_machine() {
+            let _ = writeln!(
+                s,
+                "\n# 4. On the proxy machine: save the lines between the markers as a script (e.g.\n\
+                 #    /usr/local/sbin/forwarder-return-path), run it once the network is up at every\n\
+                 #    boot (a oneshot systemd unit, or /etc/network/if-up.d), and with `down` to remove\n\
+                 #    what it added. It can run twice safely. Needs nftables.\n\
+                 {PROXY_SCRIPT_BEGIN}\n#!/bin/sh\nif [ \"$1\" = down ]; then"
+            );
+            for l in &m.down {
+                let _ = writeln!(s, "  {l}");
+            }
+            let _ = writeln!(s, "  exit 0\nfi\nset -e");
+            for l in &m.up {
+                let _ = writeln!(s, "{l}");
+            }
+            let _ = writeln!(s, "{PROXY_SCRIPT_END}");
+        }
         s
     }
 }
@@ -207,6 +438,13 @@ mod tests {
             backends: vec!["10.8.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
             tunnel_iface: "wg0".into(),
             shape,
+            ports: vec![("tcp", 80), ("tcp", 443), ("udp", 443)],
+            lan: (shape == Shape::Lan).then(|| Lan {
+                proxy_addrs: vec!["192.168.1.20".parse().unwrap(), "fd10::20".parse().unwrap()],
+                wg_addrs: vec!["192.168.1.5".parse().unwrap(), "fd10::5".parse().unwrap()],
+                wg_mac: "52:54:00:AB:cd:01".into(),
+                proxy_iface: "ens18".into(),
+            }),
         }
     }
 
@@ -227,7 +465,7 @@ mod tests {
 
     #[test]
     fn every_rule_added_is_deleted_first_and_on_the_way_down() {
-        for shape in [Shape::Tunnel, Shape::Dnat] {
+        for shape in [Shape::Tunnel, Shape::Dnat, Shape::Lan] {
             let r = home(shape).recipe();
             let adds: Vec<&str> = r
                 .post_up
@@ -251,6 +489,7 @@ mod tests {
     fn dnat_marks_connections_from_the_tunnel() {
         let r = home(Shape::Dnat).recipe();
         let nft = &r.post_up[0];
+        assert!(!nft.contains("dnat"), "{nft}");
         assert!(nft.starts_with("nft 'add table inet forwarder_home; flush table"));
         assert!(nft.contains(r#"iifname "wg0" ct state new ct mark set 0x51820"#));
         assert!(nft.contains(r#"iifname != "wg0" ct mark 0x51820 meta mark set 0x51820"#));
@@ -277,9 +516,73 @@ mod tests {
             backends: vec!["10.8.0.2".parse().unwrap()],
             tunnel_iface: "wg1".into(),
             shape: Shape::Dnat,
+            ports: vec![("tcp", 443)],
+            lan: None,
         };
         let r = h.recipe();
         assert!(r.post_up.iter().all(|l| !l.contains("ip -6")));
         assert!(r.post_up.iter().any(|l| l.contains("dev wg1 table 51820")));
+    }
+
+    #[test]
+    fn lan_dnats_the_forwarded_ports_and_the_proxy_routes_back_by_mac() {
+        let h = home(Shape::Lan);
+        h.validate().unwrap();
+        let r = h.recipe();
+        assert!(
+            r.post_up
+                .contains(&"sysctl -qw net.ipv4.ip_forward=1".to_owned())
+        );
+        let nft = r.post_up.iter().find(|l| l.starts_with("nft ")).unwrap();
+        assert!(nft.contains(
+            r#"to_proxy iifname "wg0" ip daddr 10.8.0.2 tcp dport { 80, 443 } dnat ip to 192.168.1.20"#
+        ), "{nft}");
+        assert!(nft.contains(
+            r#"to_proxy iifname "wg0" ip daddr 10.8.0.2 udp dport { 443 } dnat ip to 192.168.1.20"#
+        ), "{nft}");
+        assert!(nft.contains(r#"ip6 daddr fd00::2 tcp dport { 80, 443 } dnat ip6 to fd10::20"#));
+        assert!(!nft.contains("masquerade"));
+        let m = h.proxy_machine().unwrap();
+        assert!(m.up[0].contains(
+            r#"iifname "ens18" ether saddr 52:54:00:ab:cd:01 ct state new ct mark set 0x51820"#
+        ));
+        assert!(m.up.contains(
+            &"ip -4 route replace 0.0.0.0/0 via 192.168.1.5 dev ens18 table 51820".to_owned()
+        ));
+        let text = h.render();
+        let script = text
+            .split_once(PROXY_SCRIPT_BEGIN)
+            .and_then(|(_, rest)| rest.split_once(PROXY_SCRIPT_END))
+            .map(|(script, _)| script)
+            .expect("the proxy machine's script");
+        assert!(script.contains("#!/bin/sh"));
+        assert!(script.contains("ip -6 rule add fwmark 0x51820 lookup 51820 priority 32000"));
+    }
+
+    #[test]
+    fn lan_options_are_checked_with_the_fix_named() {
+        let mut h = home(Shape::Lan);
+        h.lan.as_mut().unwrap().wg_mac = "52:54:00:ab:cd".into();
+        assert!(
+            h.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("six hex pairs")
+        );
+        let mut h = home(Shape::Lan);
+        h.lan.as_mut().unwrap().proxy_addrs.retain(IpAddr::is_ipv4);
+        let e = h.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("no IPv6 --proxy-addr given for the IPv6 backend fd00::2"),
+            "{e}"
+        );
+        let mut h = home(Shape::Lan);
+        h.lan.as_mut().unwrap().wg_addrs.clear();
+        assert!(
+            h.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--wg-lan-addr")
+        );
     }
 }

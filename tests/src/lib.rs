@@ -241,6 +241,27 @@ pub enum HomeProxy {
     /// the container, masquerade of the container subnet going out elsewhere. IPv4 only,
     /// as Docker's default.
     Docker,
+    /// On another machine of the home LAN (`lan` namespace, `LAN_PROXY_*`), the tunnel's
+    /// machine on the same LAN (`LAN_WG_*`); both have default routes toward a home router
+    /// that never answers.
+    Lan,
+}
+
+/// The LAN shape's addresses: the WireGuard machine's, the proxy machine's, the router's.
+pub const LAN_WG_V4: &str = "192.168.1.5";
+pub const LAN_WG_V6: &str = "fd10::5";
+pub const LAN_PROXY_V4: &str = "192.168.1.20";
+pub const LAN_PROXY_V6: &str = "fd10::20";
+pub const LAN_ROUTER_V4: &str = "192.168.1.1";
+pub const LAN_ROUTER_V6: &str = "fd10::1";
+
+/// What `forwarder home-config` printed for a lab: the WireGuard machine's PostUp and
+/// PreDown lines, and the proxy machine's script (LAN shape).
+#[derive(Clone, Debug)]
+pub struct HomeRecipe {
+    pub post_up: Vec<String>,
+    pub pre_down: Vec<String>,
+    pub proxy_script: Option<String>,
 }
 
 /// The container's address and its gateway at home (Docker's default bridge network).
@@ -289,6 +310,7 @@ impl Lab {
             proxy: match opts.home_proxy {
                 HomeProxy::OnTunnelMachine => format!("fwd-{id}-home"),
                 HomeProxy::Docker => format!("fwd-{id}-ctr"),
+                HomeProxy::Lan => format!("fwd-{id}-lan"),
             },
             wg_vps: format!("wgv{id}"),
             wg_home: format!("wgh{id}"),
@@ -432,8 +454,10 @@ impl Lab {
         self.ns(&h, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
         self.ns(&h, &["ip", "link", "set", "eth0", "up"])?;
         self.home_default_route()?;
-        if opts.home_proxy == HomeProxy::Docker {
-            self.docker_container()?;
+        match opts.home_proxy {
+            HomeProxy::OnTunnelMachine => {}
+            HomeProxy::Docker => self.docker_container()?,
+            HomeProxy::Lan => self.lan_machine()?,
         }
 
         self.wireguard()?;
@@ -741,12 +765,66 @@ impl Lab {
         Ok(())
     }
 
+    /// The proxy machine of `HomeProxy::Lan`, on home's LAN (a veth from home's `lan0`).
+    fn lan_machine(&mut self) -> anyhow::Result<()> {
+        let (h, m) = (self.home.clone(), self.proxy.clone());
+        run(Command::new("ip").args(["netns", "add", &m]))?;
+        self.namespaces.push(m.clone());
+        self.ns(&m, &["ip", "link", "set", "lo", "up"])?;
+        self.ns(
+            &m,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        )?;
+        run(Command::new("ip").args([
+            "-n", &h, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", &m,
+        ]))?;
+        for (ns, dev, v4, v6) in [
+            (&h, "lan0", LAN_WG_V4, LAN_WG_V6),
+            (&m, "eth0", LAN_PROXY_V4, LAN_PROXY_V6),
+        ] {
+            self.ns(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            self.ns(
+                ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            )?;
+            self.ns(ns, &["ip", "link", "set", dev, "up"])?;
+        }
+        // The proxy machine's own default route goes to the home router, not to the
+        // WireGuard machine.
+        self.ns(&m, &["ip", "route", "add", "default", "via", LAN_ROUTER_V4])?;
+        self.ns(
+            &m,
+            &["ip", "-6", "route", "add", "default", "via", LAN_ROUTER_V6],
+        )?;
+        Ok(())
+    }
+
     /// Home's routing for client IP preservation: the PostUp lines `forwarder home-config`
-    /// prints for the lab's shape, run verbatim as wg-quick runs them (one shell each).
+    /// prints for the lab's shape, run verbatim as wg-quick runs them (one shell each), and
+    /// in the LAN shape the proxy machine's script, run there.
     fn apply_home_recipe(&self, opts: &LabOptions) -> anyhow::Result<()> {
         let lines = match &opts.home_recipe {
             Some(lines) => lines.clone(),
-            None => self.home_config_post_up(opts.home_proxy)?,
+            None => {
+                let r = self.home_config(opts.home_proxy)?;
+                if let Some(script) = &r.proxy_script {
+                    self.run_proxy_script(script, &[])?;
+                }
+                r.post_up
+            }
         };
         for line in &lines {
             // `%i` is the interface, as wg-quick substitutes it.
@@ -759,17 +837,26 @@ impl Lab {
 
     /// The PostUp lines of `forwarder home-config` for this lab.
     pub fn home_config_post_up(&self, proxy: HomeProxy) -> anyhow::Result<Vec<String>> {
-        Ok(self.home_config(proxy)?.0)
+        Ok(self.home_config(proxy)?.post_up)
     }
 
-    /// `forwarder home-config`'s PostUp and PreDown lines for this lab's backends and
-    /// home tunnel interface.
-    pub fn home_config(&self, proxy: HomeProxy) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let shape = match proxy {
-            HomeProxy::OnTunnelMachine => "tunnel",
-            HomeProxy::Docker => "dnat",
-        };
-        let out = run(Command::new(forwarder_bin()).args([
+    /// Runs the LAN shape's proxy machine script (as printed) on the proxy machine, with
+    /// `args` (`["down"]` removes what it added).
+    pub fn run_proxy_script(&self, script: &str, args: &[&str]) -> anyhow::Result<()> {
+        let path = self.dir.join("proxy-machine.sh");
+        fs::write(&path, script)?;
+        let path = path.to_str().context("path")?.to_owned();
+        let mut cmd = vec!["sh", path.as_str()];
+        cmd.extend_from_slice(args);
+        self.ns(&self.proxy, &cmd)
+            .context("the proxy machine's script")?;
+        Ok(())
+    }
+
+    /// What `forwarder home-config` prints for this lab's backends, home tunnel interface
+    /// and shape.
+    pub fn home_config(&self, proxy: HomeProxy) -> anyhow::Result<HomeRecipe> {
+        let mut args: Vec<String> = [
             "home-config",
             "--backend",
             HOME_WG_V4,
@@ -778,15 +865,51 @@ impl Lab {
             "--home-tunnel",
             &self.wg_home,
             "--proxy",
-            shape,
-        ]))?;
+            match proxy {
+                HomeProxy::OnTunnelMachine => "tunnel",
+                HomeProxy::Docker => "dnat",
+                HomeProxy::Lan => "lan",
+            },
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if proxy == HomeProxy::Lan {
+            let mac = self.exec(&self.home, &["cat", "/sys/class/net/lan0/address"])?;
+            let mac = String::from_utf8(mac.stdout)?.trim().to_owned();
+            for a in [
+                "--proxy-addr",
+                LAN_PROXY_V4,
+                "--proxy-addr",
+                LAN_PROXY_V6,
+                "--wg-lan-addr",
+                LAN_WG_V4,
+                "--wg-lan-addr",
+                LAN_WG_V6,
+                "--proxy-iface",
+                "eth0",
+                "--wg-mac",
+                &mac,
+            ] {
+                args.push(a.to_owned());
+            }
+        }
+        let out = run(Command::new(forwarder_bin()).args(&args))?;
         let text = String::from_utf8(out.stdout)?;
         let lines = |key: &str| -> Vec<String> {
             text.lines()
                 .filter_map(|l| l.strip_prefix(key).map(str::to_owned))
                 .collect()
         };
-        Ok((lines("PostUp = "), lines("PreDown = ")))
+        let proxy_script = text
+            .split_once("# >>> proxy machine script\n")
+            .and_then(|(_, rest)| rest.split_once("# <<< proxy machine script"))
+            .map(|(script, _)| script.to_owned());
+        Ok(HomeRecipe {
+            post_up: lines("PostUp = "),
+            pre_down: lines("PreDown = "),
+            proxy_script,
+        })
     }
 
     fn certificates(&self) -> anyhow::Result<()> {

@@ -35,10 +35,14 @@ fn all_reach_home_with_client_ip(lab: &Lab, addr: &str, client: &str) {
     }
 }
 
-/// `ip rule` lines of `ns` for `family` ("-4" or "-6") that use the recipe's table.
+/// `ip rule` lines of home for `family` ("-4" or "-6") that use the recipe's table.
 fn recipe_rules(lab: &Lab, family: &str) -> Vec<String> {
+    rules_in(lab, &lab.home, family)
+}
+
+fn rules_in(lab: &Lab, ns: &str, family: &str) -> Vec<String> {
     let out = lab
-        .exec(&lab.home, &["ip", family, "rule", "show"])
+        .exec(ns, &["ip", family, "rule", "show"])
         .expect("ip rule");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -61,6 +65,27 @@ fn proxy_on_the_tunnel_machine_keeps_the_client_address_both_families() {
             "ip {fam} rule"
         );
     }
+}
+
+#[test]
+fn proxy_on_another_lan_machine_keeps_the_client_address_both_families() {
+    let lab = lab(LabOptions {
+        home_proxy: HomeProxy::Lan,
+        ..LabOptions::default()
+    });
+    all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
+    all_reach_home_with_client_ip(&lab, VPS_V6, CLIENT_V6);
+    // Without the proxy machine's part, its replies go to the home router and are lost.
+    let script = lab
+        .home_config(HomeProxy::Lan)
+        .expect("home-config")
+        .proxy_script
+        .expect("a script for the proxy machine");
+    lab.run_proxy_script(&script, &["down"])
+        .expect("script down");
+    hangs(&lab);
+    lab.run_proxy_script(&script, &[]).expect("script up again");
+    all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
 }
 
 #[test]
@@ -122,12 +147,17 @@ fn the_same_box_recipe_does_not_see_docker_s_replies() {
 
 #[test]
 fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
-    for proxy in [HomeProxy::OnTunnelMachine, HomeProxy::Docker] {
+    for proxy in [
+        HomeProxy::OnTunnelMachine,
+        HomeProxy::Docker,
+        HomeProxy::Lan,
+    ] {
         let lab = lab(LabOptions {
             home_proxy: proxy,
             ..LabOptions::default()
         });
-        let (post_up, pre_down) = lab.home_config(proxy).expect("home-config");
+        let recipe = lab.home_config(proxy).expect("home-config");
+        let (post_up, pre_down) = (recipe.post_up, recipe.pre_down);
         let rules_before = (recipe_rules(&lab, "-4"), recipe_rules(&lab, "-6"));
         // The lab applied PostUp once; wg-quick restarted without PreDown runs it again.
         for line in &post_up {
@@ -156,5 +186,23 @@ fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
             !String::from_utf8_lossy(&tables.stdout).contains("forwarder_home"),
             "{proxy:?}: nftables table left after PreDown"
         );
+        // The proxy machine's script: twice leaves one copy, `down` removes it all.
+        if let Some(script) = recipe.proxy_script {
+            let before = rules_in(&lab, &lab.proxy, "-4");
+            assert_eq!(before.len(), 1, "proxy machine: {before:?}");
+            lab.run_proxy_script(&script, &[]).expect("script again");
+            assert_eq!(rules_in(&lab, &lab.proxy, "-4"), before);
+            lab.run_proxy_script(&script, &["down"])
+                .expect("script down");
+            assert!(rules_in(&lab, &lab.proxy, "-4").is_empty());
+            assert!(rules_in(&lab, &lab.proxy, "-6").is_empty());
+            let tables = lab
+                .exec(&lab.proxy, &["nft", "list", "tables"])
+                .expect("nft");
+            assert!(
+                !String::from_utf8_lossy(&tables.stdout).contains("forwarder_home"),
+                "proxy machine: nftables table left after `down`"
+            );
+        }
     }
 }
