@@ -21,6 +21,10 @@ pub const TABLE: u32 = 51820;
 /// wg-quick's own rules (32764, 32765), above what other tools commonly use (Tailscale's
 /// 5210–5270).
 pub const PRIORITY: u32 = 32000;
+const _: () = assert!(
+    PRIORITY < 32766,
+    "the rules must come before the main table"
+);
 /// Connection and packet mark of forwarded connections (shapes that mark them).
 pub const MARK: u32 = 0x51820;
 /// The nftables table the marking recipes own (removed whole by `PreDown`).
@@ -457,10 +461,6 @@ mod tests {
         assert!(out.contains("ip -6 rule add from fd00::2 lookup 51820 priority 32000"));
         assert!(out.contains("PostUp = ip -4 route replace 0.0.0.0/0 dev wg0 table 51820"));
         assert!(out.contains("PreDown = ip -4 rule del from 10.8.0.2 lookup 51820 priority 32000"));
-        assert!(
-            PRIORITY < 32766,
-            "the rules must come before the main table"
-        );
     }
 
     #[test]

@@ -261,6 +261,25 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Check the running setup from the VPS (tunnel and handshake, daemon and attach mode,
+    /// metrics, each backend through the tunnel, home's return path for clients' replies,
+    /// MTUs) and print what is wrong with the fix. Exits 1 if any check fails.
+    Doctor {
+        #[command(flatten)]
+        target: Target,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// The daemon's --metrics-addr.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: MetricsAddr,
+        /// Seconds each network check waits for an answer.
+        #[arg(long, value_name = "SECONDS", default_value = "3")]
+        wait: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the home-side WireGuard and routing configuration that makes replies to
     /// forwarded connections return through the tunnel (client IP preservation), as
     /// wg-quick PostUp/PreDown lines for the home machine that ends the tunnel.
@@ -487,6 +506,36 @@ fn main() -> anyhow::Result<()> {
                 for h in &cfg.hosts {
                     println!("  {}", h.label);
                 }
+            }
+            Ok(())
+        }
+        Command::Doctor {
+            target,
+            control,
+            metrics_addr,
+            wait,
+            json,
+        } => {
+            if !(0.1..=60.0).contains(&wait) {
+                bail!("--wait {wait}: give between 0.1 and 60 seconds");
+            }
+            let cfg = resolve(&target)?;
+            let inputs = forwarder::doctor::Inputs {
+                status: ask(&control, control::Request::Status).map_err(|e| format!("{e:#}")),
+                metrics: match metrics_addr {
+                    MetricsAddr::On(a) => Some(a),
+                    MetricsAddr::Off => None,
+                },
+                wait: Duration::from_secs_f64(wait),
+            };
+            let report = forwarder::doctor::run(&cfg, &inputs);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -491,7 +491,13 @@ impl Lab {
             &["socat", &listen, "SYSTEM:echo vps-local-service"],
             &log,
         )?;
-        self.write_config(&opts.extra_config)?;
+        // Docker's default networks have no IPv6: such a home serves IPv4 only.
+        let backends: &[&str] = if opts.home_proxy == HomeProxy::Docker {
+            &[HOME_WG_V4]
+        } else {
+            &[HOME_WG_V4, HOME_WG_V6]
+        };
+        self.write_config(backends, &opts.extra_config)?;
         self.wait_listening(&v, VPS_LOCAL_PORT)?;
         Ok(())
     }
@@ -1032,9 +1038,14 @@ http {{
         )
     }
 
-    fn write_config(&self, extra: &str) -> anyhow::Result<()> {
+    fn write_config(&self, backends: &[&str], extra: &str) -> anyhow::Result<()> {
+        let list = backends
+            .iter()
+            .map(|b| format!("\"{b}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let conf = format!(
-            "public_iface = \"eth0\"\ntunnel_iface = \"{}\"\nbackends = [\"{HOME_WG_V4}\", \"{HOME_WG_V6}\"]\n{extra}",
+            "public_iface = \"eth0\"\ntunnel_iface = \"{}\"\nbackends = [{list}]\n{extra}",
             self.wg_vps
         );
         fs::write(self.config_path(), conf)?;
