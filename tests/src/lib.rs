@@ -237,7 +237,8 @@ pub enum HomeProxy {
     #[default]
     OnTunnelMachine,
     /// In a container of that machine (a namespace of its own behind a bridge-like veth),
-    /// its ports published the way Docker does it: DNAT of local addresses' 80 and 443 to
+    /// its ports published the way Docker does it: DNAT of local addresses' 80 and 443 (and
+    /// UDP 443, as `-p 443:443/udp` publishes it) to
     /// the container, masquerade of the container subnet going out elsewhere. IPv4 only,
     /// as Docker's default.
     Docker,
@@ -460,6 +461,14 @@ impl Lab {
             HomeProxy::Lan => self.lan_machine()?,
         }
 
+        // Docker's default networks have no IPv6: such a home serves IPv4 only.
+        let backends: &[&str] = if opts.home_proxy == HomeProxy::Docker {
+            &[HOME_WG_V4]
+        } else {
+            &[HOME_WG_V4, HOME_WG_V6]
+        };
+        // Written first: home's recipe is made from it too (the ports the LAN shape DNATs).
+        self.write_config(backends, &opts.extra_config)?;
         self.wireguard()?;
         self.apply_home_recipe(opts)?;
         self.certificates()?;
@@ -491,13 +500,6 @@ impl Lab {
             &["socat", &listen, "SYSTEM:echo vps-local-service"],
             &log,
         )?;
-        // Docker's default networks have no IPv6: such a home serves IPv4 only.
-        let backends: &[&str] = if opts.home_proxy == HomeProxy::Docker {
-            &[HOME_WG_V4]
-        } else {
-            &[HOME_WG_V4, HOME_WG_V6]
-        };
-        self.write_config(backends, &opts.extra_config)?;
         self.wait_listening(&v, VPS_LOCAL_PORT)?;
         Ok(())
     }
@@ -753,10 +755,12 @@ impl Lab {
     chain prerouting {{
         type nat hook prerouting priority dstnat;
         fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+        fib daddr type local udp dport 443 dnat to {CONTAINER_V4}
     }}
     chain output {{
         type nat hook output priority -100;
         fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+        fib daddr type local udp dport 443 dnat to {CONTAINER_V4}
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat;
@@ -862,8 +866,11 @@ impl Lab {
     /// What `forwarder home-config` prints for this lab's backends, home tunnel interface
     /// and shape.
     pub fn home_config(&self, proxy: HomeProxy) -> anyhow::Result<HomeRecipe> {
+        let config = self.config_path().display().to_string();
         let mut args: Vec<String> = [
             "home-config",
+            "--config",
+            &config,
             "--backend",
             HOME_WG_V4,
             "--backend",
@@ -1083,7 +1090,7 @@ http {{
             self.cert().display().to_string(),
             self.dir.join("key.pem").display().to_string(),
         );
-        let home = self.home.clone();
+        let home = self.proxy.clone();
         self.spawn(
             "quic server",
             &home,

@@ -206,3 +206,46 @@ fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
         }
     }
 }
+
+#[test]
+fn quic_reaches_every_shape_of_home_with_the_client_address() {
+    let peer = std::path::Path::new(env!("CARGO_BIN_EXE_quic-peer"));
+    for proxy in [
+        HomeProxy::OnTunnelMachine,
+        HomeProxy::Docker,
+        HomeProxy::Lan,
+    ] {
+        let mut lab = lab(LabOptions {
+            home_proxy: proxy,
+            extra_config: "http3 = true\n".into(),
+            ..LabOptions::default()
+        });
+        let log = lab
+            .start_quic_server(peer)
+            .expect("starting the QUIC server");
+        let out = lab
+            .quic_client(peer, SUBDOMAINS[0], 20_000, 1, false)
+            .expect("running the QUIC client");
+        assert!(
+            out.status.success(),
+            "{proxy:?}: QUIC client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = integration_tests::wait_for(
+            "the QUIC server's report",
+            std::time::Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find_map(|l| l["peer"].as_str().map(str::to_owned))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{proxy:?}: {e:#}"));
+        assert!(
+            seen.starts_with(&format!("{CLIENT_V4}:")),
+            "{proxy:?}: the QUIC server saw {seen}"
+        );
+    }
+}
