@@ -195,34 +195,14 @@ fn send(fd: &OwnedFd, packet: &[u8], to: IpAddr, iface: &str) -> Result<(), Prob
             let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             sa.sin_family = libc::AF_INET as u16;
             sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-            // SAFETY: `packet` and `sa` are valid for the lengths passed.
-            unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const sa).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                )
-            }
+            send_to(fd, packet, &sa)
         }
         IpAddr::V6(a) => {
             // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value to fill in.
             let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             sa.sin6_family = libc::AF_INET6 as u16;
             sa.sin6_addr.s6_addr = a.octets();
-            // SAFETY: `packet` and `sa` are valid for the lengths passed.
-            unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const sa).cast(),
-                    size_of::<libc::sockaddr_in6>() as u32,
-                )
-            }
+            send_to(fd, packet, &sa)
         }
     };
     if r < 0 {
@@ -232,6 +212,21 @@ fn send(fd: &OwnedFd, packet: &[u8], to: IpAddr, iface: &str) -> Result<(), Prob
         });
     }
     Ok(())
+}
+
+/// sendto(2) of `packet` to the socket address `sa` (a `sockaddr_in` or `sockaddr_in6`).
+fn send_to<A>(fd: &OwnedFd, packet: &[u8], sa: &A) -> isize {
+    // SAFETY: `packet` and `sa` are valid for the lengths passed.
+    unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (sa as *const A).cast(),
+            size_of::<A>() as u32,
+        )
+    }
 }
 
 /// A TCP segment without payload (`flags` SYN with an MSS option, or RST), in its IP

@@ -228,6 +228,28 @@ pub struct LabOptions {
     /// (the default), or these shell lines instead (the broken recipes of the doctor's
     /// and the recipe tests).
     pub home_recipe: Option<Vec<String>>,
+    /// Apply the recipe `home-config` prints for this shape rather than for `home_proxy`
+    /// (a recipe for the wrong shape, as users apply it).
+    pub recipe_for: Option<HomeProxy>,
+}
+
+/// The home recipe of earlier releases: the right rule, at a priority (51820) after
+/// `from all lookup main` (32766), where a home with a default route never reaches it.
+pub fn rule_after_main_recipe() -> Vec<String> {
+    vec![
+        "ip -4 route replace 0.0.0.0/0 dev %i table 51820".to_owned(),
+        format!("ip -4 rule add from {HOME_WG_V4} lookup 51820 priority 51820"),
+    ]
+}
+
+/// A lab with the forwarder running, or a panic that says why not (CI must be able to).
+pub fn lab_with_forwarder(opts: &LabOptions) -> Lab {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let mut lab = Lab::new(opts).expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    lab
 }
 
 /// Where home's web server (nginx) runs.
@@ -829,15 +851,20 @@ impl Lab {
         let lines = match &opts.home_recipe {
             Some(lines) => lines.clone(),
             None => {
-                let r = self.home_config(opts.home_proxy)?;
+                let r = self.home_config(opts.recipe_for.unwrap_or(opts.home_proxy))?;
                 if let Some(script) = &r.proxy_script {
                     self.run_proxy_script(script, &[])?;
                 }
                 r.post_up
             }
         };
-        for line in &lines {
-            // `%i` is the interface, as wg-quick substitutes it.
+        self.run_at_home(&lines)
+    }
+
+    /// Runs shell `lines` at home as wg-quick runs a recipe's (each in a shell of its own,
+    /// `%i` replaced by the interface), failing at the first that fails.
+    pub fn run_at_home(&self, lines: &[String]) -> anyhow::Result<()> {
+        for line in lines {
             let line = line.replace("%i", &self.wg_home);
             self.ns(&self.home, &["bash", "-c", &line])
                 .with_context(|| format!("home recipe line {line:?}"))?;

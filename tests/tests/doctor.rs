@@ -1,16 +1,13 @@
 //! `forwarder doctor` on the VPS of a lab whose home has a default route of its own: it
 //! passes on every good home, and on each broken one names the fault (and exits 1).
 
-use integration_tests::{HOME_WG_V4, HomeProxy, Lab, LabOptions, missing_prerequisites};
+use integration_tests::{
+    HOME_WG_V4, HomeProxy, Lab, LabOptions, lab_with_forwarder, rule_after_main_recipe,
+};
 use serde_json::Value;
 
 fn lab(opts: LabOptions) -> Lab {
-    if let Some(why) = missing_prerequisites() {
-        panic!("cannot build the lab: {why}");
-    }
-    let mut lab = Lab::new(&opts).expect("building the lab");
-    lab.start_forwarder(&[]).expect("starting the forwarder");
-    lab
+    lab_with_forwarder(&opts)
 }
 
 /// The report and whether doctor exited 0.
@@ -113,10 +110,7 @@ fn doctor_names_a_missing_recipe() {
 #[test]
 fn doctor_names_the_rule_after_the_main_table() {
     let lab = lab(LabOptions {
-        home_recipe: Some(vec![
-            "ip -4 route replace 0.0.0.0/0 dev %i table 51820".to_owned(),
-            format!("ip -4 rule add from {HOME_WG_V4} lookup 51820 priority 51820"),
-        ]),
+        home_recipe: Some(rule_after_main_recipe()),
         ..LabOptions::default()
     });
     names_the_fault(&lab, &format!("return path {HOME_WG_V4}:443"), "32766");
@@ -126,16 +120,9 @@ fn doctor_names_the_rule_after_the_main_table() {
 fn doctor_names_docker_with_the_same_box_recipe() {
     let lab = lab(LabOptions {
         home_proxy: HomeProxy::Docker,
-        home_recipe: Some(Vec::new()),
+        recipe_for: Some(HomeProxy::OnTunnelMachine),
         ..LabOptions::default()
     });
-    for line in lab
-        .home_config_post_up(HomeProxy::OnTunnelMachine)
-        .expect("home-config")
-    {
-        let out = lab.exec(&lab.home, &["bash", "-c", &line]).expect("bash");
-        assert!(out.status.success(), "{line}: {out:?}");
-    }
     names_the_fault(
         &lab,
         &format!("return path {HOME_WG_V4}:443"),

@@ -5,16 +5,11 @@
 
 use integration_tests::{
     CLIENT_V4, CLIENT_V6, HOME_WG_V4, HOME_WG_V6, HomeProxy, Lab, LabOptions, SUBDOMAINS, VPS_V4,
-    VPS_V6, missing_prerequisites,
+    VPS_V6, lab_with_forwarder, rule_after_main_recipe,
 };
 
 fn lab(opts: LabOptions) -> Lab {
-    if let Some(why) = missing_prerequisites() {
-        panic!("cannot build the lab: {why}");
-    }
-    let mut lab = Lab::new(&opts).expect("building the lab");
-    lab.start_forwarder(&[]).expect("starting the forwarder");
-    lab
+    lab_with_forwarder(&opts)
 }
 
 /// Every subdomain over HTTP and HTTPS to `addr` answers, and home's web server saw the
@@ -119,10 +114,7 @@ fn rules_after_the_main_table_lose_every_reply() {
     // The recipe of earlier releases: the right rule, at a priority (51820) after
     // `from all lookup main` (32766).
     let lab = lab(LabOptions {
-        home_recipe: Some(vec![
-            "ip -4 route replace 0.0.0.0/0 dev %i table 51820".to_owned(),
-            format!("ip -4 rule add from {HOME_WG_V4} lookup 51820 priority 51820"),
-        ]),
+        home_recipe: Some(rule_after_main_recipe()),
         ..LabOptions::default()
     });
     hangs(&lab);
@@ -132,16 +124,9 @@ fn rules_after_the_main_table_lose_every_reply() {
 fn the_same_box_recipe_does_not_see_docker_s_replies() {
     let lab = lab(LabOptions {
         home_proxy: HomeProxy::Docker,
-        home_recipe: Some(Vec::new()),
+        recipe_for: Some(HomeProxy::OnTunnelMachine),
         ..LabOptions::default()
     });
-    for line in lab
-        .home_config_post_up(HomeProxy::OnTunnelMachine)
-        .expect("home-config")
-    {
-        let out = lab.exec(&lab.home, &["bash", "-c", &line]).expect("bash");
-        assert!(out.status.success(), "{line}: {out:?}");
-    }
     hangs(&lab);
 }
 
@@ -160,10 +145,7 @@ fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
         let (post_up, pre_down) = (recipe.post_up, recipe.pre_down);
         let rules_before = (recipe_rules(&lab, "-4"), recipe_rules(&lab, "-6"));
         // The lab applied PostUp once; wg-quick restarted without PreDown runs it again.
-        for line in &post_up {
-            let out = lab.exec(&lab.home, &["bash", "-c", line]).expect("bash");
-            assert!(out.status.success(), "{proxy:?}: {line}: {out:?}");
-        }
+        lab.run_at_home(&post_up).expect("PostUp again");
         assert_eq!(
             (recipe_rules(&lab, "-4"), recipe_rules(&lab, "-6")),
             rules_before,
@@ -171,10 +153,7 @@ fn recipes_run_twice_leave_one_copy_and_pre_down_removes_everything() {
         );
         assert_eq!(rules_before.0.len(), 1, "{proxy:?}: {rules_before:?}");
         all_reach_home_with_client_ip(&lab, VPS_V4, CLIENT_V4);
-        for line in &pre_down {
-            let out = lab.exec(&lab.home, &["bash", "-c", line]).expect("bash");
-            assert!(out.status.success(), "{proxy:?}: {line}: {out:?}");
-        }
+        lab.run_at_home(&pre_down).expect("PreDown");
         assert!(
             recipe_rules(&lab, "-4").is_empty() && recipe_rules(&lab, "-6").is_empty(),
             "{proxy:?}: rules left after PreDown"
