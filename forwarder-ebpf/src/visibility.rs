@@ -747,10 +747,16 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
 /// One `bpf_loop` iteration per `WALK_STRIDE` bytes.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fwd_match_host(len: u32, off: u32, name_len: u32) -> u32 {
-    let Some(buf) = CLS_BUF.get_ptr(0) else {
+pub extern "C" fn fwd_match_host(
+    buf: *const [u8; BUF_SIZE],
+    len: u32,
+    off: u32,
+    name_len: u32,
+) -> u32 {
+    // A global function's pointer argument may be null, for all the verifier knows.
+    if buf.is_null() {
         return u32::MAX;
-    };
+    }
     let b = DirectBuf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
@@ -910,7 +916,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
             } else {
                 Counter::ClassifiedHttp
             };
-            match fwd_match_host(len, s.name_off, s.name_len) {
+            match fwd_match_host(buf, len, s.name_off, s.name_len) {
                 u32::MAX => (HOST_OTHER, Counter::ClassifyBadName),
                 id => (id, ok),
             }
