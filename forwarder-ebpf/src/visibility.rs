@@ -415,22 +415,7 @@ pub extern "C" fn fwd_scan_any(
     len: u32,
     set: u32,
 ) -> u32 {
-    // A global function's pointer argument may be null, for all the verifier knows.
-    if p.is_null() {
-        return u32::MAX;
-    }
-    let len = (len as usize) & (BUF_SIZE * 2 - 1);
-    match buf_scan(
-        p,
-        len,
-        from as usize,
-        to as usize,
-        set.to_le_bytes(),
-        find_step,
-    ) {
-        Some(v) => v as u32,
-        None => u32::MAX,
-    }
+    scan_entry(p, from, to, len, set, find_step)
 }
 
 /// As [`fwd_scan_any`], for line starts (`line_step`).
@@ -443,18 +428,25 @@ pub extern "C" fn fwd_scan_line(
     len: u32,
     set: u32,
 ) -> u32 {
+    scan_entry(p, from, to, len, set, line_step)
+}
+
+/// The body of the scan functions: their arguments checked, the scan run with `step`.
+#[inline(always)]
+fn scan_entry(
+    p: *const [u8; BUF_SIZE],
+    from: u32,
+    to: u32,
+    len: u32,
+    set: u32,
+    step: extern "C" fn(u64, *mut c_void) -> i64,
+) -> u32 {
+    // A global function's pointer argument may be null, for all the verifier knows.
     if p.is_null() {
         return u32::MAX;
     }
     let len = (len as usize) & (BUF_SIZE * 2 - 1);
-    match buf_scan(
-        p,
-        len,
-        from as usize,
-        to as usize,
-        set.to_le_bytes(),
-        line_step,
-    ) {
+    match buf_scan(p, len, from as usize, to as usize, set.to_le_bytes(), step) {
         Some(v) => v as u32,
         None => u32::MAX,
     }
@@ -755,10 +747,16 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
 /// One `bpf_loop` iteration per `WALK_STRIDE` bytes.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fwd_match_host(len: u32, off: u32, name_len: u32) -> u32 {
-    let Some(buf) = CLS_BUF.get_ptr(0) else {
+pub extern "C" fn fwd_match_host(
+    buf: *const [u8; BUF_SIZE],
+    len: u32,
+    off: u32,
+    name_len: u32,
+) -> u32 {
+    // A global function's pointer argument may be null, for all the verifier knows.
+    if buf.is_null() {
         return u32::MAX;
-    };
+    }
     let b = DirectBuf {
         p: buf,
         len: (len as usize) & (BUF_SIZE * 2 - 1),
@@ -918,7 +916,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
             } else {
                 Counter::ClassifiedHttp
             };
-            match fwd_match_host(len, s.name_off, s.name_len) {
+            match fwd_match_host(buf, len, s.name_off, s.name_len) {
                 u32::MAX => (HOST_OTHER, Counter::ClassifyBadName),
                 id => (id, ok),
             }

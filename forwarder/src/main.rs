@@ -261,14 +261,56 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Check the running setup from the VPS (tunnel and handshake, daemon and attach mode,
+    /// metrics, each backend through the tunnel, home's return path for clients' replies,
+    /// MTUs) and print what is wrong with the fix. Exits 1 if any check fails.
+    Doctor {
+        #[command(flatten)]
+        target: Target,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// The daemon's --metrics-addr.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: MetricsAddr,
+        /// Seconds each network check waits for an answer.
+        #[arg(long, value_name = "SECONDS", default_value = "3")]
+        wait: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the home-side WireGuard and routing configuration that makes replies to
-    /// forwarded connections return through the tunnel (client IP preservation).
+    /// forwarded connections return through the tunnel (client IP preservation), as
+    /// wg-quick PostUp/PreDown lines for the home machine that ends the tunnel.
     HomeConfig {
         #[command(flatten)]
         target: Target,
         /// Name of the WireGuard interface at home.
         #[arg(long, default_value = "wg0", value_name = "IFACE")]
         home_tunnel: String,
+        /// Where the reverse proxy runs: `tunnel` = on the WireGuard machine, listening on
+        /// the backend address; `dnat` = in Docker (published ports) or behind any other
+        /// DNAT on the WireGuard machine, e.g. Nginx Proxy Manager.
+        /// `lan` = on another machine of the home LAN (a Proxmox VM), WireGuard on a machine
+        /// of its own: prints a part for each machine (needs --proxy-addr, --wg-lan-addr,
+        /// --wg-mac).
+        #[arg(long, value_enum, default_value = "tunnel", value_name = "SHAPE")]
+        proxy: home::Shape,
+        /// With --proxy lan: the proxy machine's LAN address (once per address family).
+        #[arg(long, value_name = "ADDR")]
+        proxy_addr: Vec<IpAddr>,
+        /// With --proxy lan: the WireGuard machine's LAN address (once per address family),
+        /// where the proxy machine sends the replies.
+        #[arg(long, value_name = "ADDR")]
+        wg_lan_addr: Vec<IpAddr>,
+        /// With --proxy lan: the MAC address of the WireGuard machine's LAN interface
+        /// (`ip -br link` on it), by which the proxy machine tells its connections apart.
+        #[arg(long, value_name = "MAC")]
+        wg_mac: Option<String>,
+        /// With --proxy lan: the proxy machine's LAN interface.
+        #[arg(long, default_value = "eth0", value_name = "IFACE")]
+        proxy_iface: String,
     },
 }
 
@@ -467,6 +509,36 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Doctor {
+            target,
+            control,
+            metrics_addr,
+            wait,
+            json,
+        } => {
+            if !(0.1..=60.0).contains(&wait) {
+                bail!("--wait {wait}: give between 0.1 and 60 seconds");
+            }
+            let cfg = resolve(&target)?;
+            let inputs = forwarder::doctor::Inputs {
+                status: ask(&control, control::Request::Status).map_err(|e| format!("{e:#}")),
+                metrics: match metrics_addr {
+                    MetricsAddr::On(a) => Some(a),
+                    MetricsAddr::Off => None,
+                },
+                wait: Duration::from_secs_f64(wait),
+            };
+            let report = forwarder::doctor::run(&cfg, &inputs);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Stats {
             metrics_addr,
             json,
@@ -489,6 +561,11 @@ fn main() -> anyhow::Result<()> {
         Command::HomeConfig {
             target,
             home_tunnel,
+            proxy,
+            proxy_addr,
+            wg_lan_addr,
+            wg_mac,
+            proxy_iface,
         } => {
             let file = target.file()?;
             let mut backends = if target.backend.is_empty() {
@@ -502,7 +579,48 @@ fn main() -> anyhow::Result<()> {
             if backends.is_empty() {
                 anyhow::bail!("no backend known: pass --backend ADDR or --config FILE");
             }
-            print!("{}", home::render(&backends, &home_tunnel));
+            let lan = if proxy == home::Shape::Lan {
+                Some(home::Lan {
+                    proxy_addrs: proxy_addr,
+                    wg_addrs: wg_lan_addr,
+                    wg_mac: wg_mac.unwrap_or_default(),
+                    proxy_iface,
+                })
+            } else if !proxy_addr.is_empty() {
+                return Err(home::HomeError::NotLan("--proxy-addr").into());
+            } else if !wg_lan_addr.is_empty() {
+                return Err(home::HomeError::NotLan("--wg-lan-addr").into());
+            } else if wg_mac.is_some() {
+                return Err(home::HomeError::NotLan("--wg-mac").into());
+            } else {
+                None
+            };
+            let rules = if file.rules.is_empty() {
+                forwarder::config::default_rules(file.http3)
+            } else {
+                file.rules.clone()
+            };
+            let mut ports: Vec<(&'static str, u16)> = rules
+                .iter()
+                .map(|r| {
+                    let proto = match r.proto {
+                        forwarder::config::Proto::Tcp => "tcp",
+                        forwarder::config::Proto::Udp => "udp",
+                    };
+                    (proto, r.backend_port.unwrap_or(r.port))
+                })
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            let home = home::Home {
+                backends,
+                tunnel_iface: home_tunnel,
+                shape: proxy,
+                ports,
+                lan,
+            };
+            home.validate()?;
+            print!("{}", home.render());
             Ok(())
         }
     }

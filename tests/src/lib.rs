@@ -221,7 +221,82 @@ pub struct LabOptions {
     /// first becomes the client's `eth0`, the second the VPS's. They go back to the
     /// machine, with their names, when the lab is dropped.
     pub public_nics: Option<(String, String)>,
+    /// Where home's web server runs, and so which `forwarder home-config --proxy` recipe
+    /// home applies.
+    pub home_proxy: HomeProxy,
+    /// Home's routing for client IP preservation: `forwarder home-config`'s PostUp lines
+    /// (the default), or these shell lines instead (the broken recipes of the doctor's
+    /// and the recipe tests).
+    pub home_recipe: Option<Vec<String>>,
+    /// Apply the recipe `home-config` prints for this shape rather than for `home_proxy`
+    /// (a recipe for the wrong shape, as users apply it).
+    pub recipe_for: Option<HomeProxy>,
 }
+
+/// The home recipe of earlier releases: the right rule, at a priority (51820) after
+/// `from all lookup main` (32766), where a home with a default route never reaches it.
+pub fn rule_after_main_recipe() -> Vec<String> {
+    vec![
+        "ip -4 route replace 0.0.0.0/0 dev %i table 51820".to_owned(),
+        format!("ip -4 rule add from {HOME_WG_V4} lookup 51820 priority 51820"),
+    ]
+}
+
+/// A lab with the forwarder running, or a panic that says why not (CI must be able to).
+pub fn lab_with_forwarder(opts: &LabOptions) -> Lab {
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    let mut lab = Lab::new(opts).expect("building the lab");
+    lab.start_forwarder(&[]).expect("starting the forwarder");
+    lab
+}
+
+/// Where home's web server (nginx) runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HomeProxy {
+    /// On the machine that ends the tunnel, listening on the tunnel addresses.
+    #[default]
+    OnTunnelMachine,
+    /// In a container of that machine (a namespace of its own behind a bridge-like veth),
+    /// its ports published the way Docker does it: DNAT of local addresses' 80 and 443 (and
+    /// UDP 443, as `-p 443:443/udp` publishes it) to
+    /// the container, masquerade of the container subnet going out elsewhere. IPv4 only,
+    /// as Docker's default.
+    Docker,
+    /// On another machine of the home LAN (`lan` namespace, `LAN_PROXY_*`), the tunnel's
+    /// machine on the same LAN (`LAN_WG_*`); both have default routes toward a home router
+    /// that never answers.
+    Lan,
+}
+
+/// The LAN shape's addresses: the WireGuard machine's, the proxy machine's, the router's.
+pub const LAN_WG_V4: &str = "192.168.1.5";
+pub const LAN_WG_V6: &str = "fd10::5";
+pub const LAN_PROXY_V4: &str = "192.168.1.20";
+pub const LAN_PROXY_V6: &str = "fd10::20";
+pub const LAN_ROUTER_V4: &str = "192.168.1.1";
+pub const LAN_ROUTER_V6: &str = "fd10::1";
+
+/// What `forwarder home-config` printed for a lab: the WireGuard machine's PostUp and
+/// PreDown lines, and the proxy machine's script (LAN shape).
+#[derive(Clone, Debug)]
+pub struct HomeRecipe {
+    pub post_up: Vec<String>,
+    pub pre_down: Vec<String>,
+    pub proxy_script: Option<String>,
+}
+
+/// The container's address and its gateway at home (Docker's default bridge network).
+pub const CONTAINER_V4: &str = "172.17.0.2";
+pub const CONTAINER_GW_V4: &str = "172.17.0.1";
+/// Home's own uplink toward its "ISP router", which never answers: a reply that takes
+/// home's default route is lost, as on a real home machine whose router has no route back
+/// to a client it never saw.
+pub const HOME_ISP_V4: &str = "192.0.2.2";
+pub const HOME_ISP_GW_V4: &str = "192.0.2.1";
+pub const HOME_ISP_V6: &str = "2001:db8:ff::2";
+pub const HOME_ISP_GW_V6: &str = "2001:db8:ff::1";
 
 pub struct Lab {
     pub id: String,
@@ -230,6 +305,8 @@ pub struct Lab {
     pub home: String,
     pub wg_vps: String,
     pub wg_home: String,
+    /// The namespace home's web server runs in: `home`, or the container's.
+    pub proxy: String,
     pub dir: PathBuf,
     namespaces: Vec<String>,
     children: Vec<(String, Child)>,
@@ -253,6 +330,11 @@ impl Lab {
             client: format!("fwd-{id}-client"),
             vps: format!("fwd-{id}-vps"),
             home: format!("fwd-{id}-home"),
+            proxy: match opts.home_proxy {
+                HomeProxy::OnTunnelMachine => format!("fwd-{id}-home"),
+                HomeProxy::Docker => format!("fwd-{id}-ctr"),
+                HomeProxy::Lan => format!("fwd-{id}-lan"),
+            },
             wg_vps: format!("wgv{id}"),
             wg_home: format!("wgh{id}"),
             id,
@@ -394,8 +476,23 @@ impl Lab {
         )?;
         self.ns(&h, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
         self.ns(&h, &["ip", "link", "set", "eth0", "up"])?;
+        self.home_default_route()?;
+        match opts.home_proxy {
+            HomeProxy::OnTunnelMachine => {}
+            HomeProxy::Docker => self.docker_container()?,
+            HomeProxy::Lan => self.lan_machine()?,
+        }
 
+        // Docker's default networks have no IPv6: such a home serves IPv4 only.
+        let backends: &[&str] = if opts.home_proxy == HomeProxy::Docker {
+            &[HOME_WG_V4]
+        } else {
+            &[HOME_WG_V4, HOME_WG_V6]
+        };
+        // Written first: home's recipe is made from it too (the ports the LAN shape DNATs).
+        self.write_config(backends, &opts.extra_config)?;
         self.wireguard()?;
+        self.apply_home_recipe(opts)?;
         self.certificates()?;
         self.nginx(opts.big_file_bytes)?;
         if opts.udp_echo {
@@ -425,7 +522,6 @@ impl Lab {
             &["socat", &listen, "SYSTEM:echo vps-local-service"],
             &log,
         )?;
-        self.write_config(&opts.extra_config)?;
         self.wait_listening(&v, VPS_LOCAL_PORT)?;
         Ok(())
     }
@@ -579,41 +675,6 @@ impl Lab {
         )?;
         self.tunnel_addresses(&h, &wh, HOME_WG_V4, HOME_WG_V6)?;
         fs::write(self.dir.join("home.pub"), &home_pub)?;
-        // Home side of client IP preservation, exactly as `forwarder home-config` prints it.
-        self.ns(
-            &h,
-            &[
-                "ip",
-                "-4",
-                "route",
-                "replace",
-                "0.0.0.0/0",
-                "dev",
-                &wh,
-                "table",
-                "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-4", "rule", "add", "from", HOME_WG_V4, "lookup", "51820", "priority",
-                "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-6", "route", "replace", "::/0", "dev", &wh, "table", "51820",
-            ],
-        )?;
-        self.ns(
-            &h,
-            &[
-                "ip", "-6", "rule", "add", "from", HOME_WG_V6, "lookup", "51820", "priority",
-                "51820",
-            ],
-        )?;
         wait_for("the WireGuard handshake", Duration::from_secs(20), || {
             self.exec(&h, &["ping", "-c1", "-W1", VPS_WG_V4])
                 .ok()
@@ -621,6 +682,274 @@ impl Lab {
                 .map(|_| ())
         })?;
         Ok(())
+    }
+
+    /// Home's own default route, as every real home machine has (toward its router): a
+    /// link whose far end never answers ARP or neighbour discovery, so whatever takes the
+    /// route is lost rather than rescued by the lab.
+    fn home_default_route(&self) -> anyhow::Result<()> {
+        let h = self.home.clone();
+        self.ns(
+            &h,
+            &[
+                "ip", "link", "add", "isp0", "type", "veth", "peer", "name", "isp0r",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{HOME_ISP_V4}/24"),
+                "dev",
+                "isp0",
+            ],
+        )?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{HOME_ISP_V6}/64"),
+                "dev",
+                "isp0",
+                "nodad",
+            ],
+        )?;
+        for dev in ["isp0", "isp0r"] {
+            self.ns(&h, &["ip", "link", "set", dev, "up"])?;
+        }
+        self.ns(
+            &h,
+            &["ip", "route", "add", "default", "via", HOME_ISP_GW_V4],
+        )?;
+        self.ns(
+            &h,
+            &["ip", "-6", "route", "add", "default", "via", HOME_ISP_GW_V6],
+        )?;
+        Ok(())
+    }
+
+    /// The container home's web server runs in with `HomeProxy::Docker`, and the rules
+    /// Docker writes for `-p 80:80 -p 443:443` (as nftables; Docker's iptables-nft rules
+    /// do the same).
+    fn docker_container(&mut self) -> anyhow::Result<()> {
+        let (h, c) = (self.home.clone(), self.proxy.clone());
+        run(Command::new("ip").args(["netns", "add", &c]))?;
+        self.namespaces.push(c.clone());
+        self.ns(&c, &["ip", "link", "set", "lo", "up"])?;
+        run(Command::new("ip").args([
+            "-n", &h, "link", "add", "docker0", "type", "veth", "peer", "name", "eth0", "netns", &c,
+        ]))?;
+        self.ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{CONTAINER_GW_V4}/16"),
+                "dev",
+                "docker0",
+            ],
+        )?;
+        self.ns(&h, &["ip", "link", "set", "docker0", "up"])?;
+        self.ns(
+            &c,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{CONTAINER_V4}/16"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        self.ns(&c, &["ip", "link", "set", "eth0", "up"])?;
+        self.ns(
+            &c,
+            &["ip", "route", "add", "default", "via", CONTAINER_GW_V4],
+        )?;
+        self.ns(&h, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let rules = format!(
+            r#"table ip lab_docker {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat;
+        fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+        fib daddr type local udp dport 443 dnat to {CONTAINER_V4}
+    }}
+    chain output {{
+        type nat hook output priority -100;
+        fib daddr type local tcp dport {{ 80, 443 }} dnat to {CONTAINER_V4}
+        fib daddr type local udp dport 443 dnat to {CONTAINER_V4}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat;
+        ip saddr 172.17.0.0/16 oifname != "docker0" masquerade
+    }}
+}}
+"#
+        );
+        let file = self.dir.join("docker.nft");
+        fs::write(&file, rules)?;
+        self.ns(&h, &["nft", "-f", file.to_str().context("path")?])?;
+        Ok(())
+    }
+
+    /// The proxy machine of `HomeProxy::Lan`, on home's LAN (a veth from home's `lan0`).
+    fn lan_machine(&mut self) -> anyhow::Result<()> {
+        let (h, m) = (self.home.clone(), self.proxy.clone());
+        run(Command::new("ip").args(["netns", "add", &m]))?;
+        self.namespaces.push(m.clone());
+        self.ns(&m, &["ip", "link", "set", "lo", "up"])?;
+        self.ns(
+            &m,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        )?;
+        run(Command::new("ip").args([
+            "-n", &h, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", &m,
+        ]))?;
+        for (ns, dev, v4, v6) in [
+            (&h, "lan0", LAN_WG_V4, LAN_WG_V6),
+            (&m, "eth0", LAN_PROXY_V4, LAN_PROXY_V6),
+        ] {
+            self.ns(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            self.ns(
+                ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            )?;
+            self.ns(ns, &["ip", "link", "set", dev, "up"])?;
+        }
+        // The proxy machine's own default route goes to the home router, not to the
+        // WireGuard machine.
+        self.ns(&m, &["ip", "route", "add", "default", "via", LAN_ROUTER_V4])?;
+        self.ns(
+            &m,
+            &["ip", "-6", "route", "add", "default", "via", LAN_ROUTER_V6],
+        )?;
+        Ok(())
+    }
+
+    /// Home's routing for client IP preservation: the PostUp lines `forwarder home-config`
+    /// prints for the lab's shape, run verbatim as wg-quick runs them (one shell each), and
+    /// in the LAN shape the proxy machine's script, run there.
+    fn apply_home_recipe(&self, opts: &LabOptions) -> anyhow::Result<()> {
+        let lines = match &opts.home_recipe {
+            Some(lines) => lines.clone(),
+            None => {
+                let r = self.home_config(opts.recipe_for.unwrap_or(opts.home_proxy))?;
+                if let Some(script) = &r.proxy_script {
+                    self.run_proxy_script(script, &[])?;
+                }
+                r.post_up
+            }
+        };
+        self.run_at_home(&lines)
+    }
+
+    /// Runs shell `lines` at home as wg-quick runs a recipe's (each in a shell of its own,
+    /// `%i` replaced by the interface), failing at the first that fails.
+    pub fn run_at_home(&self, lines: &[String]) -> anyhow::Result<()> {
+        for line in lines {
+            let line = line.replace("%i", &self.wg_home);
+            self.ns(&self.home, &["bash", "-c", &line])
+                .with_context(|| format!("home recipe line {line:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// The PostUp lines of `forwarder home-config` for this lab.
+    pub fn home_config_post_up(&self, proxy: HomeProxy) -> anyhow::Result<Vec<String>> {
+        Ok(self.home_config(proxy)?.post_up)
+    }
+
+    /// Runs the LAN shape's proxy machine script (as printed) on the proxy machine, with
+    /// `args` (`["down"]` removes what it added).
+    pub fn run_proxy_script(&self, script: &str, args: &[&str]) -> anyhow::Result<()> {
+        let path = self.dir.join("proxy-machine.sh");
+        fs::write(&path, script)?;
+        let path = path.to_str().context("path")?.to_owned();
+        let mut cmd = vec!["sh", path.as_str()];
+        cmd.extend_from_slice(args);
+        self.ns(&self.proxy, &cmd)
+            .context("the proxy machine's script")?;
+        Ok(())
+    }
+
+    /// What `forwarder home-config` prints for this lab's backends, home tunnel interface
+    /// and shape.
+    pub fn home_config(&self, proxy: HomeProxy) -> anyhow::Result<HomeRecipe> {
+        let config = self.config_path().display().to_string();
+        let mut args: Vec<String> = [
+            "home-config",
+            "--config",
+            &config,
+            "--backend",
+            HOME_WG_V4,
+            "--backend",
+            HOME_WG_V6,
+            "--home-tunnel",
+            &self.wg_home,
+            "--proxy",
+            match proxy {
+                HomeProxy::OnTunnelMachine => "tunnel",
+                HomeProxy::Docker => "dnat",
+                HomeProxy::Lan => "lan",
+            },
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if proxy == HomeProxy::Lan {
+            let mac = self.exec(&self.home, &["cat", "/sys/class/net/lan0/address"])?;
+            let mac = String::from_utf8(mac.stdout)?.trim().to_owned();
+            for a in [
+                "--proxy-addr",
+                LAN_PROXY_V4,
+                "--proxy-addr",
+                LAN_PROXY_V6,
+                "--wg-lan-addr",
+                LAN_WG_V4,
+                "--wg-lan-addr",
+                LAN_WG_V6,
+                "--proxy-iface",
+                "eth0",
+                "--wg-mac",
+                &mac,
+            ] {
+                args.push(a.to_owned());
+            }
+        }
+        let out = run(Command::new(forwarder_bin()).args(&args))?;
+        let text = String::from_utf8(out.stdout)?;
+        let lines = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key).map(str::to_owned))
+                .collect()
+        };
+        let proxy_script = text
+            .split_once("# >>> proxy machine script\n")
+            .and_then(|(_, rest)| rest.split_once("# <<< proxy machine script"))
+            .map(|(script, _)| script.to_owned());
+        Ok(HomeRecipe {
+            post_up: lines("PostUp = "),
+            pre_down: lines("PreDown = "),
+            proxy_script,
+        })
     }
 
     fn certificates(&self) -> anyhow::Result<()> {
@@ -693,7 +1022,7 @@ http {{
 
     /// Starts home's nginx (its configuration written by the lab) and waits for it.
     pub fn start_home_nginx(&mut self) -> anyhow::Result<()> {
-        let h = self.home.clone();
+        let h = self.proxy.clone();
         let d = self.dir.display().to_string();
         let conf_path = self.dir.join("nginx.conf").display().to_string();
         let log = self.dir.join("nginx.out");
@@ -722,7 +1051,7 @@ http {{
         wait_for("nginx to exit", Duration::from_secs(10), || {
             child.try_wait().ok().flatten()
         })?;
-        let home = self.home.clone();
+        let home = self.proxy.clone();
         wait_for("home's port 443 to close", Duration::from_secs(10), || {
             let out = self.exec(&home, &["ss", "-ltnH", "sport = :443"]).ok()?;
             out.stdout.is_empty().then_some(())
@@ -743,9 +1072,14 @@ http {{
         )
     }
 
-    fn write_config(&self, extra: &str) -> anyhow::Result<()> {
+    fn write_config(&self, backends: &[&str], extra: &str) -> anyhow::Result<()> {
+        let list = backends
+            .iter()
+            .map(|b| format!("\"{b}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let conf = format!(
-            "public_iface = \"eth0\"\ntunnel_iface = \"{}\"\nbackends = [\"{HOME_WG_V4}\", \"{HOME_WG_V6}\"]\n{extra}",
+            "public_iface = \"eth0\"\ntunnel_iface = \"{}\"\nbackends = [{list}]\n{extra}",
             self.wg_vps
         );
         fs::write(self.config_path(), conf)?;
@@ -783,7 +1117,7 @@ http {{
             self.cert().display().to_string(),
             self.dir.join("key.pem").display().to_string(),
         );
-        let home = self.home.clone();
+        let home = self.proxy.clone();
         self.spawn(
             "quic server",
             &home,

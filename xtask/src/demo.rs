@@ -118,6 +118,15 @@ pub fn run(bin: &Path, quic_peer: &Path, keep: bool) -> anyhow::Result<()> {
         "(Hosts come from the TLS SNI or HTTP Host the kernel read from each connection's first\n\
          packet; the same numbers are on http://127.0.0.1:9724/metrics, see docs/metrics.md.)"
     );
+    println!(
+        "\n`forwarder doctor` on the VPS (home has a default route of its own and applied the\n\
+         recipe `forwarder home-config` printed; the return path is checked with a client-like SYN):"
+    );
+    let config = lab.config_path().display().to_string();
+    match lab.forwarder_cli(&["doctor", "--config", &config, "--wait", "2"]) {
+        Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => println!("  (doctor unavailable: {e:#})"),
+    }
     if keep {
         println!("\nThe lab keeps running. Try:");
         println!(

@@ -41,6 +41,8 @@ const SUITES: &[&str] = &[
     "service",
     "quic_packets",
     "http3",
+    "home_recipes",
+    "doctor",
 ];
 
 /// The suites of the quick run (in `cargo xtask test`): the BPF packet tests (QUIC's
