@@ -86,6 +86,20 @@ pub const IPV4_TCP_HEADERS: u16 = 40;
 /// Bytes of IPv6 + TCP headers without options.
 pub const IPV6_TCP_HEADERS: u16 = 60;
 
+/// The MSS forwarded TCP is clamped to for a tunnel of `mtu` (IPv6 with `v6`).
+pub const fn tunnel_mss(mtu: u32, v6: bool) -> u16 {
+    let mtu = if mtu > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        mtu as u16
+    };
+    mtu.saturating_sub(if v6 {
+        IPV6_TCP_HEADERS
+    } else {
+        IPV4_TCP_HEADERS
+    })
+}
+
 /// Metadata the XDP program leaves in front of a translated packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

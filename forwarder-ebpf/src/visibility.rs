@@ -459,6 +459,36 @@ fn found(v: u32, len: usize) -> Option<usize> {
     (v < len).then_some(v)
 }
 
+/// The scans' signature.
+type ScanFn = extern "C" fn(*const [u8; BUF_SIZE], u32, u32, u32, u32) -> u32;
+
+/// A scan of `[from, to)`: `from` itself checked here (the most common hit costs no
+/// call), the rest by the global function `scan`, called only when there is a rest.
+#[inline(always)]
+fn scan_from(
+    p: *const [u8; BUF_SIZE],
+    len: usize,
+    from: usize,
+    to: usize,
+    set: [u8; 4],
+    scan: ScanFn,
+) -> Option<usize> {
+    if from < to && byte_in(p, len, from, &set) {
+        return Some(from);
+    }
+    if from + 1 >= to || from + 1 >= len {
+        return None;
+    }
+    let at = scan(
+        p,
+        (from + 1) as u32,
+        to.min(len) as u32,
+        len as u32,
+        u32::from_le_bytes(set),
+    );
+    found(at, len)
+}
+
 /// `Bytes::find_any` over the buffer.
 #[inline(always)]
 fn buf_find(
@@ -468,43 +498,13 @@ fn buf_find(
     to: usize,
     set: [u8; 4],
 ) -> Option<usize> {
-    if from < to && byte_in(p, len, from, &set) {
-        return Some(from);
-    }
-    if from + 1 >= to || from + 1 >= len {
-        return None;
-    }
-    found(
-        fwd_scan_any(
-            p,
-            (from + 1) as u32,
-            to.min(len) as u32,
-            len as u32,
-            u32::from_le_bytes(set),
-        ),
-        len,
-    )
+    scan_from(p, len, from, to, set, fwd_scan_any)
 }
 
 /// `Bytes::find_line_start` over the buffer: `from` itself, then the positions after a `\n`.
 #[inline(always)]
 fn buf_line_start(b: &Buf, from: usize, to: usize, set: [u8; 4]) -> Option<usize> {
-    if from < to && byte_in(b.p, b.len, from, &set) {
-        return Some(from);
-    }
-    if from + 1 >= to || from + 1 >= b.len {
-        return None;
-    }
-    found(
-        fwd_scan_line(
-            b.p,
-            (from + 1) as u32,
-            to.min(b.len) as u32,
-            b.len as u32,
-            u32::from_le_bytes(set),
-        ),
-        b.len,
-    )
+    scan_from(b.p, b.len, from, to, set, fwd_scan_line)
 }
 
 /// `Bytes::copy_out` with one helper call.
@@ -628,6 +628,8 @@ pub extern "C" fn fwd_cls_feed(s: *mut ClassifyState, len: u32, base: u32) -> u3
         return CODE_NOT_TLS_OR_HTTP;
     }
     let s = unsafe { &mut *s };
+    // Looked up, not passed: a pointer argument is plain memory to the verifier, and
+    // `bpf_dynptr_from_mem` takes only map values on older kernels.
     let Some(buf) = CLS_BUF.get_ptr(0) else {
         return CODE_NOT_TLS_OR_HTTP;
     };

@@ -19,9 +19,9 @@ use aya::{
 };
 use forwarder_common::{
     ATTACH_TC_ONLY, ATTACH_XDP_DRIVER, ATTACH_XDP_GENERIC, CONFIG_MAP, Counter, DataplaneConfig,
-    FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, IPV4_TCP_HEADERS,
-    IPV6_TCP_HEADERS, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
-    TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG,
+    FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, MAX_HOSTS,
+    PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP, TC_READER_PROG,
+    TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
 };
 use tracing::{info, warn};
 
@@ -188,12 +188,7 @@ impl Dataplane {
             Some(m) => m,
             None => netif::mtu(&cfg.tunnel_iface)?,
         };
-        let mss_v4 = u16::try_from(mtu)
-            .unwrap_or(u16::MAX)
-            .saturating_sub(IPV4_TCP_HEADERS);
-        let mss_v6 = u16::try_from(mtu)
-            .unwrap_or(u16::MAX)
-            .saturating_sub(IPV6_TCP_HEADERS);
+        let (mss_v4, mss_v6) = (tunnel_mss(mtu, false), tunnel_mss(mtu, true));
 
         let tunnel_l2_len = netif::link_header_len(&cfg.tunnel_iface)?;
         let adopting = pins.is_some_and(PinDir::has_state);

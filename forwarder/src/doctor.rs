@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use forwarder_common::tunnel_mss;
 use serde::Serialize;
 
 use crate::{
@@ -25,6 +26,9 @@ use crate::{
 pub const HANDSHAKE_MAX_AGE_SECS: u64 = 180;
 /// WireGuard's encapsulation over IPv4: outer IPv4 (20) + UDP (8) + WireGuard (32).
 pub const WIREGUARD_OVERHEAD_V4: u32 = 60;
+/// The same over IPv6 (outer header 40): what a tunnel MTU must leave room for when the
+/// endpoint may be reached over either family.
+pub const WIREGUARD_OVERHEAD_V6: u32 = 80;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,7 +117,8 @@ pub fn run(cfg: &Config, inputs: &Inputs) -> Report {
     checks.push(handshake(wg));
     checks.push(daemon(&inputs.status));
     checks.push(metrics(inputs.metrics));
-    let tunnel_mtu = netif::mtu(wg).ok();
+    // The MTU the daemon clamps to: the configured one, or the interface's.
+    let tunnel_mtu = cfg.tunnel_mtu.or_else(|| netif::mtu(wg).ok());
     checks.push(mtu(&cfg.public_iface, wg, tunnel_mtu));
     let mut seen = Vec::new();
     for r in &cfg.rules {
@@ -125,15 +130,11 @@ pub fn run(cfg: &Config, inputs: &Inputs) -> Report {
         let up = reachable.status == Status::Pass;
         checks.push(reachable);
         if up {
-            let mss = tunnel_mtu.unwrap_or(crate::config::DEFAULT_TUNNEL_MTU)
-                - if r.backend.is_ipv4() { 40 } else { 60 };
-            checks.push(return_path(
-                wg,
-                r.backend,
-                r.backend_port,
-                mss as u16,
-                inputs.wait,
-            ));
+            let mss = tunnel_mss(
+                tunnel_mtu.unwrap_or(crate::config::DEFAULT_TUNNEL_MTU),
+                r.backend.is_ipv6(),
+            );
+            checks.push(return_path(wg, r.backend, r.backend_port, mss, inputs.wait));
         }
     }
     let ok = checks.iter().all(|c| c.status != Status::Fail);
@@ -262,9 +263,10 @@ fn mtu(public: &str, wg: &str, tunnel_mtu: Option<u32>) -> Check {
                 ),
             ),
             format!(
-                "set `MTU = {}` in the [Interface] of {wg}.conf at both ends, restart the tunnel \
-                 and then the forwarder (its MSS clamp follows {wg})",
-                p.saturating_sub(80).max(1280)
+                "set `MTU = {}` in the [Interface] of {wg}.conf at both ends (room for \
+                 WireGuard over IPv6 too), restart the tunnel and then the forwarder (its MSS \
+                 clamp follows {wg})",
+                p.saturating_sub(WIREGUARD_OVERHEAD_V6).max(1280)
             ),
         );
     }
@@ -273,7 +275,7 @@ fn mtu(public: &str, wg: &str, tunnel_mtu: Option<u32>) -> Check {
         Status::Pass,
         format!(
             "{wg} {t}, {public} {p}; forwarded TCP clamped to MSS {} (IPv4)",
-            t - 40
+            tunnel_mss(t, false)
         ),
     )
 }

@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -32,16 +32,20 @@ use aya::{
 };
 use forwarder_common::{
     FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey, HANDOFF_MAP, HANDSHAKES_MAP,
-    csum::{fold, sum_be},
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
         parse_tcp_options,
     },
+    packet::TCP_RST,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use tracing::{debug, warn};
 
-use crate::maps::Maps;
+use crate::{
+    maps::Maps,
+    segment::Segment,
+    sys::{self, cvt, setopt, sockaddr},
+};
 
 /// How long earlier segments of a first payload wait for the segment naming the host.
 const PENDING_TTL: Duration = Duration::from_secs(10);
@@ -174,15 +178,14 @@ impl Rebuild {
     /// The local socket, established, as the client knows the connection.
     pub fn socket(&self) -> io::Result<std::net::TcpStream> {
         let v4 = self.local.is_ipv4();
-        let fd = cvt(unsafe {
+        // SAFETY: a plain socket(2) call; `owned` checks the result.
+        let fd = sys::owned(unsafe {
             libc::socket(
                 if v4 { libc::AF_INET } else { libc::AF_INET6 },
                 libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
                 0,
             )
         })?;
-        // SAFETY: a new descriptor, owned from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let s = fd.as_raw_fd();
         // Repair mode: bind, connect and the queues' sequence numbers take effect without a
         // packet being sent, and bind may share the address with a listening server (as
@@ -266,62 +269,6 @@ struct RepairWindow {
     max_window: u32,
     rcv_wnd: u32,
     rcv_wup: u32,
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn setopt<T: Copy>(fd: libc::c_int, level: i32, name: i32, v: T) -> io::Result<()> {
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const v).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match a {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { (&raw mut st).cast::<libc::sockaddr_in>().write(sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: as above, for sockaddr_in6.
-            unsafe { (&raw mut st).cast::<libc::sockaddr_in6>().write(sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (st, len as libc::socklen_t)
 }
 
 /// Earlier segments of first payloads still being read, by connection.
@@ -449,56 +396,20 @@ pub fn spawn(
     })
 }
 
-/// One's-complement sum of `parts` in sequence, folded (not inverted). Every part but the
-/// last has an even length.
-fn sum16(parts: &[&[u8]]) -> u16 {
-    fold(parts.iter().fold(0, |acc, p| sum_be(p, acc)))
-}
-
 /// The RST that ends the backend's side of a connection taken over locally: from the
 /// client's address and port to the backend's, at `seq`, the next sequence number the
 /// backend expects (where the held-back segment started), so that it accepts it. The
 /// whole IP packet.
 pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u8> {
-    let mut tcp = Vec::with_capacity(20);
-    tcp.extend_from_slice(&client.port().to_be_bytes());
-    tcp.extend_from_slice(&backend.port().to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x04, 0, 0, 0, 0, 0, 0]);
-    let (src, dst): (Vec<u8>, Vec<u8>) = match (client.ip(), backend.ip()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().to_vec(), b.octets().to_vec()),
-        (a, b) => (
-            match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            },
-            match b {
-                IpAddr::V4(b) => b.to_ipv6_mapped().octets().to_vec(),
-                IpAddr::V6(b) => b.octets().to_vec(),
-            },
-        ),
-    };
-    let pseudo_len: &[u8] = if src.len() == 4 {
-        &[0, 6, 0, 20]
-    } else {
-        &[0, 0, 0, 20, 0, 0, 0, 6]
-    };
-    let c = !sum16(&[&src, &dst, pseudo_len, &tcp]);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let mut ip = Vec::with_capacity(60);
-    if src.len() == 4 {
-        ip.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        let c = !sum16(&[&ip]);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    } else {
-        ip.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
+    Segment {
+        src: client,
+        dst: backend,
+        seq,
+        flags: TCP_RST,
+        window: 0,
+        mss: None,
     }
-    ip.extend(tcp);
-    ip
+    .packet()
 }
 
 /// Sends [`backend_reset`] for `ev`'s connection into the tunnel it was forwarded to.
@@ -510,40 +421,9 @@ fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
     let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
     let packet = backend_reset(client, backend, ev.seq());
-    let v4 = backend.is_ipv4();
-    // IPPROTO_RAW: the packet carries its own IP header (IPv4 and IPv6 alike).
-    let fd = cvt(unsafe {
-        libc::socket(
-            if v4 { libc::AF_INET } else { libc::AF_INET6 },
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    })?;
-    // SAFETY: a new descriptor, owned from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // The tunnel, not the route to the client's address (which leaves by the public side).
-    const SO_BINDTOIFINDEX: i32 = 62;
-    setopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        SO_BINDTOIFINDEX,
-        fwd.ifindex as i32,
-    )?;
-    let (to, len) = sockaddr(&SocketAddr::new(backend.ip(), 0));
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&raw const to).cast(),
-            len,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let fd = sys::raw_sender(backend.ip(), fwd.ifindex)?;
+    sys::send_packet(&fd, backend.ip(), &packet)
 }
 
 /// How long the flow entries of a connection served locally outlive it, so that its
@@ -636,6 +516,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::segment::sum16;
 
     const LINUX_SYN: [u8; 20] = [
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,

@@ -118,35 +118,81 @@ pub struct Recipe {
     pub pre_down: Vec<String>,
 }
 
-fn families(backends: &[IpAddr]) -> Vec<(&'static str, &'static str)> {
-    let mut f = Vec::new();
-    if backends.iter().any(IpAddr::is_ipv4) {
-        f.push(("-4", "0.0.0.0/0"));
-    }
-    if backends.iter().any(IpAddr::is_ipv6) {
-        f.push(("-6", "::/0"));
-    }
-    f
+/// An address family as the recipe's commands name it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Family {
+    /// `ip`'s family flag.
+    flag: &'static str,
+    /// The default route.
+    default: &'static str,
+    /// nftables' network-layer keyword.
+    nft: &'static str,
+}
+
+const V4: Family = Family {
+    flag: "-4",
+    default: "0.0.0.0/0",
+    nft: "ip",
+};
+const V6: Family = Family {
+    flag: "-6",
+    default: "::/0",
+    nft: "ip6",
+};
+
+fn family_of(a: &IpAddr) -> Family {
+    if a.is_ipv4() { V4 } else { V6 }
+}
+
+/// The families of `addrs`, IPv4 first, each once.
+fn families(addrs: &[IpAddr]) -> Vec<Family> {
+    [V4, V6]
+        .into_iter()
+        .filter(|f| addrs.iter().any(|a| family_of(a) == *f))
+        .collect()
+}
+
+/// The `ip rule` selector of marked packets.
+fn by_mark() -> String {
+    format!("fwmark {MARK:#x}")
 }
 
 /// `ip rule add SELECTOR`, made idempotent: any earlier copy is deleted first.
-fn rule_up(fam: &str, selector: &str) -> String {
+fn rule_up(fam: Family, selector: &str) -> String {
+    let f = fam.flag;
     format!(
-        "ip {fam} rule del {selector} lookup {TABLE} priority {PRIORITY} 2>/dev/null || true; \
-         ip {fam} rule add {selector} lookup {TABLE} priority {PRIORITY}"
+        "ip {f} rule del {selector} lookup {TABLE} priority {PRIORITY} 2>/dev/null || true; \
+         ip {f} rule add {selector} lookup {TABLE} priority {PRIORITY}"
     )
 }
 
-fn rule_down(fam: &str, selector: &str) -> String {
-    format!("ip {fam} rule del {selector} lookup {TABLE} priority {PRIORITY}")
+fn rule_down(fam: Family, selector: &str) -> String {
+    format!(
+        "ip {} rule del {selector} lookup {TABLE} priority {PRIORITY}",
+        fam.flag
+    )
 }
 
-fn family_of(a: &IpAddr) -> (&'static str, &'static str, &'static str) {
-    if a.is_ipv4() {
-        ("-4", "0.0.0.0/0", "ip")
-    } else {
-        ("-6", "::/0", "ip6")
-    }
+/// Packets `selector` picks take table `TABLE`, whose default route is `via` (`dev
+/// IFACE`, or `via ADDR dev IFACE`): the lines up, and the line down.
+fn route_back(
+    fam: Family,
+    via: &str,
+    selector: &str,
+    up: &mut Vec<String>,
+    down: &mut Vec<String>,
+) {
+    up.push(format!(
+        "ip {} route replace {} {via} table {TABLE}",
+        fam.flag, fam.default
+    ));
+    up.push(rule_up(fam, selector));
+    down.push(rule_down(fam, selector));
+}
+
+/// Removes the marking recipes' nftables table (whatever is in it).
+fn nft_delete() -> String {
+    format!("nft delete table inet {NFT_TABLE} 2>/dev/null || true")
 }
 
 /// The nftables command that creates (or empties and refills) the recipe's table: chains
@@ -224,17 +270,18 @@ impl Home {
             &[],
         ));
         for gw in &lan.wg_addrs {
-            let (fam, def, _) = family_of(gw);
-            m.up.push(format!(
-                "ip {fam} route replace {def} via {gw} dev {ifc} table {TABLE}"
-            ));
-            m.up.push(rule_up(fam, &format!("fwmark {MARK:#x}")));
-            m.down.push(rule_down(fam, &format!("fwmark {MARK:#x}")));
-            m.down.push(format!("ip {fam} route flush table {TABLE}"));
+            let fam = family_of(gw);
+            route_back(
+                fam,
+                &format!("via {gw} dev {ifc}"),
+                &by_mark(),
+                &mut m.up,
+                &mut m.down,
+            );
+            m.down
+                .push(format!("ip {} route flush table {TABLE}", fam.flag));
         }
-        m.down.push(format!(
-            "nft delete table inet {NFT_TABLE} 2>/dev/null || true"
-        ));
+        m.down.push(nft_delete());
         Some(m)
     }
 
@@ -244,16 +291,13 @@ impl Home {
         match self.shape {
             Shape::Tunnel => {
                 for b in &self.backends {
-                    let (fam, def) = if b.is_ipv4() {
-                        ("-4", "0.0.0.0/0")
-                    } else {
-                        ("-6", "::/0")
-                    };
-                    r.post_up.push(format!(
-                        "ip {fam} route replace {def} dev {wg} table {TABLE}"
-                    ));
-                    r.post_up.push(rule_up(fam, &format!("from {b}")));
-                    r.pre_down.push(rule_down(fam, &format!("from {b}")));
+                    route_back(
+                        family_of(b),
+                        &format!("dev {wg}"),
+                        &format!("from {b}"),
+                        &mut r.post_up,
+                        &mut r.pre_down,
+                    );
                 }
             }
             Shape::Dnat | Shape::Lan => {
@@ -270,7 +314,7 @@ impl Home {
                         else {
                             continue;
                         };
-                        let (_, _, l3) = family_of(b);
+                        let l3 = family_of(b).nft;
                         for proto in ["tcp", "udp"] {
                             let ports: Vec<String> = self
                                 .ports
@@ -288,8 +332,8 @@ impl Home {
                         }
                     }
                     // The WireGuard machine routes between the tunnel and the LAN.
-                    for (fam, _) in families(&self.backends) {
-                        r.post_up.push(if fam == "-4" {
+                    for fam in families(&self.backends) {
+                        r.post_up.push(if fam == V4 {
                             "sysctl -qw net.ipv4.ip_forward=1".to_owned()
                         } else {
                             "sysctl -qw net.ipv6.conf.all.forwarding=1".to_owned()
@@ -301,17 +345,16 @@ impl Home {
                     &format!("iifname != \"{wg}\""),
                     &extra,
                 ));
-                for (fam, def) in families(&self.backends) {
-                    r.post_up.push(format!(
-                        "ip {fam} route replace {def} dev {wg} table {TABLE}"
-                    ));
-                    r.post_up.push(rule_up(fam, &format!("fwmark {MARK:#x}")));
-                    r.pre_down
-                        .push(rule_down(fam, &format!("fwmark {MARK:#x}")));
+                for fam in families(&self.backends) {
+                    route_back(
+                        fam,
+                        &format!("dev {wg}"),
+                        &by_mark(),
+                        &mut r.post_up,
+                        &mut r.pre_down,
+                    );
                 }
-                r.pre_down.push(format!(
-                    "nft delete table inet {NFT_TABLE} 2>/dev/null || true"
-                ));
+                r.pre_down.push(nft_delete());
             }
         }
         r

@@ -18,5 +18,7 @@ pub mod pin;
 pub mod quic;
 pub mod return_probe;
 pub mod runtime;
+pub mod segment;
 pub mod snapshot;
 pub mod stats_cli;
+pub mod sys;
