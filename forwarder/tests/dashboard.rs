@@ -1,5 +1,5 @@
 //! The Grafana dashboard in docs/grafana queries only what the daemon exports: every metric
-//! name in its PromQL is a sample name of `forwarder::metrics::encode` for a fully
+//! name in its PromQL is a sample name of `forwarder::observe::metrics::encode` for a fully
 //! populated snapshot, every label it filters or groups by exists on that metric, and
 //! every fixed label value it matches is one the daemon produces.
 //!
@@ -10,11 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use forwarder::{
-    metrics::encode,
-    snapshot::{
-        BackendSnapshot, ConnLogStats, FlowTableStats, HostLabels, Snapshot, TunnelState,
-        host_snapshots,
-    },
+    api::stats::{BackendSnapshot, ConnLogStats, FlowTableStats, Snapshot, TunnelState},
+    model::labels::HostLabels,
+    observe::{metrics::encode, snapshot::host_snapshots},
 };
 use forwarder_common::{Counter, HOST_DROP_REASONS, HostStats, host::HostPattern};
 use serde_json::Value;

@@ -308,10 +308,10 @@ fn quic_rows(
     // One connection classified as the daemon does it, then its packets.
     let c4c: IpAddr = std::net::Ipv4Addr::new(198, 18, 7, 7).into();
     let _ = h.xdp(&Pkt::udp(c4c, 4433, p4, UDP_PUBLIC_PORT, &initial).frame());
-    let mut pending = forwarder::quic::Pending::default();
-    let stats = forwarder::quic::QuicStats::default();
+    let mut pending = forwarder::daemon::quic::Pending::default();
+    let stats = forwarder::daemon::quic::QuicStats::default();
     for ev in h.quic_initials() {
-        if let forwarder::quic::Decision::Verdict(v) = pending.feed(
+        if let forwarder::daemon::quic::Decision::Verdict(v) = pending.feed(
             &ev.key,
             &ev.data[..ev.len as usize],
             std::time::Instant::now(),
@@ -357,7 +357,7 @@ pub struct QuicDaemonCosts {
 /// Times the daemon's decoder over `n` connections, and `n / 10` real handshakes against
 /// a quinn server on loopback (the server thread's CPU time).
 pub fn quic_daemon_costs(n: u32) -> anyhow::Result<QuicDaemonCosts> {
-    use forwarder::quic::{Decision, Pending, QuicStats};
+    use forwarder::daemon::quic::{Decision, Pending, QuicStats};
     use forwarder_common::quic::{VERSION_1, crypto_frame, seal_initial};
     let hosts: Vec<forwarder_common::host::HostPattern> = BENCH_HOSTS
         .iter()

@@ -754,7 +754,9 @@ impl Harness {
         .expect("hand-off ring buffer");
         let mut out = Vec::new();
         while let Some(item) = rb.next() {
-            out.push(forwarder::maps::read_record(&item).expect("a whole hand-off event"));
+            out.push(
+                forwarder::dataplane::maps::read_record(&item).expect("a whole hand-off event"),
+            );
         }
         out
     }
@@ -777,7 +779,9 @@ impl Harness {
         .expect("QUIC ring buffer");
         let mut out = Vec::new();
         while let Some(item) = rb.next() {
-            out.push(forwarder::maps::read_record(&item).expect("a whole Initial event"));
+            out.push(
+                forwarder::dataplane::maps::read_record(&item).expect("a whole Initial event"),
+            );
         }
         out
     }
@@ -899,7 +903,7 @@ impl Harness {
                 .unwrap();
         let mut sum = forwarder_common::HostStats::default();
         for s in map.get(&index, 0).unwrap().iter() {
-            forwarder::maps::add_host_stats(&mut sum, s);
+            forwarder::dataplane::maps::add_host_stats(&mut sum, s);
         }
         sum
     }

@@ -941,7 +941,7 @@ impl Lab {
                 .filter_map(|l| l.strip_prefix(key).map(str::to_owned))
                 .collect()
         };
-        // `forwarder::home::PROXY_SCRIPT_BEGIN`/`_END`, written out: the lab builds without
+        // `forwarder::config::home::PROXY_SCRIPT_BEGIN`/`_END`, written out: the lab builds without
         // the forwarder crate (xtask's setup); the LAN suite fails if they drift apart.
         let proxy_script = text
             .split_once("# >>> proxy machine script\n")

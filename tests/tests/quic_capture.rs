@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use forwarder::quic::{Decision, Pending, QuicStats};
+use forwarder::daemon::quic::{Decision, Pending, QuicStats};
 use forwarder_common::{FAMILY_V4, FlowKey, PROTO_UDP, QUIC_V_NAME, quic::is_initial};
 use integration_tests::{quic_peer::client_config, self_signed};
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use forwarder::quic::{Decision, Pending, QuicStats};
+use forwarder::daemon::quic::{Decision, Pending, QuicStats};
 use forwarder_common::{
     CLASS_DONE, CLASS_PENDING, Counter, FLOW_F_CUT, FLOW_F_QUIC, HOST_FIRST_CONFIGURED,
     HOST_UNKNOWN, POLICY_DROP, QUIC_V_NAME, QUIC_V_UNDECODABLE, QUIC_VERDICT_WAIT_NS, QuicVerdict,

@@ -13,107 +13,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{info, warn};
 
-pub const DEFAULT_SOCKET: &str = "/run/forwarder/control.sock";
-/// Largest request accepted, in bytes.
-pub const MAX_REQUEST: usize = 64 * 1024;
+use crate::api::control::{MAX_REQUEST, Request, Response, parse};
 
-/// What a client may ask.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Attach mode, tunnel and backend health, fallback state, version.
-    Status,
-    /// The forwarding rules in force.
-    Rules,
-    /// Exit; with `detach`, also take the data path down.
-    Stop {
-        detach: bool,
-    },
-    /// The host table with each host's policy and id.
-    Hosts,
-    /// Add a forwarding rule (as a `[[rule]]` section says it).
-    RuleAdd {
-        rule: RuleSpec,
-    },
-    /// Remove the rule forwarding `proto` `port` (of `public_addr`, when the rule names one).
-    RuleRemove {
-        proto: String,
-        port: u16,
-        public_addr: Option<std::net::IpAddr>,
-    },
-    /// Add a host to the host table, with a policy (default `forward`).
-    HostAdd {
-        name: String,
-        policy: Option<String>,
-    },
-    HostRemove {
-        name: String,
-    },
-    /// Change a host's policy (`forward`, `drop`, `local`).
-    HostSet {
-        name: String,
-        policy: String,
-    },
-    /// Set the per-client new-connection limit (0: off).
-    Limits {
-        new_connections_per_second: u16,
-        burst: Option<u16>,
-    },
-    /// Re-read the config file.
-    Reload,
-}
-
-/// A rule as the CLI sends it: the fields of a `[[rule]]` section.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    pub proto: Option<String>,
-    pub port: u16,
-    pub backend: Option<std::net::IpAddr>,
-    pub backend_port: Option<u16>,
-    pub public_addr: Option<std::net::IpAddr>,
-    pub fallback: Option<String>,
-}
-
-impl RuleSpec {
-    pub fn to_config(&self) -> Result<crate::config::RuleConfig, String> {
-        Ok(crate::config::RuleConfig {
-            proto: match &self.proto {
-                Some(p) => p.parse()?,
-                None => crate::config::Proto::Tcp,
-            },
-            port: self.port,
-            backend: self.backend,
-            backend_port: self.backend_port,
-            public_addr: self.public_addr,
-            fallback: self.fallback.clone(),
-        })
-    }
-}
-
-/// The answer to every request.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-}
-
-impl Response {
-    fn error(e: impl Into<String>) -> Self {
-        Response {
-            ok: false,
-            error: Some(e.into()),
-            result: None,
-        }
-    }
-}
+/// Answers one request: its result, or what was wrong with it.
+pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;
 
 /// Who may use the socket: root, and members of the admin group if one is configured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,34 +55,6 @@ fn groups_of(pid: Option<i32>) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
-
-/// Parses one request; the error says what was wrong with it.
-pub fn parse(bytes: &[u8]) -> Result<Request, String> {
-    if bytes.len() > MAX_REQUEST {
-        return Err(format!("request larger than {MAX_REQUEST} bytes"));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_owned())?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty request (expected e.g. {\"cmd\":\"status\"})".to_owned());
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("bad request: {e}"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| "bad request: expected a JSON object".to_owned())?;
-    let req: Request =
-        serde_json::from_value(v.clone()).map_err(|e| format!("bad request: {e}"))?;
-    // serde does not reject unknown fields next to a tag: a field the request does not
-    // write back is one it does not know.
-    let known = serde_json::to_value(&req).map_err(|e| format!("bad request: {e}"))?;
-    if let Some(k) = obj.keys().find(|k| known.get(k.as_str()).is_none()) {
-        return Err(format!("bad request: unknown field `{k}`"));
-    }
-    Ok(req)
-}
-
-pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;
 
 /// Creates the socket (and its directory, mode 0750) with mode 0660, owned by root and the
 /// admin group. A socket file left by a daemon that is gone is replaced; one that answers
@@ -278,28 +156,6 @@ async fn serve(
     stream.write_all(&out).await?;
     stream.shutdown().await?;
     Ok(())
-}
-
-/// The CLI side: sends `req` and returns the daemon's result.
-pub async fn request(path: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
-    let mut stream = tokio::net::UnixStream::connect(path).await.with_context(|| {
-        format!(
-            "connecting to the daemon's control socket {} (is `forwarder run` running, and are you root or in its admin group?)",
-            path.display()
-        )
-    })?;
-    let mut body = serde_json::to_vec(req)?;
-    body.push(b'\n');
-    stream.write_all(&body).await?;
-    stream.shutdown().await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let r: Response = serde_json::from_slice(&answer).context("reading the daemon's answer")?;
-    match (r.ok, r.result, r.error) {
-        (true, Some(v), _) => Ok(v),
-        (_, _, Some(e)) => anyhow::bail!("the daemon refused: {e}"),
-        _ => anyhow::bail!("the daemon gave no answer"),
-    }
 }
 
 #[cfg(test)]

@@ -26,12 +26,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
-};
 use forwarder_common::{
-    FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey, HANDOFF_MAP, HANDSHAKES_MAP,
+    FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey,
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
         parse_tcp_options,
@@ -42,9 +38,11 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use tracing::{debug, warn};
 
 use crate::{
-    maps::Maps,
-    segment::Segment,
-    sys::{self, cvt, setopt, sockaddr},
+    dataplane::{events::HandoffMaps, maps::Maps},
+    sys::{
+        segment::Segment,
+        socket::{self as sys, cvt, setopt, sockaddr},
+    },
 };
 
 /// How long earlier segments of a first payload wait for the segment naming the host.
@@ -57,28 +55,6 @@ const PENDING_BYTES_MAX: usize = 4 * forwarder_common::handoff::HANDOFF_PAYLOAD_
 const ACTIVE_MAX: usize = 4096;
 /// How long connecting to the local server may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What the kernel keeps for the hand-off: its event ring buffer and the handshakes.
-pub struct HandoffMaps {
-    events: RingBuf<MapData>,
-    handshakes: BpfHashMap<MapData, FlowKey, Handshake>,
-}
-
-impl HandoffMaps {
-    /// Takes the hand-off maps out of `ebpf`; `None` (with a warning) for an object
-    /// without them.
-    pub fn take(ebpf: &mut Ebpf) -> Option<Self> {
-        match crate::maps::take_ring_and_map(ebpf, HANDOFF_MAP, HANDSHAKES_MAP) {
-            Some((events, handshakes)) => Some(Self { events, handshakes }),
-            None => {
-                warn!(
-                    "the kernel object has no hand-off maps: host policy \"local\" cuts connections instead"
-                );
-                None
-            }
-        }
-    }
-}
 
 /// Outcomes, for the metrics.
 #[derive(Debug, Default)]
@@ -332,7 +308,7 @@ pub fn spawn(
             events,
             mut handshakes,
         } = hm;
-        let mut fd = match crate::maps::poll_ring(events) {
+        let mut fd = match crate::dataplane::maps::poll_ring(events) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!(
@@ -351,7 +327,7 @@ pub fn spawn(
             pending.expire(now);
             let rb = guard.get_inner_mut();
             while let Some(item) = rb.next() {
-                let Some(ev) = crate::maps::read_record::<HandoffEvent>(&item) else {
+                let Some(ev) = crate::dataplane::maps::read_record::<HandoffEvent>(&item) else {
                     continue;
                 };
                 match ev.kind {
@@ -516,7 +492,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::segment::sum16;
+    use crate::sys::segment::sum16;
 
     const LINUX_SYN: [u8; 20] = [
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,

@@ -27,13 +27,14 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, Fallback, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig},
-    config_edit::ConfigDoc,
-    dataplane::{addr_words, rule_key, rule_table, sync_hosts},
-    health::Health,
-    maps::Maps,
-    netif,
-    snapshot::SharedLabels,
+    config::{
+        Config, Fallback, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig,
+        edit::ConfigDoc,
+    },
+    daemon::health::Health,
+    dataplane::{addr_words, maps::Maps, rule_key, rule_table, sync_hosts},
+    model::labels::SharedLabels,
+    sys::netif,
 };
 
 /// Where the configuration comes from: the file (if any) and the flags that override it.
@@ -174,7 +175,7 @@ impl Runtime {
             "probing backends"
         );
         let me = Arc::downgrade(self);
-        inner.health_task = Some(crate::health::spawn(
+        inner.health_task = Some(crate::daemon::health::spawn(
             probed,
             inner.cfg.health,
             Arc::clone(&self.health),
@@ -234,7 +235,7 @@ impl Runtime {
         }
         let table = self.effective_rules(&inner.cfg);
         if let Err(e) = self.maps.rules().install(table, |_| {}) {
-            warn!(%backend, "switching the fallback failed: {}", crate::maps::display_chain(&e));
+            warn!(%backend, "switching the fallback failed: {}", crate::dataplane::maps::display_chain(&e));
             return;
         }
         for r in affected {
@@ -263,11 +264,17 @@ impl Runtime {
         self.tunnel_ifindex.store(new, Ordering::SeqCst);
         let table = self.effective_rules(&inner.cfg);
         self.maps.rules().install(table, |_| {}).map_err(|e| {
-            anyhow::anyhow!("installing the rules: {}", crate::maps::display_chain(&e))
+            anyhow::anyhow!(
+                "installing the rules: {}",
+                crate::dataplane::maps::display_chain(&e)
+            )
         })?;
-        self.maps
-            .retarget_flows(old, new)
-            .map_err(|e| anyhow::anyhow!("moving the flows: {}", crate::maps::display_chain(&e)))
+        self.maps.retarget_flows(old, new).map_err(|e| {
+            anyhow::anyhow!(
+                "moving the flows: {}",
+                crate::dataplane::maps::display_chain(&e)
+            )
+        })
     }
 
     /// Whether `r` currently sends new connections to its fallback.
@@ -332,7 +339,7 @@ impl Runtime {
             Ok(()) => {}
             // The file was replaced; only flushing its directory failed. The change stands,
             // so the running state must follow the file.
-            Err(e @ crate::config_edit::EditError::Sync { .. }) => warn!("{e}"),
+            Err(e @ crate::config::edit::EditError::Sync { .. }) => warn!("{e}"),
             Err(e) => return Err(e.to_string()),
         }
         match self.apply(&mut inner, next) {
@@ -379,7 +386,7 @@ impl Runtime {
                         c.flags = next.kernel_flags();
                         c.syn_flood_threshold = next.limits.syn_flood_threshold();
                     })
-                    .map_err(|e| crate::maps::display_chain(&e))?;
+                    .map_err(|e| crate::dataplane::maps::display_chain(&e))?;
                 Ok(labels)
             });
         let labels = match applied {

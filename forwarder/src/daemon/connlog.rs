@@ -3,7 +3,6 @@
 //! token bucket. Events come from the kernel's `EVENTS` ring buffer and from the flow GC.
 
 use std::{
-    fmt::Write as _,
     fs::OpenOptions,
     io::{self, Write},
     net::IpAddr,
@@ -13,7 +12,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -25,8 +24,11 @@ use tracing::warn;
 
 use crate::{
     dataplane::words_to_addr,
-    flowgc::{Expired, monotonic_ns},
-    snapshot::{HostLabels, SharedLabels},
+    model::{
+        clock::{WallClock, rfc3339_ms},
+        flow::Expired,
+        labels::{HostLabels, SharedLabels},
+    },
 };
 
 /// Lines per second the log may write on average.
@@ -108,62 +110,6 @@ impl TokenBucket {
             false
         }
     }
-}
-
-/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct WallClock {
-    /// Realtime minus monotonic, in nanoseconds.
-    offset_ns: i128,
-}
-
-impl WallClock {
-    pub fn now() -> Self {
-        let mono = i128::from(monotonic_ns());
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        Self {
-            offset_ns: real - mono,
-        }
-    }
-
-    #[cfg(test)]
-    pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
-    }
-
-    /// Unix time in milliseconds of a monotonic timestamp.
-    pub fn unix_ms(&self, ktime_ns: u64) -> i128 {
-        (i128::from(ktime_ns) + self.offset_ns).div_euclid(1_000_000)
-    }
-}
-
-/// RFC 3339 UTC with milliseconds, e.g. `2026-05-20T07:08:09.123Z`.
-pub fn rfc3339_ms(unix_ms: i128) -> String {
-    let ms = unix_ms.rem_euclid(1000);
-    let secs = unix_ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    let mut s = String::with_capacity(24);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-    s
 }
 
 /// One line of the connection log.
@@ -406,7 +352,7 @@ impl ConnLog {
 
 /// Parses a ring buffer record into a `ConnEvent`; `None` if it is too short.
 pub fn parse_event(bytes: &[u8]) -> Option<ConnEvent> {
-    crate::maps::read_record(bytes)
+    crate::dataplane::maps::read_record(bytes)
 }
 
 /// Reads the kernel's connection events until the task is dropped, writing them to the
@@ -417,7 +363,7 @@ pub fn spawn_event_reader(
     labels: SharedLabels,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut fd = match crate::maps::poll_ring(events) {
+        let mut fd = match crate::dataplane::maps::poll_ring(events) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!("connection events unavailable: cannot poll their ring buffer: {e}");
@@ -462,7 +408,7 @@ mod tests {
     use forwarder_common::{DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, host::HostPattern};
 
     use super::*;
-    use crate::{dataplane::addr_words, flowgc::EndReason};
+    use crate::{dataplane::addr_words, model::flow::EndReason};
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -1,5 +1,9 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
+pub mod events;
+pub mod maps;
+pub mod pin;
+
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -18,63 +22,27 @@ use aya::{
     util::KernelVersion,
 };
 use forwarder_common::{
-    ATTACH_TC_ONLY, ATTACH_XDP_DRIVER, ATTACH_XDP_GENERIC, CONFIG_MAP, Counter, DataplaneConfig,
-    FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, MAX_HOSTS,
-    PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP, TC_READER_PROG,
-    TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
+    CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
+    HostKey, HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
+    TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
 };
 use tracing::{info, warn};
 
+pub use crate::api::stats::AttachMode;
 use crate::{
     config::{Config, Rule},
-    maps::Maps,
-    netif,
-    pin::{LinkKind, PinDir},
-    snapshot::HostLabels,
+    dataplane::{
+        events::{HandoffMaps, QuicMaps},
+        maps::Maps,
+        pin::{LinkKind, PinDir},
+    },
+    model::labels::HostLabels,
+    sys::netif,
 };
 
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-ebpf"));
-
-/// How the public interface's programs ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// XDP in the driver, tc hands translated packets to the tunnel.
-    XdpDriver,
-    /// XDP in the generic (skb) path: same programs, less speed.
-    XdpGeneric,
-    /// No XDP: the tc program translates by itself.
-    TcOnly,
-}
-
-impl AttachMode {
-    /// How the mode is kept in `DataplaneConfig::attach_mode`.
-    pub const fn code(self) -> u32 {
-        match self {
-            AttachMode::XdpDriver => ATTACH_XDP_DRIVER,
-            AttachMode::XdpGeneric => ATTACH_XDP_GENERIC,
-            AttachMode::TcOnly => ATTACH_TC_ONLY,
-        }
-    }
-
-    pub const fn from_code(code: u32) -> Option<Self> {
-        match code {
-            ATTACH_XDP_DRIVER => Some(AttachMode::XdpDriver),
-            ATTACH_XDP_GENERIC => Some(AttachMode::XdpGeneric),
-            ATTACH_TC_ONLY => Some(AttachMode::TcOnly),
-            _ => None,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::XdpDriver => "xdp-driver",
-            AttachMode::XdpGeneric => "xdp-generic",
-            AttachMode::TcOnly => "tc-only",
-        }
-    }
-}
 
 /// Which XDP modes to try, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -166,8 +134,8 @@ pub struct Dataplane {
     /// The maps the daemon keeps reading and writing while it runs.
     pub maps: Arc<Maps>,
     events: Option<RingBuf<MapData>>,
-    handoff: Option<crate::handoff::HandoffMaps>,
-    quic: Option<crate::quic::QuicMaps>,
+    handoff: Option<HandoffMaps>,
+    quic: Option<QuicMaps>,
     /// Host id -> label, as assigned in the host table.
     pub labels: HostLabels,
     pub tunnel_ifindex: u32,
@@ -238,8 +206,8 @@ impl Dataplane {
             }
         }
         let (maps, events) = Maps::take(&mut ebpf)?;
-        let handoff = crate::handoff::HandoffMaps::take(&mut ebpf);
-        let quic = crate::quic::QuicMaps::take(&mut ebpf);
+        let handoff = HandoffMaps::take(&mut ebpf);
+        let quic = QuicMaps::take(&mut ebpf);
         let labels = sync_hosts(&maps, cfg)?;
         let (rate, burst) = cfg.limits.kernel();
         maps.rules()
@@ -320,12 +288,12 @@ impl Dataplane {
     }
 
     /// The maps of the hand-off of `local` connections, once.
-    pub fn take_handoff(&mut self) -> Option<crate::handoff::HandoffMaps> {
+    pub fn take_handoff(&mut self) -> Option<HandoffMaps> {
         self.handoff.take()
     }
 
     /// The QUIC Initial ring buffer and the verdict map, for the daemon's QUIC task.
-    pub fn take_quic(&mut self) -> Option<crate::quic::QuicMaps> {
+    pub fn take_quic(&mut self) -> Option<QuicMaps> {
         self.quic.take()
     }
 }
@@ -450,7 +418,7 @@ fn pinned_link(path: &std::path::Path, iface: &str) -> anyhow::Result<Option<FdL
         return Ok(None);
     }
     let want = netif::ifindex(iface)?;
-    match crate::pin::pinned_link_ifindex(path) {
+    match pin::pinned_link_ifindex(path) {
         Ok(Some(i)) if i == want => {
             let link = PinnedLink::from_pin(path)
                 .with_context(|| format!("opening the pinned link {}", path.display()))?;

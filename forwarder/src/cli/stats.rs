@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::snapshot::{HostSnapshot, Snapshot};
+use crate::api::stats::{HostSnapshot, Snapshot};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response accepted (a full host table is well below this).
@@ -329,7 +329,7 @@ pub fn watch(addr: SocketAddr, interval: Duration) -> Result<(), StatsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::tests::sample;
+    use crate::observe::snapshot::tests::sample;
 
     #[test]
     fn units() {
@@ -471,4 +471,34 @@ mod tests {
         assert!(e.contains("is `forwarder run` running?"), "{e}");
         assert!(e.contains(&addr.to_string()), "{e}");
     }
+}
+
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// The daemon's --metrics-addr.
+    #[arg(long, value_name = "ADDR", default_value = crate::observe::http::DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: crate::observe::http::MetricsAddr,
+    /// Print the statistics document as JSON.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Refresh every SECONDS (default 2) with per-second rates, until Ctrl-C.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+}
+
+/// `forwarder stats`.
+pub fn command(args: StatsArgs) -> anyhow::Result<()> {
+    let crate::observe::http::MetricsAddr::On(addr) = args.metrics_addr else {
+        anyhow::bail!("--metrics-addr off: give the address the daemon serves its metrics on");
+    };
+    match args.watch {
+        Some(secs) => {
+            if !(0.2..=3600.0).contains(&secs) {
+                anyhow::bail!("--watch {secs}: the interval must be between 0.2 and 3600 seconds");
+            }
+            watch(addr, Duration::from_secs_f64(secs))?;
+        }
+        None => show(addr, args.json)?,
+    }
+    Ok(())
 }

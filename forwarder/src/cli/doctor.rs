@@ -4,7 +4,7 @@
 //! What it looks at: the tunnel (up, a recent handshake), the daemon (running, the data
 //! path attached, in which mode), the metrics endpoint, each backend (answers through the
 //! tunnel), **the return path** (home sends a client's reply back through the tunnel, not
-//! by its default route: see [`crate::return_probe`]) and the MTUs.
+//! by its default route: see [`crate::cli::return_probe`]) and the MTUs.
 
 use std::{
     fmt::Write as _,
@@ -16,9 +16,9 @@ use forwarder_common::tunnel_mss;
 use serde::Serialize;
 
 use crate::{
+    cli::return_probe::{self, Answer},
     config::{Config, Proto},
-    netif,
-    return_probe::{self, Answer},
+    sys::netif,
 };
 
 /// WireGuard drops a session's keys 180 s after its handshake; with home's
@@ -221,7 +221,7 @@ fn metrics(addr: Option<SocketAddr>) -> Check {
     let Some(addr) = addr else {
         return check(name, Status::Warn, "off (--metrics-addr off)");
     };
-    match crate::stats_cli::http_get(addr, "/metrics") {
+    match crate::cli::stats::http_get(addr, "/metrics") {
         Ok((200, _)) => check(name, Status::Pass, format!("http://{addr}/metrics answers")),
         Ok((code, _)) => with_fix(
             check(
@@ -365,4 +365,57 @@ fn return_path(wg: &str, addr: IpAddr, port: u16, mss: u16, wait: Duration) -> C
              drops clients' packets) and Table = off",
         ),
     }
+}
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub target: crate::cli::args::Target,
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = crate::api::control::DEFAULT_SOCKET)]
+    pub control: std::path::PathBuf,
+    /// The daemon's --metrics-addr.
+    #[arg(long, value_name = "ADDR", default_value = crate::observe::http::DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: crate::observe::http::MetricsAddr,
+    /// Seconds each network check waits for an answer.
+    #[arg(long, value_name = "SECONDS", default_value = "3")]
+    pub wait: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `forwarder doctor`.
+pub fn command(args: DoctorArgs) -> anyhow::Result<()> {
+    use crate::observe::http::MetricsAddr;
+    let DoctorArgs {
+        target,
+        control,
+        metrics_addr,
+        wait,
+        json,
+    } = args;
+    if !(0.1..=60.0).contains(&wait) {
+        anyhow::bail!("--wait {wait}: give between 0.1 and 60 seconds");
+    }
+    let cfg = target.resolve()?;
+    let inputs = Inputs {
+        status: crate::cli::change::ask(&control, crate::api::control::Request::Status)
+            .map_err(|e| format!("{e:#}")),
+        metrics: match metrics_addr {
+            MetricsAddr::On(a) => Some(a),
+            MetricsAddr::Off => None,
+        },
+        wait: Duration::from_secs_f64(wait),
+    };
+    let report = run(&cfg, &inputs);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if !report.ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }

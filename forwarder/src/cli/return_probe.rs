@@ -23,7 +23,10 @@ use forwarder_common::{
     packet::{TCP_RST, TCP_SYN, find_mss, parse_ip},
 };
 
-use crate::{dataplane::words_to_addr, segment::Segment, sys};
+use crate::{
+    dataplane::words_to_addr,
+    sys::{segment::Segment, socket as sys},
+};
 
 /// Source of the IPv4 probe: 198.18.0.0/15 is for benchmarking (RFC 2544), never a real
 /// client on the internet.

@@ -8,60 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
 use tracing::{info, warn};
 
-/// The `[health]` section.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    /// Time between two probes of a backend, in milliseconds.
-    pub interval_ms: u64,
-    /// How long a probe's TCP connect may take, in milliseconds (less than the interval).
-    pub timeout_ms: u64,
-    /// Consecutive failed probes after which an up backend is down.
-    pub down_after: u32,
-    /// Consecutive successful probes after which a down backend is up again.
-    pub up_after: u32,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            interval_ms: 2000,
-            timeout_ms: 1000,
-            down_after: 3,
-            up_after: 2,
-        }
-    }
-}
-
-impl HealthConfig {
-    /// Every problem with the section, as one message.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.interval_ms < 100 {
-            return Err(format!(
-                "health.interval_ms = {}: at least 100 ms",
-                self.interval_ms
-            ));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms >= self.interval_ms {
-            return Err(format!(
-                "health.timeout_ms = {}: must be above 0 and below interval_ms ({})",
-                self.timeout_ms, self.interval_ms
-            ));
-        }
-        if self.down_after == 0 || self.up_after == 0 {
-            return Err("health.down_after and health.up_after must be at least 1".to_owned());
-        }
-        Ok(())
-    }
-
-    /// Longest time from a backend going away to it being reported down.
-    pub fn detection_bound(&self) -> Duration {
-        Duration::from_millis(self.interval_ms * u64::from(self.down_after) + self.timeout_ms)
-    }
-}
+use crate::config::health::HealthConfig;
 
 /// One backend's state.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    metrics,
-    snapshot::{Snapshot, SnapshotSource},
+    api::stats::Snapshot,
+    observe::{metrics, snapshot::SnapshotSource},
 };
 
 /// Default address of the metrics endpoint (loopback only).
@@ -188,7 +188,7 @@ pub fn route(req: &Request, source: &dyn SnapshotSource) -> Response {
     }
     let out = source
         .snapshot()
-        .map_err(|e| crate::maps::display_chain(&e))
+        .map_err(|e| crate::dataplane::maps::display_chain(&e))
         .and_then(render);
     match out {
         Ok((content_type, body)) => Response {
@@ -289,7 +289,7 @@ async fn serve_one(mut stream: TcpStream, source: &dyn SnapshotSource) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{maps::MapsError, snapshot::tests::sample};
+    use crate::{dataplane::maps::MapsError, observe::snapshot::tests::sample};
 
     struct Fixed;
     impl SnapshotSource for Fixed {

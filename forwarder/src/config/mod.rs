@@ -1,6 +1,10 @@
 //! Configuration: a TOML file and/or command-line flags, validated completely before
 //! anything touches the kernel.
 
+pub mod edit;
+pub mod health;
+pub mod home;
+
 use std::{
     collections::BTreeSet,
     fmt,
@@ -116,7 +120,7 @@ pub struct FileConfig {
     pub hosts: Vec<HostConfig>,
     /// Backend health probes.
     #[serde(default)]
-    pub health: crate::health::HealthConfig,
+    pub health: health::HealthConfig,
     #[serde(default)]
     pub limits: Limits,
     /// Forward HTTP/3 too: the default rules (used while there is no `[[rule]]`) gain
@@ -429,7 +433,7 @@ pub struct Config {
     pub hosts: Vec<HostPattern>,
     /// Each host's policy, index-aligned with `hosts`.
     pub host_policies: Vec<HostPolicy>,
-    pub health: crate::health::HealthConfig,
+    pub health: health::HealthConfig,
     pub limits: Limits,
     pub http3: bool,
     pub quic: QuicSettings,

@@ -17,20 +17,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
-};
 use forwarder_common::{
-    FlowKey, HOST_OTHER, HostKey, QUIC_INITIALS_MAP, QUIC_V_BAD_NAME, QUIC_V_NAME, QUIC_V_NO_SNI,
-    QUIC_V_UNDECODABLE, QUIC_VERDICTS_MAP, QuicInitialEvent, QuicVerdict,
+    FlowKey, HOST_OTHER, HostKey, QUIC_V_BAD_NAME, QUIC_V_NAME, QUIC_V_NO_SNI, QUIC_V_UNDECODABLE,
+    QuicInitialEvent, QuicVerdict,
     host::{NameMatch, match_name},
     quic::{Assembler, InitialError, Progress2},
 };
-use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::maps::Maps;
+use crate::{
+    api::stats::QuicStatsSnapshot,
+    dataplane::{events::QuicMaps, maps::Maps},
+};
 
 /// Connections whose ClientHello is still being reassembled, at most.
 pub const MAX_PENDING: usize = 4096;
@@ -55,18 +53,6 @@ pub struct QuicStats {
     pub pending: AtomicU64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct QuicStatsSnapshot {
-    pub datagrams: u64,
-    pub named: u64,
-    pub no_sni: u64,
-    pub undecodable: u64,
-    pub expired: u64,
-    pub verdicts_failed: u64,
-    pub pending: u64,
-}
-
 impl QuicStats {
     pub fn snapshot(&self) -> QuicStatsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -78,28 +64,6 @@ impl QuicStats {
             expired: l(&self.expired),
             verdicts_failed: l(&self.verdicts_failed),
             pending: l(&self.pending),
-        }
-    }
-}
-
-/// The kernel side of the exchange.
-pub struct QuicMaps {
-    initials: RingBuf<MapData>,
-    verdicts: BpfHashMap<MapData, FlowKey, QuicVerdict>,
-}
-
-impl QuicMaps {
-    /// Takes the QUIC maps out of `ebpf`; `None` (with a warning) for an object without
-    /// them.
-    pub fn take(ebpf: &mut Ebpf) -> Option<Self> {
-        match crate::maps::take_ring_and_map(ebpf, QUIC_INITIALS_MAP, QUIC_VERDICTS_MAP) {
-            Some((initials, verdicts)) => Some(Self { initials, verdicts }),
-            None => {
-                warn!(
-                    "the kernel object has no QUIC maps: QUIC connections are counted as unknown"
-                );
-                None
-            }
         }
     }
 }
@@ -227,7 +191,7 @@ pub fn spawn(qm: QuicMaps, maps: Arc<Maps>, stats: Arc<QuicStats>) -> tokio::tas
             initials,
             mut verdicts,
         } = qm;
-        let mut fd = match crate::maps::poll_ring(initials) {
+        let mut fd = match crate::dataplane::maps::poll_ring(initials) {
             Ok(fd) => fd,
             Err(e) => {
                 warn!(
@@ -244,7 +208,8 @@ pub fn spawn(qm: QuicMaps, maps: Arc<Maps>, stats: Arc<QuicStats>) -> tokio::tas
             let now = Instant::now();
             let rb = guard.get_inner_mut();
             while let Some(item) = rb.next() {
-                let Some(ev) = crate::maps::read_record::<QuicInitialEvent>(&item) else {
+                let Some(ev) = crate::dataplane::maps::read_record::<QuicInitialEvent>(&item)
+                else {
                     continue;
                 };
                 stats.datagrams.fetch_add(1, Ordering::Relaxed);

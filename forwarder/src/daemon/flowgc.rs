@@ -24,10 +24,14 @@ use forwarder_common::{
 };
 use tracing::{debug, warn};
 
+pub use crate::model::flow::{EndReason, Expired};
 use crate::{
-    connlog::{ConnLog, ConnRecord, WallClock},
-    maps::{Maps, MapsError},
-    snapshot::SharedLabels,
+    daemon::connlog::{ConnLog, ConnRecord},
+    dataplane::maps::{Maps, MapsError},
+    model::{
+        clock::{WallClock, monotonic_ns},
+        labels::SharedLabels,
+    },
 };
 
 /// How often the flow table is scanned.
@@ -67,36 +71,6 @@ impl Default for GcTimeouts {
             quic_idle: Duration::from_secs(180),
         }
     }
-}
-
-/// Why a connection was removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndReason {
-    Fin,
-    Rst,
-    Idle,
-}
-
-impl EndReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-        }
-    }
-}
-
-/// A connection the GC decided to remove: its entries as they were seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expired {
-    /// The client -> backend entry (missing if the LRU evicted it).
-    pub fwd: Option<(FlowKey, FlowValue)>,
-    /// The backend -> client entry (missing if the LRU evicted it).
-    pub rev: Option<(FlowKey, FlowValue)>,
-    pub reason: EndReason,
-    /// No "ended" event was reported by the kernel: the daemon logs one.
-    pub report: bool,
 }
 
 /// What one scan found.
@@ -332,19 +306,11 @@ fn scan(
         item.map_err(|e| {
             debug!(
                 "flow table scan stopped early: {}",
-                crate::maps::display_chain(&e)
+                crate::dataplane::maps::display_chain(&e)
             );
         })
         .ok()
     })
-}
-
-/// The kernel's `bpf_ktime_get_ns()` clock, now.
-pub fn monotonic_ns() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(ts) => u64::try_from(Duration::from(ts).as_nanos()).unwrap_or(u64::MAX),
-        Err(_) => 0,
-    }
 }
 
 /// Everything one GC pass needs.
@@ -428,7 +394,7 @@ impl FlowGc {
                 match tokio::task::spawn_blocking(move || pass.run_once()).await {
                     Ok(Ok(())) => warned = false,
                     Ok(Err(e)) if !warned => {
-                        warn!("flow GC: {}", crate::maps::display_chain(&e));
+                        warn!("flow GC: {}", crate::dataplane::maps::display_chain(&e));
                         warned = true;
                     }
                     Ok(Err(_)) => {}

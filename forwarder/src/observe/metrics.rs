@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{dataplane::AttachMode, snapshot::Snapshot};
+use crate::api::stats::{AttachMode, Snapshot};
 
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -280,7 +280,7 @@ mod tests {
     use forwarder_common::{Counter, HOST_DROP_REASON_NAMES};
 
     use super::*;
-    use crate::snapshot::tests::sample;
+    use crate::observe::snapshot::tests::sample;
 
     /// Metric name, labels and value of a sample line.
     type Sample = (String, Vec<(String, String)>, String);

@@ -1,0 +1,251 @@
+//! `forwarder run`: loads the data path, starts the daemon's tasks and serves until
+//! told to stop.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    daemon::{
+        connlog::{self, ConnLog, ConnLogTarget},
+        control,
+        flowgc::{FlowGc, FlowGcState, GcTimeouts},
+        handler::control_handler,
+        handoff, health, quic,
+        runtime::{Runtime, Sources},
+        stats::LiveStats,
+    },
+    dataplane::{self, Dataplane, XdpPreference, pin},
+    model::labels::SharedLabels,
+    observe::{
+        http::{self, MetricsAddr},
+        snapshot::SnapshotSource,
+    },
+};
+
+/// How the daemon was asked to run, from `forwarder run`'s flags.
+pub struct RunOptions {
+    pub xdp: XdpPreference,
+    pub pid_file: Option<PathBuf>,
+    pub metrics_addr: MetricsAddr,
+    pub conn_log: Option<ConnLogTarget>,
+    pub conn_log_rate: u32,
+    pub control: PathBuf,
+    pub access: control::Access,
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Logs a failure to follow the recreated tunnel interface once, not every second.
+fn tunnel_warn(last: &mut Option<String>, iface: &str, msg: String) {
+    if last.as_ref() != Some(&msg) {
+        warn!(tunnel = %iface, "following the recreated tunnel interface failed (retrying every second): {msg}");
+        *last = Some(msg);
+    }
+}
+
+pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let RunOptions {
+        xdp,
+        pid_file,
+        metrics_addr,
+        conn_log: conn_log_target,
+        conn_log_rate,
+        control: control_path,
+        access,
+        pin_dir,
+    } = opts;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Everything that can fail on a bad flag fails before the kernel is touched.
+    let listener = match metrics_addr {
+        MetricsAddr::On(addr) => Some(http::bind(addr).await?),
+        MetricsAddr::Off => None,
+    };
+    let control_listener = control::bind(&control_path, access).await?;
+    let conn_log = Arc::new(match &conn_log_target {
+        Some(target) => ConnLog::open(target, conn_log_rate)?,
+        None => ConnLog::disabled(),
+    });
+    let started = Instant::now();
+    let pins = match &pin_dir {
+        Some(root) => Some(pin::PinDir::prepare(root)?),
+        None => None,
+    };
+    let mut dp = Dataplane::start(&cfg, xdp, pins.as_ref())?;
+    let labels = SharedLabels::new(dp.labels.clone());
+    let stop_request = Arc::new(tokio::sync::Notify::new());
+    let detach = Arc::new(std::sync::atomic::AtomicBool::new(pins.is_none()));
+    let gc_state = Arc::new(FlowGcState::default());
+    let mut tasks = Vec::new();
+    let health = Arc::new(health::Health::default());
+    let runtime = Runtime::new(
+        Arc::clone(&dp.maps),
+        dp.tunnel_ifindex,
+        sources,
+        labels.clone(),
+        Arc::clone(&health),
+        cfg.clone(),
+    );
+    runtime.start_health();
+    if let Some(events) = dp.take_events() {
+        tasks.push(connlog::spawn_event_reader(
+            events,
+            Arc::clone(&conn_log),
+            labels.clone(),
+        ));
+    }
+    let handoff_stats = Arc::new(handoff::HandoffStats::default());
+    if let Some(hm) = dp.take_handoff() {
+        tasks.push(handoff::spawn(
+            hm,
+            Arc::clone(&dp.maps),
+            Arc::clone(&handoff_stats),
+        ));
+    }
+    let quic_stats = Arc::new(quic::QuicStats::default());
+    if let Some(qm) = dp.take_quic() {
+        tasks.push(quic::spawn(
+            qm,
+            Arc::clone(&dp.maps),
+            Arc::clone(&quic_stats),
+        ));
+    }
+    tasks.push(
+        FlowGc {
+            maps: Arc::clone(&dp.maps),
+            state: Arc::clone(&gc_state),
+            labels: labels.clone(),
+            timeouts: GcTimeouts::default(),
+            opening_timeouts: GcTimeouts::opening(),
+            conn_log: Arc::clone(&conn_log),
+        }
+        .spawn(),
+    );
+    let limit = match conn_log_rate {
+        0 => "no rate limit".to_owned(),
+        n => format!("at most {n} lines/s"),
+    };
+    match &conn_log_target {
+        Some(ConnLogTarget::Stdout) => info!("connection log: standard output, {limit}"),
+        Some(ConnLogTarget::File(p)) => info!("connection log: {}, {limit}", p.display()),
+        None => {}
+    }
+    let stats = Arc::new(LiveStats {
+        maps: Arc::clone(&dp.maps),
+        labels,
+        mode: dp.mode,
+        tunnel_iface: cfg.tunnel_iface.clone(),
+        started,
+        gc: gc_state,
+        conn_log: conn_log.counters(),
+        handoff: Arc::clone(&handoff_stats),
+        quic: Arc::clone(&quic_stats),
+        health: Arc::clone(&health),
+    });
+    if let Some(listener) = listener {
+        if let Ok(addr) = listener.local_addr() {
+            info!("metrics on http://{addr}/metrics, statistics on http://{addr}/stats.json");
+        }
+        let source: Arc<dyn SnapshotSource> = stats.clone();
+        tasks.push(http::spawn(listener, source));
+    }
+    tasks.push(control::spawn(
+        control_listener,
+        control_path.clone(),
+        access,
+        control_handler(
+            Arc::clone(&runtime),
+            stats,
+            Arc::clone(&stop_request),
+            Arc::clone(&detach),
+        ),
+    ));
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", p.display()))?;
+    }
+    info!("forwarding; stop with SIGINT or SIGTERM");
+    // wireguard-go or wg-quick restarting deletes the tunnel interface and creates a new
+    // one: the tunnel program is attached to it within a second.
+    let mut tunnel_tick = tokio::time::interval(Duration::from_secs(1));
+    tunnel_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tunnel_error = None;
+    let mut tunnel_move: Option<(u32, u32)> = None;
+    loop {
+        tokio::select! {
+            _ = tunnel_tick.tick() => {
+                match dp.follow_tunnel(&cfg.tunnel_iface, pins.as_ref()) {
+                    // Rules and flows still point at the first interface if an earlier
+                    // move failed.
+                    Ok(Some((old, new))) => tunnel_move = Some((tunnel_move.map_or(old, |m| m.0), new)),
+                    Ok(None) => {}
+                    Err(e) => tunnel_warn(&mut tunnel_error, &cfg.tunnel_iface, format!("{e:#}")),
+                }
+                if let Some((old, new)) = tunnel_move {
+                    match runtime.tunnel_moved(old, new) {
+                        Ok(flows) => {
+                            tunnel_move = None;
+                            tunnel_error = None;
+                            info!(
+                                tunnel = %cfg.tunnel_iface,
+                                old_ifindex = old,
+                                new_ifindex = new,
+                                flows,
+                                "the tunnel interface was recreated: attached to the new one, rules and established connections moved over"
+                            );
+                        }
+                        Err(e) => tunnel_warn(&mut tunnel_error, &cfg.tunnel_iface, format!("{e:#}")),
+                    }
+                }
+                continue;
+            }
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+            _ = stop_request.notified() => info!("stop requested over the control socket"),
+            _ = hup.recv() => {
+                match runtime.reload() {
+                    Ok(_) => {}
+                    Err(e) => warn!("SIGHUP: the configuration was not reloaded, the last good one stays in force: {e}"),
+                }
+                continue;
+            }
+        }
+        break;
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    let counters = dp.counters();
+    drop(dp);
+    match &pins {
+        Some(p) if detach.load(std::sync::atomic::Ordering::SeqCst) => {
+            p.remove()?;
+            // Before TCX (6.6), clsact filters stand in for pinned tc links.
+            dataplane::remove_lasting_filters();
+            info!("data path removed");
+        }
+        Some(p) => info!(
+            pinned = %p.dir().display(),
+            "the data path keeps forwarding without the daemon; the next `forwarder run` adopts it, `forwarder stop --detach` removes it"
+        ),
+        None => info!("programs detached"),
+    }
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(&control_path);
+    let counters = counters?;
+    println!("{:<26} {:>12}", "counter", "packets");
+    for (c, v) in counters {
+        println!("{:<26} {v:>12}", c.name());
+    }
+    Ok(())
+}
