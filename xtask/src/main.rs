@@ -1,8 +1,10 @@
-//! Project automation: `cargo xtask setup | build | test | demo | soak | bench | vmtest`.
+//! Project automation: `cargo xtask setup | build | test | demo | soak | bench | vmtest |
+//! layout`.
 
 mod bench;
 mod demo;
 mod fuzz;
+mod layout;
 mod setup;
 mod vmtest;
 
@@ -81,6 +83,9 @@ enum Cmd {
         #[arg(long = "suite", value_name = "NAME")]
         suites: Vec<String>,
     },
+    /// Check the source tree's shape: no import cycle between the modules of a crate, no
+    /// file over 600 lines except the named test tables.
+    Layout,
     /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
     /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
     Bench {
@@ -145,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Layout => layout::run(&root()),
         Cmd::Bench { quick, profile } => {
             setup::run(true)?;
             build(false)?;
@@ -200,6 +206,8 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    // Seconds, and it names what to fix: before anything slow.
+    layout::run(&root())?;
     let bin = build(false)?;
     if !nix_is_root() {
         bail!("the BPF and network-namespace tests need root: run `sudo -E cargo xtask test`");
