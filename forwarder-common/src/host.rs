@@ -180,9 +180,35 @@ pub fn name_hash(name: &[u8]) -> u64 {
 #[cfg(feature = "std")]
 mod user {
     extern crate alloc;
-    use alloc::{borrow::ToOwned, format, string::String};
+    use alloc::{borrow::ToOwned, string::String};
 
     use super::*;
+
+    /// A host pattern the configuration may not hold.
+    #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+    #[error("host {host:?}: {problem}")]
+    pub struct HostPatternError {
+        /// As it was given.
+        pub host: String,
+        pub problem: Problem,
+    }
+
+    /// What is wrong with a host pattern.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+    pub enum Problem {
+        #[error("empty name")]
+        Empty,
+        #[error("longer than {MAX_NAME_LEN} characters")]
+        TooLong,
+        #[error("a wildcard may only be a leading \"*.\"")]
+        InnerWildcard,
+        #[error("invalid character {0:?}")]
+        Character(char),
+        #[error("empty label")]
+        EmptyLabel,
+        #[error("reserved label")]
+        Reserved,
+    }
 
     /// A host pattern from the configuration: `app.example.com` or `*.example.com`.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,32 +221,33 @@ mod user {
     }
 
     impl HostPattern {
-        pub fn parse(s: &str) -> Result<Self, String> {
+        pub fn parse(s: &str) -> Result<Self, HostPatternError> {
             let lower = s.trim().to_ascii_lowercase();
             let lower = lower.strip_suffix('.').unwrap_or(&lower).to_owned();
             let (wildcard, name) = match lower.strip_prefix("*.") {
                 Some(rest) => (true, rest.to_owned()),
                 None => (false, lower.clone()),
             };
-            if name.is_empty() {
-                return Err(format!("host {s:?}: empty name"));
-            }
-            if name.len() > MAX_NAME_LEN {
-                return Err(format!("host {s:?}: longer than {MAX_NAME_LEN} characters"));
-            }
-            if name.contains('*') {
-                return Err(format!(
-                    "host {s:?}: a wildcard may only be a leading \"*.\""
-                ));
-            }
-            if let Some(c) = name.bytes().find(|b| normalize_byte(*b).is_none()) {
-                return Err(format!("host {s:?}: invalid character {:?}", c as char));
-            }
-            if name.split('.').any(str::is_empty) {
-                return Err(format!("host {s:?}: empty label"));
-            }
-            if matches!(lower.as_str(), "other" | "unknown") {
-                return Err(format!("host {s:?}: reserved label"));
+            let problem = if name.is_empty() {
+                Some(Problem::Empty)
+            } else if name.len() > MAX_NAME_LEN {
+                Some(Problem::TooLong)
+            } else if name.contains('*') {
+                Some(Problem::InnerWildcard)
+            } else if let Some(c) = name.bytes().find(|b| normalize_byte(*b).is_none()) {
+                Some(Problem::Character(c as char))
+            } else if name.split('.').any(str::is_empty) {
+                Some(Problem::EmptyLabel)
+            } else if matches!(lower.as_str(), "other" | "unknown") {
+                Some(Problem::Reserved)
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(HostPatternError {
+                    host: s.to_owned(),
+                    problem,
+                });
             }
             Ok(HostPattern {
                 label: lower,
@@ -245,7 +272,7 @@ mod user {
 }
 
 #[cfg(feature = "std")]
-pub use user::HostPattern;
+pub use user::{HostPattern, HostPatternError, Problem as HostPatternProblem};
 
 #[cfg(test)]
 mod tests {
