@@ -45,7 +45,7 @@ const CRATES: &[&str] = &[
 /// Folders whose files are checked for length only (each file is a crate of its own).
 const TEST_FOLDERS: &[&str] = &["tests/tests", "forwarder/tests", "tests/src/bin"];
 
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub fn run(root: &Path, graph: bool) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for krate in CRATES {
         let dir = root.join(krate);
@@ -53,7 +53,16 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         for (file, _) in modules.values() {
             check_length(root, file, &mut problems)?;
         }
-        for cycle in cycles(&modules)? {
+        let edges = imports(&modules);
+        if graph {
+            println!("{krate}:");
+            for (m, targets) in &edges {
+                let name = if m.is_empty() { "(root)" } else { m };
+                let t: Vec<&str> = targets.iter().map(String::as_str).collect();
+                println!("  {name} -> {}", t.join(", "));
+            }
+        }
+        for cycle in strongly_connected(&edges) {
             problems.push(format!("{krate}: import cycle: {}", cycle.join(" -> ")));
         }
     }
@@ -139,8 +148,8 @@ fn modules(src: &Path) -> anyhow::Result<Modules> {
     Ok(out)
 }
 
-/// The strongly connected components of more than one module, each as a path through it.
-fn cycles(modules: &Modules) -> anyhow::Result<Vec<Vec<String>>> {
+/// Each module's imports of other modules of its crate.
+fn imports(modules: &Modules) -> BTreeMap<&str, BTreeSet<String>> {
     let names: BTreeSet<&str> = modules.keys().map(String::as_str).collect();
     let mut edges: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (name, (_, ast)) in modules {
@@ -165,7 +174,7 @@ fn cycles(modules: &Modules) -> anyhow::Result<Vec<Vec<String>>> {
             .collect();
         edges.insert(name.as_str(), targets);
     }
-    Ok(strongly_connected(&edges))
+    edges
 }
 
 fn is_test_only(item: &syn::Item) -> bool {
@@ -268,6 +277,9 @@ impl<'ast> Visit<'ast> for Refs {
         self.add(&segs);
         syn::visit::visit_path(self, p);
     }
+
+    // `pub(super)` names who may see an item, not what it uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
 
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
         // Inline modules other than tests are part of their file's module.
@@ -394,6 +406,6 @@ mod tests {
 
     #[test]
     fn the_workspace_keeps_its_layout() {
-        run(&crate::root()).unwrap();
+        run(&crate::root(), false).unwrap();
     }
 }

@@ -85,7 +85,11 @@ enum Cmd {
     },
     /// Check the source tree's shape: no import cycle between the modules of a crate, no
     /// file over 600 lines except the named test tables.
-    Layout,
+    Layout {
+        /// Also print each module's imports of the other modules of its crate.
+        #[arg(long)]
+        graph: bool,
+    },
     /// Per-packet cost of the kernel programs (BPF_PROG_TEST_RUN), where it goes (perf),
     /// then the forwarder side by side with nftables, HAProxy and Caddy in the lab.
     Bench {
@@ -150,7 +154,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Layout => layout::run(&root()),
+        Cmd::Layout { graph } => layout::run(&root(), graph),
         Cmd::Bench { quick, profile } => {
             setup::run(true)?;
             build(false)?;
@@ -207,7 +211,7 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
     // Seconds, and it names what to fix: before anything slow.
-    layout::run(&root())?;
+    layout::run(&root(), false)?;
     let bin = build(false)?;
     if !nix_is_root() {
         bail!("the BPF and network-namespace tests need root: run `sudo -E cargo xtask test`");
