@@ -139,7 +139,7 @@ pub struct FallbackError(pub String);
 
 impl Fallback {
     /// `backend_port` is the port of an address given without one.
-    pub(crate) fn parse(s: &str, backend_port: u16) -> Result<Self, FallbackError> {
+    pub(super) fn parse(s: &str, backend_port: u16) -> Result<Self, FallbackError> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("local") {
             return Ok(Fallback::Local);

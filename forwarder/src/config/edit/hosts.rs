@@ -28,7 +28,7 @@ impl ConfigDoc {
         }
         let mut fields: Vec<(&str, Value)> = vec![("name", host.name.as_str().into())];
         if host.policy != HostPolicy::Forward {
-            fields.push(("policy", host.policy.to_string().into()));
+            fields.push(("policy", <&str>::from(host.policy).into()));
         }
         self.edit(|doc| append_section(doc, "host", fields))
     }
@@ -46,7 +46,7 @@ impl ConfigDoc {
             if policy == HostPolicy::Forward {
                 host.remove("policy");
             } else {
-                set_value(host, "policy", policy.to_string().into());
+                set_value(host, "policy", <&str>::from(policy).into());
             }
             Ok(())
         })

@@ -69,7 +69,7 @@ impl ConfigDoc {
         }
         let mut fields: Vec<(&str, Value)> = Vec::new();
         if rule.proto != Proto::Tcp {
-            fields.push(("proto", rule.proto.to_string().into()));
+            fields.push(("proto", <&str>::from(rule.proto).into()));
         }
         fields.push(("port", i64::from(rule.port).into()));
         if let Some(b) = rule.backend {
@@ -173,7 +173,7 @@ impl ConfigDoc {
             }
             let mut fields = vec![("port", i64::from(rule.port).into())];
             if rule.proto != Proto::Tcp {
-                fields.insert(0, ("proto", rule.proto.to_string().into()));
+                fields.insert(0, ("proto", <&str>::from(rule.proto).into()));
             }
             self.edit(|doc| append_section(doc, "rule", fields))?;
         }
