@@ -29,23 +29,33 @@ impl Default for HealthConfig {
     }
 }
 
+/// A `[health]` setting out of range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    #[error("health.interval_ms = {0}: at least 100 ms")]
+    Interval(u64),
+    #[error(
+        "health.timeout_ms = {timeout_ms}: must be above 0 and below interval_ms ({interval_ms})"
+    )]
+    Timeout { timeout_ms: u64, interval_ms: u64 },
+    #[error("health.down_after and health.up_after must be at least 1")]
+    Counts,
+}
+
 impl HealthConfig {
-    /// Every problem with the section, as one message.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first problem with the section.
+    pub fn validate(&self) -> Result<(), HealthError> {
         if self.interval_ms < 100 {
-            return Err(format!(
-                "health.interval_ms = {}: at least 100 ms",
-                self.interval_ms
-            ));
+            return Err(HealthError::Interval(self.interval_ms));
         }
         if self.timeout_ms == 0 || self.timeout_ms >= self.interval_ms {
-            return Err(format!(
-                "health.timeout_ms = {}: must be above 0 and below interval_ms ({})",
-                self.timeout_ms, self.interval_ms
-            ));
+            return Err(HealthError::Timeout {
+                timeout_ms: self.timeout_ms,
+                interval_ms: self.interval_ms,
+            });
         }
         if self.down_after == 0 || self.up_after == 0 {
-            return Err("health.down_after and health.up_after must be at least 1".to_owned());
+            return Err(HealthError::Counts);
         }
         Ok(())
     }

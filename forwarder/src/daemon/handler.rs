@@ -99,11 +99,15 @@ pub fn control_handler(
                 proto,
                 port,
                 public_addr,
-            } => changed(runtime.edit(Edit::RemoveRule {
-                proto: proto.parse()?,
-                port: *port,
-                public_addr: *public_addr,
-            })),
+            } => changed(
+                runtime.edit(Edit::RemoveRule {
+                    proto: proto
+                        .parse()
+                        .map_err(|e: config::ProtoError| e.to_string())?,
+                    port: *port,
+                    public_addr: *public_addr,
+                }),
+            ),
             control::Request::HostAdd { name, policy } => {
                 changed(runtime.edit(Edit::AddHost(HostConfig {
                     name: name.clone(),
@@ -131,14 +135,17 @@ pub fn control_handler(
 }
 
 fn parse_policy(s: Option<&str>) -> Result<HostPolicy, String> {
-    s.map_or(Ok(HostPolicy::Forward), str::parse)
+    s.map_or(Ok(HostPolicy::Forward), |s| {
+        s.parse()
+            .map_err(|e: config::HostPolicyError| e.to_string())
+    })
 }
 
 /// The rule a `rules add` request describes.
 fn rule_config(spec: &control::RuleSpec) -> Result<config::RuleConfig, String> {
     Ok(config::RuleConfig {
         proto: match &spec.proto {
-            Some(p) => p.parse()?,
+            Some(p) => p.parse().map_err(|e: config::ProtoError| e.to_string())?,
             None => config::Proto::Tcp,
         },
         port: spec.port,

@@ -205,21 +205,24 @@ mod tests {
             ..ok
         }
         .validate()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("timeout_ms"), "{e}");
         let e = HealthConfig {
             interval_ms: 10,
             ..ok
         }
         .validate()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("interval_ms"), "{e}");
         let e = HealthConfig {
             down_after: 0,
             ..ok
         }
         .validate()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("down_after"), "{e}");
     }
 

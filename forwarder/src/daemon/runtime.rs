@@ -326,7 +326,7 @@ impl Runtime {
             Edit::SetLimits(l) => {
                 // Checked before the edit: a rate of 0 removes the keys, and with them a
                 // contradictory burst the resolved configuration would never see.
-                l.validate()?;
+                l.validate().map_err(|e| e.to_string())?;
                 doc.set_limits(*l)
             }
         }
