@@ -5,9 +5,8 @@
 
 use std::{net::IpAddr, path::Path};
 
-use forwarder::{
-    config::{Config, FileConfig, HostConfig, HostPolicy, Proto, RuleConfig},
-    config_edit::ConfigDoc,
+use forwarder::config::{
+    Config, FileConfig, HostConfig, HostPolicy, Proto, RuleConfig, edit::ConfigDoc,
 };
 use libfuzzer_sys::fuzz_target;
 

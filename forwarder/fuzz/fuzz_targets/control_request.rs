@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(req) = forwarder::control::parse(data) {
+    if let Ok(req) = forwarder::api::control::parse(data) {
         let _ = format!("{req:?}");
     }
 });

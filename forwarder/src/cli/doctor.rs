@@ -16,6 +16,7 @@ use forwarder_common::tunnel_mss;
 use serde::Serialize;
 
 use crate::{
+    api::control::{self, StatusReply},
     cli::return_probe::{self, Answer},
     config::{Config, Proto},
     sys::netif,
@@ -89,7 +90,7 @@ impl Report {
 /// What the doctor is given besides the configuration.
 pub struct Inputs {
     /// The daemon's `status` answer, or why it could not be had.
-    pub status: Result<serde_json::Value, String>,
+    pub status: anyhow::Result<StatusReply>,
     /// The metrics endpoint (`None`: configured off).
     pub metrics: Option<SocketAddr>,
     /// How long each network check waits for an answer.
@@ -189,16 +190,16 @@ fn handshake(wg: &str) -> Check {
     }
 }
 
-fn daemon(status: &Result<serde_json::Value, String>) -> Check {
+fn daemon(status: &anyhow::Result<StatusReply>) -> Check {
     let name = "daemon and data path";
     match status {
         Err(e) => with_fix(
-            check(name, Status::Fail, format!("no answer: {e}")),
+            check(name, Status::Fail, format!("no answer: {e:#}")),
             "start it: `systemctl start forwarder` (or `forwarder run ...`); its log says why it \
              stopped",
         ),
         Ok(v) => {
-            let mode = v["attach_mode"].as_str().unwrap_or("?").to_owned();
+            let mode = &v.attach_mode;
             match mode.as_str() {
                 "xdp-driver" => check(name, Status::Pass, format!("running, attached as {mode}")),
                 "xdp-generic" | "tc" => with_fix(
@@ -372,7 +373,7 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub target: crate::cli::args::Target,
     /// The daemon's control socket.
-    #[arg(long, value_name = "PATH", default_value = crate::api::control::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
     pub control: std::path::PathBuf,
     /// The daemon's --metrics-addr.
     #[arg(long, value_name = "ADDR", default_value = crate::observe::http::DEFAULT_METRICS_ADDR)]
@@ -400,8 +401,7 @@ pub fn command(args: DoctorArgs) -> anyhow::Result<()> {
     }
     let cfg = target.resolve()?;
     let inputs = Inputs {
-        status: crate::cli::change::ask(&control, crate::api::control::Request::Status)
-            .map_err(|e| format!("{e:#}")),
+        status: crate::cli::change::ask(&control, control::Status {}),
         metrics: match metrics_addr {
             MetricsAddr::On(a) => Some(a),
             MetricsAddr::Off => None,

@@ -3,10 +3,10 @@
 use clap::Subcommand;
 
 use crate::{
-    api::control::Request,
+    api::control::{self, HostEntry},
     cli::{
         args::ControlArgs,
-        change::{ask, change},
+        change::{ask, change, print_json},
     },
 };
 
@@ -47,30 +47,35 @@ pub enum HostsAction {
 pub fn run(action: HostsAction) -> anyhow::Result<()> {
     match action {
         HostsAction::List { ctl } => {
-            let v = ask(&ctl.control, Request::Hosts)?;
+            let hosts = ask(&ctl.control, control::Hosts {})?;
             if ctl.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{:<40} {:<8} {:>5}", "host", "policy", "id");
-                for h in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<40} {:<8} {:>5}",
-                        h["host"].as_str().unwrap_or("?"),
-                        h["policy"].as_str().unwrap_or("?"),
-                        h["id"]
-                    );
-                }
+                return print_json(&hosts);
             }
+            print!("{}", render_hosts(&hosts));
             Ok(())
         }
         HostsAction::Add { name, policy, ctl } => change(
             &ctl,
-            Request::HostAdd {
+            control::HostAdd {
                 name,
                 policy: Some(policy),
             },
         ),
-        HostsAction::Remove { name, ctl } => change(&ctl, Request::HostRemove { name }),
-        HostsAction::Set { name, policy, ctl } => change(&ctl, Request::HostSet { name, policy }),
+        HostsAction::Remove { name, ctl } => change(&ctl, control::HostRemove { name }),
+        HostsAction::Set { name, policy, ctl } => change(&ctl, control::HostSet { name, policy }),
     }
+}
+
+/// `hosts list`: a header, then one host a line.
+pub fn render_hosts(hosts: &[HostEntry]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{:<40} {:<8} {:>5}\n", "host", "policy", "id");
+    for h in hosts {
+        // The id is not padded to its column: the table has always been printed so (the
+        // id was printed as a JSON value, which ignores the width), and a host without an
+        // id shows `null`.
+        let id = h.id.map_or_else(|| "null".to_owned(), |id| id.to_string());
+        let _ = writeln!(out, "{:<40} {:<8} {id}", h.host, h.policy);
+    }
+    out
 }

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use crate::{
-    api::control::Request,
+    api::control,
     cli::{args::ControlArgs, change::change},
 };
 
@@ -30,7 +30,7 @@ pub fn run(action: LimitsAction) -> anyhow::Result<()> {
             ctl,
         } => change(
             &ctl,
-            Request::Limits {
+            control::Limits {
                 new_connections_per_second,
                 burst,
             },

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    api::control::{self, Request},
+    api::control,
     cli::{
         args::{ControlArgs, Target},
         doctor::DoctorArgs,
@@ -106,7 +106,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Rules { action } => rules::run(action),
         Command::Hosts { action } => hosts::run(action),
         Command::Limits { action } => limits::run(action),
-        Command::Reload { ctl } => change::change(&ctl, Request::Reload),
+        Command::Reload { ctl } => change::change(&ctl, control::Reload {}),
         Command::Stats(args) => stats::command(args),
         Command::Check { target } => check(&target),
         Command::Doctor(args) => doctor::command(args),
@@ -129,3 +129,6 @@ fn check(target: &Target) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use clap::Subcommand;
 
 use crate::{
-    api::control::{Request, RuleSpec},
+    api::control::{self, RuleEntry, RuleSpec},
     cli::{
         args::ControlArgs,
-        change::{ask, change},
+        change::{ask, change, print_json},
     },
 };
 
@@ -59,19 +59,11 @@ pub enum RulesAction {
 pub fn run(action: RulesAction) -> anyhow::Result<()> {
     match action {
         RulesAction::List { ctl } => {
-            let v = ask(&ctl.control, Request::Rules)?;
+            let rules = ask(&ctl.control, control::Rules {})?;
             if ctl.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for r in v.as_array().into_iter().flatten() {
-                    let state = if r["in_fallback"].as_bool() == Some(true) {
-                        "  [fallback in force]"
-                    } else {
-                        ""
-                    };
-                    println!("{}{state}", r["rule"].as_str().unwrap_or("?"));
-                }
+                return print_json(&rules);
             }
+            print!("{}", render_rules(&rules));
             Ok(())
         }
         RulesAction::Add {
@@ -84,7 +76,7 @@ pub fn run(action: RulesAction) -> anyhow::Result<()> {
             ctl,
         } => change(
             &ctl,
-            Request::RuleAdd {
+            control::RuleAdd {
                 rule: RuleSpec {
                     proto: Some(proto),
                     port,
@@ -102,11 +94,26 @@ pub fn run(action: RulesAction) -> anyhow::Result<()> {
             ctl,
         } => change(
             &ctl,
-            Request::RuleRemove {
+            control::RuleRemove {
                 proto,
                 port,
                 public_addr,
             },
         ),
     }
+}
+
+/// `rules list`: one rule a line, marked while its fallback is in force.
+pub fn render_rules(rules: &[RuleEntry]) -> String {
+    rules
+        .iter()
+        .map(|r| {
+            let state = if r.in_fallback {
+                "  [fallback in force]"
+            } else {
+                ""
+            };
+            format!("{}{state}\n", r.rule)
+        })
+        .collect()
 }

@@ -34,7 +34,7 @@ pub fn run(args: StopArgs) -> anyhow::Result<()> {
         pin_dir,
     } = args;
     let (control, pin_dir) = (control_path.as_path(), pin_dir.as_path());
-    let asked = match ask(control, control::Request::Stop { detach }) {
+    let asked = match ask(control, control::Stop { detach }) {
         Ok(_) => true,
         Err(e) if !control.exists() => {
             if !detach {

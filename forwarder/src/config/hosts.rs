@@ -85,7 +85,10 @@ pub enum HostError {
     TooMany { count: usize },
     /// `problem` is what the shared crate's parser says about the name.
     #[error("[[host]] {n}: {problem}")]
-    Pattern { n: usize, problem: String },
+    Pattern {
+        n: usize,
+        problem: forwarder_common::host::HostPatternError,
+    },
     #[error("[[host]] {n}: host {label:?} is configured twice (also [[host]] {first})")]
     Twice {
         n: usize,

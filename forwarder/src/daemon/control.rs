@@ -16,10 +16,10 @@ use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{info, warn};
 
-use crate::api::control::{MAX_REQUEST, Request, Response, parse};
-
-/// Answers one request: its result, or what was wrong with it.
-pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;
+use crate::{
+    api::control::{MAX_REQUEST, Response, parse},
+    daemon::handler::Handler,
+};
 
 /// Who may use the socket: root, and members of the admin group if one is configured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,14 +139,14 @@ async fn serve(
             Err(_) => Response::error("request not completed within 5 s"),
             Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
             Ok(Ok(_)) => match parse(&buf) {
-                Err(e) => Response::error(e),
+                Err(e) => Response::error(e.to_string()),
                 Ok(req) => match handler(&req) {
                     Ok(result) => Response {
                         ok: true,
                         error: None,
                         result: Some(result),
                     },
-                    Err(e) => Response::error(e),
+                    Err(e) => Response::error(e.to_string()),
                 },
             },
         }
@@ -177,15 +177,23 @@ mod tests {
 
     #[test]
     fn requests_are_parsed_strictly_with_the_problem_named() {
-        assert_eq!(parse(br#"{"cmd":"status"}"#), Ok(Request::Status));
-        assert_eq!(parse(b"{\"cmd\":\"rules\"}\n"), Ok(Request::Rules));
-        let e = parse(br#"{"cmd":"reboot"}"#).unwrap_err();
+        use crate::api::control::{Request, Rules, Status};
+        let err = |bytes: &[u8]| parse(bytes).unwrap_err().to_string();
+        assert_eq!(
+            parse(br#"{"cmd":"status"}"#).unwrap(),
+            Request::Status(Status {})
+        );
+        assert_eq!(
+            parse(b"{\"cmd\":\"rules\"}\n").unwrap(),
+            Request::Rules(Rules {})
+        );
+        let e = err(br#"{"cmd":"reboot"}"#);
         assert!(e.contains("reboot"), "{e}");
-        let e = parse(br#"{"cmd":"status","extra":1}"#).unwrap_err();
+        let e = err(br#"{"cmd":"status","extra":1}"#);
         assert!(e.contains("extra"), "{e}");
-        assert!(parse(b"").unwrap_err().contains("empty"));
-        assert!(parse(b"\xff\xfe").unwrap_err().contains("UTF-8"));
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"\xff\xfe").contains("UTF-8"));
         let big = vec![b' '; MAX_REQUEST + 1];
-        assert!(parse(&big).unwrap_err().contains("larger than"));
+        assert!(err(&big).contains("larger than"));
     }
 }

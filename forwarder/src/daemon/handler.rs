@@ -1,151 +1,216 @@
 //! Answers the control socket's requests from the daemon's live state.
+//!
+//! Each request is answered by a method returning that request's reply type
+//! ([`ControlRequest::Reply`]); [`reply`] ties the two, so an answer of the wrong shape
+//! does not compile. The reply is encoded here, once, for the socket server
+//! ([`crate::daemon::control`]) to send.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::sync::Notify;
 
 use crate::{
-    api::control,
+    api::control::{
+        self, Changes, ControlRequest, HostEntry, Request, RuleEntry, StatusReply, StopReply,
+    },
     config::{self, HostConfig, HostPolicy},
     daemon::{
-        control::Handler,
-        runtime::{Changes, Edit, Runtime},
+        runtime::{Edit, Runtime, RuntimeError},
         stats::LiveStats,
     },
+    dataplane::maps::MapsError,
     observe::snapshot::SnapshotSource as _,
 };
+
+/// Answers one request: its reply, encoded, or why there is none.
+pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, HandlerError> + Send + Sync>;
+
+/// Why a request was refused; the message is the answer's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The statistics could not be read from the kernel's maps.
+    #[error(transparent)]
+    Snapshot(#[from] MapsError),
+    /// A protocol name that does not exist.
+    #[error(transparent)]
+    Proto(#[from] config::ProtoError),
+    /// A host policy that does not exist.
+    #[error(transparent)]
+    Policy(#[from] config::HostPolicyError),
+    /// The change or reload was refused.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
 
 /// Answers the control socket's requests from the daemon's live state.
 pub fn control_handler(
     runtime: Arc<Runtime>,
     stats: Arc<LiveStats>,
-    stop_request: Arc<tokio::sync::Notify>,
-    detach: Arc<std::sync::atomic::AtomicBool>,
+    stop_request: Arc<Notify>,
+    detach: Arc<AtomicBool>,
 ) -> Handler {
-    Arc::new(move |req| {
-        let cfg = runtime.config();
-        let changed = |r: Result<Changes, String>| {
-            r.and_then(|c| serde_json::to_value(c).map_err(|e| e.to_string()))
-        };
-        match req {
-            control::Request::Status => {
-                let s = stats.snapshot().map_err(|e| e.to_string())?;
-                Ok(serde_json::json!({
-                    "version": s.version,
-                    "uptime_seconds": s.uptime_seconds,
-                    "attach_mode": s.attach_mode,
-                    "tunnel": s.tunnel,
-                    "backends": s.backends,
-                    "local": s.local,
-                    "rules_in_fallback": cfg
-                        .rules
-                        .iter()
-                        .filter(|r| runtime.in_fallback(r))
-                        .map(|r| r.to_string())
-                        .collect::<Vec<_>>(),
-                    "config": runtime.config_path().map(|p| p.display().to_string()),
-                }))
-            }
-            control::Request::Stop { detach: d } => {
-                if *d {
-                    detach.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                stop_request.notify_one();
-                Ok(serde_json::json!({ "stopping": true, "detach": d }))
-            }
-            control::Request::Rules => Ok(serde_json::Value::Array(
-                cfg.rules
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "rule": r.to_string(),
-                            "public": r.public_addr,
-                            "proto": r.proto.to_string(),
-                            "port": r.port,
-                            "backend": r.backend,
-                            "backend_port": r.backend_port,
-                            "fallback": match r.fallback {
-                                Some(config::Fallback::Local) => Some("local".to_owned()),
-                                Some(config::Fallback::Backend(a)) => Some(a.to_string()),
-                                None => None,
-                            },
-                            "in_fallback": runtime.in_fallback(r),
-                        })
-                    })
-                    .collect(),
-            )),
-            control::Request::Hosts => {
-                let labels = runtime.labels().get();
-                let ids: std::collections::HashMap<String, u32> = labels
-                    .display_order()
-                    .map(|id| (labels.label(id).to_owned(), id))
-                    .collect();
-                Ok(serde_json::Value::Array(
-                    cfg.hosts
-                        .iter()
-                        .zip(cfg.host_policies.iter())
-                        .map(|(h, p)| {
-                            serde_json::json!({
-                                "host": h.label,
-                                "policy": p.to_string(),
-                                "id": ids.get(&h.label),
-                            })
-                        })
-                        .collect(),
-                ))
-            }
-            control::Request::RuleAdd { rule } => {
-                changed(runtime.edit(Edit::AddRule(rule_config(rule)?)))
-            }
-            control::Request::RuleRemove {
-                proto,
-                port,
-                public_addr,
-            } => changed(
-                runtime.edit(Edit::RemoveRule {
-                    proto: proto
-                        .parse()
-                        .map_err(|e: config::ProtoError| e.to_string())?,
-                    port: *port,
-                    public_addr: *public_addr,
-                }),
-            ),
-            control::Request::HostAdd { name, policy } => {
-                changed(runtime.edit(Edit::AddHost(HostConfig {
-                    name: name.clone(),
-                    policy: parse_policy(policy.as_deref())?,
-                })))
-            }
-            control::Request::HostRemove { name } => {
-                changed(runtime.edit(Edit::RemoveHost(name.clone())))
-            }
-            control::Request::HostSet { name, policy } => changed(runtime.edit(
-                Edit::SetHostPolicy(name.clone(), parse_policy(Some(policy))?),
-            )),
-            control::Request::Limits {
-                new_connections_per_second,
-                burst,
-            } => changed(runtime.edit(Edit::SetLimits(config::Limits {
-                new_connections_per_second: *new_connections_per_second,
-                burst: *burst,
-                // `limits set` leaves the guard's threshold as the file has it.
-                syn_flood_threshold: None,
-            }))),
-            control::Request::Reload => changed(runtime.reload()),
-        }
-    })
+    let answers = Answers {
+        runtime,
+        stats,
+        stop_request,
+        detach,
+    };
+    Arc::new(move |req| answers.answer(req))
 }
 
-fn parse_policy(s: Option<&str>) -> Result<HostPolicy, String> {
-    s.map_or(Ok(HostPolicy::Forward), |s| {
-        s.parse()
-            .map_err(|e: config::HostPolicyError| e.to_string())
-    })
+/// `request`'s reply, encoded as the protocol writes it.
+fn reply<R: ControlRequest>(
+    _request: &R,
+    reply: Result<R::Reply, HandlerError>,
+) -> Result<serde_json::Value, HandlerError> {
+    Ok(control::encode(&reply?)?)
+}
+
+struct Answers {
+    runtime: Arc<Runtime>,
+    stats: Arc<LiveStats>,
+    stop_request: Arc<Notify>,
+    detach: Arc<AtomicBool>,
+}
+
+impl Answers {
+    fn answer(&self, req: &Request) -> Result<serde_json::Value, HandlerError> {
+        match req {
+            Request::Status(r) => reply(r, self.status()),
+            Request::Stop(r) => reply(r, Ok(self.stop(r))),
+            Request::Rules(r) => reply(r, Ok(self.rules())),
+            Request::Hosts(r) => reply(r, Ok(self.hosts())),
+            Request::RuleAdd(r) => reply(r, self.edit(Edit::AddRule(rule_config(&r.rule)?))),
+            Request::RuleRemove(r) => reply(
+                r,
+                self.edit(Edit::RemoveRule {
+                    proto: r.proto.parse().map_err(HandlerError::from)?,
+                    port: r.port,
+                    public_addr: r.public_addr,
+                }),
+            ),
+            Request::HostAdd(r) => reply(
+                r,
+                self.edit(Edit::AddHost(HostConfig {
+                    name: r.name.clone(),
+                    policy: parse_policy(r.policy.as_deref())?,
+                })),
+            ),
+            Request::HostRemove(r) => reply(r, self.edit(Edit::RemoveHost(r.name.clone()))),
+            Request::HostSet(r) => reply(
+                r,
+                self.edit(Edit::SetHostPolicy(
+                    r.name.clone(),
+                    parse_policy(Some(&r.policy))?,
+                )),
+            ),
+            Request::Limits(r) => reply(
+                r,
+                self.edit(Edit::SetLimits(config::Limits {
+                    new_connections_per_second: r.new_connections_per_second,
+                    burst: r.burst,
+                    // `limits set` leaves the guard's threshold as the file has it.
+                    syn_flood_threshold: None,
+                })),
+            ),
+            Request::Reload(r) => reply(r, Ok(self.runtime.reload()?)),
+        }
+    }
+
+    fn status(&self) -> Result<StatusReply, HandlerError> {
+        let s = self.stats.snapshot()?;
+        let cfg = self.runtime.config();
+        Ok(StatusReply {
+            version: s.version,
+            uptime_seconds: s.uptime_seconds,
+            attach_mode: s.attach_mode,
+            tunnel: s.tunnel,
+            backends: s.backends,
+            local: s.local,
+            rules_in_fallback: cfg
+                .rules
+                .iter()
+                .filter(|r| self.runtime.in_fallback(r))
+                .map(ToString::to_string)
+                .collect(),
+            config: self.runtime.config_path().map(|p| p.display().to_string()),
+        })
+    }
+
+    fn stop(&self, r: &control::Stop) -> StopReply {
+        if r.detach {
+            self.detach.store(true, Ordering::SeqCst);
+        }
+        self.stop_request.notify_one();
+        StopReply {
+            stopping: true,
+            detach: r.detach,
+        }
+    }
+
+    fn rules(&self) -> Vec<RuleEntry> {
+        self.runtime
+            .config()
+            .rules
+            .iter()
+            .map(|r| RuleEntry {
+                rule: r.to_string(),
+                public: r.public_addr,
+                proto: r.proto.to_string(),
+                port: r.port,
+                backend: r.backend,
+                backend_port: r.backend_port,
+                fallback: match r.fallback {
+                    Some(config::Fallback::Local) => Some("local".to_owned()),
+                    Some(config::Fallback::Backend(a)) => Some(a.to_string()),
+                    None => None,
+                },
+                in_fallback: self.runtime.in_fallback(r),
+            })
+            .collect()
+    }
+
+    fn hosts(&self) -> Vec<HostEntry> {
+        let cfg = self.runtime.config();
+        let labels = self.runtime.labels().get();
+        let ids: HashMap<&str, u32> = labels
+            .display_order()
+            .map(|id| (labels.label(id), id))
+            .collect();
+        cfg.hosts
+            .iter()
+            .zip(cfg.host_policies.iter())
+            .map(|(h, p)| HostEntry {
+                host: h.label.clone(),
+                policy: p.to_string(),
+                id: ids.get(h.label.as_str()).copied(),
+            })
+            .collect()
+    }
+
+    fn edit(&self, edit: Edit) -> Result<Changes, HandlerError> {
+        Ok(self.runtime.edit(edit)?)
+    }
+}
+
+fn parse_policy(s: Option<&str>) -> Result<HostPolicy, HandlerError> {
+    s.map_or(Ok(HostPolicy::Forward), str::parse)
+        .map_err(HandlerError::from)
 }
 
 /// The rule a `rules add` request describes.
-fn rule_config(spec: &control::RuleSpec) -> Result<config::RuleConfig, String> {
+fn rule_config(spec: &control::RuleSpec) -> Result<config::RuleConfig, HandlerError> {
     Ok(config::RuleConfig {
         proto: match &spec.proto {
-            Some(p) => p.parse().map_err(|e: config::ProtoError| e.to_string())?,
+            Some(p) => p.parse().map_err(HandlerError::from)?,
             None => config::Proto::Tcp,
         },
         port: spec.port,

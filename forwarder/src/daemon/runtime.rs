@@ -23,16 +23,21 @@ use std::{
 };
 
 use forwarder_common::{RULE_F_FALLBACK_LOCAL, RuleKey, RuleValue};
-use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
+    api::control::Changes,
     config::{
-        Config, Fallback, FileConfig, HostConfig, HostPolicy, Limits, Proto, RuleConfig,
-        edit::ConfigDoc,
+        Config, ConfigError, Fallback, FileConfig, HostConfig, HostPolicy, Limits, LimitsError,
+        Proto, ResolveError, RuleConfig,
+        edit::{ConfigDoc, EditError},
     },
     daemon::health::Health,
-    dataplane::{addr_words, maps::Maps, rule_key, rule_table, sync_hosts},
+    dataplane::{
+        addr_words,
+        maps::{Maps, MapsError, display_chain},
+        rule_key, rule_table, sync_hosts,
+    },
     model::labels::SharedLabels,
     sys::netif,
 };
@@ -47,7 +52,7 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn resolve(&self, file: FileConfig) -> Result<Config, String> {
+    pub fn resolve(&self, file: FileConfig) -> Result<Config, ResolveError> {
         Config::resolve(
             file,
             self.public_iface.clone(),
@@ -55,16 +60,58 @@ impl Sources {
             self.backends.clone(),
             netif::addresses,
         )
-        .map_err(|e| e.to_string())
     }
 
-    pub fn load(&self) -> Result<Config, String> {
+    pub fn load(&self) -> Result<Config, RuntimeError> {
         let file = match &self.config {
-            Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+            Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        self.resolve(file)
+        Ok(self.resolve(file)?)
     }
+}
+
+/// Why a change or a reload was refused; the running state is then as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the daemon runs without a config file (--config): nothing to reload")]
+    NothingToReload,
+    #[error(
+        "the daemon runs without a config file (--config), so a change could not outlive it; start it with --config FILE"
+    )]
+    NoConfigFile,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file, or the configuration it resolves to, is not one the daemon can run.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration does not resolve against this machine.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The edit itself cannot be made (a conflict, nothing to remove, the file not written).
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// The connection limit asked for contradicts itself.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    #[error("changing {what} ({from} -> {to}) needs a restart of the daemon")]
+    NeedsRestart {
+        what: &'static str,
+        from: String,
+        to: String,
+    },
+    #[error("changing tunnel_mtu needs a restart of the daemon")]
+    MtuNeedsRestart,
+    /// The host table could not be brought in line (it is put back).
+    #[error("{0:#}")]
+    Hosts(anyhow::Error),
+    /// The kernel refused the new rule set (the one in force stays).
+    #[error("{}", display_chain(.0))]
+    Rules(MapsError),
 }
 
 /// One change asked for over the control socket.
@@ -80,21 +127,6 @@ pub enum Edit {
     RemoveHost(String),
     SetHostPolicy(String, HostPolicy),
     SetLimits(Limits),
-}
-
-/// What a change did, as the CLI reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Changes {
-    pub rules_added: Vec<String>,
-    pub rules_removed: Vec<String>,
-    pub hosts_added: Vec<String>,
-    pub hosts_removed: Vec<String>,
-    pub hosts_changed: Vec<String>,
-    pub limits_changed: bool,
-    pub health_changed: bool,
-    /// The config file the change was written to (none when the daemon runs on flags).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub persisted_to: Option<String>,
 }
 
 struct Inner {
@@ -235,7 +267,7 @@ impl Runtime {
         }
         let table = self.effective_rules(&inner.cfg);
         if let Err(e) = self.maps.rules().install(table, |_| {}) {
-            warn!(%backend, "switching the fallback failed: {}", crate::dataplane::maps::display_chain(&e));
+            warn!(%backend, "switching the fallback failed: {}", display_chain(&e));
             return;
         }
         for r in affected {
@@ -263,18 +295,13 @@ impl Runtime {
         let inner = self.lock();
         self.tunnel_ifindex.store(new, Ordering::SeqCst);
         let table = self.effective_rules(&inner.cfg);
-        self.maps.rules().install(table, |_| {}).map_err(|e| {
-            anyhow::anyhow!(
-                "installing the rules: {}",
-                crate::dataplane::maps::display_chain(&e)
-            )
-        })?;
-        self.maps.retarget_flows(old, new).map_err(|e| {
-            anyhow::anyhow!(
-                "moving the flows: {}",
-                crate::dataplane::maps::display_chain(&e)
-            )
-        })
+        self.maps
+            .rules()
+            .install(table, |_| {})
+            .map_err(|e| anyhow::anyhow!("installing the rules: {}", display_chain(&e)))?;
+        self.maps
+            .retarget_flows(old, new)
+            .map_err(|e| anyhow::anyhow!("moving the flows: {}", display_chain(&e)))
     }
 
     /// Whether `r` currently sends new connections to its fallback.
@@ -286,13 +313,11 @@ impl Runtime {
     }
 
     /// Re-reads the config file and puts it in force (`forwarder reload`, SIGHUP).
-    pub fn reload(self: &Arc<Self>) -> Result<Changes, String> {
+    pub fn reload(self: &Arc<Self>) -> Result<Changes, RuntimeError> {
         let Some(path) = &self.sources.config else {
-            return Err(
-                "the daemon runs without a config file (--config): nothing to reload".into(),
-            );
+            return Err(RuntimeError::NothingToReload);
         };
-        let file = FileConfig::load(path).map_err(|e| e.to_string())?;
+        let file = FileConfig::load(path)?;
         let next = self.sources.resolve(file)?;
         let mut inner = self.lock();
         let changes = self.apply(&mut inner, next)?;
@@ -302,17 +327,16 @@ impl Runtime {
 
     /// Applies one edit: validated as a whole new configuration, written to the config
     /// file, then put in force.
-    pub fn edit(self: &Arc<Self>, edit: Edit) -> Result<Changes, String> {
+    pub fn edit(self: &Arc<Self>, edit: Edit) -> Result<Changes, RuntimeError> {
         let mut inner = self.lock();
         let Some(path) = self.sources.config.clone() else {
-            return Err(
-                "the daemon runs without a config file (--config), so a change could not outlive it; start it with --config FILE"
-                    .into(),
-            );
+            return Err(RuntimeError::NoConfigFile);
         };
-        let original = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut doc = ConfigDoc::parse(&path, &original).map_err(|e| e.to_string())?;
+        let original = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut doc = ConfigDoc::parse(&path, &original)?;
         match &edit {
             Edit::AddRule(r) => doc.add_rule(r),
             Edit::RemoveRule {
@@ -326,12 +350,11 @@ impl Runtime {
             Edit::SetLimits(l) => {
                 // Checked before the edit: a rate of 0 removes the keys, and with them a
                 // contradictory burst the resolved configuration would never see.
-                l.validate().map_err(|e| e.to_string())?;
+                l.validate().map_err(RuntimeError::Limits)?;
                 doc.set_limits(*l)
             }
-        }
-        .map_err(|e| e.to_string())?;
-        let file = doc.file_config().map_err(|e| e.to_string())?;
+        }?;
+        let file = doc.file_config()?;
         let next = self.sources.resolve(file)?;
         // The file first: if it cannot be written, nothing has changed; if the kernel
         // refuses the change afterwards, the file is put back.
@@ -339,8 +362,8 @@ impl Runtime {
             Ok(()) => {}
             // The file was replaced; only flushing its directory failed. The change stands,
             // so the running state must follow the file.
-            Err(e @ crate::config::edit::EditError::Sync { .. }) => warn!("{e}"),
-            Err(e) => return Err(e.to_string()),
+            Err(e @ EditError::Sync { .. }) => warn!("{e}"),
+            Err(e) => return Err(e.into()),
         }
         match self.apply(&mut inner, next) {
             Ok(mut changes) => {
@@ -358,25 +381,27 @@ impl Runtime {
         }
     }
 
-    fn apply(self: &Arc<Self>, inner: &mut Inner, next: Config) -> Result<Changes, String> {
+    fn apply(self: &Arc<Self>, inner: &mut Inner, next: Config) -> Result<Changes, RuntimeError> {
         let cur = &inner.cfg;
         for (what, a, b) in [
             ("public_iface", &cur.public_iface, &next.public_iface),
             ("tunnel_iface", &cur.tunnel_iface, &next.tunnel_iface),
         ] {
             if a != b {
-                return Err(format!(
-                    "changing {what} ({a} -> {b}) needs a restart of the daemon"
-                ));
+                return Err(RuntimeError::NeedsRestart {
+                    what,
+                    from: a.clone(),
+                    to: b.clone(),
+                });
             }
         }
         if cur.tunnel_mtu != next.tunnel_mtu {
-            return Err("changing tunnel_mtu needs a restart of the daemon".into());
+            return Err(RuntimeError::MtuNeedsRestart);
         }
         let changes = diff(cur, &next);
         let (rate, burst) = next.limits.kernel();
         let applied = sync_hosts(&self.maps, &next)
-            .map_err(|e| format!("{e:#}"))
+            .map_err(RuntimeError::Hosts)
             .and_then(|labels| {
                 self.maps
                     .rules()
@@ -386,7 +411,7 @@ impl Runtime {
                         c.flags = next.kernel_flags();
                         c.syn_flood_threshold = next.limits.syn_flood_threshold();
                     })
-                    .map_err(|e| crate::dataplane::maps::display_chain(&e))?;
+                    .map_err(RuntimeError::Rules)?;
                 Ok(labels)
             });
         let labels = match applied {
