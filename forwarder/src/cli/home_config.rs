@@ -86,13 +86,7 @@ pub fn run(args: HomeConfigArgs) -> anyhow::Result<()> {
     };
     let mut ports: Vec<(&'static str, u16)> = rules
         .iter()
-        .map(|r| {
-            let proto = match r.proto {
-                config::Proto::Tcp => "tcp",
-                config::Proto::Udp => "udp",
-            };
-            (proto, r.backend_port.unwrap_or(r.port))
-        })
+        .map(|r| (<&str>::from(r.proto), r.backend_port.unwrap_or(r.port)))
         .collect();
     ports.sort_unstable();
     ports.dedup();
