@@ -2,22 +2,19 @@
 //! tunnel and real servers around the forwarder (`lab`), the BPF_PROG_TEST_RUN harness of
 //! the kernel programs (`bpf`), and what is measured or run for long with them.
 //!
-//! A folder is a layer; imports go downward only:
+//! A folder is a layer; a module uses only modules of the rows below its own:
 //!
 //! ```text
-//!  compare/  soak      bench/            the comparison, the soak, per-packet costs
-//!       \     |          |
-//!        lab/            bpf/             the namespace lab; the test-run harness
-//!         |   \          |
-//!         |  traffic/    forwarder_code   flood and QUIC peers; the forwarder crate's code
-//!          \     |
-//!          support/                        commands, polling, certificate, CPU accounting
+//!  compare/  soak   bench/           the comparison, the soak, per-packet costs
+//!  lab/             bpf/             the namespace lab; the BPF_PROG_TEST_RUN harness
+//!  traffic/         forwarder_code   flood and QUIC peers; the forwarder crate's code
+//!  support/                          commands, polling, certificate, CPU accounting
 //! ```
 //!
 //! `bpf`, `bench` and `forwarder_code` need the `bpf` feature (the forwarder crate, and so
-//! the eBPF toolchain); everything else builds without it, as xtask uses it. Every item
-//! keeps the path it had before the layers: `integration_tests::Lab`, `::bpf::Harness`,
-//! `::flood::Flood`, `::profile::Class`, ...
+//! the eBPF toolchain); everything else builds without it, as xtask uses it. The root
+//! re-exports the lab's items and the `flood`, `quic_peer` and `profile` modules:
+//! `integration_tests::Lab`, `::flood::Flood`, `::profile::Class`.
 
 #[cfg(feature = "bpf")]
 pub mod bench;
