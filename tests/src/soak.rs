@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{Lab, LabOptions, SUBDOMAINS, VPS_V4};
+use crate::lab::{Lab, LabOptions, SUBDOMAINS, VPS_V4};
 
 /// What one kind of client traffic did.
 #[derive(Clone, Debug, Default)]

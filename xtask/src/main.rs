@@ -201,6 +201,9 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
     if release {
         c.arg("--release");
     }
+    // The kernel programs' own build (forwarder/build.rs) shows only its problems; its
+    // progress goes to forwarder-ebpf-build.log in the build script's OUT_DIR.
+    eprintln!("Building the forwarder and its kernel programs (forwarder-ebpf)…");
     status(&mut c)?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);

@@ -278,7 +278,7 @@ uname -r > "$out/kernel"
 # TUN: the BPF tests' stand-in for the tunnel (and wireguard-go's, where it runs).
 modprobe tun 2>> "$out/setup.log"
 [ -e /dev/net/tun ] || {{ mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }}
-# The lab takes kernel WireGuard when the module loads (tests/src/lib.rs).
+# The lab takes kernel WireGuard when the module loads (tests/src/lab/wireguard.rs).
 modprobe wireguard 2>> "$out/setup.log"
 if [ -e /sys/module/wireguard ]; then echo kernel > "$out/wireguard"; else echo go > "$out/wireguard"; fi
 {nics}{verifier} > "$out/verifier.txt" 2> "$out/verifier.err"

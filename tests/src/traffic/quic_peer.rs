@@ -120,7 +120,7 @@ fn thread_cpu() -> Duration {
 pub fn server_cpu_per_handshake(n: u32) -> anyhow::Result<f64> {
     let dir = std::env::temp_dir().join(format!("fwd-quic-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (cert, key) = crate::self_signed(&dir, &["app.example.test"])?;
+    let (cert, key) = crate::support::self_signed(&dir, &["app.example.test"])?;
     let server_cfg = server_config(&cert, &key)?;
     let client_cfg = client_config(&cert, false)?;
     let rt = || {

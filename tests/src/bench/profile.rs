@@ -76,7 +76,7 @@ pub fn spin(class: Class, dur: Duration) -> anyhow::Result<u64> {
 
 fn spin_inner(class: Class, dur: Duration) -> anyhow::Result<u64> {
     let mut h = Harness::new(false)?;
-    h.set_hosts(crate::bench::BENCH_HOSTS)?;
+    h.set_hosts(super::fixtures::BENCH_HOSTS)?;
     h.set_syn_flood_threshold(0)?;
     let p4: IpAddr = PUBLIC4.into();
     let deadline = Instant::now() + dur;
@@ -117,7 +117,7 @@ fn spin_inner(class: Class, dur: Duration) -> anyhow::Result<u64> {
             };
             let mut client = 10u8;
             while Instant::now() < deadline {
-                let conns = crate::bench::first_payload_conns(5000, &payload, 1, client);
+                let conns = super::fixtures::first_payload_conns(5000, &payload, 1, client);
                 h.time_first_payloads(&conns, false);
                 n += conns.len() as u64;
                 // 5000 ports per address: a new address per batch keeps every flow new.
