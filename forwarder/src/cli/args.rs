@@ -41,7 +41,7 @@ impl Target {
             self.public_iface.clone(),
             self.tunnel_iface.clone(),
             self.backend.clone(),
-            netif::addresses,
+            |i| netif::addresses(i).map_err(|e| e.to_string()),
         )?)
     }
 }

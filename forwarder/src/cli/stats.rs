@@ -3,8 +3,8 @@
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    io::Write as _,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -42,56 +42,56 @@ pub enum StatsError {
     Output(#[source] std::io::Error),
 }
 
-/// A plain HTTP/1.1 GET; returns the status and the body.
+/// A plain HTTP/1.1 GET on loopback (no proxy, no redirects, no TLS); returns the status
+/// and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), StatsError> {
-    let unreachable = |source| StatsError::Unreachable { addr, source };
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: forwarder-stats\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(unreachable)?;
-    let mut raw = Vec::new();
-    s.take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(unreachable)?;
-    parse_response(&raw).map_err(|why| StatsError::BadResponse { addr, why })
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .http_status_as_error(false)
+        .timeout_connect(Some(TIMEOUT))
+        .timeout_send_request(Some(TIMEOUT))
+        .timeout_recv_response(Some(TIMEOUT))
+        .timeout_recv_body(Some(TIMEOUT))
+        .user_agent("forwarder-stats")
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{addr}{path}"))
+        .header("Connection", "close")
+        .call()
+        .map_err(|e| StatsError::from_ureq(addr, e))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE)
+        .read_to_vec()
+        .map_err(|e| StatsError::from_ureq(addr, e))?;
+    Ok((status, body))
 }
 
-/// Splits a `Connection: close` response into status and body.
-pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
-    let status_line = head.lines().next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(format!("bad status line {status_line:?}"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not HTTP/1.x: {status_line:?}"));
+impl StatsError {
+    /// Failures to talk are the daemon being unreachable; anything else is its answer's
+    /// fault.
+    fn from_ureq(addr: SocketAddr, e: ureq::Error) -> Self {
+        use std::io::{Error, ErrorKind};
+        let source = match e {
+            ureq::Error::Io(e) => e,
+            ureq::Error::Timeout(_) => Error::new(ErrorKind::TimedOut, e.to_string()),
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                Error::other(e.to_string())
+            }
+            e => {
+                return StatsError::BadResponse {
+                    addr,
+                    why: e.to_string(),
+                };
+            }
+        };
+        StatsError::Unreachable { addr, source }
     }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| format!("bad status line {status_line:?}"))?;
-    let mut body = raw[end + 4..].to_vec();
-    let length = head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
-    });
-    if let Some(n) = length {
-        if body.len() < n {
-            return Err(format!("body truncated ({} of {n} bytes)", body.len()));
-        }
-        body.truncate(n);
-    }
-    Ok((status, body))
 }
 
 /// Fetches the daemon's statistics.
@@ -248,28 +248,22 @@ pub fn render_table(cur: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         };
         rows.push(row);
     }
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+    // Left-aligned names, right-aligned numbers, two spaces between columns, no borders.
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_header(header)
+        .add_rows(rows);
+    for (i, column) in table.column_iter_mut().enumerate() {
+        if i == 0 {
+            column.set_padding((0, 0));
+        } else {
+            column.set_padding((2, 0));
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
-    let mut line = |cells: &[&str]| {
-        let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 0 {
-                let _ = write!(l, "{c:<w$}");
-            } else {
-                let _ = write!(l, "  {c:>w$}");
-            }
-        }
-        let _ = writeln!(out, "{}", l.trim_end());
-    };
-    line(&header);
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        line(&cells);
-    }
+    out.push_str(&table.trim_fmt());
+    out.push('\n');
     out
 }
 
@@ -450,14 +444,28 @@ mod tests {
 
     #[test]
     fn responses_parse() {
+        /// What `http_get` makes of `raw`, sent by a one-shot server that then closes.
+        fn answer(raw: &'static [u8]) -> Result<(u16, Vec<u8>), StatsError> {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut head = [0u8; 1024];
+                let _ = std::io::Read::read(&mut s, &mut head);
+                let _ = s.write_all(raw);
+            });
+            let out = http_get(addr, "/stats.json");
+            server.join().unwrap();
+            out
+        }
         let raw =
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(raw), Ok((200, b"{}".to_vec())));
+        assert_eq!(answer(raw).unwrap(), (200, b"{}".to_vec()));
         let raw = b"HTTP/1.1 404 Not Found\r\n\r\nnope\n";
-        assert_eq!(parse_response(raw), Ok((404, b"nope\n".to_vec())));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+        assert_eq!(answer(raw).unwrap(), (404, b"nope\n".to_vec()));
+        assert!(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        assert!(answer(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(answer(b"garbage\r\n\r\n").is_err());
     }
 
     #[test]

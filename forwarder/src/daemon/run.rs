@@ -142,7 +142,7 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
         maps: Arc::clone(&dp.maps),
         labels,
         mode: dp.mode,
-        tunnel_iface: cfg.tunnel_iface.clone(),
+        tunnel: crate::daemon::stats::TunnelWatch::spawn(cfg.tunnel_iface.clone()),
         started,
         gc: gc_state,
         conn_log: conn_log.counters(),

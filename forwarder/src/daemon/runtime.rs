@@ -58,7 +58,7 @@ impl Sources {
             self.public_iface.clone(),
             self.tunnel_iface.clone(),
             self.backends.clone(),
-            netif::addresses,
+            |i| netif::addresses(i).map_err(|e| e.to_string()),
         )
     }
 
