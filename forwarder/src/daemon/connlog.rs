@@ -15,16 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use forwarder_common::{
     ConnEvent, END_FIN, END_IDLE, END_RST, EVENT_CLASSIFIED, EVENT_ENDED, PROTO_TCP, PROTO_UDP,
 };
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    dataplane::words_to_addr,
+    dataplane::ring::{Records, Ring},
     model::{
+        addr::words_to_addr,
         clock::{WallClock, rfc3339_ms},
         flow::Expired,
         labels::{HostLabels, SharedLabels},
@@ -37,6 +38,13 @@ pub const DEFAULT_RATE: u32 = 200;
 pub const DEFAULT_BURST: u32 = 1000;
 /// At most one "lines suppressed" warning per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `--conn-log` names no target.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnLogTargetError {
+    #[error("empty path (use - for standard output)")]
+    Empty,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnLogError {
@@ -56,10 +64,10 @@ pub enum ConnLogTarget {
 }
 
 impl FromStr for ConnLogTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ConnLogTargetError;
+    fn from_str(s: &str) -> Result<Self, ConnLogTargetError> {
         match s {
-            "" => Err("empty path (use - for standard output)".into()),
+            "" => Err(ConnLogTargetError::Empty),
             "-" => Ok(ConnLogTarget::Stdout),
             p => Ok(ConnLogTarget::File(PathBuf::from(p))),
         }
@@ -352,55 +360,52 @@ impl ConnLog {
 
 /// Parses a ring buffer record into a `ConnEvent`; `None` if it is too short.
 pub fn parse_event(bytes: &[u8]) -> Option<ConnEvent> {
-    crate::dataplane::maps::read_record(bytes)
+    crate::dataplane::ring::read_record(bytes)
 }
 
-/// Reads the kernel's connection events until the task is dropped, writing them to the
-/// log (and just draining them when the log is off, so the kernel never sees it full).
-pub fn spawn_event_reader(
-    events: RingBuf<MapData>,
+/// Reads the kernel's connection events until `cancel`, writing them to the log (and just
+/// draining them when the log is off, so the kernel never sees it full). Each event is
+/// written whole; those the kernel submitted before `cancel` are written too.
+pub async fn serve_events(
+    events: Ring<ConnEvent>,
     log: Arc<ConnLog>,
     labels: SharedLabels,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut fd = match crate::dataplane::maps::poll_ring(events) {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!("connection events unavailable: cannot poll their ring buffer: {e}");
-                return;
-            }
-        };
-        // The kernel submits events without waking us up until the ring holds
-        // EVENTS_WAKE_BYTES, so it is drained on a timer as well as when woken.
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(forwarder_common::EVENTS_DRAIN_MS));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let woken = tokio::select! {
-                r = fd.readable_mut() => match r {
-                    Ok(guard) => Some(guard),
-                    Err(_) => return,
-                },
-                _ = tick.tick() => None,
-            };
-            if let Some(mut guard) = woken {
-                guard.clear_ready();
-            }
-            let clock = WallClock::now();
-            let labels = labels.get();
-            let rb = fd.get_mut();
-            while let Some(item) = rb.next() {
-                if !log.is_enabled() {
-                    continue;
-                }
-                if let Some(rec) =
-                    parse_event(&item).and_then(|ev| ConnRecord::from_event(&ev, &labels, &clock))
-                {
-                    log.write(&rec);
-                }
-            }
+    cancel: CancellationToken,
+) {
+    // The kernel submits events without waking us up until the ring holds
+    // EVENTS_WAKE_BYTES, so it is drained on a timer as well as when woken.
+    let drain = Duration::from_millis(forwarder_common::EVENTS_DRAIN_MS);
+    let mut reader = match events.reader(Some(drain)) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("connection events unavailable: cannot poll their ring buffer: {e}");
+            return;
         }
-    })
+    };
+    loop {
+        let batch = tokio::select! {
+            r = reader.next_batch() => match r {
+                Ok(batch) => batch,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => break,
+        };
+        write_events(batch, &log, &labels);
+    }
+    write_events(reader.drain_now(), &log, &labels);
+}
+
+fn write_events(batch: Records<'_, ConnEvent>, log: &ConnLog, labels: &SharedLabels) {
+    let clock = WallClock::now();
+    let labels = labels.get();
+    for ev in batch {
+        if !log.is_enabled() {
+            continue;
+        }
+        if let Some(rec) = ConnRecord::from_event(&ev, &labels, &clock) {
+            log.write(&rec);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -408,7 +413,7 @@ mod tests {
     use forwarder_common::{DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, host::HostPattern};
 
     use super::*;
-    use crate::{dataplane::addr_words, model::flow::EndReason};
+    use crate::model::{addr::addr_words, flow::EndReason};
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -17,17 +17,20 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use forwarder_common::{
     Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_QUIC,
     FLOW_F_RST, FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, PROTO_TCP,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use crate::model::flow::{EndReason, Expired};
+pub use crate::model::flow::{EndReason, Expired, forward_key, reverse_key};
 use crate::{
     daemon::connlog::{ConnLog, ConnRecord},
-    dataplane::maps::{Maps, MapsError},
+    dataplane::{
+        flows::FlowTable,
+        maps::{Maps, MapsError},
+    },
     model::{
         clock::{WallClock, monotonic_ns},
         labels::SharedLabels,
@@ -81,32 +84,6 @@ pub struct Plan {
     /// Connections staying in the table, by host id.
     pub active_per_host: Vec<u64>,
     pub expired: Vec<Expired>,
-}
-
-/// The reverse (backend -> client) key of a forward entry.
-pub fn reverse_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: v.nat_addr,
-        dst: k.src,
-        sport: v.nat_port,
-        dport: k.sport,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
-}
-
-/// The forward (client -> public) key of a reverse entry.
-pub fn forward_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: k.dst,
-        dst: v.nat_addr,
-        sport: k.dport,
-        dport: v.nat_port,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
 }
 
 /// Whether a connection with these entries has ended, and why.
@@ -218,29 +195,28 @@ pub fn plan(
 /// Removes the planned connections, skipping any whose entries changed since the scan (a
 /// packet arrived, or the kernel moved them to the other table). The forward entry goes
 /// first: a client packet arriving in between recreates both entries, and the changed
-/// reverse entry is then left alone. Returns the connections removed and the number of
-/// entries deleted.
-pub fn apply(
-    flows: &mut BpfHashMap<MapData, FlowKey, FlowValue>,
-    expired: Vec<Expired>,
-) -> (Vec<Expired>, u64) {
+/// reverse entry is then left alone. The table is locked for one connection at a time.
+/// Returns the connections removed and the number of entries deleted.
+pub fn apply(flows: &FlowTable, expired: Vec<Expired>) -> (Vec<Expired>, u64) {
     let mut done = Vec::with_capacity(expired.len());
     let mut deleted = 0;
     for e in expired {
+        let mut table = flows.lock();
         if let Some((k, v)) = &e.fwd {
-            if flows.get(k, 0).ok().as_ref() != Some(v) {
+            if table.get(k).ok().as_ref() != Some(v) {
                 continue;
             }
-            if flows.remove(k).is_ok() {
+            if table.remove(k).is_ok() {
                 deleted += 1;
             }
         }
         if let Some((k, v)) = &e.rev
-            && flows.get(k, 0).ok().as_ref() == Some(v)
-            && flows.remove(k).is_ok()
+            && table.get(k).ok().as_ref() == Some(v)
+            && table.remove(k).is_ok()
         {
             deleted += 1;
         }
+        drop(table);
         done.push(e);
     }
     (done, deleted)
@@ -297,20 +273,28 @@ impl FlowGcState {
 }
 
 /// The entries of `flows`, at most `limit` (a table changing under the walk can repeat
-/// keys); a failing walk ends the scan early.
+/// keys); a failing walk ends the scan early. The walk takes no lock: the hand-off's
+/// changes of the table never wait for it. `None` if `cancel` came during the walk.
 fn scan(
-    flows: &BpfHashMap<MapData, FlowKey, FlowValue>,
+    flows: &FlowTable,
     limit: usize,
-) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
-    flows.iter().take(limit).map_while(|item| {
-        item.map_err(|e| {
-            debug!(
-                "flow table scan stopped early: {}",
-                crate::dataplane::maps::display_chain(&e)
-            );
+    cancel: &CancellationToken,
+) -> Option<Vec<(FlowKey, FlowValue)>> {
+    let entries = flows
+        .entries()
+        .take(limit)
+        .take_while(|_| !cancel.is_cancelled())
+        .map_while(|item| {
+            item.map_err(|e| {
+                debug!(
+                    "flow table scan stopped early: {}",
+                    crate::dataplane::maps::display_chain(&e)
+                );
+            })
+            .ok()
         })
-        .ok()
-    })
+        .collect();
+    (!cancel.is_cancelled()).then_some(entries)
 }
 
 /// Everything one GC pass needs.
@@ -325,8 +309,9 @@ pub struct FlowGc {
 }
 
 impl FlowGc {
-    /// One scan (blocking: it walks the whole table with system calls).
-    pub fn run_once(&self) -> Result<(), MapsError> {
+    /// One scan (blocking: it walks the whole table with system calls). A pass that
+    /// `cancel` interrupts during its walks removes nothing.
+    pub fn run_once(&self, cancel: &CancellationToken) -> Result<(), MapsError> {
         // Read before the scan, so flows created during it make the estimate lower, not
         // higher.
         let created = self.maps.counter(Counter::FlowsCreated)?;
@@ -334,24 +319,20 @@ impl FlowGc {
         let labels = self.labels.get();
         // Each table on its own: a connection's two entries are always in the same one
         // (but for the instant the kernel moves them from one to the other).
-        let established = {
-            let flows = self.maps.flows();
-            let entries = scan(&flows, 2 * self.maps.flows_capacity() as usize);
-            plan(entries, now, &self.timeouts, labels.count())
+        let (flows, new_flows) = (self.maps.flows(), self.maps.new_flows());
+        let Some(entries) = scan(flows, 2 * flows.capacity() as usize, cancel) else {
+            return Ok(());
         };
-        let opening = {
-            let flows = self.maps.new_flows();
-            let entries = scan(&flows, 2 * self.maps.new_flows_capacity() as usize);
-            plan(entries, now, &self.opening_timeouts, labels.count())
+        let established = plan(entries, now, &self.timeouts, labels.count());
+        let Some(entries) = scan(new_flows, 2 * new_flows.capacity() as usize, cancel) else {
+            return Ok(());
         };
+        let opening = plan(entries, now, &self.opening_timeouts, labels.count());
         let mut removed = Vec::new();
         let mut deleted = 0;
-        for (expired, mut table) in [
-            (established.expired, self.maps.flows()),
-            (opening.expired, self.maps.new_flows()),
-        ] {
+        for (expired, table) in [(established.expired, flows), (opening.expired, new_flows)] {
             if !expired.is_empty() {
-                let (r, d) = apply(&mut table, expired);
+                let (r, d) = apply(table, expired);
                 removed.extend(r);
                 deleted += d;
             }
@@ -382,30 +363,32 @@ impl FlowGc {
     }
 
     /// Runs a pass every [`GC_INTERVAL`] (or, when the table is so large that a pass takes
-    /// long, after a pause of [`GC_DUTY_FACTOR`] times its duration) until the task is
-    /// dropped.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+    /// long, after a pause of [`GC_DUTY_FACTOR`] times its duration) until `cancel`. A pass
+    /// under way when `cancel` comes stops at its next entry, or, past its walks, finishes
+    /// its removals and log lines.
+    pub async fn run(self, cancel: CancellationToken) {
         let gc = Arc::new(self);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                let started = std::time::Instant::now();
-                let pass = Arc::clone(&gc);
-                match tokio::task::spawn_blocking(move || pass.run_once()).await {
-                    Ok(Ok(())) => warned = false,
-                    Ok(Err(e)) if !warned => {
-                        warn!("flow GC: {}", crate::dataplane::maps::display_chain(&e));
-                        warned = true;
-                    }
-                    Ok(Err(_)) => {}
-                    Err(e) => {
-                        warn!("flow GC task failed: {e}");
-                        return;
-                    }
+        let mut warned = false;
+        while !cancel.is_cancelled() {
+            let started = std::time::Instant::now();
+            let (pass, stop) = (Arc::clone(&gc), cancel.clone());
+            match tokio::task::spawn_blocking(move || pass.run_once(&stop)).await {
+                Ok(Ok(())) => warned = false,
+                Ok(Err(e)) if !warned => {
+                    warn!("flow GC: {}", crate::dataplane::maps::display_chain(&e));
+                    warned = true;
                 }
-                tokio::time::sleep(pause_after(started.elapsed())).await;
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    warn!("flow GC task failed: {e}");
+                    return;
+                }
             }
-        })
+            tokio::select! {
+                () = tokio::time::sleep(pause_after(started.elapsed())) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
     }
 }
 

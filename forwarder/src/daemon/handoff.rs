@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -35,10 +35,12 @@ use forwarder_common::{
     packet::TCP_RST,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
+    model::{addr::ip_from_words, flow::reverse_key},
     sys::{
         segment::Segment,
         socket::{self as sys, cvt, setopt, sockaddr},
@@ -96,17 +98,10 @@ pub enum RebuildError {
     MissingBytes,
 }
 
+/// A key's address and port; the kernel hands off IPv4 and IPv6 only, so anything but
+/// IPv4 is read as IPv6.
 fn addr(a: &[u32; 4], family: u8, port: u16) -> SocketAddr {
-    let ip = if family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::from(u32::from_be(a[0])))
-    } else {
-        let mut b = [0u8; 16];
-        for (i, w) in a.iter().enumerate() {
-            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        IpAddr::V6(Ipv6Addr::from(b))
-    };
-    SocketAddr::new(ip, u16::from_be(port))
+    SocketAddr::new(ip_from_words(*a, family == FAMILY_V4), u16::from_be(port))
 }
 
 impl Rebuild {
@@ -297,79 +292,76 @@ impl Pending {
     }
 }
 
-/// Serves hand-offs until the task is dropped.
-pub fn spawn(
+/// Serves hand-offs until `cancel`. The connections served locally are spawned on
+/// `tracker`; on `cancel` they are closed (see [`serve_connection`]).
+pub async fn serve(
     hm: HandoffMaps,
     maps: Arc<Maps>,
     stats: Arc<HandoffStats>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let HandoffMaps {
-            events,
-            mut handshakes,
-        } = hm;
-        let mut fd = match crate::dataplane::maps::poll_ring(events) {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!(
-                    "host policy \"local\" unavailable: cannot poll the hand-off ring buffer: {e}"
-                );
-                return;
-            }
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let HandoffMaps {
+        events,
+        mut handshakes,
+    } = hm;
+    let mut reader = match events.reader(None) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("host policy \"local\" unavailable: cannot poll the hand-off ring buffer: {e}");
+            return;
+        }
+    };
+    let mut pending = Pending::default();
+    let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
+    loop {
+        let batch = tokio::select! {
+            r = reader.next_batch() => match r {
+                Ok(batch) => batch,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => return,
         };
-        let mut pending = Pending::default();
-        let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            let now = Instant::now();
-            pending.expire(now);
-            let rb = guard.get_inner_mut();
-            while let Some(item) = rb.next() {
-                let Some(ev) = crate::dataplane::maps::read_record::<HandoffEvent>(&item) else {
-                    continue;
-                };
-                match ev.kind {
-                    HANDOFF_SEGMENT => pending.add(&ev, now),
-                    HANDOFF_LOCAL => {
-                        // Whatever happens to the client's side, home's is over.
-                        if let Err(e) = reset_backend(&maps, &ev) {
-                            debug!("resetting the backend's side of a local connection: {e}");
+        let now = Instant::now();
+        pending.expire(now);
+        for ev in batch {
+            match ev.kind {
+                HANDOFF_SEGMENT => pending.add(&ev, now),
+                HANDOFF_LOCAL => {
+                    // Whatever happens to the client's side, home's is over.
+                    if let Err(e) = reset_backend(&maps, &ev) {
+                        debug!("resetting the backend's side of a local connection: {e}");
+                    }
+                    let earlier = pending.take(&ev);
+                    let rebuilt = match handshakes.take(&ev.key) {
+                        Some(hs) => Rebuild::new(&ev, &hs, &earlier),
+                        None => Err(RebuildError::NoHandshake),
+                    };
+                    match (rebuilt, limit.clone().try_acquire_owned()) {
+                        (Ok(r), Ok(permit)) => {
+                            let (maps, stats) = (maps.clone(), stats.clone());
+                            let cancel = cancel.child_token();
+                            tracker.spawn(async move {
+                                serve_connection(r, ev.key, &maps, &stats, &cancel).await;
+                                drop(permit);
+                            });
                         }
-                        let earlier = pending.take(&ev);
-                        let hs = handshakes.get(&ev.key, 0).ok();
-                        let _ = handshakes.remove(&ev.key);
-                        let rebuilt = match hs {
-                            Some(hs) => Rebuild::new(&ev, &hs, &earlier),
-                            None => Err(RebuildError::NoHandshake),
-                        };
-                        match (rebuilt, limit.clone().try_acquire_owned()) {
-                            (Ok(r), Ok(permit)) => {
-                                let (maps, stats) = (maps.clone(), stats.clone());
-                                tokio::spawn(async move {
-                                    serve(r, ev.key, &maps, &stats).await;
-                                    drop(permit);
-                                });
-                            }
-                            (Ok(r), Err(_)) => {
-                                end_wait(&maps, &ev.key);
-                                stats.failed.fetch_add(1, Ordering::Relaxed);
-                                warn!(client = %r.peer, "too many connections served locally; this one is reset");
-                            }
-                            (Err(e), _) => {
-                                end_wait(&maps, &ev.key);
-                                stats.failed.fetch_add(1, Ordering::Relaxed);
-                                warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "cannot serve the connection locally, it is reset: {e}");
-                            }
+                        (Ok(r), Err(_)) => {
+                            end_wait(&maps, &ev.key);
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(client = %r.peer, "too many connections served locally; this one is reset");
+                        }
+                        (Err(e), _) => {
+                            end_wait(&maps, &ev.key);
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "cannot serve the connection locally, it is reset: {e}");
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            guard.clear_ready();
         }
-    })
+    }
 }
 
 /// The RST that ends the backend's side of a connection taken over locally: from the
@@ -392,7 +384,7 @@ pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u
 fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     let fwd = maps
         .flows()
-        .get(&ev.key, 0)
+        .get(&ev.key)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
     let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
@@ -402,26 +394,51 @@ fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     sys::send_packet(&fd, backend.ip(), &packet)
 }
 
+/// Why a rebuilt connection could not be served.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("connecting to the local server {upstream}: {error}")]
+    Connect {
+        upstream: SocketAddr,
+        error: io::Error,
+    },
+    #[error("rebuilding the connection: {0}")]
+    Rebuild(io::Error),
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
 /// How long the flow entries of a connection served locally outlive it, so that its
 /// closing handshake still reaches the local socket.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// Rebuilds the connection and relays it to the local server until either side ends.
-async fn serve(r: Rebuild, key: FlowKey, maps: &Maps, stats: &HandoffStats) {
+/// Rebuilds the connection and relays it to the local server until either side ends, or
+/// `cancel`: then both sockets are closed and the flow entries left to the kernel's
+/// closing handshake (and the flow GC), as when the daemon exits.
+async fn serve_connection(
+    r: Rebuild,
+    key: FlowKey,
+    maps: &Maps,
+    stats: &HandoffStats,
+    cancel: &CancellationToken,
+) {
     let upstream = r.local;
-    let connected = async {
+    let connecting = async {
         let up = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(upstream))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))
             .and_then(|c| c)
-            .map_err(|e| format!("connecting to the local server {upstream}: {e}"))?;
+            .map_err(|error| ServeError::Connect { upstream, error })?;
         let client = r
             .socket()
             .and_then(TcpStream::from_std)
-            .map_err(|e| format!("rebuilding the connection: {e}"))?;
-        Ok::<_, String>((up, client))
-    }
-    .await;
+            .map_err(ServeError::Rebuild)?;
+        Ok((up, client))
+    };
+    let connected = tokio::select! {
+        c = connecting => c,
+        () = cancel.cancelled() => Err(ServeError::Stopping),
+    };
     // Whatever happened, the client's packets may reach the VPS's stack now: the new
     // socket, or nothing (which resets the connection).
     end_wait(maps, &key);
@@ -438,54 +455,56 @@ async fn serve(r: Rebuild, key: FlowKey, maps: &Maps, stats: &HandoffStats) {
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _ = (up.set_nodelay(true), client.set_nodelay(true));
     debug!(client = %r.peer, %upstream, replayed = r.payload.len(), "serving a connection locally");
-    let relayed = async {
-        up.write_all(&r.payload).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut up).await
-    }
-    .await;
+    let relayed = tokio::select! {
+        r = async {
+            up.write_all(&r.payload).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut up).await
+        } => Some(r),
+        () = cancel.cancelled() => None,
+    };
     stats.active.fetch_sub(1, Ordering::Relaxed);
     drop((client, up));
-    if let Err(e) = relayed {
-        debug!(client = %r.peer, "local connection ended: {e}");
+    match relayed {
+        Some(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
+        Some(Ok(_)) => {}
+        None => {
+            debug!(client = %r.peer, "local connection closed: the daemon is stopping");
+            return;
+        }
     }
-    tokio::time::sleep(LINGER).await;
-    forget_flow(maps, &key);
+    tokio::select! {
+        () = tokio::time::sleep(LINGER) => forget_flow(maps, &key),
+        () = cancel.cancelled() => {}
+    }
 }
 
 /// Lets the client's packets of `key` through to the VPS's stack.
 fn end_wait(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows();
-    if let Ok(mut v) = flows.get(key, 0)
+    let mut flows = maps.flows().lock();
+    if let Ok(mut v) = flows.get(key)
         && v.flags & FLOW_F_HANDOFF_WAIT != 0
     {
         v.flags &= !FLOW_F_HANDOFF_WAIT;
         // Counts the kernel added between the read and this write are lost; the flags
         // must be right.
-        let _ = flows.insert(key, v, 0);
+        let _ = flows.insert(key, v);
     }
 }
 
 /// Removes both flow entries of a connection the daemon served: the client's address and
 /// port may start a new connection, which must go wherever the rules say then.
 fn forget_flow(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows();
-    if let Ok(v) = flows.get(key, 0) {
-        let rev = FlowKey {
-            src: v.nat_addr,
-            dst: key.src,
-            sport: v.nat_port,
-            dport: key.sport,
-            proto: key.proto,
-            family: key.family,
-            _pad: [0; 2],
-        };
-        let _ = flows.remove(&rev);
+    let mut flows = maps.flows().lock();
+    if let Ok(v) = flows.get(key) {
+        let _ = flows.remove(&reverse_key(key, &v));
     }
     let _ = flows.remove(key);
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use forwarder_common::{
         FAMILY_V6, PROTO_TCP,
         handoff::{HANDOFF_PAYLOAD_MAX, TCP_OPTIONS_MAX},

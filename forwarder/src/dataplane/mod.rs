@@ -1,19 +1,17 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
 pub mod events;
+pub mod flows;
 pub mod maps;
 pub mod pin;
+pub mod ring;
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, ProgramArray, RingBuf},
+    maps::{Array, MapData, ProgramArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, Link as _, PinnedLink},
@@ -22,19 +20,24 @@ use aya::{
     util::KernelVersion,
 };
 use forwarder_common::{
-    CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
-    HostKey, HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
+    CONFIG_MAP, ConnEvent, Counter, DataplaneConfig, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey,
+    HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
     TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use crate::api::stats::AttachMode;
+pub use crate::{
+    api::stats::AttachMode,
+    model::addr::{addr_words, words_to_addr},
+};
 use crate::{
     config::{Config, Rule},
     dataplane::{
         events::{HandoffMaps, QuicMaps},
         maps::Maps,
         pin::{LinkKind, PinDir},
+        ring::Ring,
     },
     model::labels::HostLabels,
     sys::netif,
@@ -55,32 +58,6 @@ pub enum XdpPreference {
     Generic,
     /// No XDP at all.
     Off,
-}
-
-/// The inverse of [`addr_words`]; `None` for an unknown family.
-pub fn words_to_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
-    match family {
-        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
-        FAMILY_V6 => {
-            let mut o = [0u8; 16];
-            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
-                chunk.copy_from_slice(&w.to_ne_bytes());
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
-}
-
-pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
-    match a {
-        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
 }
 
 /// Kernel-side log level from `FORWARDER_KERNEL_LOG` (off, error, warn, info, debug,
@@ -133,9 +110,10 @@ pub struct Dataplane {
     pub mode: AttachMode,
     /// The maps the daemon keeps reading and writing while it runs.
     pub maps: Arc<Maps>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<Ring<ConnEvent>>,
     handoff: Option<HandoffMaps>,
     quic: Option<QuicMaps>,
+    kernel_log: Option<KernelLogger>,
     /// Host id -> label, as assigned in the host table.
     pub labels: HostLabels,
     pub tunnel_ifindex: u32,
@@ -164,10 +142,13 @@ impl Dataplane {
             p.check_layouts(EBPF_OBJECT)?;
         }
         let mut ebpf = load_pinned(pins)?;
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => spawn_kernel_logger(logger),
-            Err(e) => warn!("kernel-side logging unavailable: {e}"),
-        }
+        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
         // A reader swapped into a running data path serves the old forwarding programs
         // until they are replaced too; both read the same (pinned) per-packet state.
         let readers = match load_readers(&mut ebpf) {
@@ -250,6 +231,7 @@ impl Dataplane {
             events,
             handoff,
             quic,
+            kernel_log,
             labels,
             tunnel_ifindex,
             adopted: adopting,
@@ -283,7 +265,7 @@ impl Dataplane {
     }
 
     /// The connection event ring buffer, if the kernel programs have one (once).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<Ring<ConnEvent>> {
         self.events.take()
     }
 
@@ -295,6 +277,16 @@ impl Dataplane {
     /// The QUIC Initial ring buffer and the verdict map, for the daemon's QUIC task.
     pub fn take_quic(&mut self) -> Option<QuicMaps> {
         self.quic.take()
+    }
+
+    /// The task that copies the kernel programs' log lines into the daemon's until
+    /// `cancel` (once; `None` without kernel-side logging).
+    pub fn kernel_log(
+        &mut self,
+        cancel: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let logger = self.kernel_log.take()?;
+        Some(serve_kernel_log(logger, cancel))
     }
 }
 
@@ -656,38 +648,29 @@ fn attach_xdp(
     .with_context(|| format!("attaching XDP to {iface} ({pref:?} mode requested)"))
 }
 
-fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    tokio::spawn(async move {
-        // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for
-        // as long as the logger lives inside the AsyncFd.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        };
-        let Ok(mut fd) = registered else {
-            warn!("kernel-side logging unavailable: cannot poll its ring buffer");
-            return;
-        };
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
-}
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_words_round_trip() {
-        for a in ["203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4", "fd00::2"] {
-            let a: IpAddr = a.parse().unwrap();
-            let (w, f) = addr_words(a);
-            assert_eq!(words_to_addr(w, f), Some(a));
-        }
-        assert_eq!(words_to_addr([0; 4], 0), None);
+async fn serve_kernel_log(logger: KernelLogger, cancel: CancellationToken) {
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for as
+    // long as the logger lives inside the AsyncFd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let Ok(mut fd) = registered else {
+        warn!("kernel-side logging unavailable: cannot poll its ring buffer");
+        return;
+    };
+    loop {
+        let mut guard = tokio::select! {
+            r = fd.readable_mut() => match r {
+                Ok(guard) => guard,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => break,
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
     }
+    // What the programs logged before the daemon stopped.
+    fd.get_mut().flush();
 }

@@ -210,18 +210,27 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// Serves requests until the task is dropped.
+/// Serves requests until `cancel`.
 pub fn spawn(
     listener: TcpListener,
     source: Arc<dyn SnapshotSource>,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => p,
+                () = cancel.cancelled() => return,
+            };
+            let Ok(permit) = permit else {
                 return;
             };
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = cancel.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     debug!("metrics endpoint: accept failed: {e}");
@@ -430,7 +439,11 @@ mod tests {
     async fn serves_over_tcp() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = spawn(listener, Arc::new(Fixed));
+        let server = spawn(
+            listener,
+            Arc::new(Fixed),
+            tokio_util::sync::CancellationToken::new(),
+        );
         async fn exchange(addr: SocketAddr, req: &[u8]) -> String {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(req).await.unwrap();
