@@ -89,17 +89,22 @@ pub async fn bind(path: &Path, access: Access) -> anyhow::Result<tokio::net::Uni
     Ok(listener)
 }
 
-/// Serves requests until the task is aborted.
+/// Serves requests until `cancel`.
 pub fn spawn(
     listener: tokio::net::UnixListener,
     path: PathBuf,
     access: Access,
     handler: Handler,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     info!(socket = %path.display(), "control socket ready");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = cancel.cancelled() => return,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let handler = Arc::clone(&handler);

@@ -17,17 +17,20 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use forwarder_common::{
     Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_QUIC,
     FLOW_F_RST, FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, PROTO_TCP,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use crate::model::flow::{EndReason, Expired};
+pub use crate::model::flow::{EndReason, Expired, forward_key, reverse_key};
 use crate::{
     daemon::connlog::{ConnLog, ConnRecord},
-    dataplane::maps::{Maps, MapsError},
+    dataplane::{
+        flows::FlowTable,
+        maps::{Maps, MapsError},
+    },
     model::{
         clock::{WallClock, monotonic_ns},
         labels::SharedLabels,
@@ -81,32 +84,6 @@ pub struct Plan {
     /// Connections staying in the table, by host id.
     pub active_per_host: Vec<u64>,
     pub expired: Vec<Expired>,
-}
-
-/// The reverse (backend -> client) key of a forward entry.
-pub fn reverse_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: v.nat_addr,
-        dst: k.src,
-        sport: v.nat_port,
-        dport: k.sport,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
-}
-
-/// The forward (client -> public) key of a reverse entry.
-pub fn forward_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: k.dst,
-        dst: v.nat_addr,
-        sport: k.dport,
-        dport: v.nat_port,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
 }
 
 /// Whether a connection with these entries has ended, and why.
@@ -218,29 +195,28 @@ pub fn plan(
 /// Removes the planned connections, skipping any whose entries changed since the scan (a
 /// packet arrived, or the kernel moved them to the other table). The forward entry goes
 /// first: a client packet arriving in between recreates both entries, and the changed
-/// reverse entry is then left alone. Returns the connections removed and the number of
-/// entries deleted.
-pub fn apply(
-    flows: &mut BpfHashMap<MapData, FlowKey, FlowValue>,
-    expired: Vec<Expired>,
-) -> (Vec<Expired>, u64) {
+/// reverse entry is then left alone. The table is locked for one connection at a time.
+/// Returns the connections removed and the number of entries deleted.
+pub fn apply(flows: &FlowTable, expired: Vec<Expired>) -> (Vec<Expired>, u64) {
     let mut done = Vec::with_capacity(expired.len());
     let mut deleted = 0;
     for e in expired {
+        let mut table = flows.lock();
         if let Some((k, v)) = &e.fwd {
-            if flows.get(k, 0).ok().as_ref() != Some(v) {
+            if table.get(k).ok().as_ref() != Some(v) {
                 continue;
             }
-            if flows.remove(k).is_ok() {
+            if table.remove(k).is_ok() {
                 deleted += 1;
             }
         }
         if let Some((k, v)) = &e.rev
-            && flows.get(k, 0).ok().as_ref() == Some(v)
-            && flows.remove(k).is_ok()
+            && table.get(k).ok().as_ref() == Some(v)
+            && table.remove(k).is_ok()
         {
             deleted += 1;
         }
+        drop(table);
         done.push(e);
     }
     (done, deleted)
@@ -297,20 +273,28 @@ impl FlowGcState {
 }
 
 /// The entries of `flows`, at most `limit` (a table changing under the walk can repeat
-/// keys); a failing walk ends the scan early.
+/// keys); a failing walk ends the scan early. The walk takes no lock: the hand-off's
+/// changes of the table never wait for it. `None` if `cancel` came during the walk.
 fn scan(
-    flows: &BpfHashMap<MapData, FlowKey, FlowValue>,
+    flows: &FlowTable,
     limit: usize,
-) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
-    flows.iter().take(limit).map_while(|item| {
-        item.map_err(|e| {
-            debug!(
-                "flow table scan stopped early: {}",
-                crate::dataplane::maps::display_chain(&e)
-            );
+    cancel: &CancellationToken,
+) -> Option<Vec<(FlowKey, FlowValue)>> {
+    let entries = flows
+        .entries()
+        .take(limit)
+        .take_while(|_| !cancel.is_cancelled())
+        .map_while(|item| {
+            item.map_err(|e| {
+                debug!(
+                    "flow table scan stopped early: {}",
+                    crate::dataplane::maps::display_chain(&e)
+                );
+            })
+            .ok()
         })
-        .ok()
-    })
+        .collect();
+    (!cancel.is_cancelled()).then_some(entries)
 }
 
 /// Everything one GC pass needs.
@@ -325,8 +309,9 @@ pub struct FlowGc {
 }
 
 impl FlowGc {
-    /// One scan (blocking: it walks the whole table with system calls).
-    pub fn run_once(&self) -> Result<(), MapsError> {
+    /// One scan (blocking: it walks the whole table with system calls). A pass that
+    /// `cancel` interrupts during its walks removes nothing.
+    pub fn run_once(&self, cancel: &CancellationToken) -> Result<(), MapsError> {
         // Read before the scan, so flows created during it make the estimate lower, not
         // higher.
         let created = self.maps.counter(Counter::FlowsCreated)?;
@@ -334,24 +319,20 @@ impl FlowGc {
         let labels = self.labels.get();
         // Each table on its own: a connection's two entries are always in the same one
         // (but for the instant the kernel moves them from one to the other).
-        let established = {
-            let flows = self.maps.flows();
-            let entries = scan(&flows, 2 * self.maps.flows_capacity() as usize);
-            plan(entries, now, &self.timeouts, labels.count())
+        let (flows, new_flows) = (self.maps.flows(), self.maps.new_flows());
+        let Some(entries) = scan(flows, 2 * flows.capacity() as usize, cancel) else {
+            return Ok(());
         };
-        let opening = {
-            let flows = self.maps.new_flows();
-            let entries = scan(&flows, 2 * self.maps.new_flows_capacity() as usize);
-            plan(entries, now, &self.opening_timeouts, labels.count())
+        let established = plan(entries, now, &self.timeouts, labels.count());
+        let Some(entries) = scan(new_flows, 2 * new_flows.capacity() as usize, cancel) else {
+            return Ok(());
         };
+        let opening = plan(entries, now, &self.opening_timeouts, labels.count());
         let mut removed = Vec::new();
         let mut deleted = 0;
-        for (expired, mut table) in [
-            (established.expired, self.maps.flows()),
-            (opening.expired, self.maps.new_flows()),
-        ] {
+        for (expired, table) in [(established.expired, flows), (opening.expired, new_flows)] {
             if !expired.is_empty() {
-                let (r, d) = apply(&mut table, expired);
+                let (r, d) = apply(table, expired);
                 removed.extend(r);
                 deleted += d;
             }
@@ -382,30 +363,32 @@ impl FlowGc {
     }
 
     /// Runs a pass every [`GC_INTERVAL`] (or, when the table is so large that a pass takes
-    /// long, after a pause of [`GC_DUTY_FACTOR`] times its duration) until the task is
-    /// dropped.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+    /// long, after a pause of [`GC_DUTY_FACTOR`] times its duration) until `cancel`. A pass
+    /// under way when `cancel` comes stops at its next entry, or, past its walks, finishes
+    /// its removals and log lines.
+    pub async fn run(self, cancel: CancellationToken) {
         let gc = Arc::new(self);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                let started = std::time::Instant::now();
-                let pass = Arc::clone(&gc);
-                match tokio::task::spawn_blocking(move || pass.run_once()).await {
-                    Ok(Ok(())) => warned = false,
-                    Ok(Err(e)) if !warned => {
-                        warn!("flow GC: {}", crate::dataplane::maps::display_chain(&e));
-                        warned = true;
-                    }
-                    Ok(Err(_)) => {}
-                    Err(e) => {
-                        warn!("flow GC task failed: {e}");
-                        return;
-                    }
+        let mut warned = false;
+        while !cancel.is_cancelled() {
+            let started = std::time::Instant::now();
+            let (pass, stop) = (Arc::clone(&gc), cancel.clone());
+            match tokio::task::spawn_blocking(move || pass.run_once(&stop)).await {
+                Ok(Ok(())) => warned = false,
+                Ok(Err(e)) if !warned => {
+                    warn!("flow GC: {}", crate::dataplane::maps::display_chain(&e));
+                    warned = true;
                 }
-                tokio::time::sleep(pause_after(started.elapsed())).await;
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    warn!("flow GC task failed: {e}");
+                    return;
+                }
             }
-        })
+            tokio::select! {
+                () = tokio::time::sleep(pause_after(started.elapsed())) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
     }
 }
 
@@ -420,202 +403,4 @@ fn pause_after(pass: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use forwarder_common::{FAMILY_V4, PROTO_UDP};
-
-    use super::*;
-
-    const S: u64 = 1_000_000_000;
-
-    fn v4(a: [u8; 4]) -> [u32; 4] {
-        [u32::from_ne_bytes(a), 0, 0, 0]
-    }
-
-    /// Both entries of a connection from 203.0.113.9:port to the public 443, backend
-    /// 10.8.0.2:443.
-    fn conn(
-        proto: u8,
-        port: u16,
-        host_id: u32,
-        last: (u64, u64),
-        flags: (u32, u32),
-    ) -> [(FlowKey, FlowValue); 2] {
-        let client = v4([203, 0, 113, 9]);
-        let public = v4([203, 0, 113, 1]);
-        let backend = v4([10, 8, 0, 2]);
-        let fk = FlowKey {
-            src: client,
-            dst: public,
-            sport: port.to_be(),
-            dport: 443u16.to_be(),
-            proto,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        };
-        let fv = FlowValue {
-            nat_addr: backend,
-            nat_port: 443u16.to_be(),
-            direction: DIR_TO_BACKEND,
-            host_id,
-            flags: flags.0,
-            packets: 3,
-            bytes: 300,
-            first_ns: last.0.min(last.1).max(1),
-            last_ns: last.0,
-            ..Default::default()
-        };
-        let rk = reverse_key(&fk, &fv);
-        let rv = FlowValue {
-            nat_addr: public,
-            nat_port: 443u16.to_be(),
-            direction: DIR_TO_CLIENT,
-            host_id,
-            flags: flags.1,
-            packets: 2,
-            bytes: 2000,
-            first_ns: fv.first_ns,
-            last_ns: last.1,
-            ..Default::default()
-        };
-        assert_eq!(forward_key(&rk, &rv), fk);
-        [(fk, fv), (rk, rv)]
-    }
-
-    fn run(entries: Vec<(FlowKey, FlowValue)>, now: u64) -> Plan {
-        let mut p = plan(entries, now, &GcTimeouts::default(), 4);
-        p.expired.sort_by_key(|e| e.fwd.map(|f| f.0.sport));
-        p
-    }
-
-    #[test]
-    fn idle_connections_expire_after_their_timeout() {
-        let now = 1000 * S;
-        let mut entries = Vec::new();
-        entries.extend(conn(
-            PROTO_TCP,
-            1,
-            2,
-            (now - 299 * S, now - 400 * S),
-            (0, 0),
-        ));
-        entries.extend(conn(
-            PROTO_TCP,
-            2,
-            3,
-            (now - 301 * S, now - 302 * S),
-            (0, 0),
-        ));
-        entries.extend(conn(PROTO_UDP, 3, 0, (now - 61 * S, now - 61 * S), (0, 0)));
-        entries.extend(conn(PROTO_UDP, 4, 0, (now - 59 * S, 0), (0, 0)));
-        // QUIC connections with a host keep their entries longer; one whose Initials did
-        // not give a host (host 0: unknown) does not.
-        let quic = (FLOW_F_QUIC, FLOW_F_QUIC);
-        entries.extend(conn(PROTO_UDP, 5, 2, (now - 179 * S, 0), quic));
-        entries.extend(conn(PROTO_UDP, 6, 2, (now - 181 * S, 0), quic));
-        entries.extend(conn(PROTO_UDP, 7, 0, (now - 61 * S, 0), quic));
-        let p = run(entries, now);
-        assert_eq!(p.entries, 14);
-        let ports: Vec<u16> = p
-            .expired
-            .iter()
-            .map(|e| u16::from_be(e.fwd.unwrap().0.sport))
-            .collect();
-        assert_eq!(ports, [2, 3, 6, 7]);
-        assert!(
-            p.expired
-                .iter()
-                .all(|e| e.reason == EndReason::Idle && e.report)
-        );
-        assert!(p.expired.iter().all(|e| e.rev.is_some()));
-        // Active: port 4 (unknown), ports 1 and 5 (host 2).
-        assert_eq!(p.active_per_host, [1, 0, 2, 0]);
-    }
-
-    #[test]
-    fn closed_connections_expire_after_ten_seconds() {
-        let now = 1000 * S;
-        let ago = (now - 11 * S, now - 11 * S);
-        let mut entries = Vec::new();
-        // FIN in both directions: closed.
-        entries.extend(conn(PROTO_TCP, 1, 2, ago, (FLOW_F_FIN, FLOW_F_FIN)));
-        // FIN in one direction only: half-closed, still within the idle timeout.
-        entries.extend(conn(PROTO_TCP, 2, 2, ago, (FLOW_F_FIN, 0)));
-        // RST in one direction, already reported by the kernel.
-        entries.extend(conn(
-            PROTO_TCP,
-            3,
-            3,
-            ago,
-            (FLOW_F_RST | FLOW_F_END_REPORTED, 0),
-        ));
-        // Closed, but only 9 s ago.
-        entries.extend(conn(
-            PROTO_TCP,
-            4,
-            3,
-            (now - 9 * S, now - 20 * S),
-            (FLOW_F_FIN, FLOW_F_FIN),
-        ));
-        let p = run(entries, now);
-        let got: Vec<(u16, EndReason, bool)> = p
-            .expired
-            .iter()
-            .map(|e| (u16::from_be(e.fwd.unwrap().0.sport), e.reason, e.report))
-            .collect();
-        assert_eq!(got, [(1, EndReason::Fin, true), (3, EndReason::Rst, false)]);
-        assert_eq!(p.active_per_host, [0, 0, 1, 1]);
-    }
-
-    #[test]
-    fn entries_without_timestamps_and_unknown_ids_are_kept() {
-        let now = 1000 * S;
-        let mut entries = Vec::new();
-        entries.extend(conn(PROTO_TCP, 1, 0, (0, 0), (0, 0)));
-        entries.extend(conn(PROTO_TCP, 2, 999, (now, now), (0, 0)));
-        let p = run(entries, now);
-        assert!(p.expired.is_empty());
-        // Host id 999 is not configured: counted as other.
-        assert_eq!(p.active_per_host, [1, 1, 0, 0]);
-    }
-
-    #[test]
-    fn half_connections_expire_on_their_own() {
-        let now = 1000 * S;
-        let [f1, _] = conn(PROTO_TCP, 1, 2, (now - 400 * S, 0), (0, 0));
-        let [_, r2] = conn(PROTO_TCP, 2, 2, (0, now - 400 * S), (0, FLOW_F_RST));
-        let [_, r3] = conn(PROTO_TCP, 3, 2, (0, now - 5 * S), (0, 0));
-        let p = run(vec![f1, r2, r3], now);
-        assert_eq!(p.expired.len(), 2);
-        let rev_only = p.expired.iter().find(|e| e.fwd.is_none()).unwrap();
-        assert_eq!(rev_only.rev, Some(r2));
-        assert_eq!(rev_only.reason, EndReason::Rst);
-        let fwd_only = p.expired.iter().find(|e| e.rev.is_none()).unwrap();
-        assert_eq!(fwd_only.fwd, Some(f1));
-        // Reverse-only entries are not counted as connections.
-        assert_eq!(p.active_per_host, [0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn long_passes_pause_longer() {
-        assert_eq!(
-            pause_after(Duration::from_millis(10)),
-            Duration::from_millis(1990)
-        );
-        assert_eq!(
-            pause_after(Duration::from_millis(500)),
-            Duration::from_millis(4500)
-        );
-    }
-
-    #[test]
-    fn eviction_estimate_never_decreases() {
-        let s = FlowGcState::default();
-        s.update(10, 16, 0, vec![], 0);
-        assert_eq!(s.totals().evictions_estimate, 4);
-        s.update(10, 20, 0, vec![], 2);
-        let t = s.totals();
-        assert_eq!((t.entries, t.removed, t.evictions_estimate), (18, 2, 4));
-        s.update(20, 20, 0, vec![], 0);
-        assert_eq!(s.totals().evictions_estimate, 18);
-    }
-}
+mod tests;

@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -35,10 +35,12 @@ use forwarder_common::{
     packet::TCP_RST,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
+    model::{addr::ip_from_words, flow::reverse_key},
     sys::{
         segment::Segment,
         socket::{self as sys, cvt, setopt, sockaddr},
@@ -96,17 +98,10 @@ pub enum RebuildError {
     MissingBytes,
 }
 
+/// A key's address and port; the kernel hands off IPv4 and IPv6 only, so anything but
+/// IPv4 is read as IPv6.
 fn addr(a: &[u32; 4], family: u8, port: u16) -> SocketAddr {
-    let ip = if family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::from(u32::from_be(a[0])))
-    } else {
-        let mut b = [0u8; 16];
-        for (i, w) in a.iter().enumerate() {
-            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        IpAddr::V6(Ipv6Addr::from(b))
-    };
-    SocketAddr::new(ip, u16::from_be(port))
+    SocketAddr::new(ip_from_words(*a, family == FAMILY_V4), u16::from_be(port))
 }
 
 impl Rebuild {
@@ -297,79 +292,76 @@ impl Pending {
     }
 }
 
-/// Serves hand-offs until the task is dropped.
-pub fn spawn(
+/// Serves hand-offs until `cancel`. The connections served locally are spawned on
+/// `tracker`; on `cancel` they are closed (see [`serve_connection`]).
+pub async fn serve(
     hm: HandoffMaps,
     maps: Arc<Maps>,
     stats: Arc<HandoffStats>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let HandoffMaps {
-            events,
-            mut handshakes,
-        } = hm;
-        let mut fd = match crate::dataplane::maps::poll_ring(events) {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!(
-                    "host policy \"local\" unavailable: cannot poll the hand-off ring buffer: {e}"
-                );
-                return;
-            }
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let HandoffMaps {
+        events,
+        mut handshakes,
+    } = hm;
+    let mut reader = match events.reader(None) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("host policy \"local\" unavailable: cannot poll the hand-off ring buffer: {e}");
+            return;
+        }
+    };
+    let mut pending = Pending::default();
+    let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
+    loop {
+        let batch = tokio::select! {
+            r = reader.next_batch() => match r {
+                Ok(batch) => batch,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => return,
         };
-        let mut pending = Pending::default();
-        let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            let now = Instant::now();
-            pending.expire(now);
-            let rb = guard.get_inner_mut();
-            while let Some(item) = rb.next() {
-                let Some(ev) = crate::dataplane::maps::read_record::<HandoffEvent>(&item) else {
-                    continue;
-                };
-                match ev.kind {
-                    HANDOFF_SEGMENT => pending.add(&ev, now),
-                    HANDOFF_LOCAL => {
-                        // Whatever happens to the client's side, home's is over.
-                        if let Err(e) = reset_backend(&maps, &ev) {
-                            debug!("resetting the backend's side of a local connection: {e}");
+        let now = Instant::now();
+        pending.expire(now);
+        for ev in batch {
+            match ev.kind {
+                HANDOFF_SEGMENT => pending.add(&ev, now),
+                HANDOFF_LOCAL => {
+                    // Whatever happens to the client's side, home's is over.
+                    if let Err(e) = reset_backend(&maps, &ev) {
+                        debug!("resetting the backend's side of a local connection: {e}");
+                    }
+                    let earlier = pending.take(&ev);
+                    let rebuilt = match handshakes.take(&ev.key) {
+                        Some(hs) => Rebuild::new(&ev, &hs, &earlier),
+                        None => Err(RebuildError::NoHandshake),
+                    };
+                    match (rebuilt, limit.clone().try_acquire_owned()) {
+                        (Ok(r), Ok(permit)) => {
+                            let (maps, stats) = (maps.clone(), stats.clone());
+                            let cancel = cancel.child_token();
+                            tracker.spawn(async move {
+                                serve_connection(r, ev.key, &maps, &stats, &cancel).await;
+                                drop(permit);
+                            });
                         }
-                        let earlier = pending.take(&ev);
-                        let hs = handshakes.get(&ev.key, 0).ok();
-                        let _ = handshakes.remove(&ev.key);
-                        let rebuilt = match hs {
-                            Some(hs) => Rebuild::new(&ev, &hs, &earlier),
-                            None => Err(RebuildError::NoHandshake),
-                        };
-                        match (rebuilt, limit.clone().try_acquire_owned()) {
-                            (Ok(r), Ok(permit)) => {
-                                let (maps, stats) = (maps.clone(), stats.clone());
-                                tokio::spawn(async move {
-                                    serve(r, ev.key, &maps, &stats).await;
-                                    drop(permit);
-                                });
-                            }
-                            (Ok(r), Err(_)) => {
-                                end_wait(&maps, &ev.key);
-                                stats.failed.fetch_add(1, Ordering::Relaxed);
-                                warn!(client = %r.peer, "too many connections served locally; this one is reset");
-                            }
-                            (Err(e), _) => {
-                                end_wait(&maps, &ev.key);
-                                stats.failed.fetch_add(1, Ordering::Relaxed);
-                                warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "cannot serve the connection locally, it is reset: {e}");
-                            }
+                        (Ok(r), Err(_)) => {
+                            end_wait(&maps, &ev.key);
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(client = %r.peer, "too many connections served locally; this one is reset");
+                        }
+                        (Err(e), _) => {
+                            end_wait(&maps, &ev.key);
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "cannot serve the connection locally, it is reset: {e}");
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            guard.clear_ready();
         }
-    })
+    }
 }
 
 /// The RST that ends the backend's side of a connection taken over locally: from the
@@ -392,7 +384,7 @@ pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u
 fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     let fwd = maps
         .flows()
-        .get(&ev.key, 0)
+        .get(&ev.key)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
     let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
@@ -402,26 +394,51 @@ fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     sys::send_packet(&fd, backend.ip(), &packet)
 }
 
+/// Why a rebuilt connection could not be served.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("connecting to the local server {upstream}: {error}")]
+    Connect {
+        upstream: SocketAddr,
+        error: io::Error,
+    },
+    #[error("rebuilding the connection: {0}")]
+    Rebuild(io::Error),
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
 /// How long the flow entries of a connection served locally outlive it, so that its
 /// closing handshake still reaches the local socket.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// Rebuilds the connection and relays it to the local server until either side ends.
-async fn serve(r: Rebuild, key: FlowKey, maps: &Maps, stats: &HandoffStats) {
+/// Rebuilds the connection and relays it to the local server until either side ends, or
+/// `cancel`: then both sockets are closed and the flow entries left to the kernel's
+/// closing handshake (and the flow GC), as when the daemon exits.
+async fn serve_connection(
+    r: Rebuild,
+    key: FlowKey,
+    maps: &Maps,
+    stats: &HandoffStats,
+    cancel: &CancellationToken,
+) {
     let upstream = r.local;
-    let connected = async {
+    let connecting = async {
         let up = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(upstream))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))
             .and_then(|c| c)
-            .map_err(|e| format!("connecting to the local server {upstream}: {e}"))?;
+            .map_err(|error| ServeError::Connect { upstream, error })?;
         let client = r
             .socket()
             .and_then(TcpStream::from_std)
-            .map_err(|e| format!("rebuilding the connection: {e}"))?;
-        Ok::<_, String>((up, client))
-    }
-    .await;
+            .map_err(ServeError::Rebuild)?;
+        Ok((up, client))
+    };
+    let connected = tokio::select! {
+        c = connecting => c,
+        () = cancel.cancelled() => Err(ServeError::Stopping),
+    };
     // Whatever happened, the client's packets may reach the VPS's stack now: the new
     // socket, or nothing (which resets the connection).
     end_wait(maps, &key);
@@ -438,278 +455,51 @@ async fn serve(r: Rebuild, key: FlowKey, maps: &Maps, stats: &HandoffStats) {
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _ = (up.set_nodelay(true), client.set_nodelay(true));
     debug!(client = %r.peer, %upstream, replayed = r.payload.len(), "serving a connection locally");
-    let relayed = async {
-        up.write_all(&r.payload).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut up).await
-    }
-    .await;
+    let relayed = tokio::select! {
+        r = async {
+            up.write_all(&r.payload).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut up).await
+        } => Some(r),
+        () = cancel.cancelled() => None,
+    };
     stats.active.fetch_sub(1, Ordering::Relaxed);
     drop((client, up));
-    if let Err(e) = relayed {
-        debug!(client = %r.peer, "local connection ended: {e}");
+    match relayed {
+        Some(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
+        Some(Ok(_)) => {}
+        None => {
+            debug!(client = %r.peer, "local connection closed: the daemon is stopping");
+            return;
+        }
     }
-    tokio::time::sleep(LINGER).await;
-    forget_flow(maps, &key);
+    tokio::select! {
+        () = tokio::time::sleep(LINGER) => forget_flow(maps, &key),
+        () = cancel.cancelled() => {}
+    }
 }
 
 /// Lets the client's packets of `key` through to the VPS's stack.
 fn end_wait(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows();
-    if let Ok(mut v) = flows.get(key, 0)
+    let mut flows = maps.flows().lock();
+    if let Ok(mut v) = flows.get(key)
         && v.flags & FLOW_F_HANDOFF_WAIT != 0
     {
         v.flags &= !FLOW_F_HANDOFF_WAIT;
         // Counts the kernel added between the read and this write are lost; the flags
         // must be right.
-        let _ = flows.insert(key, v, 0);
+        let _ = flows.insert(key, v);
     }
 }
 
 /// Removes both flow entries of a connection the daemon served: the client's address and
 /// port may start a new connection, which must go wherever the rules say then.
 fn forget_flow(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows();
-    if let Ok(v) = flows.get(key, 0) {
-        let rev = FlowKey {
-            src: v.nat_addr,
-            dst: key.src,
-            sport: v.nat_port,
-            dport: key.sport,
-            proto: key.proto,
-            family: key.family,
-            _pad: [0; 2],
-        };
-        let _ = flows.remove(&rev);
+    let mut flows = maps.flows().lock();
+    if let Ok(v) = flows.get(key) {
+        let _ = flows.remove(&reverse_key(key, &v));
     }
     let _ = flows.remove(key);
 }
 
 #[cfg(test)]
-mod tests {
-    use forwarder_common::{
-        FAMILY_V6, PROTO_TCP,
-        handoff::{HANDOFF_PAYLOAD_MAX, TCP_OPTIONS_MAX},
-    };
-
-    use super::*;
-    use crate::sys::segment::sum16;
-
-    const LINUX_SYN: [u8; 20] = [
-        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,
-    ];
-
-    fn key(v6: bool) -> FlowKey {
-        let (src, dst, family) = if v6 {
-            let a = |last: u8| {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-                b[15] = last;
-                let mut w = [0u32; 4];
-                for (i, c) in b.chunks(4).enumerate() {
-                    w[i] = u32::from_ne_bytes(c.try_into().unwrap());
-                }
-                w
-            };
-            (a(2), a(1), FAMILY_V6)
-        } else {
-            (
-                [u32::from(Ipv4Addr::new(203, 0, 113, 2)).to_be(), 0, 0, 0],
-                [u32::from(Ipv4Addr::new(203, 0, 113, 1)).to_be(), 0, 0, 0],
-                FAMILY_V4,
-            )
-        };
-        FlowKey {
-            src,
-            dst,
-            sport: 40000u16.to_be(),
-            dport: 443u16.to_be(),
-            proto: PROTO_TCP,
-            family,
-            _pad: [0; 2],
-        }
-    }
-
-    fn handshake(syn: &[u8], synack: &[u8], isn: u32) -> Handshake {
-        let mut h = Handshake {
-            syn_opts: [0; TCP_OPTIONS_MAX],
-            synack_opts: [0; TCP_OPTIONS_MAX],
-            syn_len: syn.len() as u8,
-            synack_len: synack.len() as u8,
-            _pad: [0; 2],
-            syn_seq: isn.to_be(),
-        };
-        h.syn_opts[..syn.len()].copy_from_slice(syn);
-        h.synack_opts[..synack.len()].copy_from_slice(synack);
-        h
-    }
-
-    fn event(kind: u32, seq: u32, payload: &[u8], opts: &[u8]) -> HandoffEvent {
-        let mut e = HandoffEvent {
-            kind,
-            host_id: 2,
-            key: key(false),
-            seq: seq.to_be(),
-            ack: 0x5000_0001u32.to_be(),
-            offset_flags: 0,
-            window: 502u16.to_be(),
-            opts_len: opts.len() as u32,
-            payload_len: payload.len() as u32,
-            _pad: 0,
-            opts: [0; TCP_OPTIONS_MAX],
-            payload: [0; HANDOFF_PAYLOAD_MAX],
-        };
-        e.opts[..opts.len()].copy_from_slice(opts);
-        e.payload[..payload.len()].copy_from_slice(payload);
-        e
-    }
-
-    /// A data segment's options: NOP, NOP, timestamps (TSval 777, TSecr 9000).
-    fn ts_opts() -> Vec<u8> {
-        let mut o = vec![1, 1, 8, 10];
-        o.extend_from_slice(&777u32.to_be_bytes());
-        o.extend_from_slice(&9000u32.to_be_bytes());
-        o
-    }
-
-    #[test]
-    fn a_rebuild_continues_where_the_client_is() {
-        let synack = [
-            2, 4, 0x05, 0x64, 4, 2, 8, 10, 0, 0, 0, 9, 0, 0, 0x12, 0x34, 1, 3, 3, 9,
-        ];
-        let hs = handshake(&LINUX_SYN, &synack, 1000);
-        let ev = event(HANDOFF_LOCAL, 1001, b"hello", &ts_opts());
-        let r = Rebuild::new(&ev, &hs, &[]).unwrap();
-        assert_eq!(r.local, "203.0.113.1:443".parse().unwrap());
-        assert_eq!(r.peer, "203.0.113.2:40000".parse().unwrap());
-        assert_eq!(r.snd_nxt, 0x5000_0001, "the backend's next byte");
-        assert_eq!(r.rcv_nxt, 1006, "past the held-back segment");
-        assert_eq!(r.negotiated.wscale, Some((7, 9)));
-        assert!(r.negotiated.sack && r.negotiated.timestamps);
-        assert_eq!(r.negotiated.client_mss, 1460);
-        assert_eq!(
-            r.snd_wnd,
-            502 << 7,
-            "the client's window, scaled by its shift"
-        );
-        assert_eq!(
-            r.tsval,
-            Some(9001),
-            "just past the backend's last timestamp"
-        );
-        assert_eq!(r.payload, b"hello");
-    }
-
-    #[test]
-    fn earlier_segments_are_replayed_first_and_must_be_complete() {
-        let hs = handshake(&LINUX_SYN, &LINUX_SYN, 1000);
-        let ev = event(HANDOFF_LOCAL, 1004, b"lo", &[]);
-        let r = Rebuild::new(&ev, &hs, b"hel").unwrap();
-        assert_eq!(r.payload, b"hello");
-        assert_eq!(
-            Rebuild::new(&ev, &hs, b"he"),
-            Err(RebuildError::MissingBytes)
-        );
-        assert_eq!(Rebuild::new(&ev, &hs, &[]), Err(RebuildError::MissingBytes));
-    }
-
-    #[test]
-    fn what_cannot_be_rebuilt_is_refused() {
-        let ev = event(HANDOFF_LOCAL, 1001, b"x", &[]);
-        assert_eq!(
-            Rebuild::new(&ev, &handshake(&LINUX_SYN, &[], 1000), &[]),
-            Err(RebuildError::NoSynAck)
-        );
-        assert_eq!(
-            Rebuild::new(&ev, &handshake(&[3, 3], &LINUX_SYN, 1000), &[]),
-            Err(RebuildError::BadOptions("SYN"))
-        );
-        let bad = event(HANDOFF_LOCAL, 1001, b"x", &[8, 10, 0, 0]);
-        assert_eq!(
-            Rebuild::new(&bad, &handshake(&LINUX_SYN, &LINUX_SYN, 1000), &[]),
-            Err(RebuildError::BadOptions("segment"))
-        );
-        // Lengths that lie are cut to the arrays, never trusted.
-        let mut lying = event(HANDOFF_LOCAL, 1001, b"x", &[]);
-        lying.payload_len = u32::MAX;
-        lying.opts_len = 200;
-        let mut hs = handshake(&LINUX_SYN, &LINUX_SYN, 1000);
-        hs.syn_len = 255;
-        let _ = Rebuild::new(&lying, &hs, &[]);
-    }
-
-    #[test]
-    fn no_options_no_scaling() {
-        let hs = handshake(&[], &[], 1000);
-        let r = Rebuild::new(&event(HANDOFF_LOCAL, 1001, b"x", &ts_opts()), &hs, &[]).unwrap();
-        assert_eq!(r.negotiated.wscale, None);
-        assert_eq!(r.snd_wnd, 502);
-        assert_eq!(r.tsval, None, "timestamps were not negotiated");
-        assert_eq!(r.negotiated.client_mss, 536);
-    }
-
-    #[test]
-    fn ipv6_addresses() {
-        let mut ev = event(HANDOFF_LOCAL, 1001, b"x", &[]);
-        ev.key = key(true);
-        let r = Rebuild::new(&ev, &handshake(&[], &[], 1000), &[]).unwrap();
-        assert_eq!(r.local, "[2001:db8::1]:443".parse().unwrap());
-        assert_eq!(r.peer, "[2001:db8::2]:40000".parse().unwrap());
-    }
-
-    #[test]
-    fn the_backend_reset_is_a_valid_rst_at_the_expected_sequence_number() {
-        for (client, backend) in [
-            ("203.0.113.2:40000", "10.8.0.2:443"),
-            ("[2001:db8:1::2]:40000", "[fd00::2]:443"),
-        ] {
-            let (c, b): (SocketAddr, SocketAddr) =
-                (client.parse().unwrap(), backend.parse().unwrap());
-            let p = backend_reset(c, b, 0x1234_5678);
-            let (hl, src, dst) = if c.is_ipv4() {
-                assert_eq!(p.len(), 40);
-                assert_eq!(sum16(&[&p[..20]]), 0xffff, "IPv4 header checksum");
-                (20, &p[12..16], &p[16..20])
-            } else {
-                assert_eq!(p.len(), 60);
-                assert_eq!(&p[4..8], &[0, 20, 6, 64]);
-                (40, &p[8..24], &p[24..40])
-            };
-            let tcp = &p[hl..];
-            let pseudo: Vec<u8> = if c.is_ipv4() {
-                vec![0, 6, 0, 20]
-            } else {
-                vec![0, 0, 0, 20, 0, 0, 0, 6]
-            };
-            assert_eq!(sum16(&[src, dst, &pseudo, tcp]), 0xffff, "TCP checksum");
-            assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 40000);
-            assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 443);
-            assert_eq!(&tcp[4..8], &0x1234_5678u32.to_be_bytes());
-            assert_eq!(tcp[13], 0x04, "RST only");
-        }
-    }
-
-    #[test]
-    fn pending_segments_in_order_within_bounds() {
-        let t = Instant::now();
-        let mut p = Pending::default();
-        p.add(&event(HANDOFF_SEGMENT, 1001, b"abc", &[]), t);
-        p.add(&event(HANDOFF_SEGMENT, 1004, b"def", &[]), t);
-        assert_eq!(p.take(&event(HANDOFF_LOCAL, 1007, b"g", &[])), b"abcdef");
-        assert!(p.is_empty(), "taken");
-        // A gap loses the connection's bytes: nothing half is replayed.
-        p.add(&event(HANDOFF_SEGMENT, 1001, b"abc", &[]), t);
-        p.add(&event(HANDOFF_SEGMENT, 1010, b"def", &[]), t);
-        assert!(p.take(&event(HANDOFF_LOCAL, 1013, b"g", &[])).is_empty());
-        // Old entries expire.
-        p.add(&event(HANDOFF_SEGMENT, 1001, b"abc", &[]), t);
-        p.expire(t + PENDING_TTL);
-        assert!(p.is_empty());
-        // At most PENDING_MAX connections.
-        for port in 0..(PENDING_MAX + 10) as u16 {
-            let mut e = event(HANDOFF_SEGMENT, 1001, b"a", &[]);
-            e.key.sport = port;
-            p.add(&e, t);
-        }
-        assert_eq!(p.len(), PENDING_MAX);
-    }
-}
+mod tests;

@@ -8,9 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::health::HealthConfig;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+    #[error("{0}")]
+    Task(tokio::task::JoinError),
+}
 
 /// One backend's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,13 +52,13 @@ impl BackendState {
     /// Takes one probe result; true when the state changed.
     pub fn observe(
         &mut self,
-        result: Result<(), String>,
+        result: Result<(), ProbeError>,
         cfg: &HealthConfig,
         now: Instant,
     ) -> bool {
         let ok = result.is_ok();
         if let Err(e) = result {
-            self.last_error = Some(e);
+            self.last_error = Some(e.to_string());
         }
         if ok == self.up {
             self.streak = 0;
@@ -81,20 +93,21 @@ impl Health {
     }
 }
 
-async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Ok(Err(e)) => Err(ProbeError::Connect(e)),
+        Err(_) => Err(ProbeError::Timeout(timeout.as_millis())),
     }
 }
 
-/// Probes every backend at the configured interval, for as long as the task runs, and
-/// calls `on_change(backend, up)` on every transition.
+/// Probes every backend at the configured interval, until the task is aborted or
+/// `cancel`, and calls `on_change(backend, up)` on every transition.
 pub fn spawn(
     backends: Vec<SocketAddr>,
     cfg: HealthConfig,
     health: Arc<Health>,
+    cancel: CancellationToken,
     on_change: impl Fn(SocketAddr, bool) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let now = Instant::now();
@@ -117,9 +130,15 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let timeout = Duration::from_millis(cfg.timeout_ms);
         loop {
-            tick.tick().await;
-            let results =
-                run_concurrently(backends.iter().map(|&a| probe(a, timeout)).collect()).await;
+            let probes = async {
+                tick.tick().await;
+                run_concurrently(backends.iter().map(|&a| probe(a, timeout)).collect()).await
+            };
+            // Probes cut short change nothing: no state is half updated.
+            let results = tokio::select! {
+                r = probes => r,
+                () = cancel.cancelled() => return,
+            };
             let now = Instant::now();
             let mut changed = Vec::new();
             {
@@ -150,12 +169,12 @@ pub fn spawn(
 
 /// Runs the probes concurrently, so one unreachable backend does not delay the others.
 async fn run_concurrently(
-    probes: Vec<impl Future<Output = Result<(), String>> + Send + 'static>,
-) -> Vec<Result<(), String>> {
+    probes: Vec<impl Future<Output = Result<(), ProbeError>> + Send + 'static>,
+) -> Vec<Result<(), ProbeError>> {
     let handles: Vec<_> = probes.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        out.push(h.await.unwrap_or_else(|e| Err(e.to_string())));
+        out.push(h.await.unwrap_or_else(|e| Err(ProbeError::Task(e))));
     }
     out
 }
@@ -177,7 +196,7 @@ mod tests {
         };
         let t = Instant::now();
         let mut s = BackendState::new(addr(), t);
-        let fail = || Err("refused".to_owned());
+        let fail = || Err(ProbeError::Connect(std::io::Error::other("refused")));
         assert!(!s.observe(fail(), &cfg, t));
         assert!(!s.observe(fail(), &cfg, t));
         // A success in between starts the count again.
@@ -230,7 +249,9 @@ mod tests {
     async fn a_probe_reaches_a_listening_port_and_not_a_closed_one() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = l.local_addr().unwrap();
-        assert_eq!(probe(open, Duration::from_secs(1)).await, Ok(()));
+        probe(open, Duration::from_secs(1))
+            .await
+            .expect("a listening port answers");
         drop(l);
         assert!(probe(open, Duration::from_secs(1)).await.is_err());
     }

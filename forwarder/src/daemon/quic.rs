@@ -19,10 +19,11 @@ use std::{
 
 use forwarder_common::{
     FlowKey, HOST_OTHER, HostKey, QUIC_V_BAD_NAME, QUIC_V_NAME, QUIC_V_NO_SNI, QUIC_V_UNDECODABLE,
-    QuicInitialEvent, QuicVerdict,
+    QuicVerdict,
     host::{NameMatch, match_name},
     quic::{Assembler, InitialError, Progress2},
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
@@ -184,51 +185,49 @@ impl Pending {
     }
 }
 
-/// Serves the Initial ring buffer until the task is dropped.
-pub fn spawn(qm: QuicMaps, maps: Arc<Maps>, stats: Arc<QuicStats>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let QuicMaps {
-            initials,
-            mut verdicts,
-        } = qm;
-        let mut fd = match crate::dataplane::maps::poll_ring(initials) {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!(
-                    "QUIC connections are not classified: cannot poll the Initial ring buffer: {e}"
-                );
-                return;
-            }
-        };
-        let mut pending = Pending::default();
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            let now = Instant::now();
-            let rb = guard.get_inner_mut();
-            while let Some(item) = rb.next() {
-                let Some(ev) = crate::dataplane::maps::read_record::<QuicInitialEvent>(&item)
-                else {
-                    continue;
-                };
-                stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                let len = (ev.len as usize).min(ev.data.len());
-                let hosts = maps.hosts();
-                let lookup =
-                    |k: &HostKey| hosts.as_ref().and_then(|h| h.get(k, 0).ok()).map(|v| v.id);
-                if let Decision::Verdict(v) =
-                    pending.feed(&ev.key, &ev.data[..len], now, &stats, lookup)
-                    && let Err(e) = verdicts.insert(ev.key, v, 0)
-                {
-                    stats.verdicts_failed.fetch_add(1, Ordering::Relaxed);
-                    debug!("writing a QUIC verdict: {e}");
-                }
-            }
-            stats.pending.store(pending.len() as u64, Ordering::Relaxed);
-            guard.clear_ready();
+/// Serves the Initial ring buffer until `cancel`; a datagram being decoded is finished
+/// and its verdict written.
+pub async fn serve(
+    qm: QuicMaps,
+    maps: Arc<Maps>,
+    stats: Arc<QuicStats>,
+    cancel: CancellationToken,
+) {
+    let QuicMaps {
+        initials,
+        mut verdicts,
+    } = qm;
+    let mut reader = match initials.reader(None) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("QUIC connections are not classified: cannot poll the Initial ring buffer: {e}");
+            return;
         }
-    })
+    };
+    let mut pending = Pending::default();
+    loop {
+        let batch = tokio::select! {
+            r = reader.next_batch() => match r {
+                Ok(batch) => batch,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => return,
+        };
+        let now = Instant::now();
+        for ev in batch {
+            stats.datagrams.fetch_add(1, Ordering::Relaxed);
+            let len = (ev.len as usize).min(ev.data.len());
+            let hosts = maps.host_ids();
+            if let Decision::Verdict(v) =
+                pending.feed(&ev.key, &ev.data[..len], now, &stats, |k| hosts.get(k))
+                && let Err(e) = verdicts.set(ev.key, v)
+            {
+                stats.verdicts_failed.fetch_add(1, Ordering::Relaxed);
+                debug!("writing a QUIC verdict: {e}");
+            }
+        }
+        stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::{
 };
 
 use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
@@ -39,6 +41,72 @@ pub struct RunOptions {
     pub control: PathBuf,
     pub access: control::Access,
     pub pin_dir: Option<PathBuf>,
+}
+
+/// How long the tasks have to finish what they are doing once told to stop.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The daemon's tasks: each gets a child of one cancellation token and is tracked, so that
+/// stopping tells them all and waits for them.
+struct Tasks {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    named: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        Self {
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            named: Vec::new(),
+        }
+    }
+
+    /// Spawns the task `task(cancel)` makes.
+    fn spawn<F>(&mut self, name: &'static str, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.tracker.spawn(task(self.cancel.child_token()));
+        self.named.push((name, handle));
+    }
+
+    /// Tracks a task spawned elsewhere (that stops on the token it was given).
+    fn adopt(&mut self, name: &'static str, handle: JoinHandle<()>) {
+        let handle = self.tracker.spawn(async move {
+            let _ = handle.await;
+        });
+        self.named.push((name, handle));
+    }
+
+    /// Tells every task to stop and waits for them, at most [`SHUTDOWN_DEADLINE`]; those
+    /// still running then are named and aborted.
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let late: Vec<&str> = self
+            .named
+            .iter()
+            .filter(|(_, h)| !h.is_finished())
+            .map(|(name, _)| *name)
+            .collect();
+        warn!(
+            tasks = ?late,
+            connections = self.tracker.len().saturating_sub(late.len()),
+            "tasks did not stop within {} s; they are abandoned",
+            SHUTDOWN_DEADLINE.as_secs()
+        );
+        for (_, h) in &self.named {
+            h.abort();
+        }
+    }
 }
 
 /// Logs a failure to follow the recreated tunnel interface once, not every second.
@@ -84,7 +152,10 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
     let stop_request = Arc::new(tokio::sync::Notify::new());
     let detach = Arc::new(std::sync::atomic::AtomicBool::new(pins.is_none()));
     let gc_state = Arc::new(FlowGcState::default());
-    let mut tasks = Vec::new();
+    let mut tasks = Tasks::new();
+    if let Some(kernel_log) = dp.kernel_log(tasks.cancel.child_token()) {
+        tasks.spawn("kernel log", |_| kernel_log);
+    }
     let health = Arc::new(health::Health::default());
     let runtime = Runtime::new(
         Arc::clone(&dp.maps),
@@ -94,41 +165,37 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
         Arc::clone(&health),
         cfg.clone(),
     );
-    runtime.start_health();
+    runtime.start_health(tasks.cancel.child_token());
     if let Some(events) = dp.take_events() {
-        tasks.push(connlog::spawn_event_reader(
-            events,
-            Arc::clone(&conn_log),
-            labels.clone(),
-        ));
+        let (log, labels) = (Arc::clone(&conn_log), labels.clone());
+        tasks.spawn("connection events", |cancel| {
+            connlog::serve_events(events, log, labels, cancel)
+        });
     }
     let handoff_stats = Arc::new(handoff::HandoffStats::default());
     if let Some(hm) = dp.take_handoff() {
-        tasks.push(handoff::spawn(
-            hm,
-            Arc::clone(&dp.maps),
-            Arc::clone(&handoff_stats),
-        ));
+        let (maps, stats) = (Arc::clone(&dp.maps), Arc::clone(&handoff_stats));
+        let served = tasks.tracker.clone();
+        tasks.spawn("hand-off", |cancel| {
+            handoff::serve(hm, maps, stats, served, cancel)
+        });
     }
     let quic_stats = Arc::new(quic::QuicStats::default());
     if let Some(qm) = dp.take_quic() {
-        tasks.push(quic::spawn(
-            qm,
-            Arc::clone(&dp.maps),
-            Arc::clone(&quic_stats),
-        ));
+        let (maps, stats) = (Arc::clone(&dp.maps), Arc::clone(&quic_stats));
+        tasks.spawn("QUIC Initials", |cancel| {
+            quic::serve(qm, maps, stats, cancel)
+        });
     }
-    tasks.push(
-        FlowGc {
-            maps: Arc::clone(&dp.maps),
-            state: Arc::clone(&gc_state),
-            labels: labels.clone(),
-            timeouts: GcTimeouts::default(),
-            opening_timeouts: GcTimeouts::opening(),
-            conn_log: Arc::clone(&conn_log),
-        }
-        .spawn(),
-    );
+    let gc = FlowGc {
+        maps: Arc::clone(&dp.maps),
+        state: Arc::clone(&gc_state),
+        labels: labels.clone(),
+        timeouts: GcTimeouts::default(),
+        opening_timeouts: GcTimeouts::opening(),
+        conn_log: Arc::clone(&conn_log),
+    };
+    tasks.spawn("flow GC", |cancel| gc.run(cancel));
     let limit = match conn_log_rate {
         0 => "no rate limit".to_owned(),
         n => format!("at most {n} lines/s"),
@@ -155,9 +222,10 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
             info!("metrics on http://{addr}/metrics, statistics on http://{addr}/stats.json");
         }
         let source: Arc<dyn SnapshotSource> = stats.clone();
-        tasks.push(http::spawn(listener, source));
+        let server = http::spawn(listener, source, tasks.cancel.child_token());
+        tasks.adopt("metrics endpoint", server);
     }
-    tasks.push(control::spawn(
+    let control_server = control::spawn(
         control_listener,
         control_path.clone(),
         access,
@@ -167,7 +235,9 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
             Arc::clone(&stop_request),
             Arc::clone(&detach),
         ),
-    ));
+        tasks.cancel.child_token(),
+    );
+    tasks.adopt("control socket", control_server);
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing pid file {}", p.display()))?;
@@ -220,9 +290,9 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
         }
         break;
     }
-    for t in &tasks {
-        t.abort();
-    }
+    tasks.stop().await;
+    // A pinned data path keeps forwarding with the rules it has when the daemon is gone.
+    dp.maps.settle_rules().await;
     let counters = dp.counters();
     drop(dp);
     match &pins {

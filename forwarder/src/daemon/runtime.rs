@@ -132,6 +132,7 @@ pub enum Edit {
 struct Inner {
     cfg: Config,
     health_task: Option<tokio::task::JoinHandle<()>>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The daemon's changeable state and the one way to change it.
@@ -163,6 +164,7 @@ impl Runtime {
             inner: Mutex::new(Inner {
                 cfg,
                 health_task: None,
+                shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -186,9 +188,10 @@ impl Runtime {
     }
 
     /// Starts probing the backends of the configuration in force (call within the tokio
-    /// runtime).
-    pub fn start_health(self: &Arc<Self>) {
+    /// runtime); the probes stop at `shutdown`.
+    pub fn start_health(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut inner = self.lock();
+        inner.shutdown = shutdown;
         self.respawn_health(&mut inner);
     }
 
@@ -211,6 +214,7 @@ impl Runtime {
             probed,
             inner.cfg.health,
             Arc::clone(&self.health),
+            inner.shutdown.child_token(),
             move |backend, up| {
                 if let Some(rt) = me.upgrade() {
                     rt.on_health_change(backend, up);

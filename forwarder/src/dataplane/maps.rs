@@ -7,23 +7,26 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, Instant},
 };
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-        RingBuf,
-    },
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
 };
 use forwarder_common::{
-    CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowValue,
+    CONFIG_MAP, COUNTERS_MAP, ConnEvent, Counter, DataplaneConfig, EVENTS_MAP, FLOWS_MAP,
     HOST_POLICY_MAP, HOST_STATS_MAP, HOSTS_MAP, HostKey, HostStats, HostValue, MAX_HOSTS,
     NEW_FLOWS_MAP, RULES_MAPS, RuleKey, RuleValue, host_stats_index,
 };
 use tracing::warn;
+
+pub use crate::dataplane::ring::read_record;
+use crate::dataplane::{
+    flows::{FlowError, FlowTable},
+    ring::Ring,
+};
 
 /// Flow table size when the kernel cannot be asked (same as the kernel object's).
 pub const DEFAULT_FLOWS_CAPACITY: u32 = 262_144;
@@ -58,11 +61,9 @@ pub enum MapsError {
 pub struct Maps {
     counters: PerCpuArray<MapData, u64>,
     host_stats: Option<Mutex<PerCpuArray<MapData, HostStats>>>,
-    flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
-    flows_capacity: u32,
-    new_flows: Mutex<HashMap<MapData, FlowKey, FlowValue>>,
-    new_flows_capacity: u32,
-    rules: Mutex<RuleTables>,
+    flows: FlowTable,
+    new_flows: FlowTable,
+    rules: Arc<Mutex<RuleTables>>,
     hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
     host_policy: Option<Mutex<Array<MapData, u32>>>,
 }
@@ -76,6 +77,19 @@ pub struct RuleTables {
     /// What the set in force holds.
     current: BTreeMap<RuleKey, RuleValue>,
     switched: Option<Instant>,
+    /// A change that came within [`SWITCH_GRACE`] of the last switch, put in force when
+    /// the grace has passed (a later change replaces it: only the latest is wanted).
+    deferred: Option<Deferred>,
+    /// Whether a timer will put `deferred` in force.
+    timer: bool,
+    /// The lock these tables live in, for that timer.
+    me: Weak<Mutex<RuleTables>>,
+}
+
+/// A rule set and configuration waiting for the set not in force to be free.
+struct Deferred {
+    rules: BTreeMap<RuleKey, RuleValue>,
+    cfg: DataplaneConfig,
 }
 
 /// How long a set stays untouched after the programs switched away from it. Programs run
@@ -123,23 +137,49 @@ impl RuleTables {
     /// Puts `rules` in force together with the configuration `change` makes: written into
     /// the set not in force, then switched to with one update of the configuration. If
     /// anything fails before the switch, the rules in force stay as they were.
+    ///
+    /// The set not in force may still be read for [`SWITCH_GRACE`] after the last switch.
+    /// A change within that time does not wait (the caller may be the runtime's thread):
+    /// it is put in force by a timer when the grace has passed, just when waiting would
+    /// have put it in force, and its failure is logged. A later change replaces it.
     pub fn install(
         &mut self,
         rules: BTreeMap<RuleKey, RuleValue>,
         change: impl FnOnce(&mut DataplaneConfig),
     ) -> Result<(), MapsError> {
-        let mut cfg = self.config()?;
-        let next = ((cfg.rules_set & 1) ^ 1) as usize;
+        let mut cfg = match &self.deferred {
+            Some(d) => d.cfg,
+            None => self.config()?,
+        };
         if cfg.enabled == 0 {
             // Nothing is in force yet: either set will do, but write it whole.
             cfg.rules_set = 0;
         }
-        if let Some(at) = self.switched {
-            let since = at.elapsed();
-            if since < SWITCH_GRACE {
-                std::thread::sleep(SWITCH_GRACE - since);
-            }
+        change(&mut cfg);
+        if let Some(due) = self.grace_end()
+            && Instant::now() < due
+        {
+            self.deferred = Some(Deferred { rules, cfg });
+            self.arm(due);
+            return Ok(());
         }
+        self.deferred = None;
+        self.switch(rules, cfg)
+    }
+
+    /// When the set not in force may be written again.
+    fn grace_end(&self) -> Option<Instant> {
+        self.switched.map(|at| at + SWITCH_GRACE)
+    }
+
+    /// Writes `rules` into the set not in force and switches the programs to it with `cfg`.
+    fn switch(
+        &mut self,
+        rules: BTreeMap<RuleKey, RuleValue>,
+        mut cfg: DataplaneConfig,
+    ) -> Result<(), MapsError> {
+        let in_force = self.config()?;
+        let next = ((in_force.rules_set & 1) ^ 1) as usize;
         let name = RULES_MAPS[next];
         let set = &mut self.sets[next];
         let stale: Vec<RuleKey> = set
@@ -161,7 +201,6 @@ impl RuleTables {
                 source,
             })?;
         }
-        change(&mut cfg);
         cfg.rules_set = next as u32;
         self.config
             .set(0, cfg, 0)
@@ -174,12 +213,71 @@ impl RuleTables {
         self.current = rules;
         Ok(())
     }
+
+    /// Makes sure the deferred change is put in force at `due`.
+    fn arm(&mut self, due: Instant) {
+        if self.timer {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside the runtime (tools, tests) waiting blocks nobody.
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            self.settle();
+            return;
+        };
+        self.timer = true;
+        let me = self.me.clone();
+        runtime.spawn(async move {
+            let mut due = due;
+            loop {
+                tokio::time::sleep_until(due.into()).await;
+                let Some(tables) = me.upgrade() else { return };
+                let mut tables = tables.lock().unwrap_or_else(PoisonError::into_inner);
+                match tables.settle() {
+                    Some(later) => due = later,
+                    None => {
+                        tables.timer = false;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Puts the deferred change in force if its time has come; otherwise returns when it
+    /// will have.
+    fn settle(&mut self) -> Option<Instant> {
+        let deferred = self.deferred.take()?;
+        if let Some(due) = self.grace_end()
+            && Instant::now() < due
+        {
+            self.deferred = Some(deferred);
+            return Some(due);
+        }
+        if let Err(e) = self.switch(deferred.rules, deferred.cfg) {
+            warn!(
+                "the latest rules were not put in force, the previous ones stay: {}",
+                display_chain(&e)
+            );
+        }
+        None
+    }
+}
+
+impl Drop for RuleTables {
+    fn drop(&mut self) {
+        // A pinned data path outlives the daemon: it must be left with the latest rules.
+        if let Some(due) = self.settle() {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            self.settle();
+        }
+    }
 }
 
 impl Maps {
     /// Takes the maps out of `ebpf` (after it has been loaded and filled). Returns the
     /// maps and, if the object has one, the connection event ring buffer.
-    pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Option<RingBuf<MapData>>), MapsError> {
+    pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Option<Ring<ConnEvent>>), MapsError> {
         let counters = typed(ebpf, COUNTERS_MAP, PerCpuArray::try_from)?;
         let mut rules = RuleTables {
             sets: [
@@ -189,8 +287,15 @@ impl Maps {
             config: typed(ebpf, CONFIG_MAP, Array::try_from)?,
             current: BTreeMap::new(),
             switched: None,
+            deferred: None,
+            timer: false,
+            me: Weak::new(),
         };
         rules.read_current()?;
+        let rules = Arc::new_cyclic(|me| {
+            rules.me = me.clone();
+            Mutex::new(rules)
+        });
         let hosts = optional(
             ebpf,
             HOSTS_MAP,
@@ -203,9 +308,8 @@ impl Maps {
             Array::try_from,
             || "host policies have no effect",
         );
-        let (flows, flows_capacity) = flow_table(ebpf, FLOWS_MAP, DEFAULT_FLOWS_CAPACITY)?;
-        let (new_flows, new_flows_capacity) =
-            flow_table(ebpf, NEW_FLOWS_MAP, DEFAULT_NEW_FLOWS_CAPACITY)?;
+        let flows = flow_table(ebpf, FLOWS_MAP, DEFAULT_FLOWS_CAPACITY)?;
+        let new_flows = flow_table(ebpf, NEW_FLOWS_MAP, DEFAULT_NEW_FLOWS_CAPACITY)?;
         let host_stats = optional(
             ebpf,
             HOST_STATS_MAP,
@@ -222,15 +326,13 @@ impl Maps {
             Self {
                 counters,
                 host_stats: host_stats.map(Mutex::new),
-                flows: Mutex::new(flows),
-                flows_capacity,
-                new_flows: Mutex::new(new_flows),
-                new_flows_capacity,
-                rules: Mutex::new(rules),
+                flows,
+                new_flows,
+                rules,
                 hosts: hosts.map(Mutex::new),
                 host_policy: host_policy.map(Mutex::new),
             },
-            events,
+            events.map(Ring::new),
         ))
     }
 
@@ -244,6 +346,22 @@ impl Maps {
         self.hosts
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The host table, locked, for looking names up.
+    pub fn host_ids(&self) -> HostIds<'_> {
+        HostIds(self.hosts())
+    }
+
+    /// Waits until a rule change deferred by [`RuleTables::install`] is in force.
+    pub async fn settle_rules(&self) {
+        loop {
+            let due = self.rules().settle();
+            match due {
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+                None => return,
+            }
+        }
     }
 
     /// Sets the `POLICY_*` of host id `id`.
@@ -361,112 +479,48 @@ impl Maps {
         Some(read())
     }
 
-    /// The table of established connections, locked (only the flow GC holds it for
-    /// long). Lock it before `new_flows` when both are needed.
-    pub fn flows(&self) -> MutexGuard<'_, HashMap<MapData, FlowKey, FlowValue>> {
-        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The table of established connections.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
     }
 
     /// `max_entries` of the table of established connections.
     pub fn flows_capacity(&self) -> u32 {
-        self.flows_capacity
+        self.flows.capacity()
     }
 
-    /// The table of connections still opening (see `NEW_FLOWS_MAP`), locked.
-    pub fn new_flows(&self) -> MutexGuard<'_, HashMap<MapData, FlowKey, FlowValue>> {
-        self.new_flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The table of connections still opening (see `NEW_FLOWS_MAP`).
+    pub fn new_flows(&self) -> &FlowTable {
+        &self.new_flows
     }
 
     /// `max_entries` of the table of connections still opening.
     pub fn new_flows_capacity(&self) -> u32 {
-        self.new_flows_capacity
+        self.new_flows.capacity()
     }
 
     /// Points the flows that leave through interface `old` at `new` (the tunnel interface
-    /// was recreated), in both tables; returns how many were moved. Entries the kernel
-    /// removes meanwhile stay removed; packets counted on an entry between reading and
-    /// rewriting it are lost from its counters (the per-host counters keep them).
-    pub fn retarget_flows(&self, old: u32, new: u32) -> Result<usize, MapError> {
-        let mut flows = self.flows();
-        let mut new_flows = self.new_flows();
-        Ok(retarget(&mut flows, old, new)? + retarget(&mut new_flows, old, new)?)
+    /// was recreated), in both tables; returns how many were moved (see
+    /// [`FlowTable::retarget`]).
+    pub fn retarget_flows(&self, old: u32, new: u32) -> Result<usize, FlowError> {
+        Ok(self.flows.retarget(old, new)? + self.new_flows.retarget(old, new)?)
     }
 }
 
-/// A flow table of the object and its `max_entries` (`default` if the kernel cannot say).
-fn flow_table(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    default: u32,
-) -> Result<(HashMap<MapData, FlowKey, FlowValue>, u32), MapsError> {
-    let map: HashMap<MapData, FlowKey, FlowValue> = typed(ebpf, name, HashMap::try_from)?;
-    let capacity = map.map().info().map_or(default, |i| i.max_entries());
-    Ok((map, capacity))
-}
+/// The host table, locked: host ids by name.
+pub struct HostIds<'a>(Option<MutexGuard<'a, HashMap<MapData, HostKey, HostValue>>>);
 
-fn retarget(
-    flows: &mut HashMap<MapData, FlowKey, FlowValue>,
-    old: u32,
-    new: u32,
-) -> Result<usize, MapError> {
-    let moved: Vec<(FlowKey, FlowValue)> = flows
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, v)| v.ifindex == old)
-        .map(|(k, mut v)| {
-            v.ifindex = new;
-            (k, v)
-        })
-        .collect();
-    let mut n = 0;
-    for (k, v) in moved {
-        match flows.insert(k, v, BPF_EXIST) {
-            Ok(()) => n += 1,
-            // Ended (or confirmed into the other table) since it was read.
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e),
-        }
+impl HostIds<'_> {
+    /// The id of the host `key` names, if it is configured.
+    pub fn get(&self, key: &HostKey) -> Option<u32> {
+        self.0.as_ref()?.get(key, 0).ok().map(|v| v.id)
     }
-    Ok(n)
 }
 
-/// `bpf_map_update_elem` flag: only replace an entry that exists.
-const BPF_EXIST: u64 = 2;
-
-/// A ring buffer and a hash map the daemon serves together (a hand-off from the kernel
-/// and the daemon's answers); `None` if the object lacks either.
-pub fn take_ring_and_map<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    ring: &str,
-    map: &str,
-) -> Option<(RingBuf<MapData>, HashMap<MapData, K, V>)> {
-    let ring = ebpf
-        .take_map(ring)
-        .and_then(|m| RingBuf::try_from(m).ok())?;
-    let map = ebpf.take_map(map).and_then(|m| HashMap::try_from(m).ok())?;
-    Some((ring, map))
-}
-
-/// A ring buffer registered with the runtime, to be read when the kernel wakes it.
-pub fn poll_ring(
-    ring: RingBuf<MapData>,
-) -> std::io::Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>> {
-    // SAFETY: the ring buffer owns its map's fd, which stays open and unchanged for as long
-    // as the ring buffer lives inside the AsyncFd.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-}
-
-/// A ring buffer record as the kernel wrote it; `None` if it is too short.
-pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: `Pod` types are plain integers and arrays (every bit pattern is valid) and
-    // `bytes` holds at least `size_of::<T>()` bytes; the read is unaligned.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+/// A flow table of the object, with `default` as its size if the kernel cannot say.
+fn flow_table(ebpf: &mut Ebpf, name: &'static str, default: u32) -> Result<FlowTable, MapsError> {
+    let map = typed(ebpf, name, HashMap::try_from)?;
+    FlowTable::new(map, default).map_err(|source| MapsError::Map { name, source })
 }
 
 /// An error and its causes on one line (`a: b: c`), for log messages.
@@ -522,31 +576,4 @@ fn optional<T>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_stats_add_field_by_field() {
-        let mut a = HostStats {
-            packets_to_backend: 1,
-            bytes_to_backend: 2,
-            packets_to_client: 3,
-            bytes_to_client: 4,
-            connections: 5,
-            drops: [6, 7, 8, 9],
-        };
-        let b = a;
-        add_host_stats(&mut a, &b);
-        assert_eq!(
-            a,
-            HostStats {
-                packets_to_backend: 2,
-                bytes_to_backend: 4,
-                packets_to_client: 6,
-                bytes_to_client: 8,
-                connections: 10,
-                drops: [12, 14, 16, 18],
-            }
-        );
-    }
-}
+mod tests;

@@ -1,40 +1,44 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
+mod attach;
 pub mod events;
+pub mod flows;
 pub mod maps;
 pub mod pin;
+pub mod ring;
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, ProgramArray, RingBuf},
-    programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, Link as _, PinnedLink},
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
-    },
+    maps::{Array, MapData, ProgramArray},
+    programs::{SchedClassifier, Xdp},
     util::KernelVersion,
 };
 use forwarder_common::{
-    CONFIG_MAP, Counter, DataplaneConfig, FAMILY_V4, FAMILY_V6, HOST_FIRST_CONFIGURED, HOSTS_MAP,
-    HostKey, HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
-    TC_READER_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
+    CONFIG_MAP, ConnEvent, Counter, DataplaneConfig, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey,
+    HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
+    TC_READER_PROG, TC_TUNNEL_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use crate::api::stats::AttachMode;
+pub use self::attach::{
+    TC_FILTER_HANDLE, TC_FILTER_PRIORITY, XdpPreference, remove_lasting_filters,
+};
+pub use crate::{
+    api::stats::AttachMode,
+    model::addr::{addr_words, words_to_addr},
+};
 use crate::{
     config::{Config, Rule},
     dataplane::{
+        attach::{attach_loaded_tc, attach_tc, attach_xdp},
         events::{HandoffMaps, QuicMaps},
         maps::Maps,
-        pin::{LinkKind, PinDir},
+        pin::PinDir,
+        ring::Ring,
     },
     model::labels::HostLabels,
     sys::netif,
@@ -43,45 +47,6 @@ use crate::{
 /// The kernel object, built by build.rs and embedded so the binary is all a VPS needs.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-ebpf"));
-
-/// Which XDP modes to try, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpPreference {
-    /// Driver mode, then generic, then tc-only.
-    Auto,
-    /// Driver mode or fail.
-    Driver,
-    /// Generic (skb) mode or fail.
-    Generic,
-    /// No XDP at all.
-    Off,
-}
-
-/// The inverse of [`addr_words`]; `None` for an unknown family.
-pub fn words_to_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
-    match family {
-        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
-        FAMILY_V6 => {
-            let mut o = [0u8; 16];
-            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
-                chunk.copy_from_slice(&w.to_ne_bytes());
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
-}
-
-pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
-    match a {
-        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
-}
 
 /// Kernel-side log level from `FORWARDER_KERNEL_LOG` (off, error, warn, info, debug,
 /// trace; default warn). Below the level, a log statement in the programs costs one
@@ -133,9 +98,10 @@ pub struct Dataplane {
     pub mode: AttachMode,
     /// The maps the daemon keeps reading and writing while it runs.
     pub maps: Arc<Maps>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<Ring<ConnEvent>>,
     handoff: Option<HandoffMaps>,
     quic: Option<QuicMaps>,
+    kernel_log: Option<KernelLogger>,
     /// Host id -> label, as assigned in the host table.
     pub labels: HostLabels,
     pub tunnel_ifindex: u32,
@@ -164,10 +130,13 @@ impl Dataplane {
             p.check_layouts(EBPF_OBJECT)?;
         }
         let mut ebpf = load_pinned(pins)?;
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => spawn_kernel_logger(logger),
-            Err(e) => warn!("kernel-side logging unavailable: {e}"),
-        }
+        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
         // A reader swapped into a running data path serves the old forwarding programs
         // until they are replaced too; both read the same (pinned) per-packet state.
         let readers = match load_readers(&mut ebpf) {
@@ -250,6 +219,7 @@ impl Dataplane {
             events,
             handoff,
             quic,
+            kernel_log,
             labels,
             tunnel_ifindex,
             adopted: adopting,
@@ -283,7 +253,7 @@ impl Dataplane {
     }
 
     /// The connection event ring buffer, if the kernel programs have one (once).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<Ring<ConnEvent>> {
         self.events.take()
     }
 
@@ -295,6 +265,16 @@ impl Dataplane {
     /// The QUIC Initial ring buffer and the verdict map, for the daemon's QUIC task.
     pub fn take_quic(&mut self) -> Option<QuicMaps> {
         self.quic.take()
+    }
+
+    /// The task that copies the kernel programs' log lines into the daemon's until
+    /// `cancel` (once; `None` without kernel-side logging).
+    pub fn kernel_log(
+        &mut self,
+        cancel: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let logger = self.kernel_log.take()?;
+        Some(serve_kernel_log(logger, cancel))
     }
 }
 
@@ -411,283 +391,29 @@ pub fn load_readers(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes over the link pinned at `path` if it still serves `iface`; a stale one (the
-/// interface was recreated) is unpinned.
-fn pinned_link(path: &std::path::Path, iface: &str) -> anyhow::Result<Option<FdLink>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let want = netif::ifindex(iface)?;
-    match pin::pinned_link_ifindex(path) {
-        Ok(Some(i)) if i == want => {
-            let link = PinnedLink::from_pin(path)
-                .with_context(|| format!("opening the pinned link {}", path.display()))?;
-            Ok(Some(FdLink::from(link)))
-        }
-        other => {
-            warn!(
-                link = %path.display(),
-                ?other,
-                "the pinned link no longer serves {iface}; attaching anew"
-            );
-            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
-            Ok(None)
-        }
-    }
-}
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
-fn attach_tc(
-    ebpf: &mut Ebpf,
-    prog: &str,
-    iface: &str,
-    tcx: bool,
-    pins: Option<&PinDir>,
-) -> anyhow::Result<()> {
-    let p: &mut SchedClassifier = ebpf
-        .program_mut(prog)
-        .with_context(|| format!("program {prog} missing from the object"))?
-        .try_into()?;
-    p.load().with_context(|| format!("verifying {prog}"))?;
-    attach_loaded_tc(ebpf, prog, iface, tcx, pins)
-}
-
-/// Attaches an already loaded tc program to `iface`'s ingress, taking over (or replacing
-/// a stale) pinned link.
-fn attach_loaded_tc(
-    ebpf: &mut Ebpf,
-    prog: &str,
-    iface: &str,
-    tcx: bool,
-    pins: Option<&PinDir>,
-) -> anyhow::Result<()> {
-    if !tcx {
-        // Before TCX (6.6) tc programs hang off the clsact qdisc.
-        if let Err(e) = tc::qdisc_add_clsact(iface) {
-            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-            if !exists {
-                return Err(e).with_context(|| format!("adding the clsact qdisc to {iface}"));
-            }
-        }
-    }
-    let p: &mut SchedClassifier = ebpf
-        .program_mut(prog)
-        .with_context(|| format!("program {prog} missing from the object"))?
-        .try_into()?;
-    if !tcx && pins.is_some() {
-        return attach_lasting_filter(p, prog, iface);
-    }
-    // Only TCX links can be pinned and swapped; before 6.6 the filters of the clsact qdisc
-    // stand in for them (`attach_lasting_filter`).
-    let path = pins
-        .filter(|_| tcx)
-        .map(|p| p.link_path(LinkKind::TcIngress, iface));
-    if let Some(path) = &path
-        && let Some(link) = pinned_link(path, iface)?
-    {
-        p.attach_to_link(link.try_into()?)
-            .with_context(|| format!("swapping {prog} into the running link on {iface}"))?;
-        info!(program = prog, %iface, "replaced the running program");
-        return Ok(());
-    }
-    let id = p
-        .attach(iface, TcAttachType::Ingress)
-        .with_context(|| format!("attaching {prog} to tc ingress of {iface}"))?;
-    if let Some(path) = path {
-        let link: FdLink = p.take_link(id)?.try_into()?;
-        link.pin(&path)
-            .with_context(|| format!("pinning the {prog} link at {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Priority and handle of the data path's tc filters before TCX (6.6): fixed, so that the
-/// next daemon finds the filter a previous one left, and `forwarder stop --detach` what
-/// to remove. Unusual values, to stay clear of a user's own filters.
-pub const TC_FILTER_PRIORITY: u16 = 0xf0d;
-pub const TC_FILTER_HANDLE: TcHandle = TcHandle::new(0xf0d, 1);
-
-/// Before TCX there are no tc links to pin: the program goes into a clsact filter of a
-/// fixed priority and handle that outlives the daemon (the kernel keeps a filter until it
-/// is deleted), as pinned links do from 6.6 on. A filter a previous daemon left is taken
-/// over by replacing its program in place (one netlink change, no gap).
-fn attach_lasting_filter(p: &mut SchedClassifier, prog: &str, iface: &str) -> anyhow::Result<()> {
-    let existing = SchedClassifierLink::attached(
-        iface,
-        TcAttachType::Ingress,
-        TC_FILTER_PRIORITY,
-        TC_FILTER_HANDLE,
-        None,
-    )
-    .with_context(|| format!("looking up {iface}"))?;
-    let id = match p.attach_to_link(existing) {
-        Ok(id) => {
-            info!(program = prog, %iface, "replaced the running program (clsact filter)");
-            id
-        }
-        // No filter of ours there yet (replacing one that does not exist fails).
-        Err(_) => p
-            .attach_with_options(
-                iface,
-                TcAttachType::Ingress,
-                TcAttachOptions::Netlink(NlOptions {
-                    priority: TC_FILTER_PRIORITY,
-                    handle: TC_FILTER_HANDLE,
-                    ..NlOptions::default()
-                }),
-            )
-            .with_context(|| format!("attaching {prog} to tc ingress of {iface}"))?,
+async fn serve_kernel_log(logger: KernelLogger, cancel: CancellationToken) {
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for as
+    // long as the logger lives inside the AsyncFd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
     };
-    // Dropping the link would delete the filter: it stays, like a pinned link.
-    std::mem::forget(p.take_link(id)?);
-    Ok(())
-}
-
-/// Deletes the data path's clsact filters (`attach_lasting_filter`) from every interface
-/// of the namespace; returns how many there were.
-pub fn remove_lasting_filters() -> usize {
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return 0;
+    let Ok(mut fd) = registered else {
+        warn!("kernel-side logging unavailable: cannot poll its ring buffer");
+        return;
     };
-    let mut n = 0;
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Ok(link) = SchedClassifierLink::attached(
-            &name,
-            TcAttachType::Ingress,
-            TC_FILTER_PRIORITY,
-            TC_FILTER_HANDLE,
-            None,
-        ) && link.detach().is_ok()
-        {
-            n += 1;
-        }
-    }
-    n
-}
-
-fn attach_xdp(
-    ebpf: &mut Ebpf,
-    iface: &str,
-    pref: XdpPreference,
-    pins: Option<&PinDir>,
-    previous: Option<AttachMode>,
-) -> anyhow::Result<AttachMode> {
-    let p: &mut Xdp = ebpf
-        .program_mut(XDP_INGRESS_PROG)
-        .context("XDP program missing from the object")?
-        .try_into()?;
-    let path = pins.map(|p| p.link_path(LinkKind::Xdp, iface));
-    let pinned = match &path {
-        Some(path) => pinned_link(path, iface)?,
-        None => None,
-    };
-    if pref == XdpPreference::Off {
-        if let (Some(path), Some(_)) = (&path, &pinned) {
-            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
-            warn!("removed the running XDP program from {iface} (XDP disabled by configuration)");
-        }
-        warn!("XDP disabled by configuration: tc translates every packet (slower)");
-        return Ok(AttachMode::TcOnly);
-    }
-    p.load().context("verifying the XDP program")?;
-    let keep = matches!(
-        (pref, previous),
-        (
-            XdpPreference::Auto,
-            Some(AttachMode::XdpDriver | AttachMode::XdpGeneric)
-        ) | (XdpPreference::Driver, Some(AttachMode::XdpDriver))
-            | (XdpPreference::Generic, Some(AttachMode::XdpGeneric))
-    );
-    if let (Some(link), Some(mode)) = (pinned, previous) {
-        if keep {
-            p.attach_to_link(link.try_into()?)
-                .with_context(|| format!("swapping the XDP program on {iface}"))?;
-            info!(%iface, mode = mode.as_str(), "replaced the running XDP program");
-            return Ok(mode);
-        }
-        // Another mode was asked for: the old link goes, the new one is made below.
-        if let Some(path) = &path {
-            std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
-        }
-    }
-    let tries: &[(XdpMode, AttachMode)] = match pref {
-        XdpPreference::Auto => &[
-            (XdpMode::Driver, AttachMode::XdpDriver),
-            (XdpMode::Skb, AttachMode::XdpGeneric),
-        ],
-        XdpPreference::Driver => &[(XdpMode::Driver, AttachMode::XdpDriver)],
-        XdpPreference::Generic => &[(XdpMode::Skb, AttachMode::XdpGeneric)],
-        XdpPreference::Off => &[],
-    };
-    let mut last = None;
-    for (xdp_mode, mode) in tries {
-        match p.attach(iface, *xdp_mode) {
-            Ok(id) => {
-                if *mode != AttachMode::XdpDriver {
-                    warn!(
-                        "{iface} refused driver-mode XDP; running XDP in generic mode ({})",
-                        mode.as_str()
-                    );
-                }
-                if let Some(path) = &path {
-                    let link: FdLink = p.take_link(id)?.try_into()?;
-                    link.pin(path)
-                        .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
-                }
-                return Ok(*mode);
-            }
-            Err(e) => {
-                warn!(
-                    "attaching XDP to {iface} in {:?} mode failed: {e}",
-                    xdp_mode
-                );
-                last = Some(e);
-            }
-        }
-    }
-    if pref == XdpPreference::Auto {
-        warn!("{iface} accepts no XDP program; falling back to tc-only translation (slower)");
-        return Ok(AttachMode::TcOnly);
-    }
-    Err(last.map_or_else(
-        || anyhow::anyhow!("no XDP mode to try"),
-        anyhow::Error::from,
-    ))
-    .with_context(|| format!("attaching XDP to {iface} ({pref:?} mode requested)"))
-}
-
-fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    tokio::spawn(async move {
-        // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for
-        // as long as the logger lives inside the AsyncFd.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    loop {
+        let mut guard = tokio::select! {
+            r = fd.readable_mut() => match r {
+                Ok(guard) => guard,
+                Err(_) => return,
+            },
+            () = cancel.cancelled() => break,
         };
-        let Ok(mut fd) = registered else {
-            warn!("kernel-side logging unavailable: cannot poll its ring buffer");
-            return;
-        };
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_words_round_trip() {
-        for a in ["203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4", "fd00::2"] {
-            let a: IpAddr = a.parse().unwrap();
-            let (w, f) = addr_words(a);
-            assert_eq!(words_to_addr(w, f), Some(a));
-        }
-        assert_eq!(words_to_addr([0; 4], 0), None);
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
     }
+    // What the programs logged before the daemon stopped.
+    fd.get_mut().flush();
 }

@@ -207,10 +207,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// Serves requests until the task is dropped.
+/// Serves requests until `cancel`.
 pub fn spawn(
     listener: TcpListener,
     source: Arc<dyn SnapshotSource>,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -229,10 +230,18 @@ pub fn spawn(
             .auto_date_header(false);
         let http = Arc::new(http);
         loop {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => p,
+                () = cancel.cancelled() => return,
+            };
+            let Ok(permit) = permit else {
                 return;
             };
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = cancel.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     debug!("metrics endpoint: accept failed: {e}");

@@ -43,7 +43,12 @@ fn server() -> SocketAddr {
             rt.block_on(async {
                 let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                let _ = spawn(listener, Arc::new(Fixed)).await;
+                let _ = spawn(
+                    listener,
+                    Arc::new(Fixed),
+                    tokio_util::sync::CancellationToken::new(),
+                )
+                .await;
             });
         });
         rx.recv().unwrap()
@@ -310,7 +315,11 @@ async fn serves_over_tcp() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = spawn(listener, Arc::new(Fixed));
+    let server = spawn(
+        listener,
+        Arc::new(Fixed),
+        tokio_util::sync::CancellationToken::new(),
+    );
     async fn exchange(addr: SocketAddr, req: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(req).await.unwrap();
