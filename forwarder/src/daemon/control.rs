@@ -145,7 +145,7 @@ async fn serve(
             Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
             Ok(Ok(_)) => match parse(&buf) {
                 Err(e) => Response::error(e.to_string()),
-                Ok(req) => match handler(&req) {
+                Ok(req) => match handler(&req).await {
                     Ok(result) => Response {
                         ok: true,
                         error: None,

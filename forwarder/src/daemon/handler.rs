@@ -7,6 +7,8 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -28,8 +30,16 @@ use crate::{
     observe::snapshot::SnapshotSource as _,
 };
 
-/// Answers one request: its reply, encoded, or why there is none.
-pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, HandlerError> + Send + Sync>;
+/// Answers one request: its reply, encoded, or why there is none. The answer is ready
+/// once a change it made is in force in the kernel (a rule switch may wait out the grace
+/// of the one before), so a client that acts on the reply meets the new rules.
+pub type Handler = Arc<
+    dyn Fn(
+            &Request,
+        ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, HandlerError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Why a request was refused; the message is the answer's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +73,14 @@ pub fn control_handler(
         stop_request,
         detach,
     };
-    Arc::new(move |req| answers.answer(req))
+    Arc::new(move |req| {
+        let answer = answers.answer(req);
+        let maps = Arc::clone(&answers.stats.maps);
+        Box::pin(async move {
+            maps.settle_rules().await;
+            answer
+        })
+    })
 }
 
 /// `request`'s reply, encoded as the protocol writes it.

@@ -141,7 +141,8 @@ impl RuleTables {
     /// The set not in force may still be read for [`SWITCH_GRACE`] after the last switch.
     /// A change within that time does not wait (the caller may be the runtime's thread):
     /// it is put in force by a timer when the grace has passed, just when waiting would
-    /// have put it in force, and its failure is logged. A later change replaces it.
+    /// have put it in force, and its failure is logged. A later change replaces it. The
+    /// control socket answers a change only once it is in force ([`Maps::settle_rules`]).
     pub fn install(
         &mut self,
         rules: BTreeMap<RuleKey, RuleValue>,
