@@ -94,7 +94,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::dataplane::words_to_addr;
+    use crate::model::addr::words_to_addr;
 
     fn syn(src: &str, dst: &str, mss: u16) -> Vec<u8> {
         Segment {
