@@ -1,10 +1,11 @@
 //! Project automation: `cargo xtask setup | build | test | demo | soak | bench | vmtest |
-//! layout`.
+//! lint | layout`.
 
 mod bench;
 mod demo;
 mod fuzz;
 mod layout;
+mod lint;
 mod setup;
 mod vmtest;
 
@@ -83,6 +84,9 @@ enum Cmd {
         #[arg(long = "suite", value_name = "NAME")]
         suites: Vec<String>,
     },
+    /// Formatting (nightly rustfmt), clippy with warnings as errors on the host crates and
+    /// on the kernel programs, and the layout check. Run first by `test`.
+    Lint,
     /// Check the source tree's shape: no import cycle between the modules of a crate, no
     /// file over 600 lines except the named test tables.
     Layout {
@@ -154,6 +158,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Lint => {
+            setup::run(false)?;
+            lint::run()
+        }
         Cmd::Layout { graph } => layout::run(&root(), graph),
         Cmd::Bench { quick, profile } => {
             setup::run(true)?;
@@ -213,8 +221,8 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
-    // Seconds, and it names what to fix: before anything slow.
-    layout::run(&root(), false)?;
+    // A minute or two, and it names what to fix: before anything slow.
+    lint::run()?;
     let bin = build(false)?;
     if !nix_is_root() {
         bail!("the BPF and network-namespace tests need root: run `sudo -E cargo xtask test`");

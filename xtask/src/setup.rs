@@ -42,6 +42,7 @@ pub fn run(with_packages: bool) -> anyhow::Result<()> {
         debian_packages()?;
     }
     nightly_rust_src()?;
+    stable_clippy()?;
     bpf_linker()?;
     Ok(())
 }
@@ -345,6 +346,19 @@ pub fn vng() -> anyhow::Result<PathBuf> {
     Ok(vng)
 }
 
+/// Clippy for the toolchain that builds the host crates (`cargo xtask lint`).
+fn stable_clippy() -> anyhow::Result<()> {
+    let have = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        return Ok(());
+    }
+    status(Command::new("rustup").args(["component", "add", "clippy"]))
+        .context("adding clippy to the toolchain that builds the host crates")
+}
+
 fn nightly_rust_src() -> anyhow::Result<()> {
     let out = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
@@ -356,14 +370,21 @@ fn nightly_rust_src() -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    // rust-src builds core for the bpf target; clippy and rustfmt are `cargo xtask lint`'s.
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = ["rust-src", "clippy", "rustfmt"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-        .context("adding rust-src to the nightly toolchain")
+    status(
+        Command::new("rustup")
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(&missing),
+    )
+    .with_context(|| format!("adding {} to the nightly toolchain", missing.join(", ")))
 }
 
 fn cargo_home() -> PathBuf {

@@ -123,7 +123,7 @@ pub(super) fn http_step<B: Bytes + ?Sized>(
 }
 
 /// First bytes of the header lines the HTTP reader stops at: Host, and the empty line.
-const LINES_THAT_MATTER: [u8; 4] = [b'h', b'H', b'\r', b'\n'];
+const LINES_THAT_MATTER: [u8; 4] = *b"hH\r\n";
 
 #[inline(always)]
 fn is_host_name(w: &[u8; 5]) -> bool {
@@ -143,7 +143,7 @@ pub(super) fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> O
         & swar::first_bytes(end.saturating_sub(from));
     let start = from + swar::run_len(blanks);
     let stop = b
-        .find_any(start, end, [b':', b' ', b'\t', b'\r'])
+        .find_any(start, end, *b": \t\r")
         .unwrap_or(end);
     if stop <= start {
         return Outcome::HttpNoHost;
@@ -207,7 +207,7 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
         return None;
     };
     let stop = b
-        .find_any(start, eol, [b':', b'/', b' ', b'?'])
+        .find_any(start, eol, *b":/ ?")
         .unwrap_or(eol);
     if stop <= start {
         return Some(Outcome::HttpMalformed);
