@@ -41,7 +41,7 @@ pub struct Outcomes {
 }
 
 /// A hook the ingress path (`forward::ingress`) runs at.
-pub trait Ingress: EbpfContext + LoadBytes + Sized {
+pub trait Ingress: EbpfContext + LoadBytes {
     type Verdict: Copy;
     /// What the hook keeps from [`Ingress::reserve`] for [`Ingress::translate`].
     type Mark;
