@@ -163,17 +163,7 @@ pub fn to_backend<C: EbpfContext>(
         ..ZERO_FLOW
     };
     zero_counts(&mut s.fwd);
-    // The reply's key, `s.fwd_key.reversed(&s.fwd)`, written from the rule and the packet:
-    // reading it back from the entry just built costs the verifier more.
-    s.rev_key = FlowKey {
-        src: rule.backend_addr,
-        dst: info.src,
-        sport: rule.backend_port,
-        dport: info.sport,
-        proto: info.proto,
-        family: info.family,
-        _pad: [0; 2],
-    };
+    s.fwd_key.reverse_into(&s.fwd, &mut s.rev_key);
     s.rev = FlowValue {
         nat_addr: info.dst,
         nat_port: info.dport,
