@@ -22,6 +22,9 @@ pub trait LoadBytes {
 
 /// The counters of the ingress path's outcomes at one hook.
 pub struct Outcomes {
+    /// A malformed packet: counted and dropped by the path (`Some`), or left to the
+    /// caller's error path, which counts and drops it the same (`None`).
+    pub malformed: Option<Counter>,
     /// Not IPv4 or IPv6.
     pub not_ip: Counter,
     /// IP, but neither TCP nor UDP; and packets no rule matches.

@@ -39,7 +39,15 @@ pub fn ingress<H: Ingress>(ctx: &H, cfg: &DataplaneConfig) -> Result<H::Verdict,
         Err(Skip::OtherProto) => return pass::<H>(outcomes.no_rule),
         Err(Skip::Fragment) => return pass::<H>(outcomes.fragment),
         Err(Skip::IpOptions) => return pass::<H>(outcomes.ip_options),
-        Err(Skip::Malformed) => return Err(()),
+        Err(Skip::Malformed) => {
+            return match outcomes.malformed {
+                Some(c) => {
+                    count(c);
+                    Ok(H::DROP)
+                }
+                None => Err(()),
+            };
+        }
     }
     let key = RuleKey {
         addr: info.dst,

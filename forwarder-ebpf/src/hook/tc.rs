@@ -49,6 +49,7 @@ impl Ingress for TcContext {
     const PASS: i32 = TC_ACT_OK;
     const DROP: i32 = TC_ACT_SHOT;
     const OUTCOMES: Outcomes = Outcomes {
+        malformed: None,
         not_ip: Counter::TcPass,
         no_rule: Counter::TcPass,
         fragment: Counter::TcPass,

@@ -49,6 +49,7 @@ impl Ingress for XdpContext {
     const PASS: u32 = xdp_action::XDP_PASS;
     const DROP: u32 = xdp_action::XDP_DROP;
     const OUTCOMES: Outcomes = Outcomes {
+        malformed: Some(Counter::XdpDropMalformed),
         not_ip: Counter::XdpPassNotIp,
         no_rule: Counter::XdpPassNoRule,
         fragment: Counter::XdpPassFragment,

@@ -8,19 +8,25 @@ use crate::{counters::count, forward, maps::config};
 #[xdp]
 pub fn fwd_xdp_ingress(ctx: XdpContext) -> u32 {
     count(Counter::XdpRx);
-    let cfg = match config() {
-        Some(cfg) if cfg.enabled != 0 => cfg,
-        _ => {
-            count(Counter::XdpPassDisabled);
-            return xdp_action::XDP_PASS;
-        }
-    };
-    match forward::ingress(&ctx, cfg) {
+    match try_ingress(&ctx) {
         Ok(action) => action,
-        // A malformed packet, or one that changed under us between parse and rewrite.
+        // Only reachable if a packet changed under us between parse and rewrite.
         Err(()) => {
             count(Counter::XdpDropMalformed);
             xdp_action::XDP_DROP
         }
     }
+}
+
+#[inline(always)]
+fn try_ingress(ctx: &XdpContext) -> Result<u32, ()> {
+    let Some(cfg) = config() else {
+        count(Counter::XdpPassDisabled);
+        return Ok(xdp_action::XDP_PASS);
+    };
+    if cfg.enabled == 0 {
+        count(Counter::XdpPassDisabled);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    forward::ingress(ctx, cfg)
 }
