@@ -1,6 +1,9 @@
 //! Map names, keys and values, declared once for both sides.
 
-use core::mem::size_of;
+use core::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// Forwarding rules: `RuleKey` -> `RuleValue`, twice. The programs read the set that
 /// `DataplaneConfig::rules_set` selects, so the daemon can write a whole new rule set into
@@ -160,6 +163,70 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key of the other direction of the connection whose entry for this key is `v`:
+    /// for a forward entry (`DIR_TO_BACKEND`, client -> public) the reply's key (backend
+    /// -> client), for a reply entry (`DIR_TO_CLIENT`) the forward key.
+    #[inline(always)]
+    pub fn reversed(&self, v: &FlowValue) -> FlowKey {
+        let mut out = *self;
+        self.reverse_into(v, &mut out);
+        out
+    }
+
+    /// [`FlowKey::reversed`], written into `out`: the kernel builds keys in map memory,
+    /// where a returned value would first be assembled on its 512-byte stack.
+    #[inline(always)]
+    pub fn reverse_into(&self, v: &FlowValue, out: &mut FlowKey) {
+        if v.direction == DIR_TO_BACKEND {
+            // client -> public; the reply travels backend -> client.
+            out.src = v.nat_addr;
+            out.sport = v.nat_port;
+            out.dst = self.src;
+            out.dport = self.sport;
+        } else {
+            // backend -> client; the client sends client -> public.
+            out.src = self.dst;
+            out.sport = self.dport;
+            out.dst = v.nat_addr;
+            out.dport = v.nat_port;
+        }
+        out.proto = self.proto;
+        out.family = self.family;
+        out._pad = [0; 2];
+    }
+}
+
+/// The address held in a map's address words (`FlowKey`, `RuleKey`, `SourceKey`, ...):
+/// the packet's bytes in network order, read as native-endian words; IPv4 uses the first
+/// word only. `None` for a family other than `FAMILY_V4` / `FAMILY_V6`.
+pub fn words_to_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
+        FAMILY_V6 => {
+            let mut o = [0u8; 16];
+            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
+/// The address words and family (`FAMILY_V4` / `FAMILY_V6`) of `addr`, as the kernel
+/// writes them into map keys; the inverse of [`words_to_addr`].
+pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
 
 /// Flow entry: the address and port that replace the destination (client -> backend
 /// direction) or the source (backend -> client direction), and the flow's statistics in
@@ -493,8 +560,15 @@ pub const fn admit(tat: u64, now: u64, rate: u16, burst: u16) -> Option<u64> {
 
 /// Global counters. Each name says what happened to a packet and, for drops and passes,
 /// why; the daemon exports them under these names.
+///
+/// This declaration is the only list of counters: their index in `COUNTERS_MAP` is the
+/// declaration order, [`Counter::ALL`] and [`COUNTER_COUNT`] are derived from it, and a
+/// counter's name ([`Counter::name`]) is its variant's name in snake_case.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumCount, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Counter {
     /// XDP: packets seen on the public interface.
     XdpRx = 0,
@@ -594,124 +668,20 @@ pub enum Counter {
     ClassifyQuicTimeout,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::ClassifyQuicTimeout as u32 + 1;
+/// Entries of `COUNTERS_MAP`: one per counter.
+pub const COUNTER_COUNT: u32 = <Counter as strum::EnumCount>::COUNT as u32;
 
 impl Counter {
-    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
-        Counter::XdpRx,
-        Counter::XdpToTunnel,
-        Counter::XdpPassNoRule,
-        Counter::XdpPassNotIp,
-        Counter::XdpPassFragment,
-        Counter::XdpPassIpOptions,
-        Counter::XdpPassDisabled,
-        Counter::XdpPassNoMeta,
-        Counter::XdpDropMalformed,
-        Counter::TcToTunnel,
-        Counter::TcTranslated,
-        Counter::TcPass,
-        Counter::TcDropMalformed,
-        Counter::TcRedirectFailed,
-        Counter::TunnelToClient,
-        Counter::TunnelPass,
-        Counter::TunnelDropMalformed,
-        Counter::TunnelRedirectFailed,
-        Counter::MssClamped,
-        Counter::FlowsCreated,
-        Counter::FlowCreateFailed,
-        Counter::ClassifiedTls,
-        Counter::ClassifiedHttp,
-        Counter::ClassifyTlsNoSni,
-        Counter::ClassifyTlsMalformed,
-        Counter::ClassifyHttpNoHost,
-        Counter::ClassifyHttpMalformed,
-        Counter::ClassifyNotTlsOrHttp,
-        Counter::ClassifyBadName,
-        Counter::ClassifyGaveUp,
-        Counter::EventsLost,
-        Counter::ClassifyUnavailable,
-        Counter::XdpPassFallback,
-        Counter::TcPassFallback,
-        Counter::XdpDropRateLimit,
-        Counter::TcDropRateLimit,
-        Counter::PolicyCut,
-        Counter::XdpPassCut,
-        Counter::TcPassCut,
-        Counter::PolicyLocal,
-        Counter::HandoffLost,
-        Counter::TunnelDropCut,
-        Counter::DropHandoffWait,
-        Counter::SynFloodDrop,
-        Counter::SynFloodRetryPass,
-        Counter::FlowsConfirmed,
-        Counter::FlowConfirmFailed,
-        Counter::QuicInitials,
-        Counter::QuicRateLimited,
-        Counter::QuicInitialsLost,
-        Counter::ClassifiedQuic,
-        Counter::ClassifyQuicNoSni,
-        Counter::ClassifyQuicUndecodable,
-        Counter::ClassifyQuicTimeout,
-    ];
+    /// Every counter, in index order.
+    pub const ALL: [Counter; <Counter as strum::EnumCount>::COUNT] =
+        match <Counter as strum::VariantArray>::VARIANTS.first_chunk() {
+            Some(all) => *all,
+            None => panic!("VARIANTS holds every counter"),
+        };
 
     /// Stable snake_case name, used in logs and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::XdpRx => "xdp_rx",
-            Counter::XdpToTunnel => "xdp_to_tunnel",
-            Counter::XdpPassNoRule => "xdp_pass_no_rule",
-            Counter::XdpPassNotIp => "xdp_pass_not_ip",
-            Counter::XdpPassFragment => "xdp_pass_fragment",
-            Counter::XdpPassIpOptions => "xdp_pass_ip_options",
-            Counter::XdpPassDisabled => "xdp_pass_disabled",
-            Counter::XdpPassNoMeta => "xdp_pass_no_meta",
-            Counter::XdpDropMalformed => "xdp_drop_malformed",
-            Counter::TcToTunnel => "tc_to_tunnel",
-            Counter::TcTranslated => "tc_translated",
-            Counter::TcPass => "tc_pass",
-            Counter::TcDropMalformed => "tc_drop_malformed",
-            Counter::TcRedirectFailed => "tc_redirect_failed",
-            Counter::TunnelToClient => "tunnel_to_client",
-            Counter::TunnelPass => "tunnel_pass",
-            Counter::TunnelDropMalformed => "tunnel_drop_malformed",
-            Counter::TunnelRedirectFailed => "tunnel_redirect_failed",
-            Counter::MssClamped => "mss_clamped",
-            Counter::FlowsCreated => "flows_created",
-            Counter::FlowCreateFailed => "flow_create_failed",
-            Counter::ClassifiedTls => "classified_tls",
-            Counter::ClassifiedHttp => "classified_http",
-            Counter::ClassifyTlsNoSni => "classify_tls_no_sni",
-            Counter::ClassifyTlsMalformed => "classify_tls_malformed",
-            Counter::ClassifyHttpNoHost => "classify_http_no_host",
-            Counter::ClassifyHttpMalformed => "classify_http_malformed",
-            Counter::ClassifyNotTlsOrHttp => "classify_not_tls_or_http",
-            Counter::ClassifyBadName => "classify_bad_name",
-            Counter::ClassifyGaveUp => "classify_gave_up",
-            Counter::EventsLost => "events_lost",
-            Counter::ClassifyUnavailable => "classify_unavailable",
-            Counter::XdpPassFallback => "xdp_pass_fallback",
-            Counter::TcPassFallback => "tc_pass_fallback",
-            Counter::XdpDropRateLimit => "xdp_drop_rate_limit",
-            Counter::TcDropRateLimit => "tc_drop_rate_limit",
-            Counter::PolicyCut => "policy_cut",
-            Counter::XdpPassCut => "xdp_pass_cut",
-            Counter::TcPassCut => "tc_pass_cut",
-            Counter::PolicyLocal => "policy_local",
-            Counter::HandoffLost => "handoff_lost",
-            Counter::TunnelDropCut => "tunnel_drop_cut",
-            Counter::DropHandoffWait => "drop_handoff_wait",
-            Counter::SynFloodDrop => "syn_flood_drop",
-            Counter::SynFloodRetryPass => "syn_flood_retry_pass",
-            Counter::FlowsConfirmed => "flows_confirmed",
-            Counter::FlowConfirmFailed => "flow_confirm_failed",
-            Counter::QuicInitials => "quic_initials",
-            Counter::QuicRateLimited => "quic_rate_limited",
-            Counter::QuicInitialsLost => "quic_initials_lost",
-            Counter::ClassifiedQuic => "classified_quic",
-            Counter::ClassifyQuicNoSni => "classify_quic_no_sni",
-            Counter::ClassifyQuicUndecodable => "classify_quic_undecodable",
-            Counter::ClassifyQuicTimeout => "classify_quic_timeout",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -762,12 +732,189 @@ mod tests {
     }
 
     #[test]
+    fn counter_names_are_snake_case() {
+        assert_eq!(Counter::XdpRx.name(), "xdp_rx");
+        assert_eq!(Counter::XdpPassIpOptions.name(), "xdp_pass_ip_options");
+        assert_eq!(
+            Counter::ClassifyNotTlsOrHttp.name(),
+            "classify_not_tls_or_http"
+        );
+        for c in Counter::ALL {
+            let n = c.name();
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    && !n.starts_with('_')
+                    && !n.ends_with('_')
+                    && !n.contains("__"),
+                "{c:?}: {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn counter_count_is_the_list() {
+        assert_eq!(COUNTER_COUNT as usize, Counter::ALL.len());
+        assert_eq!(
+            Counter::ALL[Counter::ALL.len() - 1] as u32 + 1,
+            COUNTER_COUNT
+        );
+    }
+
+    fn v4(a: [u8; 4]) -> [u32; 4] {
+        [u32::from_ne_bytes(a), 0, 0, 0]
+    }
+
+    #[test]
+    fn address_words_are_the_packet_bytes() {
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(addr_words(a), (v4([192, 0, 2, 7]), FAMILY_V4));
+        assert_eq!(words_to_addr(v4([192, 0, 2, 7]), FAMILY_V4), Some(a));
+        let a6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x1234, 0x5678);
+        let (w, f) = addr_words(IpAddr::V6(a6));
+        assert_eq!(f, FAMILY_V6);
+        let mut bytes = [0u8; 16];
+        for (chunk, w) in bytes.chunks_exact_mut(4).zip(w) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(bytes, a6.octets());
+        assert_eq!(words_to_addr(w, FAMILY_V6), Some(IpAddr::V6(a6)));
+        assert_eq!(words_to_addr([0; 4], 0), None);
+        assert_eq!(words_to_addr([1; 4], 5), None);
+    }
+
+    #[test]
+    fn the_reverse_key_is_the_other_entrys_key() {
+        let client = v4([198, 51, 100, 1]);
+        let public = v4([203, 0, 113, 1]);
+        let backend = v4([10, 8, 0, 2]);
+        let (cport, pport, bport) = (40000u16.to_be(), 443u16.to_be(), 8443u16.to_be());
+        let fwd_key = FlowKey {
+            src: client,
+            dst: public,
+            sport: cport,
+            dport: pport,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let fwd = FlowValue {
+            nat_addr: backend,
+            nat_port: bport,
+            direction: DIR_TO_BACKEND,
+            ..FlowValue::default()
+        };
+        let rev_key = FlowKey {
+            src: backend,
+            dst: client,
+            sport: bport,
+            dport: cport,
+            ..fwd_key
+        };
+        let rev = FlowValue {
+            nat_addr: public,
+            nat_port: pport,
+            direction: DIR_TO_CLIENT,
+            ..FlowValue::default()
+        };
+        assert_eq!(fwd_key.reversed(&fwd), rev_key);
+        assert_eq!(rev_key.reversed(&rev), fwd_key);
+        // In place, over whatever the destination held.
+        let mut out = FlowKey {
+            _pad: [0xff; 2],
+            ..FlowKey::default()
+        };
+        fwd_key.reverse_into(&fwd, &mut out);
+        assert_eq!(out, rev_key);
+        rev_key.reverse_into(&rev, &mut out);
+        assert_eq!(out, fwd_key);
+    }
+
+    #[test]
     fn counters_are_dense_and_named_uniquely() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{c:?} out of place");
             for other in &Counter::ALL[..i] {
                 assert_ne!(c.name(), other.name());
             }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod key_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn family() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(FAMILY_V4), Just(FAMILY_V6)]
+    }
+
+    /// Address words as the kernel writes them: IPv4 in the first word, the rest zero.
+    fn words(family: u8, w: [u32; 4]) -> [u32; 4] {
+        if family == FAMILY_V4 {
+            [w[0], 0, 0, 0]
+        } else {
+            w
+        }
+    }
+
+    fn key(src: [u32; 4], dst: [u32; 4], ports: (u16, u16), proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: words(family, src),
+            dst: words(family, dst),
+            sport: ports.0,
+            dport: ports.1,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn addresses_round_trip(v4 in any::<[u8; 4]>(), v6 in any::<[u8; 16]>()) {
+            for a in [IpAddr::from(v4), IpAddr::from(v6)] {
+                let (w, f) = addr_words(a);
+                prop_assert_eq!(words_to_addr(w, f), Some(a));
+            }
+        }
+
+        #[test]
+        fn words_round_trip(w in any::<[u32; 4]>(), f in family()) {
+            let w = words(f, w);
+            let a = words_to_addr(w, f).expect("a known family");
+            prop_assert_eq!(addr_words(a), (w, f));
+        }
+
+        /// Reversing a connection's key twice, through the entries both directions hold,
+        /// gives the key back; the reply key's addresses are the translated ones.
+        #[test]
+        fn reversing_twice_is_the_identity(
+            client in any::<[u32; 4]>(),
+            public in any::<[u32; 4]>(),
+            backend in any::<[u32; 4]>(),
+            ports in any::<(u16, u16, u16)>(),
+            proto in prop_oneof![Just(PROTO_TCP), Just(PROTO_UDP)],
+            f in family(),
+        ) {
+            let (cport, pport, bport) = ports;
+            let fwd_key = key(client, public, (cport, pport), proto, f);
+            let fwd = FlowValue {
+                nat_addr: words(f, backend),
+                nat_port: bport,
+                direction: DIR_TO_BACKEND,
+                ..FlowValue::default()
+            };
+            let rev_key = fwd_key.reversed(&fwd);
+            prop_assert_eq!(rev_key, key(backend, client, (bport, cport), proto, f));
+            let rev = FlowValue {
+                nat_addr: fwd_key.dst,
+                nat_port: fwd_key.dport,
+                direction: DIR_TO_CLIENT,
+                ..FlowValue::default()
+            };
+            prop_assert_eq!(rev_key.reversed(&rev), fwd_key);
         }
     }
 }

@@ -1,20 +1,35 @@
-//! The flow table: one entry per direction so that both directions of a connection are
-//! translated consistently, even if the rules change while it runs.
+//! Connections. Here the flow table: one entry per direction so that both directions of a
+//! connection are translated consistently, even if the rules change while it runs; entries
+//! start in `NEW_FLOWS` and move to `FLOWS` once the connection is established. Beside it,
+//! what may open a flow (`admit`), a connection getting its host (`attribute`) and a
+//! connection's end (`end`).
+//!
+//! The table is this file rather than a child module: its log records carry the module
+//! path and file (`forwarder_ebpf::flow`, `src/flow.rs`), which the daemon's log shows and
+//! which every record writes out byte by byte.
 
-use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns};
+use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_END_REPORTED,
     FLOW_F_FIN, FLOW_F_RST, FLOW_F_UDP, FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL,
-    HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RULE_F_FALLBACK_LOCAL, RuleValue, SYN_RETRY_WINDOW_NS,
-    SourceKey,
-    packet::{PacketInfo, TCP_ACK, TCP_SYN},
+    HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RuleValue,
+    packet::{PacketInfo, TCP_ACK},
 };
 
-use crate::maps::{
-    FLOWS, GOOD_SOURCES, LIMITER, NEW_FLOWS, SCRATCH, SEEN_SOURCES, SYN_GUARD, count,
+mod admit;
+pub mod attribute;
+pub mod end;
+
+pub use admit::{Miss, last_miss, mark_good};
+
+use self::admit::{is_syn, refused};
+use crate::{
+    counters::{count, host_drop},
+    maps::{FLOWS, NEW_FLOWS, SCRATCH},
 };
 
+/// The key of the packet's own direction.
 #[inline(always)]
 pub fn forward_key(info: &PacketInfo) -> FlowKey {
     FlowKey {
@@ -46,6 +61,7 @@ const ZERO_FLOW: FlowValue = FlowValue {
 
 #[inline(always)]
 fn zero_counts(v: &mut FlowValue) {
+    // SAFETY: every pointer is a field of `v`, a valid and exclusive reference.
     unsafe {
         core::ptr::write_volatile(&mut v.host_id, HOST_UNKNOWN);
         core::ptr::write_volatile(&mut v.flags, 0);
@@ -62,10 +78,15 @@ fn zero_counts(v: &mut FlowValue) {
 #[inline(always)]
 pub fn lookup(key: &FlowKey) -> Option<&'static mut FlowValue> {
     if let Some(p) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: the lookup succeeded: `p` points to a live entry, which stays valid for
+        // the rest of the program run (RCU). Other CPUs may update the same entry; the
+        // fields they share are counted atomically (`counters::account`).
         return Some(unsafe { &mut *p });
     }
     // Keeps the two lookups apart (see `maps::rule`).
+    // SAFETY: an empty asm statement: it touches no memory and no register.
     unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) };
+    // SAFETY: as for `FLOWS` above.
     NEW_FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
@@ -93,6 +114,8 @@ pub fn to_backend<C: EbpfContext>(
     info: &PacketInfo,
     rule: &RuleValue,
 ) -> Option<&'static mut FlowValue> {
+    // SAFETY: the lookup succeeded (`?`), so the pointer is this CPU's scratch slot, which
+    // only this program run uses.
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.fwd_key = forward_key(info);
     // A SYN where the client already ended the connection is a new one on the same ports
@@ -100,14 +123,16 @@ pub fn to_backend<C: EbpfContext>(
     // is classified and counted as the new connection it is.
     let mut stale = false;
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
+        // SAFETY: a live entry, as in `lookup`.
         let v = unsafe { &mut *v };
         if !(is_syn(info) && ended(v)) {
             return Some(v);
         }
         // The old connection's entries leave the established table: lookups try it first.
-        opposite_key(&s.fwd_key, v, &mut s.rev_key);
+        s.fwd_key.reverse_into(v, &mut s.rev_key);
         stale = true;
     } else if let Some(v) = NEW_FLOWS.get_ptr_mut(&s.fwd_key) {
+        // SAFETY: a live entry, as in `lookup`.
         let v = unsafe { &mut *v };
         if !is_syn(info) {
             return confirm(info, v);
@@ -138,15 +163,7 @@ pub fn to_backend<C: EbpfContext>(
         ..ZERO_FLOW
     };
     zero_counts(&mut s.fwd);
-    s.rev_key = FlowKey {
-        src: rule.backend_addr,
-        dst: info.src,
-        sport: rule.backend_port,
-        dport: info.sport,
-        proto: info.proto,
-        family: info.family,
-        _pad: [0; 2],
-    };
+    s.fwd_key.reverse_into(&s.fwd, &mut s.rev_key);
     s.rev = FlowValue {
         nat_addr: info.dst,
         nat_port: info.dport,
@@ -166,7 +183,7 @@ pub fn to_backend<C: EbpfContext>(
     {
         count(Counter::FlowCreateFailed);
         // The packet is dropped; whose it was is not known yet.
-        crate::visibility::host_drop(
+        host_drop(
             HOST_UNKNOWN,
             info.proto == PROTO_UDP,
             HOST_DROP_FLOW_TABLE_FULL,
@@ -185,28 +202,8 @@ pub fn to_backend<C: EbpfContext>(
     }
     NEW_FLOWS
         .get_ptr_mut(&s.fwd_key)
+        // SAFETY: a live entry, as in `lookup`.
         .map(|p| unsafe { &mut *p })
-}
-
-/// The key of the entry for the other direction of the same connection.
-#[inline(always)]
-pub fn opposite_key(key: &FlowKey, v: &FlowValue, out: &mut FlowKey) {
-    if v.direction == DIR_TO_BACKEND {
-        // client -> public; the reply travels backend -> client.
-        out.src = v.nat_addr;
-        out.sport = v.nat_port;
-        out.dst = key.src;
-        out.dport = key.sport;
-    } else {
-        // backend -> client; the client sends client -> public.
-        out.src = key.dst;
-        out.sport = key.dport;
-        out.dst = v.nat_addr;
-        out.dport = v.nat_port;
-    }
-    out.proto = key.proto;
-    out.family = key.family;
-    out._pad = [0; 2];
 }
 
 /// A client packet `info` of the opening connection `fwd` (in `NEW_FLOWS`, key in the
@@ -218,11 +215,13 @@ fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mu
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return Some(fwd);
     };
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let s = unsafe { &mut *s };
-    opposite_key(&s.fwd_key, fwd, &mut s.rev_key);
+    s.fwd_key.reverse_into(fwd, &mut s.rev_key);
     let Some(rev) = NEW_FLOWS.get_ptr(&s.rev_key) else {
         return Some(fwd);
     };
+    // SAFETY: a live entry, as in `lookup`.
     let rev = unsafe { &*rev };
     let established = if info.proto == PROTO_TCP {
         rev.ack_expect != 0 && info.tcp_flags & TCP_ACK != 0 && info.tcp_ack == rev.ack_expect
@@ -249,142 +248,13 @@ fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mu
     let _ = NEW_FLOWS.remove(&s.rev_key);
     count(Counter::FlowsConfirmed);
     // `fwd` is freed now: the packet goes on with the established entry.
+    // SAFETY: a live entry, as in `lookup`.
     FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
-}
-
-/// Whether the packet may start a new connection under the per-client limit (`rate` per
-/// second, `burst` at once). Only called for packets that would create a flow.
-#[inline(never)]
-pub fn admit(info: &PacketInfo, rate: u16, burst: u16) -> bool {
-    let key = SourceKey {
-        addr: info.src,
-        family: info.family,
-        _pad: [0; 3],
-    };
-    let now = unsafe { bpf_ktime_get_ns() };
-    let tat = match LIMITER.get_ptr_mut(&key) {
-        Some(p) => unsafe { *p },
-        None => 0,
-    };
-    match forwarder_common::admit(tat, now, rate, burst) {
-        Some(next) => {
-            // Racing CPUs may both pass on the same state: the limit is approximate by at
-            // most one connection per CPU.
-            let _ = LIMITER.insert(&key, &next, 0);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Why `to_backend` returned no flow (left in the per-CPU scratch, see `last_miss`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Miss {
-    /// The flow table refused the entries (counted as `flow_create_failed`).
-    Failed = 0,
-    /// New connection to a rule in local fallback: the VPS's own stack takes it.
-    Fallback = 1,
-    /// Its client is over `[limits] new_connections_per_second`.
-    RateLimit = 2,
-    /// A SYN flood is going on and its address has not earned a pass (see `SynGuard`).
-    /// Counted by the guard (`syn_flood_drop`).
-    SynFlood = 3,
-}
-
-/// Why the last `to_backend` on this CPU returned no flow.
-#[inline(always)]
-pub fn last_miss() -> Miss {
-    match SCRATCH.get_ptr(0).map(|s| unsafe { (*s).miss }) {
-        Some(1) => Miss::Fallback,
-        Some(2) => Miss::RateLimit,
-        Some(3) => Miss::SynFlood,
-        _ => Miss::Failed,
-    }
-}
-
-/// What keeps a packet without a flow from opening one: the rule's local fallback, the
-/// per-client limit and the SYN flood guard. Checked on the flow table's miss path, so
-/// a new connection looks its flow up once.
-#[inline(always)]
-fn refused(cfg: &DataplaneConfig, info: &PacketInfo, rule: &RuleValue) -> Option<Miss> {
-    if rule.flags & RULE_F_FALLBACK_LOCAL != 0 {
-        return Some(Miss::Fallback);
-    }
-    if cfg.conn_rate != 0 && opens_connection(info) && !admit(info, cfg.conn_rate, cfg.conn_burst) {
-        return Some(Miss::RateLimit);
-    }
-    if cfg.syn_flood_threshold != 0
-        && is_syn(info)
-        && !syn_guard_admits(info, cfg.syn_flood_threshold)
-    {
-        return Some(Miss::SynFlood);
-    }
-    None
-}
-
-/// Whether the packet is a SYN (without ACK) of TCP.
-#[inline(always)]
-pub fn is_syn(info: &PacketInfo) -> bool {
-    info.proto == PROTO_TCP && info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-}
-
-/// The SYN flood guard (see `forwarder_common::SynGuard`): whether a SYN without a flow
-/// may open its connection.
-#[inline(never)]
-pub fn syn_guard_admits(info: &PacketInfo, threshold: u32) -> bool {
-    let now = unsafe { bpf_ktime_get_ns() };
-    let Some(g) = SYN_GUARD.get_ptr_mut(0) else {
-        return true;
-    };
-    if !forwarder_common::syn_guard_tick(unsafe { &mut *g }, now, threshold) {
-        return true;
-    }
-    let key = SourceKey {
-        addr: info.src,
-        family: info.family,
-        _pad: [0; 3],
-    };
-    if GOOD_SOURCES.get_ptr(&key).is_some() {
-        return true;
-    }
-    if let Some(first) = SEEN_SOURCES.get_ptr(&key)
-        && now.wrapping_sub(unsafe { *first }) < SYN_RETRY_WINDOW_NS
-    {
-        let _ = GOOD_SOURCES.insert(&key, &now, 0);
-        count(Counter::SynFloodRetryPass);
-        return true;
-    }
-    let _ = SEEN_SOURCES.insert(&key, &now, 0);
-    count(Counter::SynFloodDrop);
-    false
-}
-
-/// Remembers a client address that completed a connection, for the SYN flood guard.
-#[inline(always)]
-pub fn mark_good(key: &FlowKey) {
-    let k = SourceKey {
-        addr: key.src,
-        family: key.family,
-        _pad: [0; 3],
-    };
-    // A lookup refreshes an LRU entry too, and costs far less than an update, which takes
-    // a free element and unlinks the old one: most connections come from known clients.
-    if GOOD_SOURCES.get_ptr(&k).is_none() {
-        let now = unsafe { bpf_ktime_get_ns() };
-        let _ = GOOD_SOURCES.insert(&k, &now, 0);
-    }
-}
-
-/// Whether the packet would open a connection: a TCP SYN (without ACK), or any UDP packet
-/// (checked against the flow table afterwards).
-#[inline(always)]
-pub fn opens_connection(info: &PacketInfo) -> bool {
-    info.proto != PROTO_TCP || info.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// The key of the flow `to_backend` returned last on this CPU.
 #[inline(always)]
 pub fn last_forward_key() -> Option<&'static FlowKey> {
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, where `to_backend` left it.
     SCRATCH.get_ptr(0).map(|p| unsafe { &(*p).fwd_key })
 }

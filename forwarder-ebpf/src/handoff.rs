@@ -4,15 +4,16 @@
 
 use aya_ebpf::EbpfContext;
 use forwarder_common::{
-    CFG_F_LOCAL_POLICY, Counter, FlowKey, FlowValue,
+    CFG_F_LOCAL_POLICY, Counter, DIR_TO_CLIENT, FlowKey, FlowValue,
     handoff::{HANDOFF_PAYLOAD_MAX, HandoffEvent, TCP_OPTIONS_MAX},
     packet::{PacketInfo, TCP_ACK, TCP_HLEN, TCP_SYN},
 };
 
 use crate::{
-    maps::{HANDOFF, HANDSHAKES, SCRATCH, config, count},
+    counters::count,
+    hook::LoadBytes,
+    maps::{HANDOFF, HANDSHAKES, SCRATCH, config},
     pkt::opaque,
-    visibility::LoadBytes,
 };
 
 /// Whether the daemon wants handshakes and segments at all.
@@ -51,6 +52,7 @@ fn store_syn<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let h = unsafe { &mut (*s).handshake };
     if !ctx.load(info.l4() + 4, &mut h.syn_seq as *mut u32 as *mut u8, 4) {
         return;
@@ -74,20 +76,19 @@ fn store_synack<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey, nat: &F
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let s = unsafe { &mut *s };
-    // The client's view of the connection: client -> public address.
-    s.fwd_key = FlowKey {
-        src: key.dst,
-        dst: nat.nat_addr,
-        sport: key.dport,
-        dport: nat.nat_port,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
+    // The client's view of the connection: client -> public address, `nat` taken as the
+    // reply entry the tunnel path looks up.
+    let reply = FlowValue {
+        direction: DIR_TO_CLIENT,
+        ..*nat
     };
+    key.reverse_into(&reply, &mut s.fwd_key);
     let Some(h) = HANDSHAKES.get_ptr_mut(&s.fwd_key) else {
         return;
     };
+    // SAFETY: the lookup succeeded: a live entry, valid for the program run (RCU).
     let h = unsafe { &mut *h };
     h.synack_len = load_options(ctx, info, h.synack_opts.as_mut_ptr()) as u8;
 }
@@ -108,6 +109,8 @@ pub fn emit<C: EbpfContext + LoadBytes>(
         return false;
     };
     let p = e.as_mut_ptr();
+    // SAFETY: `p` is the reserved record, valid and exclusively ours until it is submitted
+    // or discarded below.
     let ev = unsafe { &mut *p };
     ev.kind = kind;
     ev.host_id = host_id;

@@ -1,17 +1,19 @@
+//! The maps of the object, and accessors for the ones read on every packet.
+
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use forwarder_common::{
-    COUNTER_COUNT, ConnEvent, Counter, DataplaneConfig, FlowKey, FlowValue, HOST_STATS_ENTRIES,
-    HostKey, HostStats, HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue,
+    COUNTER_COUNT, ConnEvent, DataplaneConfig, FlowKey, FlowValue, HOST_STATS_ENTRIES, HostKey,
+    HostStats, HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue,
     SourceKey, SynGuard,
     classify::{BUF_SIZE, ClassifyState},
     handoff::Handshake,
     packet::PacketInfo,
 };
 
-const _: () = assert!(size_of::<ConnEvent>() % 8 == 0);
+const _: () = assert!(size_of::<ConnEvent>().is_multiple_of(8));
 
 /// Upper bound on forwarding rules (address x protocol x port).
 const MAX_RULES: u32 = 1024;
@@ -129,7 +131,6 @@ pub static GOOD_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entri
 #[map(name = "SEEN_SOURCES")]
 pub static SEEN_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(262_144, 0);
 
-/// The parsed headers of the packet being processed, per CPU.
 /// New QUIC connections' Initial datagrams, for the daemon (see `quic`).
 #[map(name = "QUIC_INITIALS")]
 pub static QUIC_INITIALS: RingBuf = RingBuf::with_byte_size(QUIC_INITIALS_BYTES, 0);
@@ -143,27 +144,23 @@ pub static QUIC_VERDICTS: LruHashMap<FlowKey, QuicVerdict> =
 #[map(name = "QUIC_RATE")]
 pub static QUIC_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The parsed headers of the packet being processed, per CPU.
 #[map(name = "PKT_INFO")]
 pub static PKT_INFO: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(1, 0);
 
+/// The parsed headers of the packet being processed (this CPU's `PKT_INFO` slot).
 #[inline(always)]
 pub fn packet_info() -> Option<&'static mut PacketInfo> {
-    // SAFETY: per-CPU slot, and programs run to completion without migrating.
+    // SAFETY: the lookup succeeded, so `p` points to this CPU's slot; programs run to
+    // completion without migrating, so no other program run uses it meanwhile.
     PKT_INFO.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-}
-
-#[inline(always)]
-pub fn count(c: Counter) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
-        // Per-CPU slot: no other writer, a plain add is enough.
-        unsafe { *p += 1 };
-    }
 }
 
 /// The rule for `key` in the rule set `cfg` selects.
 #[inline(always)]
 pub fn rule(cfg: &DataplaneConfig, key: &RuleKey) -> Option<&'static RuleValue> {
-    // SAFETY: hash map values stay valid for the rest of the program run (RCU).
+    // SAFETY: hash map values stay valid for the rest of the program run (RCU); the asm
+    // statement is empty and touches nothing.
     unsafe {
         if cfg.rules_set == 0 {
             RULES_0.get(key)
@@ -178,6 +175,7 @@ pub fn rule(cfg: &DataplaneConfig, key: &RuleKey) -> Option<&'static RuleValue> 
     }
 }
 
+/// The daemon's settings.
 #[inline(always)]
 pub fn config() -> Option<&'static DataplaneConfig> {
     CONFIG.get(0)

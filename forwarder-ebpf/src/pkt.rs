@@ -9,11 +9,17 @@ const MAX_OFF: usize = 0x3fff;
 /// Returns `v` unchanged, in a register, without the optimiser knowing how it relates to
 /// anything else.
 #[inline(always)]
-pub fn opaque(mut v: usize) -> usize {
+pub fn opaque(v: usize) -> usize {
     #[cfg(target_arch = "bpf")]
-    unsafe {
-        core::arch::asm!("{0} = {0}", inout(reg) v, options(nomem, nostack, preserves_flags));
+    {
+        let mut v = v;
+        // SAFETY: the instruction moves a register to itself; it touches no memory.
+        unsafe {
+            core::arch::asm!("{0} = {0}", inout(reg) v, options(nomem, nostack, preserves_flags));
+        }
+        v
     }
+    #[cfg(not(target_arch = "bpf"))]
     v
 }
 
@@ -55,6 +61,7 @@ impl Pkt {
     #[inline(always)]
     pub fn write16(&self, off: usize, v: u16) -> Option<()> {
         let p = self.ptr::<2>(off)?;
+        // SAFETY: `ptr` checked that the 2 bytes at `p` lie between `data` and `data_end`.
         unsafe { (p as *mut u16).write_unaligned(v) };
         Some(())
     }
@@ -62,6 +69,7 @@ impl Pkt {
     #[inline(always)]
     pub fn write32(&self, off: usize, v: u32) -> Option<()> {
         let p = self.ptr::<4>(off)?;
+        // SAFETY: `ptr` checked that the 4 bytes at `p` lie between `data` and `data_end`.
         unsafe { (p as *mut u32).write_unaligned(v) };
         Some(())
     }
@@ -76,18 +84,21 @@ impl Bytes for Pkt {
     #[inline(always)]
     fn raw8(&self, off: usize) -> Option<u8> {
         let p = self.ptr::<1>(off)?;
+        // SAFETY: `ptr` checked that the byte at `p` lies between `data` and `data_end`.
         Some(unsafe { *p })
     }
 
     #[inline(always)]
     fn raw16(&self, off: usize) -> Option<u16> {
         let p = self.ptr::<2>(off)?;
+        // SAFETY: `ptr` checked that the 2 bytes at `p` lie between `data` and `data_end`.
         Some(unsafe { (p as *const u16).read_unaligned() })
     }
 
     #[inline(always)]
     fn raw32(&self, off: usize) -> Option<u32> {
         let p = self.ptr::<4>(off)?;
+        // SAFETY: `ptr` checked that the 4 bytes at `p` lie between `data` and `data_end`.
         Some(unsafe { (p as *const u32).read_unaligned() })
     }
 }

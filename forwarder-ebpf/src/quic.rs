@@ -15,9 +15,11 @@ use forwarder_common::{
 };
 
 use crate::{
-    maps::{HOST_POLICY, QUIC_INITIALS, QUIC_RATE, QUIC_VERDICTS, SCRATCH, config, count},
+    counters::{count, host_drop},
+    flow::{self, attribute::end_classification},
+    hook::LoadBytes,
+    maps::{HOST_POLICY, QUIC_INITIALS, QUIC_RATE, QUIC_VERDICTS, SCRATCH, config},
     pkt::opaque,
-    visibility::{LoadBytes, end_classification, host_drop},
 };
 
 /// Whether QUIC connections are classified at all (`DataplaneConfig::quic_rate`).
@@ -35,6 +37,7 @@ pub fn on_datagram<C: EbpfContext + LoadBytes>(
     flags: u32,
 ) {
     if flags & FLOW_F_QUIC != 0
+        // SAFETY: hash map values stay valid for the rest of the program run (RCU).
         && let Some(v) = unsafe { QUIC_VERDICTS.get(key) }.copied()
     {
         let _ = QUIC_VERDICTS.remove(key);
@@ -42,7 +45,7 @@ pub fn on_datagram<C: EbpfContext + LoadBytes>(
         return;
     }
     let initial = looks_initial(ctx, info);
-    let Some(flow) = crate::flow::lookup(key) else {
+    let Some(flow) = flow::lookup(key) else {
         return;
     };
     let handed = flow.quic_initials;
@@ -71,6 +74,7 @@ pub fn on_datagram<C: EbpfContext + LoadBytes>(
         }
         return;
     }
+    // SAFETY: the helper takes no arguments and has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(flow.first_ns) > QUIC_VERDICT_WAIT_NS {
         end_classification(key, 0, HOST_UNKNOWN, Counter::ClassifyQuicTimeout, false);
@@ -110,10 +114,12 @@ fn looks_initial<C: LoadBytes>(ctx: &C, info: &PacketInfo) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let dst = unsafe { &mut (*s).quic_head } as *mut [u8; 8] as *mut u8;
     if !ctx.load(info.l4() + UDP_HLEN, dst, 5) {
         return false;
     }
+    // SAFETY: as above; `load` wrote the five bytes read here, the rest is plain memory.
     let h = unsafe { (*s).quic_head };
     is_initial(h[0], u32::from_be_bytes([h[1], h[2], h[3], h[4]]))
 }
@@ -128,9 +134,12 @@ fn rate_ok() -> bool {
     let Some(tat) = QUIC_RATE.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: the helper takes no arguments and has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the lookup succeeded: this CPU's slot, used by this program run only.
     match admit(unsafe { *tat }, now, cfg.quic_rate, cfg.quic_burst) {
         Some(t) => {
+            // SAFETY: as above.
             unsafe { *tat = t };
             true
         }
@@ -145,6 +154,8 @@ fn emit<C: EbpfContext + LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) -
     let Some(mut e) = QUIC_INITIALS.reserve::<QuicInitialEvent>(0) else {
         return false;
     };
+    // SAFETY: the reserved record, valid and exclusively ours until it is submitted or
+    // discarded below.
     let ev = unsafe { &mut *e.as_mut_ptr() };
     ev.key = *key;
     let len = info.payload_len();

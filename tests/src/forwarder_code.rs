@@ -6,7 +6,7 @@
 pub use forwarder::{
     daemon::quic::{Decision, Pending, QuicStats},
     dataplane::{
-        EBPF_OBJECT, addr_words, load_readers,
+        EBPF_OBJECT, load_readers,
         maps::{add_host_stats, read_record},
     },
 };

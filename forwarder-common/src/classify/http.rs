@@ -142,9 +142,7 @@ pub(super) fn host_value<B: Bytes + ?Sized>(b: &B, from: usize, end: usize) -> O
     let blanks = (swar::eq_bytes(ws, b' ') | swar::eq_bytes(ws, b'\t'))
         & swar::first_bytes(end.saturating_sub(from));
     let start = from + swar::run_len(blanks);
-    let stop = b
-        .find_any(start, end, *b": \t\r")
-        .unwrap_or(end);
+    let stop = b.find_any(start, end, *b": \t\r").unwrap_or(end);
     if stop <= start {
         return Outcome::HttpNoHost;
     }
@@ -206,9 +204,7 @@ fn absolute_target_host<B: Bytes + ?Sized>(b: &B, at: usize, eol: usize) -> Opti
     } else {
         return None;
     };
-    let stop = b
-        .find_any(start, eol, *b":/ ?")
-        .unwrap_or(eol);
+    let stop = b.find_any(start, eol, *b":/ ?").unwrap_or(eol);
     if stop <= start {
         return Some(Outcome::HttpMalformed);
     }

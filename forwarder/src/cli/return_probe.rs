@@ -21,12 +21,10 @@ use std::{
 use forwarder_common::{
     PROTO_TCP,
     packet::{TCP_RST, TCP_SYN, find_mss, parse_ip},
+    words_to_addr,
 };
 
-use crate::{
-    dataplane::words_to_addr,
-    sys::{segment::Segment, socket as sys},
-};
+use crate::sys::{segment::Segment, socket as sys};
 
 /// Source of the IPv4 probe: 198.18.0.0/15 is for benchmarking (RFC 2544), never a real
 /// client on the internet.

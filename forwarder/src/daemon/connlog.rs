@@ -17,6 +17,7 @@ use std::{
 
 use forwarder_common::{
     ConnEvent, END_FIN, END_IDLE, END_RST, EVENT_CLASSIFIED, EVENT_ENDED, PROTO_TCP, PROTO_UDP,
+    words_to_addr,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,6 @@ use tracing::warn;
 use crate::{
     dataplane::ring::{Records, Ring},
     model::{
-        addr::words_to_addr,
         clock::{WallClock, rfc3339_ms},
         flow::Expired,
         labels::{HostLabels, SharedLabels},

@@ -24,7 +24,7 @@ use forwarder_common::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use crate::model::flow::{EndReason, Expired, forward_key, reverse_key};
+pub use crate::model::flow::{EndReason, Expired};
 use crate::{
     daemon::connlog::{ConnLog, ConnRecord},
     dataplane::{
@@ -142,7 +142,7 @@ pub fn plan(
     for (k, v) in &table {
         match v.direction {
             DIR_TO_BACKEND => {
-                let rk = reverse_key(k, v);
+                let rk = k.reversed(v);
                 let rev = table
                     .get(&rk)
                     .filter(|rv| rv.direction == DIR_TO_CLIENT)
@@ -166,10 +166,10 @@ pub fn plan(
             }
             DIR_TO_CLIENT => {
                 // Paired reverse entries are handled with their forward entry.
-                let fk = forward_key(k, v);
+                let fk = k.reversed(v);
                 let paired = table
                     .get(&fk)
-                    .is_some_and(|fv| fv.direction == DIR_TO_BACKEND && reverse_key(&fk, fv) == *k);
+                    .is_some_and(|fv| fv.direction == DIR_TO_BACKEND && fk.reversed(fv) == *k);
                 if paired {
                     continue;
                 }

@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::SocketAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -27,12 +27,13 @@ use std::{
 };
 
 use forwarder_common::{
-    FAMILY_V4, FLOW_F_HANDOFF_WAIT, FlowKey,
+    FAMILY_V4, FAMILY_V6, FLOW_F_HANDOFF_WAIT, FlowKey,
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
         parse_tcp_options,
     },
     packet::TCP_RST,
+    words_to_addr,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -40,7 +41,6 @@ use tracing::{debug, warn};
 
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
-    model::{addr::ip_from_words, flow::reverse_key},
     sys::{
         segment::Segment,
         socket::{self as sys, cvt, setopt, sockaddr},
@@ -101,7 +101,13 @@ pub enum RebuildError {
 /// A key's address and port; the kernel hands off IPv4 and IPv6 only, so anything but
 /// IPv4 is read as IPv6.
 fn addr(a: &[u32; 4], family: u8, port: u16) -> SocketAddr {
-    SocketAddr::new(ip_from_words(*a, family == FAMILY_V4), u16::from_be(port))
+    let family = if family == FAMILY_V4 {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    };
+    let ip = words_to_addr(*a, family).unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    SocketAddr::new(ip, u16::from_be(port))
 }
 
 impl Rebuild {
@@ -496,7 +502,7 @@ fn end_wait(maps: &Maps, key: &FlowKey) {
 fn forget_flow(maps: &Maps, key: &FlowKey) {
     let mut flows = maps.flows().lock();
     if let Ok(v) = flows.get(key) {
-        let _ = flows.remove(&reverse_key(key, &v));
+        let _ = flows.remove(&key.reversed(&v));
     }
     let _ = flows.remove(key);
 }

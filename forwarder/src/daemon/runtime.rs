@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use forwarder_common::{RULE_F_FALLBACK_LOCAL, RuleKey, RuleValue};
+use forwarder_common::{RULE_F_FALLBACK_LOCAL, RuleKey, RuleValue, addr_words};
 use tracing::{info, warn};
 
 use crate::{
@@ -34,7 +34,6 @@ use crate::{
     },
     daemon::health::Health,
     dataplane::{
-        addr_words,
         maps::{Maps, MapsError, display_chain},
         rule_key, rule_table, sync_hosts,
     },

@@ -19,7 +19,7 @@ use aya::{
 use forwarder_common::{
     CONFIG_MAP, ConnEvent, Counter, DataplaneConfig, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey,
     HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
-    TC_READER_PROG, TC_TUNNEL_PROG, XDP_READER_MAP, XDP_READER_PROG, tunnel_mss,
+    TC_READER_PROG, TC_TUNNEL_PROG, XDP_READER_MAP, XDP_READER_PROG, addr_words, tunnel_mss,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,10 +27,7 @@ use tracing::{info, warn};
 pub use self::attach::{
     TC_FILTER_HANDLE, TC_FILTER_PRIORITY, XdpPreference, remove_lasting_filters,
 };
-pub use crate::{
-    api::stats::AttachMode,
-    model::addr::{addr_words, words_to_addr},
-};
+pub use crate::api::stats::AttachMode;
 use crate::{
     config::{Config, Rule},
     dataplane::{

@@ -1,5 +1,4 @@
-//! A connection's two flow entries, and one the flow table no longer holds (why it
-//! ended).
+//! A connection the flow table no longer holds, and why it ended.
 
 use forwarder_common::{FlowKey, FlowValue};
 
@@ -31,30 +30,4 @@ pub struct Expired {
     pub reason: EndReason,
     /// No "ended" event was reported by the kernel: the daemon logs one.
     pub report: bool,
-}
-
-/// The reverse (backend -> client) key of a forward entry.
-pub fn reverse_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: v.nat_addr,
-        dst: k.src,
-        sport: v.nat_port,
-        dport: k.sport,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
-}
-
-/// The forward (client -> public) key of a reverse entry.
-pub fn forward_key(k: &FlowKey, v: &FlowValue) -> FlowKey {
-    FlowKey {
-        src: k.dst,
-        dst: v.nat_addr,
-        sport: k.dport,
-        dport: v.nat_port,
-        proto: k.proto,
-        family: k.family,
-        _pad: [0; 2],
-    }
 }

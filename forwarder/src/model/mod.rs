@@ -1,6 +1,5 @@
 //! Pure values the daemon's parts share: no aya, no tokio, no I/O.
 
-pub mod addr;
 pub mod clock;
 pub mod flow;
 pub mod labels;

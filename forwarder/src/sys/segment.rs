@@ -91,10 +91,10 @@ mod tests {
     use forwarder_common::{
         csum::checksum_be,
         packet::{find_mss, parse_ip},
+        words_to_addr,
     };
 
     use super::*;
-    use crate::model::addr::words_to_addr;
 
     fn syn(src: &str, dst: &str, mss: u16) -> Vec<u8> {
         Segment {

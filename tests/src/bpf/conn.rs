@@ -2,10 +2,9 @@
 
 use std::net::IpAddr;
 
-use forwarder_common::{FlowKey, PROTO_TCP};
+use forwarder_common::{FlowKey, PROTO_TCP, addr_words};
 
 use super::packet::{ACK, Pkt, SYN, mss_option};
-use crate::forwarder_code::addr_words;
 
 /// The forward flow key of the TCP connection `client` -> `public`.
 pub fn flow_key(client: (IpAddr, u16), public: (IpAddr, u16)) -> FlowKey {

@@ -11,7 +11,7 @@ use aya::{
 };
 use forwarder_common::{
     CONFIG_MAP, DataplaneConfig, PROTO_TCP, PROTO_UDP, RULES_MAPS, RuleKey, RuleValue,
-    TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG,
+    TC_INGRESS_PROG, TC_TUNNEL_PROG, XDP_INGRESS_PROG, addr_words,
 };
 
 use super::{
@@ -22,7 +22,7 @@ use super::{
     packet::eth,
 };
 use crate::{
-    forwarder_code::{EBPF_OBJECT, addr_words, load_readers},
+    forwarder_code::{EBPF_OBJECT, load_readers},
     support::run,
 };
 

@@ -8,11 +8,11 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use forwarder_common::{
     CONFIG_MAP, COUNTERS_MAP, Counter, DataplaneConfig, FLOWS_MAP, FlowKey, FlowValue,
     HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey, HostValue, NEW_FLOWS_MAP, PROTO_TCP, RULES_MAPS,
-    RuleKey, RuleValue, host::HostPattern,
+    RuleKey, RuleValue, addr_words, host::HostPattern,
 };
 
 use super::{conn::flow_key, harness::Harness};
-use crate::forwarder_code::{add_host_stats, addr_words, read_record};
+use crate::forwarder_code::{add_host_stats, read_record};
 
 impl Harness {
     /// Fills the host table as the daemon does: pattern `i` gets id

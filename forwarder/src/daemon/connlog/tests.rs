@@ -1,7 +1,9 @@
-use forwarder_common::{DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, host::HostPattern};
+use forwarder_common::{
+    DIR_TO_BACKEND, DIR_TO_CLIENT, FlowKey, FlowValue, addr_words, host::HostPattern,
+};
 
 use super::*;
-use crate::model::{addr::addr_words, flow::EndReason};
+use crate::model::flow::EndReason;
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -41,7 +41,7 @@ fn conn(
         last_ns: last.0,
         ..Default::default()
     };
-    let rk = reverse_key(&fk, &fv);
+    let rk = fk.reversed(&fv);
     let rv = FlowValue {
         nat_addr: public,
         nat_port: 443u16.to_be(),
@@ -54,7 +54,7 @@ fn conn(
         last_ns: last.1,
         ..Default::default()
     };
-    assert_eq!(forward_key(&rk, &rv), fk);
+    assert_eq!(rk.reversed(&rv), fk);
     [(fk, fv), (rk, rv)]
 }
 

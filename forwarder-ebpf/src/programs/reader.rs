@@ -8,13 +8,13 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::{tc::redirect_to_tunnel, visibility};
+use crate::{classify::read_name, hook::tc::redirect_to_tunnel};
 
 /// XDP: the packet is already translated and marked for the tc hand-off; dropped if its
 /// host's policy cut the connection.
 #[xdp]
 pub fn fwd_xdp_reader(ctx: XdpContext) -> u32 {
-    match visibility::read_name(&ctx) {
+    match read_name(&ctx) {
         (0, _) => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     }
@@ -23,7 +23,7 @@ pub fn fwd_xdp_reader(ctx: XdpContext) -> u32 {
 /// tc-only mode: the packet is already translated; it goes to the tunnel from here.
 #[classifier]
 pub fn fwd_tc_reader(ctx: TcContext) -> i32 {
-    match visibility::read_name(&ctx) {
+    match read_name(&ctx) {
         (0, _) => TC_ACT_SHOT,
         (ifindex, host) => redirect_to_tunnel(ifindex, host),
     }

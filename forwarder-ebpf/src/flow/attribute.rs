@@ -1,0 +1,53 @@
+//! A connection gets its host: both flow entries attributed (their counts moved to the
+//! host), the connection counted, the "classified" event emitted. Reached from the name
+//! readers, from the QUIC verdict, and wherever a connection's name is given up on.
+
+use forwarder_common::{
+    Counter, EVENT_CLASSIFIED, FLOW_F_CUT, FLOW_F_LOCAL, FlowKey, FlowValue, PROTO_TCP,
+};
+
+use super::{lookup, mark_good};
+use crate::{
+    counters::{attribute, count, is_udp, stats},
+    events::emit,
+    maps::{CLASSIFY, SCRATCH, config},
+};
+
+/// Gives the connection its host: both entries, the connection counter, the event.
+#[inline(never)]
+pub fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
+    count(c);
+    attribute(fwd, id);
+    if fwd_key.proto == PROTO_TCP && config().is_some_and(|cfg| cfg.syn_flood_threshold != 0) {
+        // A handshake completed from this address: the SYN flood guard lets it through.
+        mark_good(fwd_key);
+    }
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
+    let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
+        return;
+    };
+    fwd_key.reverse_into(fwd, &mut s.rev_key);
+    let mut rev = lookup(&s.rev_key);
+    if let Some(r) = rev.as_deref_mut() {
+        attribute(r, id);
+        // The backend's packets of a cut connection must not reach the client any more.
+        r.flags |= fwd.flags & (FLOW_F_CUT | FLOW_F_LOCAL);
+    }
+    if let Some(st) = stats(id, is_udp(fwd)) {
+        st.connections += 1;
+    }
+    emit(EVENT_CLASSIFIED, 0, fwd_key, fwd, rev.map(|r| &*r));
+}
+
+/// Gives the connection of `fwd_key` its host `id` and the `flags` its policy adds;
+/// `in_map`: its parse state is in `CLASSIFY` and goes now.
+#[inline(always)]
+pub fn end_classification(fwd_key: &FlowKey, flags: u32, id: u32, c: Counter, in_map: bool) {
+    if in_map {
+        let _ = CLASSIFY.remove(fwd_key);
+    }
+    if let Some(fwd) = lookup(fwd_key) {
+        fwd.flags |= flags;
+        finish(fwd_key, fwd, id, c);
+    }
+}
