@@ -185,8 +185,27 @@ fn is_test_only(item: &syn::Item) -> bool {
         syn::Item::Impl(i) => &i.attrs,
         _ => return false,
     };
+    test_only(attrs)
+}
+
+/// `#[cfg(test)]`, or `#[cfg(all(test, ...))]`: compiled for tests alone.
+fn test_only(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| {
-        a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+        if !a.path().is_ident("cfg") {
+            return false;
+        }
+        let Ok(meta) = a.parse_args::<syn::Meta>() else {
+            return false;
+        };
+        match &meta {
+            syn::Meta::Path(p) => p.is_ident("test"),
+            syn::Meta::List(l) if l.path.is_ident("all") => l
+                .parse_args_with(
+                    syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+                )
+                .is_ok_and(|args| args.iter().any(|m| m.path().is_ident("test"))),
+            _ => false,
+        }
     })
 }
 
@@ -283,8 +302,7 @@ impl<'ast> Visit<'ast> for Refs {
 
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
         // Inline modules other than tests are part of their file's module.
-        let test = m.attrs.iter().any(|a| a.path().is_ident("cfg"));
-        if !test {
+        if !test_only(&m.attrs) {
             syn::visit::visit_item_mod(self, m);
         }
     }
@@ -402,6 +420,15 @@ mod tests {
             resolve(&names, &s(&["daemon", "flowgc", "X"])),
             Some("daemon::flowgc".to_owned())
         );
+    }
+
+    #[test]
+    fn only_test_builds_are_left_out() {
+        let attrs = |src: &str| syn::parse_str::<syn::ItemMod>(src).unwrap().attrs;
+        assert!(test_only(&attrs("#[cfg(test)] mod t {}")));
+        assert!(test_only(&attrs("#[cfg(all(test, feature = \"std\"))] mod t {}")));
+        assert!(!test_only(&attrs("#[cfg(feature = \"user\")] mod t {}")));
+        assert!(!test_only(&attrs("mod t {}")));
     }
 
     #[test]
