@@ -426,7 +426,9 @@ mod tests {
     fn only_test_builds_are_left_out() {
         let attrs = |src: &str| syn::parse_str::<syn::ItemMod>(src).unwrap().attrs;
         assert!(test_only(&attrs("#[cfg(test)] mod t {}")));
-        assert!(test_only(&attrs("#[cfg(all(test, feature = \"std\"))] mod t {}")));
+        assert!(test_only(&attrs(
+            "#[cfg(all(test, feature = \"std\"))] mod t {}"
+        )));
         assert!(!test_only(&attrs("#[cfg(feature = \"user\")] mod t {}")));
         assert!(!test_only(&attrs("mod t {}")));
     }
