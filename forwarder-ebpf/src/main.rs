@@ -27,8 +27,8 @@
 //! 7. `counters`: global counters and per-host statistics.
 //! 8. `maps`, `pkt`: the maps, and bounds-checked packet access.
 //!
-//! Lint this crate on its own target (feature unification would pull `std` into it with
-//! the workspace): `cargo +nightly clippy -p forwarder-ebpf --no-deps --target
+//! `cargo xtask lint` lints this crate on its own target (feature unification would pull
+//! `std` into it with the workspace): `cargo +nightly clippy -p forwarder-ebpf --target
 //! bpfel-unknown-none -Z build-std=core -- -D warnings`.
 #![no_std]
 #![no_main]
