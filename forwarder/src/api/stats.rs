@@ -150,8 +150,10 @@ pub struct LocalStats {
     pub active: u64,
 }
 
-/// How the public interface's programs ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the public interface's programs ended up attached; named in kebab-case
+/// (`xdp-driver`) in the status, the metrics and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum AttachMode {
     /// XDP in the driver, tc hands translated packets to the tunnel.
     XdpDriver,
@@ -180,12 +182,8 @@ impl AttachMode {
         }
     }
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::XdpDriver => "xdp-driver",
-            AttachMode::XdpGeneric => "xdp-generic",
-            AttachMode::TcOnly => "tc-only",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -199,4 +197,25 @@ pub struct QuicStatsSnapshot {
     pub expired: u64,
     pub verdicts_failed: u64,
     pub pending: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttachMode;
+
+    #[test]
+    fn attach_modes_keep_their_names() {
+        let modes = [
+            AttachMode::XdpDriver,
+            AttachMode::XdpGeneric,
+            AttachMode::TcOnly,
+        ];
+        assert_eq!(
+            modes.map(AttachMode::as_str),
+            ["xdp-driver", "xdp-generic", "tc-only"]
+        );
+        for m in modes {
+            assert_eq!(AttachMode::from_code(m.code()), Some(m));
+        }
+    }
 }

@@ -2,8 +2,9 @@
 
 use forwarder_common::{FlowKey, FlowValue};
 
-/// Why a connection was removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a connection was removed; named in snake_case (`fin`) in the connection log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum EndReason {
     Fin,
     Rst,
@@ -11,12 +12,8 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -30,4 +27,15 @@ pub struct Expired {
     pub reason: EndReason,
     /// No "ended" event was reported by the kernel: the daemon logs one.
     pub report: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndReason;
+
+    #[test]
+    fn end_reasons_keep_their_log_names() {
+        let names = [EndReason::Fin, EndReason::Rst, EndReason::Idle].map(EndReason::as_str);
+        assert_eq!(names, ["fin", "rst", "idle"]);
+    }
 }
