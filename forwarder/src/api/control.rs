@@ -284,4 +284,4 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,47 +3,19 @@
 use crate::{
     api::{
         control::{Changes, HostEntry, RuleEntry, StatusReply},
-        stats::{BackendSnapshot, LocalStats, TunnelState},
+        stats::{LocalStats, TunnelState},
     },
     cli::{
         change::render_changes, hosts::render_hosts, rules::render_rules, status::render_status,
     },
 };
 
+/// The control protocol's sample status, with a stale error on a backend that is up
+/// again (not shown).
 fn status_reply() -> StatusReply {
-    StatusReply {
-        version: "0.1.0".into(),
-        uptime_seconds: 42,
-        attach_mode: "xdp-driver".into(),
-        tunnel: TunnelState {
-            iface: "wg0".into(),
-            up: true,
-            handshake_age_seconds: Some(7),
-        },
-        backends: vec![
-            BackendSnapshot {
-                backend: "10.8.0.2:443".into(),
-                up: false,
-                since_seconds: 3,
-                transitions: 1,
-                last_error: Some("connection refused".into()),
-            },
-            BackendSnapshot {
-                backend: "10.8.0.2:80".into(),
-                up: true,
-                since_seconds: 40,
-                transitions: 0,
-                last_error: Some("an old failure".into()),
-            },
-        ],
-        local: LocalStats {
-            served: 5,
-            failed: 1,
-            active: 2,
-        },
-        rules_in_fallback: vec!["tcp 203.0.113.1:443 -> 10.8.0.2:443 (local fallback)".into()],
-        config: None,
-    }
+    let mut s = crate::api::control::tests::status_reply();
+    s.backends[1].last_error = Some("an old failure".into());
+    s
 }
 
 #[test]

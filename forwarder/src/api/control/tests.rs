@@ -21,7 +21,8 @@ fn reprinted<R: ControlRequest>(line: &str) -> String {
     serde_json::to_string_pretty(&encode(&r.result.unwrap()).unwrap()).unwrap()
 }
 
-fn status_reply() -> StatusReply {
+/// A status with something in every field (the CLI's rendering tests use it too).
+pub fn status_reply() -> StatusReply {
     StatusReply {
         version: "0.1.0".into(),
         uptime_seconds: 42,
