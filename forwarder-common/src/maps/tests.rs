@@ -131,7 +131,7 @@ fn counters_are_dense_and_named_uniquely() {
 #[test]
 fn address_words_round_trip() {
     for a in ["203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4", "fd00::2"] {
-        let a: core::net::IpAddr = a.parse().unwrap();
+        let a: IpAddr = a.parse().unwrap();
         let (w, f) = addr_words(a);
         assert_eq!(words_to_addr(w, f), Some(a));
     }
