@@ -382,16 +382,10 @@ pub async fn serve_events(
             return;
         }
     };
-    loop {
-        let batch = tokio::select! {
-            r = reader.next_batch() => match r {
-                Ok(batch) => batch,
-                Err(_) => return,
-            },
-            () = cancel.cancelled() => break,
-        };
+    while let Some(batch) = reader.next_batch_until(&cancel).await {
         write_events(batch, &log, &labels);
     }
+    // What the kernel wrote before the stop is logged too.
     write_events(reader.drain_now(), &log, &labels);
 }
 

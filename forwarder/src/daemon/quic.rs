@@ -206,12 +206,8 @@ pub async fn serve(
     };
     let mut pending = Pending::default();
     loop {
-        let batch = tokio::select! {
-            r = reader.next_batch() => match r {
-                Ok(batch) => batch,
-                Err(_) => return,
-            },
-            () = cancel.cancelled() => return,
+        let Some(batch) = reader.next_batch_until(&cancel).await else {
+            return;
         };
         let now = Instant::now();
         for ev in batch {

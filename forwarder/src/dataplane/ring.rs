@@ -11,6 +11,7 @@ use tokio::{
     io::{Interest, unix::AsyncFd},
     time::{Interval, MissedTickBehavior},
 };
+use tokio_util::sync::CancellationToken;
 
 /// A ring buffer of records of type `T`, not yet being read.
 pub struct Ring<T> {
@@ -56,9 +57,18 @@ pub struct RingReader<T> {
 
 impl<T: Pod> RingReader<T> {
     /// Waits until the kernel wakes the reader (or the drain tick comes), then yields the
-    /// records there are. Cancel-safe: dropped while waiting, no record is lost. An error
-    /// means the ring can no longer be polled.
-    pub async fn next_batch(&mut self) -> io::Result<Records<'_, T>> {
+    /// records there are; `None` once `cancel` is cancelled or the ring can no longer be
+    /// polled, which ends every reader's loop alike. Cancelled while waiting, no record is
+    /// lost: it stays in the ring for [`RingReader::drain_now`].
+    pub async fn next_batch_until(&mut self, cancel: &CancellationToken) -> Option<Records<'_, T>> {
+        tokio::select! {
+            r = self.wait() => r.ok()?,
+            () = cancel.cancelled() => return None,
+        }
+        Some(self.drain_now())
+    }
+
+    async fn wait(&mut self) -> io::Result<()> {
         // Readiness is cleared before the ring is drained: a record submitted meanwhile
         // wakes the reader again rather than being left for the next wake-up.
         match &mut self.drain {
@@ -68,7 +78,7 @@ impl<T: Pod> RingReader<T> {
             },
             None => self.fd.readable_mut().await?.clear_ready(),
         }
-        Ok(self.drain_now())
+        Ok(())
     }
 
     /// The records in the ring now, without waiting.
