@@ -182,10 +182,10 @@ fn handshake(wg: &str) -> Check {
             check(
                 name,
                 Status::Fail,
-                "none yet (or `wg show` cannot be asked)",
+                "none yet (or the interface is not WireGuard)",
             ),
-            "install wireguard-tools for `wg`; if it is installed, home has never connected: \
-             check home's [Peer] Endpoint and PersistentKeepalive = 25, and the keys on both ends",
+            "home has never connected: check home's [Peer] Endpoint and PersistentKeepalive = 25, \
+             and the keys on both ends (`wg show` on both)",
         ),
     }
 }
