@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::lab::{Lab, LabOptions, SUBDOMAINS, VPS_V4};
+use crate::{
+    lab::{Lab, LabOptions, SUBDOMAINS, VPS_V4},
+    support::wait_for,
+};
 
 /// What one kind of client traffic did.
 #[derive(Clone, Debug, Default)]
@@ -29,8 +32,44 @@ pub struct Tally {
     pub errors: Vec<String>,
 }
 
-/// The daemon's resident memory (KiB) and open file descriptors.
-fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
+/// The daemon's resident memory and open file descriptors at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Footprint {
+    pub rss_kib: u64,
+    /// What each descriptor points at (`socket:[…]`, `anon_inode:bpf-map`, a path), so a
+    /// failure says what kind leaked.
+    pub fds: Vec<String>,
+}
+
+impl Footprint {
+    /// Descriptor kinds, with the socket and pipe inode numbers dropped, and their counts.
+    fn kinds(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for f in &self.fds {
+            let kind = f.split_once(":[").map_or(f.as_str(), |(k, _)| k);
+            *m.entry(kind.to_owned()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// The daemon's footprint once it settled: descriptors sampled for two seconds, keeping the
+/// sample with the fewest, so a health probe or a CLI connection in flight at one instant
+/// is not taken for growth (a leak stays in every sample).
+fn settled_footprint(pid: u32) -> anyhow::Result<Footprint> {
+    let mut best = footprint(pid)?;
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(200));
+        let f = footprint(pid)?;
+        if f.fds.len() < best.fds.len() {
+            best.fds = f.fds;
+        }
+        best.rss_kib = f.rss_kib;
+    }
+    Ok(best)
+}
+
+fn footprint(pid: u32) -> anyhow::Result<Footprint> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
         .lines()
@@ -38,8 +77,11 @@ fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("VmRSS")?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-    Ok((rss, fds))
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    Ok(Footprint { rss_kib: rss, fds })
 }
 
 /// What the traffic threads need of the lab: the client's namespace and the CA to trust.
@@ -182,9 +224,9 @@ pub struct Report {
     pub unattributed: u64,
     pub classify: Vec<String>,
     pub rule_changes: u32,
-    /// (RSS KiB, fds) of the daemon after warming up and at the end (the restarted one).
-    pub footprint_start: (u64, usize),
-    pub footprint_end: (u64, usize),
+    /// The daemon after warming up and at the end (the restarted one).
+    pub footprint_start: Footprint,
+    pub footprint_end: Footprint,
 }
 
 /// Runs the soak for `minutes` and checks its end state; the report says what happened.
@@ -218,7 +260,7 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
     let pid = |lab: &Lab| lab.forwarder_pid().context("daemon not running");
     // Warm-up before the first footprint: buffers, tokio's threads, first connections.
     thread::sleep(total.mul_f64(0.1).min(Duration::from_secs(10)));
-    let mut footprint_start = footprint(pid(&lab)?)?;
+    let mut footprint_start = settled_footprint(pid(&lab)?)?;
     let mut rule_changes = 0u32;
     let mut restarted = false;
     let mut n = 0u32;
@@ -246,8 +288,16 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
                 lab.stop_forwarder()?;
                 lab.start_forwarder(&[])?;
                 restarted = true;
-                thread::sleep(Duration::from_secs(2));
-                footprint_start = footprint(pid(&lab)?)?;
+                // The new daemon writes its pid file once attached; its other tasks (metrics
+                // server, readers, health checks) start after. Its metrics page answering
+                // says they are up; then the same warm-up as the first daemon had.
+                wait_for(
+                    "the restarted daemon's metrics",
+                    Duration::from_secs(30),
+                    || lab.metrics_page().map(|_| ()),
+                )?;
+                thread::sleep(Duration::from_secs(5));
+                footprint_start = settled_footprint(pid(&lab)?)?;
             }
         }
         Ok(())
@@ -259,7 +309,7 @@ pub fn run(minutes: f64) -> anyhow::Result<Report> {
             .map_err(|_| anyhow::anyhow!("a traffic thread panicked"))?;
     }
     result?;
-    let footprint_end = footprint(pid(&lab)?)?;
+    let footprint_end = settled_footprint(pid(&lab)?)?;
     let l = &lab;
     let page = l.metrics_page().context("metrics page")?;
     let log = l.access_log();
@@ -340,8 +390,8 @@ impl Report {
                 ));
             }
         }
-        let (rss0, fd0) = self.footprint_start;
-        let (rss1, fd1) = self.footprint_end;
+        let (rss0, fd0) = (self.footprint_start.rss_kib, self.footprint_start.fds.len());
+        let (rss1, fd1) = (self.footprint_end.rss_kib, self.footprint_end.fds.len());
         // Flat: allocator noise and tokio's worker stacks, not growth with traffic.
         if rss1 > rss0 + 8 * 1024 {
             problems.push(format!(
@@ -349,8 +399,17 @@ impl Report {
             ));
         }
         if fd1 > fd0 + 2 {
+            let (k0, k1) = (self.footprint_start.kinds(), self.footprint_end.kinds());
+            let grew: Vec<String> = k1
+                .iter()
+                .filter_map(|(k, n1)| {
+                    let n0 = k0.get(k).copied().unwrap_or(0);
+                    (*n1 > n0).then(|| format!("{k} {n0} -> {n1}"))
+                })
+                .collect();
             problems.push(format!(
-                "the daemon's file descriptors grew from {fd0} to {fd1}"
+                "the daemon's file descriptors grew from {fd0} to {fd1} ({})",
+                grew.join(", ")
             ));
         }
         if !problems.is_empty() {
@@ -389,10 +448,10 @@ impl Report {
         }
         println!(
             "daemon after warm-up: {} KiB, {} fds; at the end: {} KiB, {} fds",
-            self.footprint_start.0,
-            self.footprint_start.1,
-            self.footprint_end.0,
-            self.footprint_end.1
+            self.footprint_start.rss_kib,
+            self.footprint_start.fds.len(),
+            self.footprint_end.rss_kib,
+            self.footprint_end.fds.len()
         );
     }
 }
