@@ -8,6 +8,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod admission;
 pub mod classify;
 pub mod csum;
 pub mod handoff;

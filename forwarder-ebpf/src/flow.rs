@@ -11,19 +11,20 @@
 use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_END_REPORTED,
-    FLOW_F_FIN, FLOW_F_RST, FLOW_F_UDP, FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL,
-    HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RuleValue,
-    packet::{PacketInfo, TCP_ACK},
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_ACKED,
+    FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RECREATED, FLOW_F_RST, FLOW_F_UDP, FlowKey, FlowValue,
+    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RuleValue,
+    admission::end_in_window,
+    packet::{PacketInfo, TCP_ACK, TCP_RST},
 };
 
 mod admit;
 pub mod attribute;
 pub mod end;
 
-pub use admit::{Miss, last_miss, mark_good};
+pub use admit::{Miss, last_miss};
 
-use self::admit::{is_syn, refused};
+use self::admit::{is_syn, mark_good, refused};
 use crate::{
     counters::{count, host_drop},
     maps::{FLOWS, NEW_FLOWS, SCRATCH},
@@ -57,7 +58,15 @@ const ZERO_FLOW: FlowValue = FlowValue {
     bytes: 0,
     first_ns: 0,
     last_ns: 0,
+    seq_next: 0,
+    ack_hi: 0,
 };
+
+/// UDP: the backend's datagrams and the client's that a flow must have carried before it
+/// counts as established (the client's next one confirms it). A spoofer can make home
+/// answer once; a conversation takes a client that receives.
+const UDP_CONFIRM_REPLIES: u64 = 2;
+const UDP_CONFIRM_REQUESTS: u64 = 2;
 
 #[inline(always)]
 fn zero_counts(v: &mut FlowValue) {
@@ -71,6 +80,8 @@ fn zero_counts(v: &mut FlowValue) {
         core::ptr::write_volatile(&mut v.bytes, 0);
         core::ptr::write_volatile(&mut v.first_ns, 0);
         core::ptr::write_volatile(&mut v.last_ns, 0);
+        core::ptr::write_volatile(&mut v.seq_next, 0);
+        core::ptr::write_volatile(&mut v.ack_hi, 0);
     }
 }
 
@@ -125,6 +136,10 @@ pub fn to_backend<C: EbpfContext>(
     if let Some(v) = FLOWS.get_ptr_mut(&s.fwd_key) {
         // SAFETY: a live entry, as in `lookup`.
         let v = unsafe { &mut *v };
+        if v.direction != DIR_TO_BACKEND {
+            // A client packet whose key is a reply's: its source claims to be a backend.
+            return dropped(Counter::DropWrongDirection);
+        }
         if !(is_syn(info) && ended(v)) {
             return Some(v);
         }
@@ -134,8 +149,11 @@ pub fn to_backend<C: EbpfContext>(
     } else if let Some(v) = NEW_FLOWS.get_ptr_mut(&s.fwd_key) {
         // SAFETY: a live entry, as in `lookup`.
         let v = unsafe { &mut *v };
+        if v.direction != DIR_TO_BACKEND {
+            return dropped(Counter::DropWrongDirection);
+        }
         if !is_syn(info) {
-            return confirm(info, v);
+            return confirm(cfg, info, v);
         }
         if !ended(v) {
             // A retransmitted SYN.
@@ -176,6 +194,10 @@ pub fn to_backend<C: EbpfContext>(
     if info.proto == PROTO_UDP {
         s.fwd.flags = FLOW_F_UDP;
         s.rev.flags = FLOW_F_UDP;
+    } else if !is_syn(info) {
+        // Let through by `refused` within the re-creation budget.
+        s.fwd.flags = FLOW_F_RECREATED;
+        s.rev.flags = FLOW_F_RECREATED;
     }
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
     if NEW_FLOWS.insert(&s.rev_key, &s.rev, 0).is_err()
@@ -206,12 +228,30 @@ pub fn to_backend<C: EbpfContext>(
         .map(|p| unsafe { &mut *p })
 }
 
+/// Records why `to_backend` returns no flow: counted here, dropped by the caller.
+#[inline(always)]
+fn dropped(c: Counter) -> Option<&'static mut FlowValue> {
+    count(c);
+    if let Some(s) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this run only.
+        unsafe { (*s).miss = Miss::Dropped as u32 };
+    }
+    None
+}
+
 /// A client packet `info` of the opening connection `fwd` (in `NEW_FLOWS`, key in the
 /// scratch): moves both entries into `FLOWS` if the connection is established by now.
 /// TCP: the packet acknowledges the backend's SYN-ACK exactly, which a sender of made-up
-/// addresses never saw. UDP: the backend answered. Returns the entry to translate with.
+/// addresses never saw; anything else but a RST inside the window is dropped, so a spoofed
+/// SYN followed by spoofed segments sends home nothing but the SYN. A re-created TCP flow:
+/// home answered (not with a RST, which ends it). UDP: the flow carried a conversation
+/// both ways. Returns the entry to translate with.
 #[inline(never)]
-fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mut FlowValue> {
+fn confirm(
+    cfg: &DataplaneConfig,
+    info: &PacketInfo,
+    fwd: &'static mut FlowValue,
+) -> Option<&'static mut FlowValue> {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return Some(fwd);
     };
@@ -223,16 +263,28 @@ fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mu
     };
     // SAFETY: a live entry, as in `lookup`.
     let rev = unsafe { &*rev };
-    let established = if info.proto == PROTO_TCP {
-        rev.ack_expect != 0 && info.tcp_flags & TCP_ACK != 0 && info.tcp_ack == rev.ack_expect
-    } else {
+    let recreated = fwd.flags & FLOW_F_RECREATED != 0;
+    let established = if info.proto != PROTO_TCP {
+        rev.packets >= UDP_CONFIRM_REPLIES && fwd.packets >= UDP_CONFIRM_REQUESTS
+    } else if recreated {
         rev.packets != 0
+    } else {
+        rev.ack_expect != 0 && info.tcp_flags & TCP_ACK != 0 && info.tcp_ack == rev.ack_expect
     };
     if !established {
+        if info.proto == PROTO_TCP && !recreated {
+            // A client aborting its own handshake resets at its SYN's sequence number + 1.
+            let acked = (rev.flags & FLOW_F_ACKED != 0).then_some(rev.ack_hi);
+            if info.tcp_flags & TCP_RST == 0 || !end_in_window(info.tcp_seq, fwd.seq_next, acked) {
+                return dropped(Counter::DropUnconfirmed);
+            }
+        }
         return Some(fwd);
     }
     s.fwd = *fwd;
     s.rev = *rev;
+    s.fwd.flags &= !FLOW_F_RECREATED;
+    s.rev.flags &= !FLOW_F_RECREATED;
     // Reverse entry first, as when created. Until the entries leave `NEW_FLOWS` below,
     // both tables hold them; lookups find the established ones.
     if FLOWS.insert(&s.rev_key, &s.rev, 0).is_err() {
@@ -247,9 +299,26 @@ fn confirm(info: &PacketInfo, fwd: &'static mut FlowValue) -> Option<&'static mu
     let _ = NEW_FLOWS.remove(&s.fwd_key);
     let _ = NEW_FLOWS.remove(&s.rev_key);
     count(Counter::FlowsConfirmed);
+    if info.proto == PROTO_TCP && !recreated && cfg.syn_flood_threshold != 0 {
+        // A handshake completed from this address: the SYN flood guard lets it through.
+        mark_good(cfg, &s.fwd_key);
+    }
     // `fwd` is freed now: the packet goes on with the established entry.
     // SAFETY: a live entry, as in `lookup`.
     FLOWS.get_ptr_mut(&s.fwd_key).map(|p| unsafe { &mut *p })
+}
+
+/// Removes both entries of an opening connection, given one of them and its key.
+#[inline(never)]
+pub fn forget(key: &FlowKey, v: &FlowValue) {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
+    let s = unsafe { &mut *s };
+    key.reverse_into(v, &mut s.rev_key);
+    let _ = NEW_FLOWS.remove(&s.rev_key);
+    let _ = NEW_FLOWS.remove(key);
 }
 
 /// The key of the flow `to_backend` returned last on this CPU.

@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use forwarder_common::{
     COUNTER_COUNT, ConnEvent, DataplaneConfig, FlowKey, FlowValue, HOST_STATS_ENTRIES, HostKey,
     HostStats, HostValue, MAX_HOSTS, QUIC_INITIALS_BYTES, QuicVerdict, RuleKey, RuleValue,
-    SourceKey, SynGuard,
+    SOURCE_DENY_ENTRIES, SeenKey, SeenSyn, SourceKey, SynGuard,
     classify::{BUF_SIZE, ClassifyState},
     handoff::Handshake,
     packet::PacketInfo,
@@ -60,6 +60,8 @@ pub struct Scratch {
     pub handshake: Handshake,
     /// Why `flow::to_backend` returned no flow (`flow::Miss`).
     pub miss: u32,
+    /// The key of a `SOURCE_DENY` lookup.
+    pub deny_key: aya_ebpf::maps::lpm_trie::Key<[u32; 5]>,
     /// Landing place for the first bytes of a UDP payload (QUIC's long header).
     pub quic_head: [u8; 8],
 }
@@ -125,11 +127,20 @@ pub static SYN_GUARD: PerCpuArray<SynGuard> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "GOOD_SOURCES")]
 pub static GOOD_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
-/// Addresses whose first SYN the guard dropped, with when. 256k entries (about 20 MiB):
-/// during a flood of up to about 100k made-up addresses per second, a real client's entry
-/// outlives its SYN retransmission (1 s on Linux).
+/// Address and port of SYNs the guard dropped, with when and their sequence number. 256k
+/// entries (about 20 MiB): during a flood of up to about 100k made-up addresses per
+/// second, a real client's entry outlives its SYN retransmission (1 s on Linux).
 #[map(name = "SEEN_SOURCES")]
-pub static SEEN_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(262_144, 0);
+pub static SEEN_SOURCES: LruHashMap<SeenKey, SeenSyn> = LruHashMap::with_max_entries(262_144, 0);
+
+/// Sources the public interface never opens a flow for (see
+/// `forwarder_common::SOURCE_DENY_MAP`).
+#[map(name = "SOURCE_DENY")]
+pub static SOURCE_DENY: LpmTrie<[u32; 5], u32> = LpmTrie::with_max_entries(SOURCE_DENY_ENTRIES, 0);
+
+/// The re-creation budget's state, per CPU (`forwarder_common::admit`).
+#[map(name = "RECREATE_RATE")]
+pub static RECREATE_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// New QUIC connections' Initial datagrams, for the daemon (see `quic`).
 #[map(name = "QUIC_INITIALS")]

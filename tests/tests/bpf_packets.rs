@@ -31,11 +31,13 @@ fn v6(a: std::net::Ipv6Addr) -> IpAddr {
     a.into()
 }
 
-/// Client -> public packets and what they must become.
+/// Client -> public packets and what they must become; `answered_by`: the backend whose
+/// SYN-ACK comes back out of the tunnel next.
 struct Case {
     name: &'static str,
     input: Pkt,
     expected: Pkt,
+    answered_by: Option<(IpAddr, u16)>,
 }
 
 fn forward_cases() -> Vec<Case> {
@@ -44,8 +46,11 @@ fn forward_cases() -> Vec<Case> {
         ("v4", v4(CLIENT4), v4(PUBLIC4), v4(BACKEND4), 1460, MSS4),
         ("v6", v6(CLIENT6), v6(PUBLIC6), v6(BACKEND6), 1440, MSS6),
     ] {
-        let syn = Pkt::tcp(client, 40000, public, 443, SYN).options(mss_option(mss_in));
+        let syn = Pkt::tcp(client, 40000, public, 443, SYN)
+            .seq(OPEN_ISN)
+            .options(mss_option(mss_in));
         cases.push(Case {
+            answered_by: Some((backend, 443)),
             name: if fam == "v4" {
                 "v4 SYN, MSS 1460 clamped"
             } else {
@@ -58,6 +63,7 @@ fn forward_cases() -> Vec<Case> {
         });
         let small = Pkt::tcp(client, 40001, public, 443, SYN).options(mss_option(1200));
         cases.push(Case {
+            answered_by: None,
             name: if fam == "v4" {
                 "v4 SYN, small MSS kept"
             } else {
@@ -69,18 +75,21 @@ fn forward_cases() -> Vec<Case> {
         let data = Pkt::tcp(client, 40000, public, 443, ACK | PSH)
             .payload(b"\x16\x03\x01\x00\x05hello, odd length!");
         cases.push(Case {
+            answered_by: None,
             name: if fam == "v4" { "v4 data" } else { "v6 data" },
             expected: data.with((client, 40000), (backend, 443)),
             input: data,
         });
         let fin = Pkt::tcp(client, 40000, public, 443, FIN | ACK);
         cases.push(Case {
+            answered_by: None,
             name: if fam == "v4" { "v4 FIN" } else { "v6 FIN" },
             expected: fin.with((client, 40000), (backend, 443)),
             input: fin,
         });
         let udp = Pkt::udp(client, 50000, public, UDP_PUBLIC_PORT, b"query");
         cases.push(Case {
+            answered_by: None,
             name: if fam == "v4" {
                 "v4 UDP, port translated"
             } else {
@@ -99,6 +108,7 @@ fn forward_cases() -> Vec<Case> {
     );
     nocsum.udp_no_csum = true;
     cases.push(Case {
+        answered_by: None,
         name: "v4 UDP without checksum stays without",
         expected: nocsum.with((v4(CLIENT4), 50001), (v4(BACKEND4), UDP_BACKEND_PORT)),
         input: nocsum,
@@ -139,6 +149,9 @@ fn xdp_translates_client_packets_toward_the_backend() {
             c.name
         );
         check(c.name, &out[14..], &c.expected.ip());
+        if let Some(backend) = c.answered_by {
+            h.answer(&c.input, backend);
+        }
     }
     assert!(h.counter(Counter::MssClamped) >= 2);
     assert_eq!(
@@ -154,6 +167,9 @@ fn tc_only_mode_translates_the_same_way() {
         let (verdict, out) = h.tc_ingress(&c.input.frame());
         assert_eq!(verdict, TC_ACT_REDIRECT, "{}: verdict", c.name);
         check(c.name, &out[14..], &c.expected.ip());
+        if let Some(backend) = c.answered_by {
+            h.answer(&c.input, backend);
+        }
     }
     assert_eq!(
         h.counter(Counter::TcTranslated),
@@ -303,10 +319,13 @@ fn a_rule_in_local_fallback_passes_new_connections_and_keeps_forwarding_old_ones
             (XDP_PASS, XDP_PASS)
         };
         // A connection to home, established before the backend went down.
-        let old = Pkt::tcp(v4(CLIENT4), 41000, v4(PUBLIC4), 443, SYN).options(mss_option(1460));
+        let old = Pkt::tcp(v4(CLIENT4), 41000, v4(PUBLIC4), 443, SYN)
+            .seq(OPEN_ISN)
+            .options(mss_option(1460));
         let (v, out) = run(&h, &old.frame());
         assert_eq!(v, forwarded);
         assert_ne!(out, old.frame(), "the SYN was not translated");
+        h.answer(&old, (v4(BACKEND4), 443));
         h.set_rule_flags(v4(PUBLIC4), 443, forwarder_common::RULE_F_FALLBACK_LOCAL)
             .unwrap();
         // New connections (and whatever else has no flow) go to the VPS untouched.
@@ -482,11 +501,13 @@ fn a_host_with_the_drop_policy_is_cut_and_its_next_packet_goes_to_the_vps_untouc
             (42000, "blocked.example.test", true),
             (42001, "ok.example.test", false),
         ] {
-            let syn = Pkt::tcp(v4(CLIENT4), port, v4(PUBLIC4), 443, SYN).options(mss_option(1460));
+            let syn = Pkt::tcp(v4(CLIENT4), port, v4(PUBLIC4), 443, SYN)
+                .seq(OPEN_ISN)
+                .options(mss_option(1460));
             assert_eq!(run(&h, &syn.frame()).0, forwarded, "{host}: SYN");
+            h.answer(&syn, (v4(BACKEND4), 443));
             let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
             let data = Pkt::tcp(v4(CLIENT4), port, v4(PUBLIC4), 443, ACK | PSH)
-                .seq(1)
                 .payload(request.as_bytes());
             let (v, out) = run(&h, &data.frame());
             if cut {
@@ -506,7 +527,18 @@ fn a_host_with_the_drop_policy_is_cut_and_its_next_packet_goes_to_the_vps_untouc
             }
             let flow = h
                 .forward_flow((v4(CLIENT4), port), (v4(PUBLIC4), 443))
-                .expect("flow entry");
+                .unwrap_or_else(|| {
+                    panic!(
+                        "tc_only {tc_only}: {host}: no flow entry {} {} {:?}",
+                        h.flow_entries(forwarder_common::FLOWS_MAP),
+                        h.flow_entries(forwarder_common::NEW_FLOWS_MAP),
+                        Counter::ALL
+                            .iter()
+                            .map(|c| (c.name(), h.counter(*c)))
+                            .filter(|x| x.1 != 0)
+                            .collect::<Vec<_>>()
+                    )
+                });
             assert_eq!(
                 flow.flags & forwarder_common::FLOW_F_CUT != 0,
                 cut,
@@ -556,7 +588,8 @@ fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_ear
         // The backend's SYN-ACK, with options of its own (MSS 1380, wscale 9, no SACK).
         let synack = Pkt::tcp(v4(BACKEND4), 443, client.0, client.1, SYN | ACK)
             .options(vec![2, 4, 0x05, 0x64, 1, 3, 3, 9])
-            .seq(0x5000_0000);
+            .seq(OPEN_SERVER_ISN)
+            .ack(isn + 1);
         let (v, _) = h.tunnel(&synack.ip());
         assert_eq!(v, TC_ACT_REDIRECT, "tc_only {tc_only}: SYN-ACK");
         let hs = h.handshake(client, public).expect("handshake recorded");
@@ -619,7 +652,7 @@ fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_ear
         let again = seg2.frame();
         assert_eq!(run(&h, &again).0, dropped, "tc_only {tc_only}: waiting");
         assert_eq!(h.counter(Counter::DropHandoffWait), 1);
-        let home = Pkt::tcp(v4(BACKEND4), 443, client.0, client.1, ACK).seq(0x5000_0001);
+        let home = Pkt::tcp(v4(BACKEND4), 443, client.0, client.1, ACK).seq(OPEN_SERVER_ISN + 1);
         assert_eq!(h.tunnel(&home.ip()).0, TC_ACT_SHOT, "tc_only {tc_only}");
         assert_eq!(h.counter(Counter::TunnelDropCut), 1);
         assert_eq!(h.counter(Counter::PolicyLocal), 1);
@@ -645,7 +678,7 @@ fn without_a_local_host_nothing_is_recorded_for_the_hand_off() {
 }
 
 #[test]
-fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
+fn under_a_syn_flood_unknown_addresses_get_through_only_on_a_real_retransmission() {
     for tc_only in [false, true] {
         let mut h = harness(tc_only);
         h.set_hosts(&["app.example.test"]).unwrap();
@@ -656,24 +689,26 @@ fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
         } else {
             (XDP_PASS, XDP_DROP)
         };
-        let syn = |src: IpAddr, port: u16| {
+        let syn = |src: IpAddr, port: u16, seq: u32| {
             Pkt::tcp(src, port, v4(PUBLIC4), 443, SYN)
+                .seq(seq)
                 .options(mss_option(1460))
                 .frame()
         };
-        // A client that completed a connection before the flood.
+        // A client that completed a handshake before the flood.
         let client = v4(CLIENT4);
-        assert_eq!(ingress(&h, tc_only, &syn(client, 41000)).0, forwarded);
-        let data = Pkt::tcp(client, 41000, v4(PUBLIC4), 443, ACK | PSH)
-            .seq(0x1000_0001)
-            .payload(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
-        assert_eq!(ingress(&h, tc_only, &data.frame()).0, forwarded);
+        h.open(
+            tc_only,
+            (client, 41000),
+            (v4(PUBLIC4), 443),
+            (v4(BACKEND4), 443),
+        );
 
         // The flood: every SYN from an address of its own, none sent twice.
         let mut verdicts = Vec::new();
         for i in 0..50u16 {
             let src: IpAddr = std::net::Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8).into();
-            verdicts.push(ingress(&h, tc_only, &syn(src, 1024 + i)).0);
+            verdicts.push(ingress(&h, tc_only, &syn(src, 1024 + i, 7)).0);
         }
         let through = verdicts.iter().filter(|v| **v == forwarded).count();
         assert!(
@@ -682,16 +717,63 @@ fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
         );
         assert!(h.counter(Counter::SynFloodDrop) >= 48);
 
-        // The known client is not held up; a new one gets through on its retry.
+        // The known client is not held up.
         assert_eq!(
-            ingress(&h, tc_only, &syn(client, 41001)).0,
+            ingress(&h, tc_only, &syn(client, 41001, 9)).0,
             forwarded,
             "tc_only {tc_only}: known client"
         );
-        let newcomer = v4(std::net::Ipv4Addr::new(198, 19, 7, 7));
-        assert_eq!(ingress(&h, tc_only, &syn(newcomer, 50000)).0, dropped);
+        // A flood tool sending each SYN twice in a row, or a RST first, earns nothing:
+        // the RST has no flow and marks nothing.
+        let twice = v4(std::net::Ipv4Addr::new(198, 19, 8, 8));
+        assert_eq!(ingress(&h, tc_only, &syn(twice, 50001, 1)).0, dropped);
         assert_eq!(
-            ingress(&h, tc_only, &syn(newcomer, 50000)).0,
+            ingress(&h, tc_only, &syn(twice, 50001, 1)).0,
+            dropped,
+            "tc_only {tc_only}: the same SYN at once"
+        );
+        assert_eq!(h.counter(Counter::SynFloodRetryRefused), 1);
+        let rst_first = v4(std::net::Ipv4Addr::new(198, 19, 9, 9));
+        let rst = Pkt::tcp(rst_first, 50002, v4(PUBLIC4), 443, RST | ACK).frame();
+        assert_eq!(
+            ingress(&h, tc_only, &rst).0,
+            dropped,
+            "tc_only {tc_only}: RST"
+        );
+        assert_eq!(h.counter(Counter::DropNoFlow), 1);
+        assert_eq!(
+            ingress(&h, tc_only, &syn(rst_first, 50002, 3)).0,
+            dropped,
+            "tc_only {tc_only}: SYN after a RST"
+        );
+        // A new client gets through on its retransmission: the same SYN (port and
+        // sequence number), a TCP stack's initial timeout later (one second; the guard
+        // takes half of it).
+        let newcomer = v4(std::net::Ipv4Addr::new(198, 19, 7, 7));
+        assert_eq!(ingress(&h, tc_only, &syn(newcomer, 50000, 5)).0, dropped);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        // Keep the flood's rate above the threshold across the pause.
+        for i in 0..5u16 {
+            let src: IpAddr = std::net::Ipv4Addr::new(198, 18, 200, i as u8).into();
+            ingress(&h, tc_only, &syn(src, 3000 + i, 7));
+        }
+        assert_eq!(
+            ingress(&h, tc_only, &syn(newcomer, 50000, 6)).0,
+            dropped,
+            "tc_only {tc_only}: another SYN is not a retransmission"
+        );
+        let retry_newcomer = v4(std::net::Ipv4Addr::new(198, 19, 7, 8));
+        assert_eq!(
+            ingress(&h, tc_only, &syn(retry_newcomer, 50000, 5)).0,
+            dropped
+        );
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        for i in 0..5u16 {
+            let src: IpAddr = std::net::Ipv4Addr::new(198, 18, 201, i as u8).into();
+            ingress(&h, tc_only, &syn(src, 3000 + i, 7));
+        }
+        assert_eq!(
+            ingress(&h, tc_only, &syn(retry_newcomer, 50000, 5)).0,
             forwarded,
             "tc_only {tc_only}: the retransmitted SYN"
         );
@@ -702,7 +784,7 @@ fn under_a_syn_flood_unknown_addresses_get_through_on_their_second_syn() {
         let before = h.counter(Counter::SynFloodDrop);
         for i in 0..20u16 {
             let src: IpAddr = std::net::Ipv4Addr::new(198, 18, 100, i as u8).into();
-            assert_eq!(ingress(&h, tc_only, &syn(src, 2000 + i)).0, forwarded);
+            assert_eq!(ingress(&h, tc_only, &syn(src, 2000 + i, 7)).0, forwarded);
         }
         assert_eq!(h.counter(Counter::SynFloodDrop), before);
     }
@@ -740,9 +822,9 @@ fn connection_events_wake_the_reader_only_when_the_ring_fills() {
         let port = 20000 + (i % 30000) as u16;
         let syn = Pkt::tcp(c, port, p4, 443, SYN)
             .seq(1000)
-            .options(mss_option(1460))
-            .frame();
-        assert_eq!(h.xdp(&syn).0, XDP_PASS);
+            .options(mss_option(1460));
+        assert_eq!(h.xdp(&syn.frame()).0, XDP_PASS);
+        h.answer(&syn, (BACKEND4.into(), 443));
         let data = Pkt::tcp(c, port, p4, 443, ACK | PSH)
             .seq(1001)
             .payload(&hello)
@@ -839,9 +921,9 @@ fn a_syn_on_the_ports_of_an_ended_connection_starts_a_new_one() {
 
 /// New connections start in a table of their own and move to the established table only
 /// once the backend answered and the client's next packet shows it saw the answer: a TCP
-/// ACK of the backend's SYN-ACK (a blind ACK with any other number does not count), or,
-/// for UDP, another datagram after the backend's. Packets are translated the same way in
-/// either table.
+/// ACK of the backend's SYN-ACK (a blind ACK, or data with any other number, is dropped:
+/// a spoofer's SYN opens nothing more), or, for UDP, a conversation: two answers and the
+/// client's datagram after them. Packets are translated the same way in either table.
 #[test]
 fn connections_move_to_the_established_table_once_the_backend_answered() {
     use forwarder_common::{FLOWS_MAP, NEW_FLOWS_MAP};
@@ -866,12 +948,16 @@ fn connections_move_to_the_established_table_once_the_backend_answered() {
                 _ => panic!("{}: in no table", at(what)),
             }
         };
+        let dropped = if tc_only { TC_ACT_SHOT } else { XDP_DROP };
         send(&Pkt::tcp(c, port, p, 443, SYN).seq(100), "SYN");
         assert_eq!(table("after the SYN"), "opening");
-        // An ACK before any SYN-ACK: a spoofer's blind guess.
-        send(
-            &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x5000_0001),
-            "blind ACK",
+        // An ACK before any SYN-ACK: a spoofer's blind guess, which goes nowhere.
+        let blind = Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x5000_0001);
+        assert_eq!(
+            ingress(&h, tc_only, &blind.frame()).0,
+            dropped,
+            "{}",
+            at("blind ACK")
         );
         assert_eq!(table("after a blind ACK"), "opening");
         let synack = Pkt::tcp(b, 443, c, port, SYN | ACK)
@@ -885,12 +971,19 @@ fn connections_move_to_the_established_table_once_the_backend_answered() {
             &synack.with((p, 443), (c, port)).ip(),
         );
         assert_eq!(table("after the SYN-ACK"), "opening");
-        send(
-            &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x1234_5678),
-            "wrong ACK",
+        let wrong = Pkt::tcp(c, port, p, 443, ACK | PSH)
+            .seq(101)
+            .ack(0x1234_5678)
+            .payload(b"GET / HTTP/1.1\r\n");
+        assert_eq!(
+            ingress(&h, tc_only, &wrong.frame()).0,
+            dropped,
+            "{}",
+            at("wrong ACK")
         );
         assert_eq!(table("after an ACK of another number"), "opening");
         assert_eq!(h.counter(Counter::FlowsConfirmed), 0);
+        assert_eq!(h.counter(Counter::DropUnconfirmed), 2, "{}", at("dropped"));
         send(
             &Pkt::tcp(c, port, p, 443, ACK).seq(101).ack(0x5000_0001),
             "third ACK",
@@ -909,11 +1002,11 @@ fn connections_move_to_the_established_table_once_the_backend_answered() {
             "{}",
             at("established entries")
         );
-        // Counts made while opening moved along: 4 client packets so far.
+        // Counts made while opening moved along: 2 client packets went through so far.
         let fwd = h
             .flow_in(FLOWS_MAP, &flow_key((c, port), (p, 443)))
             .unwrap();
-        assert_eq!(fwd.packets, 4, "{}", at("packets carried over"));
+        assert_eq!(fwd.packets, 2, "{}", at("packets carried over"));
         // Both directions go on through the established entries.
         send(
             &Pkt::tcp(c, port, p, 443, ACK | PSH)
@@ -949,8 +1042,13 @@ fn connections_move_to_the_established_table_once_the_backend_answered() {
         let answer = Pkt::udp(b, ub, c, uc, b"answer");
         assert_eq!(h.tunnel(&answer.ip()).0, TC_ACT_REDIRECT);
         assert_eq!(udp_table(), (true, false), "{}", at("UDP answered"));
+        // One answer is what a spoofer can get out of home (a version negotiation, an
+        // error): the client speaking again after it proves nothing yet.
         ingress(&h, tc_only, &q.frame());
-        assert_eq!(udp_table(), (false, true), "{}", at("UDP spoke again"));
+        assert_eq!(udp_table(), (true, false), "{}", at("UDP answered once"));
+        assert_eq!(h.tunnel(&answer.ip()).0, TC_ACT_REDIRECT);
+        ingress(&h, tc_only, &q.frame());
+        assert_eq!(udp_table(), (false, true), "{}", at("UDP conversation"));
         assert_eq!(h.counter(Counter::FlowsConfirmed), 2);
     }
 }

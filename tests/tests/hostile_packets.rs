@@ -22,6 +22,9 @@ enum Want {
     Pass(Counter),
     /// Forwarded to home: translated, checksums right, payload byte for byte.
     Forward,
+    /// Dropped before it created anything, counted under this reason (a TCP packet
+    /// without a flow that is not a SYN, a source no client has).
+    Refused(Counter),
 }
 
 struct Case {
@@ -51,7 +54,15 @@ fn verdicts(tc_only: bool) -> Vec<Counter> {
     Counter::ALL
         .into_iter()
         .filter(|c| c.name().starts_with(prefix) && *c != along)
-        .chain([Counter::SynFloodDrop, Counter::FlowCreateFailed])
+        .chain([
+            Counter::SynFloodDrop,
+            Counter::FlowCreateFailed,
+            Counter::DropNoFlow,
+            Counter::DropUnconfirmed,
+            Counter::DropBogonSource,
+            Counter::DropWrongDirection,
+            Counter::EndOutOfWindow,
+        ])
         .collect()
 }
 
@@ -105,6 +116,11 @@ fn syn(a: (IpAddr, IpAddr), port: u16) -> Vec<u8> {
         .options(mss_option(1460))
         .frame()
 }
+
+/// Connections the corpus's segments belong to: opened (handshake through) before it
+/// runs, so that their odd but valid segments are forwarded rather than refused for having
+/// no flow.
+const OPENED_PORTS: [u16; 4] = [40001, 40002, 40004, 40005];
 
 fn corpus() -> Vec<Case> {
     let mut cases = Vec::new();
@@ -293,8 +309,11 @@ fn corpus() -> Vec<Case> {
     bare[12..14].copy_from_slice(&[0x86, 0xdd]);
     cases.push(case("IPv6 ethertype, no IP header", bare, Want::Malformed));
     // The largest frames a standard and a jumbo MTU carry (as much as a test run takes).
-    for (what, payload) in [("1514-byte frame", 1460usize), ("3500-byte frame", 3446)] {
-        let f = Pkt::tcp(v4().0, next_port(), v4().1, 443, ACK | PSH)
+    for (what, payload, port) in [
+        ("1514-byte frame", 1460usize, 40004),
+        ("3500-byte frame", 3446, 40005),
+    ] {
+        let f = Pkt::tcp(v4().0, port, v4().1, 443, ACK | PSH)
             .payload(&vec![0x17; payload])
             .frame();
         cases.push(case(what, f, Want::Forward));
@@ -304,6 +323,62 @@ fn corpus() -> Vec<Case> {
         Pkt::udp(v4().0, 40006, v4().1, UDP_PUBLIC_PORT, &[]).frame(),
         Want::Forward,
     ));
+
+    // Segments of connections the forwarder never saw open: made up, they open nothing
+    // and go nowhere.
+    for (what, flags, payload) in [
+        ("lone ACK", ACK, &b""[..]),
+        ("data", ACK | PSH, &b"GET / HTTP/1.1\r\n\r\n"[..]),
+        ("RST", RST, &b""[..]),
+        ("RST+ACK", RST | ACK, &b""[..]),
+        ("FIN+ACK", FIN | ACK, &b""[..]),
+    ] {
+        for (fam, a) in [("IPv4", v4()), ("IPv6", v6())] {
+            let f = Pkt::tcp(a.0, next_port(), a.1, 443, flags)
+                .payload(payload)
+                .frame();
+            cases.push(case(
+                format!("{fam} {what} without a flow"),
+                f,
+                Want::Refused(Counter::DropNoFlow),
+            ));
+        }
+    }
+    // Sources no client has: a SYN or a datagram from them opens nothing.
+    for src in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "169.254.1.1",
+        "224.0.0.1",
+        "255.255.255.255",
+    ] {
+        let src: IpAddr = src.parse().unwrap();
+        let f = Pkt::tcp(src, next_port(), v4().1, 443, SYN)
+            .options(mss_option(1460))
+            .frame();
+        cases.push(case(
+            format!("SYN from {src}"),
+            f,
+            Want::Refused(Counter::DropBogonSource),
+        ));
+        let f = Pkt::udp(src, next_port(), v4().1, UDP_PUBLIC_PORT, &[1; 20]).frame();
+        cases.push(case(
+            format!("UDP from {src}"),
+            f,
+            Want::Refused(Counter::DropBogonSource),
+        ));
+    }
+    for src in ["::1", "::", "fe80::1", "ff02::1", "::ffff:198.51.100.7"] {
+        let src: IpAddr = src.parse().unwrap();
+        let f = Pkt::tcp(src, next_port(), v6().1, 443, SYN)
+            .options(mss_option(1460))
+            .frame();
+        cases.push(case(
+            format!("SYN from {src}"),
+            f,
+            Want::Refused(Counter::DropBogonSource),
+        ));
+    }
 
     // TCP flag combinations no real TCP sends.
     for (what, flags) in [
@@ -457,6 +532,10 @@ fn hostile_packets_get_defined_verdicts_on_every_hook() {
         let mut h = Harness::new(tc_only).expect("loading the kernel object");
         h.set_hosts(&["app.example.test"]).unwrap();
         let set = &verdicts(tc_only)[..];
+        for port in OPENED_PORTS {
+            let (c, p) = v4();
+            h.open(tc_only, (c, port), (p, 443), (BACKEND4.into(), 443));
+        }
         for c in &corpus {
             let name = format!("{} (tc_only {tc_only})", c.name);
             let before = snapshot(&h, set);
@@ -488,6 +567,8 @@ fn hostile_packets_get_defined_verdicts_on_every_hook() {
                 (Want::Pass(p), true) => (tc_pass_equivalent(p), TC_ACT_OK),
                 (Want::Forward, false) => (Counter::XdpToTunnel, XDP_PASS),
                 (Want::Forward, true) => (Counter::TcToTunnel, TC_ACT_REDIRECT),
+                (Want::Refused(c), false) => (c, XDP_DROP),
+                (Want::Refused(c), true) => (c, TC_ACT_SHOT),
             };
             assert_eq!(counted, want_counter, "{name}");
             assert_eq!(verdict, want_verdict, "{name}");
@@ -510,10 +591,11 @@ fn hostile_packets_get_defined_verdicts_on_every_hook() {
                     (v, out)
                 }
             };
-            run(&Pkt::tcp(c, port, p, 443, SYN)
+            let syn = Pkt::tcp(c, port, p, 443, SYN)
                 .seq(1000)
-                .options(mss_option(1460))
-                .frame());
+                .options(mss_option(1460));
+            run(&syn.frame());
+            h.answer(&syn, (BACKEND4.into(), 443));
             let before = snapshot(&h, CLASSIFY_VERDICTS);
             let data = Pkt::tcp(c, port, p, 443, ACK | PSH)
                 .seq(1001)

@@ -108,6 +108,30 @@ pub enum Counter {
     ClassifyQuicUndecodable,
     /// QUIC connections without a verdict from the daemon in `QUIC_VERDICT_WAIT_NS`.
     ClassifyQuicTimeout,
+    /// A TCP packet without a flow that is not a SYN (a made-up ACK, RST, FIN or data
+    /// segment, or one of a connection whose entries are gone and may not be re-created
+    /// now), dropped.
+    DropNoFlow,
+    /// A client packet of a TCP connection still opening that does not complete its
+    /// handshake (it does not acknowledge home's SYN-ACK), dropped.
+    DropUnconfirmed,
+    /// A packet from a source no client has (loopback, multicast, link-local, the VPS's own
+    /// addresses, the tunnel's, a backend's), dropped before it created anything.
+    DropBogonSource,
+    /// A packet whose flow key belongs to the other direction (a spoofed hairpin), dropped.
+    DropWrongDirection,
+    /// Flows re-created from a packet in the middle of a connection (its entries were
+    /// evicted), within the budget `DataplaneConfig::recreate_rate`.
+    FlowsRecreated,
+    /// A client RST outside the window its connection has seen, dropped; or a FIN there,
+    /// forwarded without ending the connection.
+    EndOutOfWindow,
+    /// A SYN during a flood with the address and port of an earlier dropped one but not a
+    /// retransmission of it (another sequence number, or too soon), dropped.
+    SynFloodRetryRefused,
+    /// tc on the tunnel: home's RST to a re-created flow, dropped with the flow (its client
+    /// may be spoofed).
+    TunnelDropRecreatedRst,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.

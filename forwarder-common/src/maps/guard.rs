@@ -21,8 +21,44 @@ pub const SEEN_SOURCES_MAP: &str = "SEEN_SOURCES";
 pub const SYN_WINDOW_NS: u64 = 100_000_000;
 /// How long the guard holds after the rate was last exceeded.
 pub const SYN_FLOOD_HOLD_NS: u64 = 10_000_000_000;
-/// How long a first SYN from an unknown address lets a second one through.
+/// How long a first SYN from an unknown address lets its retransmission through.
 pub const SYN_RETRY_WINDOW_NS: u64 = 10_000_000_000;
+/// How soon a retransmission may come at the earliest: TCP stacks wait about one second
+/// before they send a SYN again (RFC 6298's initial timeout); a flood tool that sends
+/// every SYN twice in a row does not.
+pub const SYN_RETRY_MIN_NS: u64 = 500_000_000;
+
+/// Key of `SEEN_SOURCES`: the SYN's source (an IPv6 one cut to its prefix, see
+/// `admission::source_key`) and port, so each connection a client opens during a flood
+/// gets its own retry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SeenKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: u8,
+    /// Network byte order.
+    pub sport: u16,
+}
+const _: () = assert!(size_of::<SeenKey>() == 20);
+
+/// What the guard remembers of a dropped SYN: when, and its sequence number, which a
+/// retransmission repeats.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenSyn {
+    pub first_ns: u64,
+    pub seq: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<SeenSyn>() == 16);
+
+/// Whether a SYN with sequence number `seq` at `now` is the retransmission of `seen`.
+#[inline(always)]
+pub fn is_syn_retry(seen: &SeenSyn, now: u64, seq: u32) -> bool {
+    let age = now.wrapping_sub(seen.first_ns);
+    seen.seq == seq && (SYN_RETRY_MIN_NS..SYN_RETRY_WINDOW_NS).contains(&age)
+}
 
 /// Whether the guard holds at `now` after one more SYN counted into `g`; updates `g`.
 #[inline(always)]

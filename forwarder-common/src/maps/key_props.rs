@@ -1,3 +1,5 @@
+use core::net::IpAddr;
+
 use proptest::prelude::*;
 
 use super::*;

@@ -1,14 +1,13 @@
 //! Map names, keys and values, declared once for both sides.
 
 mod counters;
+mod flow;
 mod guard;
+mod quic;
 
-use core::{
-    mem::size_of,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use core::mem::size_of;
 
-pub use self::{counters::*, guard::*};
+pub use self::{counters::*, flow::*, guard::*, quic::*};
 
 /// Forwarding rules: `RuleKey` -> `RuleValue`, twice. The programs read the set that
 /// `DataplaneConfig::rules_set` selects, so the daemon can write a whole new rule set into
@@ -80,11 +79,6 @@ pub const ALL_PROGS: [&str; 5] = [
     TC_READER_PROG,
 ];
 
-pub const FAMILY_V4: u8 = 4;
-pub const FAMILY_V6: u8 = 6;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-
 /// Marker the XDP program puts in packet metadata for packets it has already translated;
 /// the tc program on the same interface only hands such packets to the tunnel.
 pub const META_MAGIC: u32 = 0x4657_4431; // "FWD1"
@@ -152,152 +146,6 @@ pub struct RuleValue {
 /// connections that are not already forwarded are left to the kernel untranslated.
 pub const RULE_F_FALLBACK_LOCAL: u8 = 1;
 const _: () = assert!(size_of::<RuleValue>() == 24);
-
-/// One direction of a translated connection, as seen on the wire before translation.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src: [u32; 4],
-    pub dst: [u32; 4],
-    /// Network byte order.
-    pub sport: u16,
-    /// Network byte order.
-    pub dport: u16,
-    pub proto: u8,
-    pub family: u8,
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(size_of::<FlowKey>() == 40);
-
-impl FlowKey {
-    /// The key of the other direction of the connection whose entry for this key is `v`:
-    /// for a forward entry (`DIR_TO_BACKEND`, client -> public) the reply's key (backend
-    /// -> client), for a reply entry (`DIR_TO_CLIENT`) the forward key.
-    #[inline(always)]
-    pub fn reversed(&self, v: &FlowValue) -> FlowKey {
-        let mut out = *self;
-        self.reverse_into(v, &mut out);
-        out
-    }
-
-    /// [`FlowKey::reversed`], written into `out`: the kernel builds keys in map memory,
-    /// where a returned value would first be assembled on its 512-byte stack.
-    #[inline(always)]
-    pub fn reverse_into(&self, v: &FlowValue, out: &mut FlowKey) {
-        if v.direction == DIR_TO_BACKEND {
-            // client -> public; the reply travels backend -> client.
-            out.src = v.nat_addr;
-            out.sport = v.nat_port;
-            out.dst = self.src;
-            out.dport = self.sport;
-        } else {
-            // backend -> client; the client sends client -> public.
-            out.src = self.dst;
-            out.sport = self.dport;
-            out.dst = v.nat_addr;
-            out.dport = v.nat_port;
-        }
-        out.proto = self.proto;
-        out.family = self.family;
-        out._pad = [0; 2];
-    }
-}
-
-/// The address held in a map's address words (`FlowKey`, `RuleKey`, `SourceKey`, ...):
-/// the packet's bytes in network order, read as native-endian words; IPv4 uses the first
-/// word only. `None` for a family other than `FAMILY_V4` / `FAMILY_V6`.
-pub fn words_to_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
-    match family {
-        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
-        FAMILY_V6 => {
-            let mut o = [0u8; 16];
-            for (chunk, w) in o.chunks_exact_mut(4).zip(words) {
-                chunk.copy_from_slice(&w.to_ne_bytes());
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
-}
-
-/// The address words and family (`FAMILY_V4` / `FAMILY_V6`) of `addr`, as the kernel
-/// writes them into map keys; the inverse of [`words_to_addr`].
-pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
-    match addr {
-        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
-}
-
-/// Flow entry: the address and port that replace the destination (client -> backend
-/// direction) or the source (backend -> client direction), and the flow's statistics in
-/// that direction.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowValue {
-    pub nat_addr: [u32; 4],
-    /// Network byte order.
-    pub nat_port: u16,
-    /// `DIR_TO_BACKEND` or `DIR_TO_CLIENT`.
-    pub direction: u8,
-    /// `CLASS_*`: whether the host of this flow is known yet.
-    pub class_state: u8,
-    /// Interface to send the translated packet to.
-    pub ifindex: u32,
-    /// Host id the flow is counted under (`HOST_UNKNOWN` until classified).
-    pub host_id: u32,
-    /// `FLOW_F_*` bits.
-    pub flags: u32,
-    /// Backend -> client entry of a TCP connection still opening (in `NEW_FLOWS_MAP`):
-    /// the acknowledgment number the client's handshake-completing ACK carries (the
-    /// backend's SYN-ACK sequence number + 1); 0 until the SYN-ACK passed. A blind ACK
-    /// from a made-up address cannot move a connection into the established table.
-    pub ack_expect: u32,
-    /// Client -> backend entry of a UDP flow: Initial datagrams of a QUIC connection
-    /// copied to the daemon (`QUIC_INITIALS_MAP`), at most `QUIC_MAX_INITIALS`.
-    pub quic_initials: u32,
-    /// Packets and bytes (IP length) in this entry's direction.
-    pub packets: u64,
-    pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the first and the latest packet in this direction.
-    pub first_ns: u64,
-    pub last_ns: u64,
-}
-const _: () = assert!(size_of::<FlowValue>() == 72);
-
-/// Classification not finished: payload packets are still inspected.
-pub const CLASS_PENDING: u8 = 0;
-/// Host known (or given up on): later packets are only counted.
-pub const CLASS_DONE: u8 = 1;
-
-/// A FIN was seen in this direction.
-pub const FLOW_F_FIN: u32 = 1;
-/// A RST was seen in this direction.
-pub const FLOW_F_RST: u32 = 2;
-/// The "ended" event of this connection was emitted.
-pub const FLOW_F_END_REPORTED: u32 = 4;
-/// The connection's first payload spans segments: its parse state is in `CLASSIFY_MAP`.
-pub const FLOW_F_CLS_STATE: u32 = 8;
-/// The connection was cut by its host's policy: nothing more of it goes to the backend.
-pub const FLOW_F_CUT: u32 = 16;
-/// Set with `FLOW_F_CUT` when the cut was a hand-off to the VPS's own stack (host policy
-/// `local`): the daemon rebuilds the connection there.
-pub const FLOW_F_LOCAL: u32 = 32;
-/// Set with `FLOW_F_LOCAL` until the daemon has rebuilt the connection: the client's
-/// packets are dropped meanwhile (for at most `HANDOFF_WAIT_NS`), as the VPS's stack would
-/// reset them.
-pub const FLOW_F_HANDOFF_WAIT: u32 = 64;
-/// The flow is a QUIC connection whose Initials went to the daemon: its host comes from
-/// the daemon's verdict in `QUIC_VERDICTS_MAP`.
-pub const FLOW_F_QUIC: u32 = 128;
-/// A UDP flow: counted under its host's QUIC statistics (`host_stats_index`).
-pub const FLOW_F_UDP: u32 = 256;
-/// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
-pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;
 
 /// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for
 /// a wildcard `*.example.com`, of `example.com`).
@@ -399,9 +247,6 @@ const _: () = assert!(size_of::<ConnEvent>() == 88);
 /// to 8 bytes.
 pub const EVENT_RECORD_BYTES: u64 = (size_of::<ConnEvent>() as u64 + 8).div_ceil(8) * 8;
 
-pub const DIR_TO_BACKEND: u8 = 0;
-pub const DIR_TO_CLIENT: u8 = 1;
-
 /// Dataplane-wide settings written by the daemon before attaching.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -435,7 +280,13 @@ pub struct DataplaneConfig {
     /// burst, on each CPU (`admit`); 0: QUIC connections are not classified.
     pub quic_rate: u16,
     pub quic_burst: u16,
-    pub _pad: u32,
+    /// Packets per second, on each CPU, that may re-create the flow of a connection
+    /// whose entries are gone (evicted from a full table) while no SYN flood is on; 0: none.
+    pub recreate_rate: u16,
+    /// IPv6 clients are limited and guarded per prefix of this length (0: the default,
+    /// `admission::DEFAULT_V6_SOURCE_PREFIX`).
+    pub v6_source_prefix: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(size_of::<DataplaneConfig>() == 48);
 
@@ -450,7 +301,7 @@ pub const ATTACH_TC_ONLY: u32 = 3;
 /// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
 /// one of their key or value types, sizes or meanings changes, so that a new daemon never
 /// adopts maps it would misread.
-pub const PIN_LAYOUT_VERSION: u32 = 4;
+pub const PIN_LAYOUT_VERSION: u32 = 5;
 /// Per-CPU working memory shared between a forwarding program and the reader it
 /// tail-calls (parsed headers, scratch values, the reader's buffer and state).
 pub const PKT_INFO_MAP: &str = "PKT_INFO";
@@ -462,7 +313,9 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 26] = [
+pub const PINNED_MAPS: [&str; 28] = [
+    SOURCE_DENY_MAP,
+    RECREATE_RATE_MAP,
     QUIC_INITIALS_MAP,
     QUIC_VERDICTS_MAP,
     QUIC_RATE_MAP,
@@ -491,6 +344,28 @@ pub const PINNED_MAPS: [&str; 26] = [
     CLS_STATE_MAP,
 ];
 
+/// LPM trie of sources that the public interface never accepts a new flow from, filled
+/// by the daemon: the VPS's own addresses, the tunnel's addresses and prefixes, the
+/// backends. Key data: `source_deny_key`; value: a `DENY_*` reason.
+pub const SOURCE_DENY_MAP: &str = "SOURCE_DENY";
+/// Entries of `SOURCE_DENY_MAP`.
+pub const SOURCE_DENY_ENTRIES: u32 = 1024;
+/// Per-CPU `admit` state (a `u64`) of the budget for re-creating evicted flows
+/// (`DataplaneConfig::recreate_rate`).
+pub const RECREATE_RATE_MAP: &str = "RECREATE_RATE";
+/// Why a source is in `SOURCE_DENY_MAP`.
+pub const DENY_LOCAL: u32 = 1;
+pub const DENY_TUNNEL: u32 = 2;
+pub const DENY_BACKEND: u32 = 3;
+
+/// The data of a `SOURCE_DENY_MAP` key: the family in the first word (its first byte, as
+/// the trie compares bytes in order), then the address as parsed. The trie's prefix length
+/// is 32 + the address prefix.
+#[inline(always)]
+pub fn source_deny_key(family: u8, addr: &[u32; 4]) -> [u32; 5] {
+    [family as u32, addr[0], addr[1], addr[2], addr[3]]
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -509,6 +384,8 @@ mod pod {
     unsafe impl aya::Pod for QuicVerdict {}
     unsafe impl aya::Pod for QuicInitialEvent {}
     unsafe impl aya::Pod for SynGuard {}
+    unsafe impl aya::Pod for SeenKey {}
+    unsafe impl aya::Pod for SeenSyn {}
     unsafe impl aya::Pod for crate::handoff::Handshake {}
     unsafe impl aya::Pod for crate::handoff::HandoffEvent {}
 }
@@ -519,60 +396,3 @@ mod key_props;
 mod limiter_tests;
 #[cfg(test)]
 mod tests;
-
-/// Ring buffer of `QuicInitialEvent`s: the Initial datagrams of new QUIC connections, for
-/// the daemon to read their SNI from.
-pub const QUIC_INITIALS_MAP: &str = "QUIC_INITIALS";
-/// LRU hash, forward `FlowKey` -> `QuicVerdict`: what the daemon read from a connection's
-/// Initials, taken by the kernel at the connection's next client packet.
-pub const QUIC_VERDICTS_MAP: &str = "QUIC_VERDICTS";
-/// Per-CPU `admit` state (a `u64`) of the Initial hand-off's rate limit.
-pub const QUIC_RATE_MAP: &str = "QUIC_RATE";
-/// Size of the Initial ring buffer: a few hundred datagrams.
-pub const QUIC_INITIALS_BYTES: u32 = 1024 * 1024;
-/// Bytes of a datagram copied: its first Initial is all the daemon reads, and a datagram on
-/// a 1500-byte path is smaller.
-pub const QUIC_COPY_MAX: usize = 2048;
-/// Initial datagrams of one connection handed over at most: a post-quantum ClientHello
-/// takes two, and one may be retransmitted.
-pub const QUIC_MAX_INITIALS: u32 = 4;
-/// How long a QUIC connection waits for the daemon's verdict before it is counted as
-/// `unknown` for good.
-pub const QUIC_VERDICT_WAIT_NS: u64 = 3_000_000_000;
-/// Default `DataplaneConfig::quic_rate` and `quic_burst`.
-pub const DEFAULT_QUIC_RATE: u16 = 2000;
-pub const DEFAULT_QUIC_BURST: u16 = 200;
-
-/// One Initial datagram of a new QUIC connection, copied by the kernel.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct QuicInitialEvent {
-    /// The connection's forward key (client -> public address).
-    pub key: FlowKey,
-    /// Bytes of `data` in use (the UDP payload, up to `QUIC_COPY_MAX`).
-    pub len: u32,
-    /// The datagram's UDP payload length, which may exceed `len`.
-    pub datagram_len: u32,
-    pub data: [u8; QUIC_COPY_MAX],
-}
-const _: () = assert!(size_of::<QuicInitialEvent>() == 40 + 8 + QUIC_COPY_MAX);
-
-/// The daemon's verdict on a QUIC connection.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QuicVerdict {
-    /// `QUIC_V_*`.
-    pub code: u32,
-    /// The host (`HOST_OTHER` for a name that is not configured) for `QUIC_V_NAME`.
-    pub host_id: u32,
-}
-const _: () = assert!(size_of::<QuicVerdict>() == 8);
-
-/// The ClientHello named a host.
-pub const QUIC_V_NAME: u32 = 1;
-/// The SNI is not a valid host name: counted under `other`.
-pub const QUIC_V_BAD_NAME: u32 = 2;
-/// A ClientHello without a server_name.
-pub const QUIC_V_NO_SNI: u32 = 3;
-/// The Initials could not be decoded.
-pub const QUIC_V_UNDECODABLE: u32 = 4;

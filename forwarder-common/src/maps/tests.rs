@@ -1,3 +1,5 @@
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use super::*;
 
 #[test]

@@ -2,15 +2,13 @@
 //! host), the connection counted, the "classified" event emitted. Reached from the name
 //! readers, from the QUIC verdict, and wherever a connection's name is given up on.
 
-use forwarder_common::{
-    Counter, EVENT_CLASSIFIED, FLOW_F_CUT, FLOW_F_LOCAL, FlowKey, FlowValue, PROTO_TCP,
-};
+use forwarder_common::{Counter, EVENT_CLASSIFIED, FLOW_F_CUT, FLOW_F_LOCAL, FlowKey, FlowValue};
 
-use super::{lookup, mark_good};
+use super::lookup;
 use crate::{
     counters::{attribute, count, is_udp, stats},
     events::emit,
-    maps::{CLASSIFY, SCRATCH, config},
+    maps::{CLASSIFY, SCRATCH},
 };
 
 /// Gives the connection its host: both entries, the connection counter, the event.
@@ -18,10 +16,6 @@ use crate::{
 pub fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     count(c);
     attribute(fwd, id);
-    if fwd_key.proto == PROTO_TCP && config().is_some_and(|cfg| cfg.syn_flood_threshold != 0) {
-        // A handshake completed from this address: the SYN flood guard lets it through.
-        mark_good(fwd_key);
-    }
     // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
         return;

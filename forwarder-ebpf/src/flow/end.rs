@@ -2,33 +2,47 @@
 //! once the connection is over.
 
 use forwarder_common::{
-    DIR_TO_BACKEND, END_FIN, END_RST, EVENT_ENDED, FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RST,
-    FlowKey, FlowValue,
+    Counter, DIR_TO_BACKEND, END_FIN, END_RST, EVENT_ENDED, FLOW_F_ACKED, FLOW_F_END_REPORTED,
+    FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue,
+    admission::end_in_window,
     packet::{PacketInfo, TCP_RST},
 };
 
 use super::lookup;
-use crate::{events::emit, maps::SCRATCH};
+use crate::{counters::count, events::emit, maps::SCRATCH};
 
 /// On FIN or RST: marks the entry, and reports the connection's end once it is over
-/// (RST, or FIN in both directions).
+/// (RST, or FIN in both directions). A client's FIN or RST counts only inside the window
+/// its connection has seen (`end_in_window`): a stranger's guess ends nothing, and false
+/// returns say so (counted as `end_out_of_window`). Home's are taken as they come.
 #[inline(never)]
-pub fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) {
+pub fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> bool {
     let rst = info.tcp_flags & TCP_RST != 0;
-    flow.flags |= if rst { FLOW_F_RST } else { FLOW_F_FIN };
-    if flow.flags & FLOW_F_END_REPORTED != 0 {
-        return;
-    }
     // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {
-        return;
+        return false;
     };
     key.reverse_into(flow, &mut s.rev_key);
-    let Some(other) = lookup(&s.rev_key) else {
-        return;
+    let other = lookup(&s.rev_key);
+    if flow.direction == DIR_TO_BACKEND {
+        let acked = match &other {
+            Some(o) if o.flags & FLOW_F_ACKED != 0 => Some(o.ack_hi),
+            _ => None,
+        };
+        if !end_in_window(info.tcp_seq, flow.seq_next, acked) {
+            count(Counter::EndOutOfWindow);
+            return false;
+        }
+    }
+    flow.flags |= if rst { FLOW_F_RST } else { FLOW_F_FIN };
+    if flow.flags & FLOW_F_END_REPORTED != 0 {
+        return true;
+    }
+    let Some(other) = other else {
+        return true;
     };
     if !rst && other.flags & FLOW_F_FIN == 0 {
-        return;
+        return true;
     }
     flow.flags |= FLOW_F_END_REPORTED;
     other.flags |= FLOW_F_END_REPORTED;
@@ -40,4 +54,5 @@ pub fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) {
         s.fwd_key = s.rev_key;
         emit(EVENT_ENDED, reason, &s.fwd_key, other, Some(flow));
     }
+    true
 }

@@ -72,7 +72,8 @@ pub fn ingress<H: Ingress>(ctx: &H, cfg: &DataplaneConfig) -> Result<H::Verdict,
             }
             // Counted by the guard (`syn_flood_drop`) and the flow table
             // (`flow_create_failed`).
-            Miss::SynFlood | Miss::Failed => Ok(H::DROP),
+            // Counted where they were found.
+            Miss::SynFlood | Miss::Failed | Miss::Dropped => Ok(H::DROP),
         };
     };
     if nat.flags & FLOW_F_CUT != 0 {
@@ -87,7 +88,9 @@ pub fn ingress<H: Ingress>(ctx: &H, cfg: &DataplaneConfig) -> Result<H::Verdict,
     let key = flow::last_forward_key().ok_or(())?;
     handoff::record_syn(ctx, info, key);
     ctx.translate(mark, cfg, &pkt, info, nat)?;
-    let read = on_packet(info, key, nat);
+    let Some(read) = on_packet(info, key, nat) else {
+        return Ok(H::DROP);
+    };
     count(outcomes.forwarded);
     if read {
         // Classification last: the reader ends the program with the verdict the hook

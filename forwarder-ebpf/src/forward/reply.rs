@@ -8,8 +8,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use forwarder_common::{
-    Counter, FAMILY_V4, FLOW_F_CUT, HOST_DROP_REDIRECT_FAILED, PROTO_TCP,
-    packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, TCP_ACK, TCP_SYN},
+    Counter, DIR_TO_CLIENT, FAMILY_V4, FLOW_F_CUT, FLOW_F_RECREATED, HOST_DROP_REDIRECT_FAILED,
+    PROTO_TCP,
+    packet::{self, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, TCP_ACK, TCP_RST, TCP_SYN},
 };
 
 use super::track::on_packet;
@@ -48,6 +49,19 @@ pub fn reply(ctx: &TcContext) -> Result<i32, ()> {
         count(Counter::TunnelPass);
         return Ok(TC_ACT_OK);
     };
+    if nat.direction != DIR_TO_CLIENT {
+        // A client's key seen from the tunnel: not a reply of ours (the VPS's own traffic
+        // to home on the ports of a client's connection, or a hairpin).
+        count(Counter::TunnelPass);
+        return Ok(TC_ACT_OK);
+    }
+    if nat.flags & FLOW_F_RECREATED != 0 && info.tcp_flags & TCP_RST != 0 {
+        // Home does not have the connection a mid-stream packet claimed: whoever sent it
+        // gets nothing back, and the entries go.
+        flow::forget(&key, nat);
+        count(Counter::TunnelDropRecreatedRst);
+        return Ok(TC_ACT_SHOT);
+    }
     if nat.flags & FLOW_F_CUT != 0 {
         // The client's side of this connection is gone, or served by the VPS itself.
         count(Counter::TunnelDropCut);

@@ -4,9 +4,10 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FlowKey, FlowValue,
-    HANDOFF_WAIT_NS, HOST_UNKNOWN, PROTO_TCP,
-    packet::{PacketInfo, TCP_FIN, TCP_RST},
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_ACKED, FLOW_F_HANDOFF_WAIT,
+    FLOW_F_LOCAL, FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_UNKNOWN, PROTO_TCP,
+    admission::{SEQ_SLACK, seq_end},
+    packet::{PacketInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 use crate::{
@@ -38,18 +39,32 @@ pub fn on_cut_packet(info: &PacketInfo, flow: &mut FlowValue) -> bool {
     true
 }
 
-/// Per-packet bookkeeping of a forwarded packet: counting, connection end on FIN/RST.
-/// True when the packet carries payload of a connection whose host is not known yet: the
-/// caller then hands it to the name reader (`classify::to_reader`) once it is done with it.
+/// Per-packet bookkeeping of a forwarded packet: counting, sequence numbers, connection
+/// end on FIN/RST. `Some(true)` when the packet carries payload of a connection whose host
+/// is not known yet: the caller then hands it to the name reader (`classify::to_reader`)
+/// once it is done with it. `None`: a client RST outside its connection's window, which
+/// the caller drops (counted as `end_out_of_window`).
 #[inline(always)]
-pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> bool {
+pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> Option<bool> {
     let ip_len = info.l4_len as u64 + (info.l4() - info.l3()) as u64;
+    let first = flow.packets == 0;
     account(flow, ip_len);
+    let tcp = info.proto == PROTO_TCP;
+    // A FIN or RST that does not end anything (outside the window) is looked at no
+    // further: it does not finish the classification either.
+    let mut ends = false;
+    if tcp && info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        ends = connection_end(info, key, flow);
+        if !ends && info.tcp_flags & TCP_RST != 0 {
+            return None;
+        }
+    }
+    if tcp {
+        track_seq(info, flow, first);
+    }
     let mut read = false;
     if flow.class_state == CLASS_PENDING && flow.direction == DIR_TO_BACKEND {
-        if info.proto == PROTO_TCP && info.tcp_flags & (TCP_FIN | TCP_RST) != 0
-            || info.proto != PROTO_TCP && !quic::wanted()
-        {
+        if ends || !tcp && !quic::wanted() {
             // The connection ends before any payload, or a UDP flow while QUIC
             // connections are not classified: no name to read.
             finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
@@ -58,8 +73,32 @@ pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> bool
             read = true;
         }
     }
-    if info.proto == PROTO_TCP && info.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        connection_end(info, key, flow);
+    Some(read)
+}
+
+/// Moves the direction's `seq_next` forward, and for home's direction its highest
+/// acknowledgment. A client segment moves it at most `SEQ_SLACK` past what was seen, so
+/// a blind one cannot shift the window that RSTs and FINs are checked against.
+#[inline(always)]
+fn track_seq(info: &PacketInfo, flow: &mut FlowValue, first: bool) {
+    let end = seq_end(
+        info.tcp_seq,
+        info.payload_len() as u32,
+        info.tcp_flags & TCP_SYN != 0,
+        info.tcp_flags & TCP_FIN != 0,
+    );
+    let trusted = flow.direction == DIR_TO_CLIENT;
+    let advances = end.wrapping_sub(flow.seq_next) as i32 > 0
+        && (trusted || info.tcp_seq.wrapping_sub(flow.seq_next) as i32 <= SEQ_SLACK as i32);
+    if first || advances {
+        flow.seq_next = end;
     }
-    read
+    if trusted && info.tcp_flags & TCP_ACK != 0 {
+        if flow.flags & FLOW_F_ACKED == 0 {
+            flow.ack_hi = info.tcp_ack;
+            flow.flags |= FLOW_F_ACKED;
+        } else if info.tcp_ack.wrapping_sub(flow.ack_hi) as i32 > 0 {
+            flow.ack_hi = info.tcp_ack;
+        }
+    }
 }

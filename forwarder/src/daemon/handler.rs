@@ -134,8 +134,8 @@ impl Answers {
                 self.edit(Edit::SetLimits(config::Limits {
                     new_connections_per_second: r.new_connections_per_second,
                     burst: r.burst,
-                    // `limits set` leaves the guard's threshold as the file has it.
-                    syn_flood_threshold: None,
+                    // `limits set` leaves the rest as the file has it.
+                    ..config::Limits::default()
                 })),
             ),
             Request::Reload(r) => reply(r, Ok(self.runtime.reload()?)),

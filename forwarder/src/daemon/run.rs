@@ -249,9 +249,18 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
     tunnel_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tunnel_error = None;
     let mut tunnel_move: Option<(u32, u32)> = None;
+    // The machine's addresses may change (DHCP, a new tunnel address): the sources the
+    // public side refuses follow within `SOURCES_EVERY` ticks.
+    const SOURCES_EVERY: u32 = 5;
+    let mut ticks = 0u32;
+    runtime.refresh_sources();
     loop {
         tokio::select! {
             _ = tunnel_tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(SOURCES_EVERY) {
+                    runtime.refresh_sources();
+                }
                 match dp.follow_tunnel(&cfg.tunnel_iface, pins.as_ref()) {
                     // Rules and flows still point at the first interface if an earlier
                     // move failed.

@@ -34,6 +34,7 @@ use crate::{
     },
     daemon::health::Health,
     dataplane::{
+        deny::denied_sources,
         maps::{Maps, MapsError, display_chain},
         rule_key, rule_table, sync_hosts,
     },
@@ -175,6 +176,23 @@ impl Runtime {
     /// The configuration in force.
     pub fn config(&self) -> Config {
         self.lock().cfg.clone()
+    }
+
+    /// Rewrites the sources the public side refuses (this machine's addresses, the
+    /// tunnel's prefixes, the backends: `dataplane::deny`) from `cfg` and the addresses
+    /// the machine has now. Failures are logged: the fixed ranges are still refused.
+    pub fn refresh_sources_for(&self, cfg: &Config) {
+        if let Some(deny) = self.maps.source_deny()
+            && let Err(e) = deny.sync(&denied_sources(cfg))
+        {
+            warn!("{}", display_chain(&e));
+        }
+    }
+
+    /// `refresh_sources_for` the configuration in force.
+    pub fn refresh_sources(&self) {
+        let cfg = self.config();
+        self.refresh_sources_for(&cfg);
     }
 
     /// The config file changes are written to, if the daemon has one.
@@ -413,8 +431,11 @@ impl Runtime {
                         c.conn_burst = burst;
                         c.flags = next.kernel_flags();
                         c.syn_flood_threshold = next.limits.syn_flood_threshold();
+                        c.recreate_rate = next.limits.flow_recreate_per_second();
+                        c.v6_source_prefix = next.limits.ipv6_client_prefix();
                     })
                     .map_err(RuntimeError::Rules)?;
+                self.refresh_sources_for(&next);
                 Ok(labels)
             });
         let labels = match applied {

@@ -24,6 +24,7 @@ use tracing::warn;
 
 pub use crate::dataplane::ring::read_record;
 use crate::dataplane::{
+    deny::SourceDeny,
     flows::{FlowError, FlowTable},
     ring::Ring,
 };
@@ -66,6 +67,7 @@ pub struct Maps {
     rules: Arc<Mutex<RuleTables>>,
     hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
     host_policy: Option<Mutex<Array<MapData, u32>>>,
+    source_deny: Option<SourceDeny>,
 }
 
 /// The two rule sets and the configuration entry that selects one of them. A change is
@@ -332,9 +334,15 @@ impl Maps {
                 rules,
                 hosts: hosts.map(Mutex::new),
                 host_policy: host_policy.map(Mutex::new),
+                source_deny: SourceDeny::take(ebpf),
             },
             events.map(Ring::new),
         ))
+    }
+
+    /// The sources the public side never opens a flow for, if the kernel checks them.
+    pub fn source_deny(&self) -> Option<&SourceDeny> {
+        self.source_deny.as_ref()
     }
 
     /// The rule sets, locked: every change of rules goes through here, one at a time.

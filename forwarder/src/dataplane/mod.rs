@@ -1,6 +1,7 @@
 //! Loading the kernel programs, filling their maps and attaching them.
 
 mod attach;
+pub mod deny;
 pub mod events;
 pub mod flows;
 pub mod maps;
@@ -193,6 +194,8 @@ impl Dataplane {
                     syn_flood_threshold: cfg.limits.syn_flood_threshold(),
                     quic_rate: cfg.quic.rate(),
                     quic_burst: cfg.quic.burst(),
+                    recreate_rate: cfg.limits.flow_recreate_per_second(),
+                    v6_source_prefix: cfg.limits.ipv6_client_prefix(),
                     _pad: 0,
                 }
             })

@@ -136,6 +136,8 @@ impl Harness {
                 syn_flood_threshold: 0,
                 quic_rate: 0,
                 quic_burst: 0,
+                recreate_rate: 0,
+                v6_source_prefix: 0,
                 _pad: 0,
             },
             0,

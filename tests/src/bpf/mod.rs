@@ -16,5 +16,6 @@ mod timing;
 
 pub use conn::*;
 pub use constants::*;
+pub use handshake::{OPEN_ISN, OPEN_SERVER_ISN};
 pub use harness::Harness;
 pub use packet::*;

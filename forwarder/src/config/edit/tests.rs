@@ -312,7 +312,7 @@ fn limits_are_added_updated_and_switched_off() {
     let limits = Limits {
         new_connections_per_second: 20,
         burst: Some(50),
-        syn_flood_threshold: None,
+        ..Limits::default()
     };
     d.set_limits(limits).unwrap();
     assert_eq!(
@@ -329,7 +329,7 @@ fn limits_are_added_updated_and_switched_off() {
     d.set_limits(Limits {
         new_connections_per_second: 30,
         burst: None,
-        syn_flood_threshold: None,
+        ..Limits::default()
     })
     .unwrap();
     assert_eq!(

@@ -86,7 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
             Op::SetLimits(Limits {
                 new_connections_per_second: rate,
                 burst,
-                syn_flood_threshold: None,
+                ..Limits::default()
             })
         }),
     ]
