@@ -20,8 +20,9 @@ pub struct Limits {
     pub burst: Option<u16>,
     /// SYNs of new connections per second, on one CPU, above which the data path treats
     /// the traffic as a SYN flood: for the next 10 s, an address that has not completed a
-    /// connection before gets through on its second SYN (a real client's retransmission)
-    /// instead of its first, so a flood from made-up addresses stays on the VPS. Default
+    /// handshake before gets through on its retransmitted SYN (same port and sequence
+    /// number, at least half a second later) instead of its first, so a flood from made-up
+    /// addresses stays on the VPS. Default
     /// `DEFAULT_SYN_FLOOD_THRESHOLD`; 0 turns the guard off.
     pub syn_flood_threshold: Option<u32>,
     /// IPv6 clients are limited and guarded per prefix of this length (default 64: one
