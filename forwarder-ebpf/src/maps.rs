@@ -138,6 +138,10 @@ pub static SEEN_SOURCES: LruHashMap<SeenKey, SeenSyn> = LruHashMap::with_max_ent
 #[map(name = "SOURCE_DENY")]
 pub static SOURCE_DENY: LpmTrie<[u32; 5], u32> = LpmTrie::with_max_entries(SOURCE_DENY_ENTRIES, 0);
 
+/// 1 while the established table is nearly full (see `forwarder_common::FLOW_PRESSURE_MAP`).
+#[map(name = "FLOW_PRESSURE")]
+pub static FLOW_PRESSURE: Array<u32> = Array::with_max_entries(1, 0);
+
 /// The re-creation budget's state, per CPU (`forwarder_common::admit`).
 #[map(name = "RECREATE_RATE")]
 pub static RECREATE_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -1052,3 +1052,90 @@ fn connections_move_to_the_established_table_once_the_backend_answered() {
         assert_eq!(h.counter(Counter::FlowsConfirmed), 2);
     }
 }
+
+/// A connection whose entries a full established table evicted: its next packet may
+/// re-create them only while the table is nearly full, within the budget; home's RST to a
+/// re-created flow (home has no such connection: the packet was made up) goes nowhere and
+/// takes the entries with it.
+#[test]
+fn evicted_connections_are_re_created_only_under_pressure_and_home_resets_go_nowhere() {
+    use forwarder_common::{FLOW_F_RECREATED, FLOWS_MAP, NEW_FLOWS_MAP};
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        let (c, p, b) = (v4(CLIENT4), v4(PUBLIC4), v4(BACKEND4));
+        let (forwarded, dropped) = if tc_only {
+            (TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_DROP)
+        };
+        let at = |what: &str| format!("tc_only {tc_only}: {what}");
+        let data =
+            |port: u16| Pkt::tcp(c, port, p, 443, ACK | PSH).payload(b"more of an old connection");
+        // Room in the table: a mid-connection packet without a flow is made up.
+        h.set_recreate(100, false).unwrap();
+        assert_eq!(
+            ingress(&h, tc_only, &data(48000).frame()).0,
+            dropped,
+            "{}",
+            at("no pressure")
+        );
+        assert_eq!(h.counter(Counter::DropNoFlow), 1);
+        assert_eq!(h.flow_entries(NEW_FLOWS_MAP), 0);
+        // Nearly full: the same packet re-creates its flow and goes home, translated.
+        h.set_recreate(100, true).unwrap();
+        let (v, out) = ingress(&h, tc_only, &data(48000).frame());
+        assert_eq!(v, forwarded, "{}", at("under pressure"));
+        check(
+            &at("re-created"),
+            &out[14..],
+            &data(48000).with((c, 48000), (b, 443)).ip(),
+        );
+        assert_eq!(h.counter(Counter::FlowsRecreated), 1);
+        let fwd = h
+            .flow_in(NEW_FLOWS_MAP, &flow_key((c, 48000), (p, 443)))
+            .unwrap();
+        assert_ne!(fwd.flags & FLOW_F_RECREATED, 0);
+        // Home knows the connection: its answer goes to the client, and the client's next
+        // packet moves the flow to the established table.
+        let reply = Pkt::tcp(b, 443, c, 48000, ACK | PSH).payload(b"ok");
+        let (v, out) = h.tunnel(&reply.ip());
+        assert_eq!(v, TC_ACT_REDIRECT, "{}", at("home's answer"));
+        check(
+            &at("answer"),
+            &out[14..],
+            &reply.with((p, 443), (c, 48000)).ip(),
+        );
+        assert_eq!(ingress(&h, tc_only, &data(48000).frame()).0, forwarded);
+        let fwd = h.flow_in(FLOWS_MAP, &flow_key((c, 48000), (p, 443)));
+        assert!(
+            fwd.is_some_and(|f| f.flags & FLOW_F_RECREATED == 0),
+            "{}",
+            at("confirmed")
+        );
+        // A made-up one: home resets it, the RST is dropped, the entries go.
+        assert_eq!(ingress(&h, tc_only, &data(48001).frame()).0, forwarded);
+        let rst = Pkt::tcp(b, 443, c, 48001, RST | ACK);
+        assert_eq!(h.tunnel(&rst.ip()).0, TC_ACT_SHOT, "{}", at("home's RST"));
+        assert_eq!(h.counter(Counter::TunnelDropRecreatedRst), 1);
+        assert!(
+            h.forward_flow((c, 48001), (p, 443)).is_none(),
+            "{}",
+            at("entries left")
+        );
+        // A RST never re-creates anything; nor does anything once the budget is spent.
+        let lone = Pkt::tcp(c, 48002, p, 443, RST | ACK);
+        assert_eq!(ingress(&h, tc_only, &lone.frame()).0, dropped);
+        h.set_recreate(1, true).unwrap();
+        let mut through = 0;
+        for port in 48100..48110 {
+            if ingress(&h, tc_only, &data(port).frame()).0 == forwarded {
+                through += 1;
+            }
+        }
+        assert!(
+            through <= 2,
+            "{}: {through} of 10 past a budget of 1/s",
+            at("budget")
+        );
+    }
+}

@@ -313,7 +313,8 @@ pub const CLS_STATE_MAP: &str = "CLS_STATE";
 /// daemon. Connection state, counters and the configuration must outlive the daemon; the
 /// per-CPU working maps too, because while programs are swapped an old forwarding program
 /// may tail-call a new reader, and both must see the same packet state.
-pub const PINNED_MAPS: [&str; 28] = [
+pub const PINNED_MAPS: [&str; 29] = [
+    FLOW_PRESSURE_MAP,
     SOURCE_DENY_MAP,
     RECREATE_RATE_MAP,
     QUIC_INITIALS_MAP,
@@ -353,6 +354,10 @@ pub const SOURCE_DENY_ENTRIES: u32 = 1024;
 /// Per-CPU `admit` state (a `u64`) of the budget for re-creating evicted flows
 /// (`DataplaneConfig::recreate_rate`).
 pub const RECREATE_RATE_MAP: &str = "RECREATE_RATE";
+/// Single-entry array (`u32`) the daemon's flow GC sets to 1 while the established table
+/// is nearly full (so that the LRU evicts live connections): only then may a packet in
+/// the middle of a connection re-create its flow.
+pub const FLOW_PRESSURE_MAP: &str = "FLOW_PRESSURE";
 /// Why a source is in `SOURCE_DENY_MAP`.
 pub const DENY_LOCAL: u32 = 1;
 pub const DENY_TUNNEL: u32 = 2;

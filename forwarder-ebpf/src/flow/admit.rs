@@ -15,7 +15,10 @@ use forwarder_common::{
 
 use crate::{
     counters::count,
-    maps::{GOOD_SOURCES, LIMITER, RECREATE_RATE, SCRATCH, SEEN_SOURCES, SOURCE_DENY, SYN_GUARD},
+    maps::{
+        FLOW_PRESSURE, GOOD_SOURCES, LIMITER, RECREATE_RATE, SCRATCH, SEEN_SOURCES, SOURCE_DENY,
+        SYN_GUARD,
+    },
 };
 
 /// The key of the packet's client under which per-client state is kept.
@@ -135,12 +138,17 @@ fn bogon(info: &PacketInfo) -> bool {
 
 /// Whether a TCP packet other than a SYN may re-create the flow of its connection, whose
 /// entries are gone (evicted from a full table; a daemon restart keeps them): an ACK
-/// without RST, within the per-CPU budget, while no SYN flood is on. The new entries
+/// without RST, while the established table is nearly full (`FLOW_PRESSURE`, so at other
+/// times no made-up ACK reaches home at all), within the per-CPU budget, while no SYN
+/// flood is on. The new entries
 /// are marked so that home's RST (to a connection it does not have) ends them without
 /// reaching the client, and the source earns nothing from them.
 #[inline(never)]
 fn may_recreate(cfg: &DataplaneConfig, info: &PacketInfo) -> bool {
     if cfg.recreate_rate == 0 || info.tcp_flags & (TCP_ACK | TCP_RST) != TCP_ACK {
+        return false;
+    }
+    if FLOW_PRESSURE.get(0).copied() != Some(1) {
         return false;
     }
     // SAFETY: the helper takes no arguments and has no preconditions.

@@ -22,7 +22,7 @@ use forwarder_common::{
     FLOW_F_RST, FlowKey, FlowValue, HOST_OTHER, HOST_UNKNOWN, PROTO_TCP,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use crate::model::flow::{EndReason, Expired};
 use crate::{
@@ -241,9 +241,18 @@ pub struct GcTotals {
 #[derive(Debug, Default)]
 pub struct FlowGcState {
     totals: Mutex<GcTotals>,
+    /// Whether the last pass found the established table nearly full.
+    pressure: std::sync::atomic::AtomicBool,
 }
 
 impl FlowGcState {
+    /// Records whether the established table is nearly full; true when that changed.
+    fn set_pressure(&self, full: bool) -> bool {
+        self.pressure
+            .swap(full, std::sync::atomic::Ordering::Relaxed)
+            != full
+    }
+
     pub fn totals(&self) -> GcTotals {
         self.totals
             .lock()
@@ -324,6 +333,25 @@ impl FlowGc {
             return Ok(());
         };
         let established = plan(entries, now, &self.timeouts, labels.count());
+        // Nine tenths full: the LRU is about to evict live connections, whose next
+        // packets may then re-create their flows (at other times such packets are made up).
+        let full = established.entries * 10 >= u64::from(flows.capacity()) * 9;
+        if self.state.set_pressure(full) {
+            if full {
+                warn!(
+                    entries = established.entries,
+                    capacity = flows.capacity(),
+                    "the flow table is nearly full: the oldest idle connections are evicted, and their next packets may re-create them"
+                );
+            } else {
+                info!("the flow table has room again");
+            }
+        }
+        if let Some(p) = self.maps.flow_pressure()
+            && let Err(e) = p.set(full)
+        {
+            warn!("{}", crate::dataplane::maps::display_chain(&e));
+        }
         let Some(entries) = scan(new_flows, 2 * new_flows.capacity() as usize, cancel) else {
             return Ok(());
         };

@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, IterableMap as _, Map, MapData, MapError},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError},
     sys::SyscallError,
 };
 use forwarder_common::{FlowKey, FlowValue};
@@ -134,5 +134,38 @@ impl LockedFlows<'_> {
 
     pub fn remove(&mut self, key: &FlowKey) -> Result<(), FlowError> {
         Ok(self.0.remove(key)?)
+    }
+}
+
+/// The kernel's `FLOW_PRESSURE` flag: 1 while the established table is nearly full, so
+/// that packets of connections the LRU evicted may re-create their flows (at other times
+/// such packets are made up, and dropped).
+pub struct FlowPressure(Mutex<Array<MapData, u32>>);
+
+impl FlowPressure {
+    /// The flag of the loaded object; `None` (logged) when the object has none.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Option<Self> {
+        use forwarder_common::FLOW_PRESSURE_MAP;
+        let map = ebpf.take_map(FLOW_PRESSURE_MAP).or_else(|| {
+            tracing::warn!(
+                "the kernel programs have no {FLOW_PRESSURE_MAP} map: evicted connections are never re-created"
+            );
+            None
+        })?;
+        match Array::try_from(map) {
+            Ok(a) => Some(FlowPressure(Mutex::new(a))),
+            Err(e) => {
+                tracing::warn!("cannot use the {FLOW_PRESSURE_MAP} map: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn set(&self, full: bool) -> Result<(), FlowError> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(0, u32::from(full), 0)
+            .map_err(FlowError::from)
     }
 }

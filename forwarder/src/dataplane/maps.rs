@@ -25,7 +25,7 @@ use tracing::warn;
 pub use crate::dataplane::ring::read_record;
 use crate::dataplane::{
     deny::SourceDeny,
-    flows::{FlowError, FlowTable},
+    flows::{FlowError, FlowPressure, FlowTable},
     ring::Ring,
 };
 
@@ -68,6 +68,7 @@ pub struct Maps {
     hosts: Option<Mutex<HashMap<MapData, HostKey, HostValue>>>,
     host_policy: Option<Mutex<Array<MapData, u32>>>,
     source_deny: Option<SourceDeny>,
+    flow_pressure: Option<FlowPressure>,
 }
 
 /// The two rule sets and the configuration entry that selects one of them. A change is
@@ -335,9 +336,15 @@ impl Maps {
                 hosts: hosts.map(Mutex::new),
                 host_policy: host_policy.map(Mutex::new),
                 source_deny: SourceDeny::take(ebpf),
+                flow_pressure: FlowPressure::take(ebpf),
             },
             events.map(Ring::new),
         ))
+    }
+
+    /// Where the flow GC tells the kernel the established table is nearly full.
+    pub fn flow_pressure(&self) -> Option<&FlowPressure> {
+        self.flow_pressure.as_ref()
     }
 
     /// The sources the public side never opens a flow for, if the kernel checks them.

@@ -149,6 +149,19 @@ impl Harness {
         self.update_config(|c| c.syn_flood_threshold = threshold)
     }
 
+    /// Lets `rate` packets per second (per CPU) re-create evicted flows, and says whether
+    /// the established table is nearly full, as the daemon's flow GC does.
+    pub fn set_recreate(&mut self, rate: u16, table_full: bool) -> anyhow::Result<()> {
+        self.update_config(|c| c.recreate_rate = rate)?;
+        let mut p: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(forwarder_common::FLOW_PRESSURE_MAP)
+                .context("flow pressure map")?,
+        )?;
+        p.set(0, u32::from(table_full), 0)?;
+        Ok(())
+    }
+
     /// Sets the per-client new-connection limit, as `[limits]` does.
     pub fn set_conn_limit(&mut self, rate: u16, burst: u16) -> anyhow::Result<()> {
         self.update_config(|c| {
