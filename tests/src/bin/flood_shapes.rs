@@ -71,12 +71,24 @@ fn main() -> anyhow::Result<()> {
             .measure(shape, &o)
             .with_context(|| format!("measuring {}", shape.name()))?;
         eprintln!("{}", row_line(&row));
+        if let Some(f) = row.clients.failures.first() {
+            eprintln!(
+                "  {} real requests failed, e.g. {f}",
+                row.clients.failures.len()
+            );
+        }
         rows.push(row);
     }
     print!("{}", table(Some(&baseline), &rows));
     println!(
-        "\nreached home: packets from spoofed sources at home's tunnel interface; flows / confirmed (flood): connections the data path created / confirmed beyond the real clients' ({}+1 per shape); to spoofed: packets that left the VPS to other addresses than the real client's. {:.0} s in all.",
+        "\nreached home: packets from spoofed sources at home's tunnel interface; flows / confirmed (flood): connections the data path created / confirmed beyond the real clients' ({}+1 per shape); to spoofed: packets the VPS sent to the shape's spoofed sources (told apart by source port). Load average at the end: {}. {:.0} s in all.",
         rows.first().map_or(0, |r| r.clients.requests),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -27,7 +27,6 @@ use crate::{
         CLIENT_V4, CLIENT_V6, HOME_WG_V4, Lab, LabOptions, SUBDOMAINS, VPS_V4, VPS_V6, VPS_WG_V4,
         subdomain_hosts,
     },
-    support::wait_for,
     traffic::{
         flood_frames::Macs,
         flood_paced::{Pace, Sent, send_paced},
@@ -71,7 +70,12 @@ pub struct ShapeRow {
     /// `None`: the idle baseline.
     pub shape: Option<Shape>,
     pub sent: Sent,
-    pub taps: TapCounts,
+    /// Packets from spoofed sources at home's tunnel interface.
+    pub reached_home: u64,
+    /// Packets the VPS sent to the shape's spoofed sources (the baseline: to any address
+    /// but the real client's), and to any spoofed source during the shape.
+    pub reflected: u64,
+    pub reflected_all: u64,
     /// `flows_created`, `flows_confirmed` during the shape (real clients' included).
     pub flows_created: u64,
     pub flows_confirmed: u64,
@@ -121,7 +125,6 @@ impl FloodLab {
             let out = lab.exec(&vps, &["ip", family, "route", "add", "default", "via", via])?;
             anyhow::ensure!(out.status.success(), "default route via {via} on the VPS");
         }
-        taps::install(&lab)?;
         let t = lab.flood_target()?;
         let out = lab.exec(&vps, &["sysctl", "-n", "net.ipv4.ip_local_port_range"])?;
         let range = String::from_utf8_lossy(&out.stdout);
@@ -144,6 +147,7 @@ impl FloodLab {
             home_tunnel: HOME_WG_V4.parse()?,
             probe_ports: lo..=hi,
         };
+        taps::install(&lab, &aim)?;
         let (code, _) = lab.curl("https", SUBDOMAINS[0], "/", VPS_V4, &[])?;
         anyhow::ensure!(
             code == 200,
@@ -220,7 +224,7 @@ impl FloodLab {
         });
         let sent = sent?;
         let download = download.finish_intact(lab).map_err(|e| format!("{e:#}"));
-        let taps1 = settled_taps(lab)?;
+        let taps = settled_taps(lab, shape)?.since(&taps0);
         let page1 = metrics(lab)?;
         let delta = |name: &str| -> anyhow::Result<u64> {
             let (a, b) = (counter(&page0, name), counter(&page1, name));
@@ -234,7 +238,9 @@ impl FloodLab {
         Ok(ShapeRow {
             shape,
             sent,
-            taps: taps1.since(taps0),
+            reached_home: taps.home_spoofed,
+            reflected: shape.map_or(taps.reflected, |s| taps.reflected_to(s)),
+            reflected_all: taps.reflected,
             flows_created: delta("flows_created")?,
             flows_confirmed: delta("flows_confirmed")?,
             real_connections: u64::from(clients.requests) + 1,
@@ -254,20 +260,25 @@ fn idle(seconds: f64) -> anyhow::Result<Sent> {
     })
 }
 
-/// The taps once they stopped moving (packets still in the tunnel, pairs' answers):
-/// unchanged over half a second, within five.
-fn settled_taps(lab: &Lab) -> anyhow::Result<TapCounts> {
+/// The taps once the shape's own counters stopped moving (packets still in the tunnel,
+/// the answers to pairs): unchanged over half a second, or as they are after three (home
+/// retransmits its SYN-ACKs to a SYN flood's sources for a minute).
+fn settled_taps(lab: &Lab, shape: Option<Shape>) -> anyhow::Result<TapCounts> {
+    let own = |t: &TapCounts| {
+        let reflected = shape.map_or(t.portless, |s| t.reflected_to(s));
+        (t.home_spoofed, reflected)
+    };
     let mut last = taps::read(lab)?;
-    let mut since = Instant::now();
-    wait_for("the counters to settle", Duration::from_secs(5), || {
-        let now = taps::read(lab).ok()?;
-        if now != last {
-            last = now;
+    let (mut since, deadline) = (Instant::now(), Instant::now() + Duration::from_secs(3));
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = taps::read(lab)?;
+        if own(&now) != own(&last) {
             since = Instant::now();
-            return None;
         }
-        (since.elapsed() >= Duration::from_millis(500)).then_some(now)
-    })
+        last = now;
+    }
+    Ok(last)
 }
 
 fn metrics(lab: &Lab) -> anyhow::Result<String> {

@@ -41,6 +41,23 @@ pub struct Aim {
 /// packet (documentation prefix, routed back through the VPS's default route).
 pub const SPOOF_PREFIX_V6: [u16; 4] = [0x2001, 0xdb8, 0x5bad, 0x64];
 
+/// Source ports per shape: each shape but the probe ACKs sends from a range of its own
+/// (1024 + 1500 × its index, below every local port range), so that what comes back to
+/// its sources is told apart from late answers to an earlier shape's (home retransmits a
+/// SYN-ACK for a minute).
+pub const PORTS_PER_SHAPE: u16 = 1500;
+
+impl Aim {
+    /// The source ports `shape` sends from.
+    pub fn source_ports(&self, shape: Shape) -> RangeInclusive<u16> {
+        if shape == Shape::ProbeAcks {
+            return self.probe_ports.clone();
+        }
+        let lo = 1024 + PORTS_PER_SHAPE * shape.index() as u16;
+        lo..=lo + PORTS_PER_SHAPE - 1
+    }
+}
+
 /// How long after the first packet of a pair its second follows: long enough for home's
 /// answer to the first to have come back through the VPS (a millisecond in the lab).
 pub const PAIR_GAP: Duration = Duration::from_millis(20);
@@ -169,6 +186,11 @@ impl Shape {
         }
     }
 
+    /// Its place in [`Shape::ALL`].
+    pub fn index(self) -> usize {
+        Shape::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
     /// Whether its packets go to the UDP port.
     pub const fn is_udp(self) -> bool {
         matches!(self, Shape::UdpPair)
@@ -212,8 +234,10 @@ impl<'a> Shaper<'a> {
         x
     }
 
+    /// A source port of the shape's range, leaving room for the next port above it.
     fn port(&mut self) -> u16 {
-        1024 + (self.next_u64() % 64000) as u16
+        let r = self.aim.source_ports(self.shape);
+        r.start() + (self.next_u64() % u64::from(r.end() - r.start())) as u16
     }
 
     fn tcp(&mut self, src: IpAddr, sport: u16, flags: u8) -> Vec<u8> {
@@ -287,7 +311,7 @@ impl<'a> Shaper<'a> {
             Shape::RstThenSyn => {
                 let (src, sport) = (self.random_v4(), self.port());
                 let first = self.tcp(src, sport, TCP_RST);
-                let then = Some(self.tcp(src, sport.wrapping_add(1).max(1024), TCP_SYN));
+                let then = Some(self.tcp(src, sport + 1, TCP_SYN));
                 Unit { first, then }
             }
             Shape::Ack | Shape::Rst | Shape::Fin | Shape::Data => {
@@ -478,6 +502,10 @@ mod tests {
                     }
                 }
                 let (a, fa, pa, _) = fields(&u.first);
+                assert!(
+                    aim.source_ports(shape).contains(&pa),
+                    "{shape:?}: port {pa}"
+                );
                 match shape {
                     Shape::Syn | Shape::Syn6Prefix => assert_eq!(fa, TCP_SYN),
                     Shape::Ack | Shape::Ack6Prefix | Shape::ProbeAcks => assert_eq!(fa, TCP_ACK),
@@ -494,6 +522,7 @@ mod tests {
                         Shape::RstThenSyn => {
                             assert_eq!((fa, fb), (TCP_RST, TCP_SYN));
                             assert_ne!(pa, pb);
+                            assert!(aim.source_ports(shape).contains(&pb));
                         }
                         Shape::UdpPair => assert_eq!(pa, pb),
                         other => panic!("{other:?} sends no pairs"),
@@ -511,6 +540,15 @@ mod tests {
         assert_eq!(ports[0], 32768);
         assert_eq!(ports[28231], 60999);
         assert_eq!(ports[28232], 32768);
+        // Every other shape's range lies below it, and none overlaps another.
+        let mut ends: Vec<_> = Shape::ALL
+            .iter()
+            .filter(|s| **s != Shape::ProbeAcks)
+            .map(|s| aim.source_ports(*s))
+            .collect();
+        ends.sort_by_key(|r| *r.start());
+        assert!(ends.windows(2).all(|w| w[0].end() < w[1].start()));
+        assert!(ends.last().is_some_and(|r| *r.end() < 32768));
     }
 
     #[test]
