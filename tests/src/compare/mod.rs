@@ -5,8 +5,11 @@
 //! Configurations kept in the repository (`deploy/bench/`): hand-written nftables DNAT
 //! with conntrack and MSS clamping (the baseline every figure is a ratio to), HAProxy
 //! passing TLS through by SNI, and Caddy terminating TLS and proxying home.
+//!
+//! `flood_shapes` measures the forwarder alone under each shape of spoofed flood.
 
 mod cpu;
+pub mod flood_shapes;
 mod measure;
 mod model;
 mod report;

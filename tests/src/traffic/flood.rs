@@ -6,6 +6,7 @@
 use std::{
     fs,
     net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -77,37 +78,7 @@ impl Flood {
 }
 
 fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Result<u64> {
-    // This thread only: the namespace is left when it ends.
-    let ns = fs::File::open(format!("/run/netns/{}", t.ns)).context("opening the namespace")?;
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("entering the namespace")?;
-    let ifindex = nix::net::if_::if_nametoindex(t.iface.as_str())?;
-    // SAFETY: plain socket calls on a descriptor owned by this function.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&t.dst_mac);
-    let r = unsafe {
-        libc::bind(
-            raw,
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        bail!(
-            "binding to {}: {}",
-            t.iface,
-            std::io::Error::last_os_error()
-        );
-    }
+    let socket = PacketSocket::open(&t.ns, &t.iface, t.dst_mac)?;
     let deadline = Instant::now() + MAX_RUN;
     let mut frames = frames.to_vec();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -124,8 +95,7 @@ fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Resul
                 x ^= x >> 7;
                 x ^= x << 17;
                 set_source(f, spoofed(x as u32));
-                let n = unsafe { libc::send(raw, f.as_ptr().cast(), f.len(), 0) };
-                if n > 0 {
+                if socket.send(f) {
                     sent += 1;
                 }
             }
@@ -134,8 +104,55 @@ fn send_loop(t: &Target, frames: &[Vec<u8>], stop: &AtomicBool) -> anyhow::Resul
     Ok(sent)
 }
 
+/// An AF_PACKET socket bound to an interface of a lab namespace, sending whole Ethernet
+/// frames. Opening it moves the calling thread into the namespace (for good: call it on a
+/// thread of its own, which leaves the namespace when it ends).
+pub(super) struct PacketSocket(OwnedFd);
+
+impl PacketSocket {
+    pub(super) fn open(ns: &str, iface: &str, dst_mac: [u8; 6]) -> anyhow::Result<Self> {
+        let f = fs::File::open(format!("/run/netns/{ns}")).context("opening the namespace")?;
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("entering the namespace")?;
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .with_context(|| format!("no interface {iface} in {ns}"))?;
+        // SAFETY: a plain socket call; the descriptor is owned right below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst_mac);
+        // SAFETY: `addr` is a valid sockaddr_ll of the length given, `fd` an open socket.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            bail!("binding to {iface}: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self(fd))
+    }
+
+    /// Sends one frame; false when the kernel refused it (e.g. a full queue).
+    pub(super) fn send(&self, frame: &[u8]) -> bool {
+        // SAFETY: `frame` is valid for `frame.len()` bytes; the socket is open.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        n > 0
+    }
+}
+
 /// A unicast address outside the lab's and the special-purpose ranges that matter here.
-fn spoofed(r: u32) -> Ipv4Addr {
+pub(super) fn spoofed(r: u32) -> Ipv4Addr {
     let a = Ipv4Addr::from(r);
     let o = a.octets();
     if o[0] == 0 || o[0] == 10 || o[0] == 127 || o[0] >= 224 || (o[0] == 203 && o[1] == 0) {
@@ -166,7 +183,7 @@ fn set_source(f: &mut [u8], src: Ipv4Addr) {
 
 // Not forwarder_common::csum: the compare binary also builds without the `bpf` feature,
 // and so without forwarder-common.
-fn csum(parts: &[&[u8]]) -> u16 {
+pub(super) fn csum(parts: &[&[u8]]) -> u16 {
     let mut sum = 0u32;
     for p in parts {
         for c in p.chunks(2) {
