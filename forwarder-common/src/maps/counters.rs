@@ -108,6 +108,11 @@ pub enum Counter {
     ClassifyQuicUndecodable,
     /// QUIC connections without a verdict from the daemon in `QUIC_VERDICT_WAIT_NS`.
     ClassifyQuicTimeout,
+    /// Connections that named a `local` host without acknowledging the backend's SYN-ACK
+    /// (their source may be forged): not handed to the daemon, dropped silently.
+    HandoffUnproven,
+    /// Client packets of such connections, dropped (never left to the VPS's stack).
+    DropHandoffRefused,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.

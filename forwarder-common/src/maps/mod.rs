@@ -296,6 +296,11 @@ pub const FLOW_F_HANDOFF_WAIT: u32 = 64;
 pub const FLOW_F_QUIC: u32 = 128;
 /// A UDP flow: counted under its host's QUIC statistics (`host_stats_index`).
 pub const FLOW_F_UDP: u32 = 256;
+/// Set with `FLOW_F_CUT` when a connection named a `local` host before anything proved
+/// its handshake with the backend completed (`handoff::Handshake::proves`): its source
+/// may be forged, so the client's packets are dropped from then on instead of reaching
+/// the VPS's stack, which would answer that source.
+pub const FLOW_F_HANDOFF_REFUSED: u32 = 512;
 /// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
 pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;
 
@@ -450,7 +455,7 @@ pub const ATTACH_TC_ONLY: u32 = 3;
 /// Version of the layout of the maps that outlive the daemon (pinned): bump it whenever
 /// one of their key or value types, sizes or meanings changes, so that a new daemon never
 /// adopts maps it would misread.
-pub const PIN_LAYOUT_VERSION: u32 = 4;
+pub const PIN_LAYOUT_VERSION: u32 = 5;
 /// Per-CPU working memory shared between a forwarding program and the reader it
 /// tail-calls (parsed headers, scratch values, the reader's buffer and state).
 pub const PKT_INFO_MAP: &str = "PKT_INFO";

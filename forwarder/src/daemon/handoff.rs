@@ -29,8 +29,7 @@ use std::{
 use forwarder_common::{
     FAMILY_V4, FAMILY_V6, FLOW_F_HANDOFF_WAIT, FlowKey,
     handoff::{
-        HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
-        parse_tcp_options,
+        HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, parse_tcp_options,
     },
     packet::TCP_RST,
     words_to_addr,
@@ -51,6 +50,10 @@ use crate::{
 const PENDING_TTL: Duration = Duration::from_secs(10);
 /// Connections whose first payload spans segments, tracked at once.
 const PENDING_MAX: usize = 1024;
+/// Of those, from one client address: one client cannot crowd out the others. (Only
+/// connections whose handshake with home provably completed get here: see
+/// `forwarder_ebpf::handoff::proven`.)
+const PENDING_PER_SOURCE: usize = 32;
 /// Bytes kept per such connection: the name reader gives up after four segments.
 const PENDING_BYTES_MAX: usize = 4 * forwarder_common::handoff::HANDOFF_PAYLOAD_MAX;
 /// Connections served locally at once; beyond that new ones are reset.
@@ -92,6 +95,8 @@ pub enum RebuildError {
     NoHandshake,
     #[error("the backend's SYN-ACK was not seen")]
     NoSynAck,
+    #[error("the segment does not acknowledge the backend's SYN-ACK (its source may be forged)")]
+    Unproven,
     #[error("malformed TCP options in the {0}")]
     BadOptions(&'static str),
     #[error("bytes of the first payload went home before the name and are missing here")]
@@ -116,15 +121,17 @@ impl Rebuild {
     pub fn new(ev: &HandoffEvent, hs: &Handshake, earlier: &[u8]) -> Result<Self, RebuildError> {
         let syn_opts = &hs.syn_opts[..(hs.syn_len as usize).min(hs.syn_opts.len())];
         let synack_opts = &hs.synack_opts[..(hs.synack_len as usize).min(hs.synack_opts.len())];
-        if hs.synack_len == 0 && hs.syn_len != 0 {
+        if hs.synack_seen == 0 {
             return Err(RebuildError::NoSynAck);
+        }
+        // The kernel hands over only segments that prove this; checked again here, as
+        // the sequence number the rebuilt socket sends from is the acknowledgment's.
+        if !hs.proves(ev.ack()) {
+            return Err(RebuildError::Unproven);
         }
         let syn = parse_tcp_options(syn_opts).map_err(|_| RebuildError::BadOptions("SYN"))?;
         let synack =
             parse_tcp_options(synack_opts).map_err(|_| RebuildError::BadOptions("SYN-ACK"))?;
-        if synack == TcpOptions::default() && syn != TcpOptions::default() {
-            return Err(RebuildError::NoSynAck);
-        }
         let seg =
             parse_tcp_options(ev.options()).map_err(|_| RebuildError::BadOptions("segment"))?;
         let negotiated = Negotiated::from_syns(&syn, &synack);
@@ -269,6 +276,14 @@ impl Pending {
         }
         self.expire(now);
         if self.flows.len() >= PENDING_MAX {
+            return;
+        }
+        let same_source = self
+            .flows
+            .keys()
+            .filter(|k| k.src == ev.key.src && k.family == ev.key.family)
+            .count();
+        if same_source >= PENDING_PER_SOURCE {
             return;
         }
         let next = ev.seq().wrapping_add(ev.payload().len() as u32);

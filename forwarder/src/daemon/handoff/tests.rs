@@ -49,8 +49,10 @@ fn handshake(syn: &[u8], synack: &[u8], isn: u32) -> Handshake {
         synack_opts: [0; TCP_OPTIONS_MAX],
         syn_len: syn.len() as u8,
         synack_len: synack.len() as u8,
-        _pad: [0; 2],
+        synack_seen: 1,
+        _pad: 0,
         syn_seq: isn.to_be(),
+        synack_seq: 0x5000_0000u32.to_be(),
     };
     h.syn_opts[..syn.len()].copy_from_slice(syn);
     h.synack_opts[..synack.len()].copy_from_slice(synack);
@@ -129,10 +131,27 @@ fn earlier_segments_are_replayed_first_and_must_be_complete() {
 #[test]
 fn what_cannot_be_rebuilt_is_refused() {
     let ev = event(HANDOFF_LOCAL, 1001, b"x", &[]);
+    let mut no_synack = handshake(&LINUX_SYN, &[], 1000);
+    no_synack.synack_seen = 0;
     assert_eq!(
-        Rebuild::new(&ev, &handshake(&LINUX_SYN, &[], 1000), &[]),
+        Rebuild::new(&ev, &no_synack, &[]),
         Err(RebuildError::NoSynAck)
     );
+    // A SYN without options and a SYN-ACK never seen: nothing to tell it from a real one
+    // but the flag.
+    let mut bare = handshake(&[], &[], 1000);
+    bare.synack_seen = 0;
+    assert_eq!(Rebuild::new(&ev, &bare, &[]), Err(RebuildError::NoSynAck));
+    // An acknowledgment of anything but the backend's ISN + 1: made up.
+    for ack in [0, 0x5000_0000, 0x5000_0002, 0x2000_0000] {
+        let mut forged = event(HANDOFF_LOCAL, 1001, b"x", &[]);
+        forged.ack = u32::to_be(ack);
+        assert_eq!(
+            Rebuild::new(&forged, &handshake(&[], &[], 1000), &[]),
+            Err(RebuildError::Unproven),
+            "ack {ack:#x}"
+        );
+    }
     assert_eq!(
         Rebuild::new(&ev, &handshake(&[3, 3], &LINUX_SYN, 1000), &[]),
         Err(RebuildError::BadOptions("SYN"))
@@ -217,10 +236,17 @@ fn pending_segments_in_order_within_bounds() {
     p.add(&event(HANDOFF_SEGMENT, 1001, b"abc", &[]), t);
     p.expire(t + PENDING_TTL);
     assert!(p.is_empty());
-    // At most PENDING_MAX connections.
-    for port in 0..(PENDING_MAX + 10) as u16 {
+    // At most PENDING_PER_SOURCE connections of one client address...
+    for port in 0..(PENDING_PER_SOURCE + 10) as u16 {
         let mut e = event(HANDOFF_SEGMENT, 1001, b"a", &[]);
         e.key.sport = port;
+        p.add(&e, t);
+    }
+    assert_eq!(p.len(), PENDING_PER_SOURCE);
+    // ...and PENDING_MAX in all.
+    for i in 0..(PENDING_MAX + 10) as u32 {
+        let mut e = event(HANDOFF_SEGMENT, 1001, b"a", &[]);
+        e.key.src[0] = i.to_be() ^ 0x0a00_0000;
         p.add(&e, t);
     }
     assert_eq!(p.len(), PENDING_MAX);
