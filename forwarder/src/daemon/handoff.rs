@@ -27,7 +27,7 @@ use std::{
 };
 
 use forwarder_common::{
-    FAMILY_V4, FAMILY_V6, FLOW_F_HANDOFF_WAIT, FlowKey,
+    FAMILY_V4, FAMILY_V6, FlowKey,
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, parse_tcp_options,
     },
@@ -38,6 +38,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
+use self::relay::{Ended, end_wait, forget_flow, relay};
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
     sys::{
@@ -56,10 +57,13 @@ const PENDING_MAX: usize = 1024;
 const PENDING_PER_SOURCE: usize = 32;
 /// Bytes kept per such connection: the name reader gives up after four segments.
 const PENDING_BYTES_MAX: usize = 4 * forwarder_common::handoff::HANDOFF_PAYLOAD_MAX;
-/// Connections served locally at once; beyond that new ones are reset.
-const ACTIVE_MAX: usize = 4096;
 /// How long connecting to the local server may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the flow entries of a connection served locally outlive it, so that its
+/// closing handshake still reaches the local socket.
+const LINGER: Duration = Duration::from_secs(10);
+/// How often a refusal for want of relays is logged at most.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Outcomes, for the metrics.
 #[derive(Debug, Default)]
@@ -67,6 +71,20 @@ pub struct HandoffStats {
     pub served: AtomicU64,
     pub failed: AtomicU64,
     pub active: AtomicU64,
+    /// Hand-offs refused because `budget` relays were running.
+    pub refused: AtomicU64,
+    /// Relays closed for idling past the idle timeout, or for running past the lifetime.
+    pub closed_idle: AtomicU64,
+    pub closed_lifetime: AtomicU64,
+    /// Relays allowed at once (see [`relay_budget`]).
+    pub budget: AtomicU64,
+}
+
+/// How the hand-off serves connections: the bounds of each relay, and how many at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandoffSettings {
+    pub limits: RelayLimits,
+    pub budget: usize,
 }
 
 /// A connection rebuilt on the VPS: everything the repair needs, in host byte order.
@@ -319,6 +337,7 @@ pub async fn serve(
     hm: HandoffMaps,
     maps: Arc<Maps>,
     stats: Arc<HandoffStats>,
+    settings: HandoffSettings,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -334,7 +353,11 @@ pub async fn serve(
         }
     };
     let mut pending = Pending::default();
-    let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
+    let limit = Arc::new(Semaphore::new(settings.budget));
+    stats
+        .budget
+        .store(settings.budget as u64, Ordering::Relaxed);
+    let mut refused_logged: Option<(Instant, u64)> = None;
     loop {
         let Some(batch) = reader.next_batch_until(&cancel).await else {
             return;
@@ -358,15 +381,24 @@ pub async fn serve(
                         (Ok(r), Ok(permit)) => {
                             let (maps, stats) = (maps.clone(), stats.clone());
                             let cancel = cancel.child_token();
+                            let limits = settings.limits;
                             tracker.spawn(async move {
-                                serve_connection(r, ev.key, &maps, &stats, &cancel).await;
+                                serve_connection(r, ev.key, &maps, &stats, limits, &cancel).await;
                                 drop(permit);
                             });
                         }
                         (Ok(r), Err(_)) => {
                             end_wait(&maps, &ev.key);
-                            stats.failed.fetch_add(1, Ordering::Relaxed);
-                            warn!(client = %r.peer, "too many connections served locally; this one is reset");
+                            let n = stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                            // Once per REFUSED_LOG_EVERY: a visitor holding every relay
+                            // must not flood the log as well.
+                            let due = refused_logged
+                                .is_none_or(|(at, _)| now.duration_since(at) >= REFUSED_LOG_EVERY);
+                            if due {
+                                let since = refused_logged.map_or(n, |(_, before)| n - before);
+                                refused_logged = Some((now, n));
+                                warn!(client = %r.peer, refused = since, budget = settings.budget, "every relay for host policy \"local\" is in use; connections are reset (see [local] max_connections and the file descriptor limit)");
+                            }
                         }
                         (Err(e), _) => {
                             end_wait(&maps, &ev.key);
@@ -425,18 +457,16 @@ enum ServeError {
     Stopping,
 }
 
-/// How long the flow entries of a connection served locally outlive it, so that its
-/// closing handshake still reaches the local socket.
-const LINGER: Duration = Duration::from_secs(10);
-
-/// Rebuilds the connection and relays it to the local server until either side ends, or
-/// `cancel`: then both sockets are closed and the flow entries left to the kernel's
-/// closing handshake (and the flow GC), as when the daemon exits.
+/// Rebuilds the connection and relays it to the local server until it ends (see
+/// [`relay`]): then both sockets are closed and, unless the daemon is stopping, the flow
+/// entries removed after [`LINGER`]. On `cancel` they are left to the kernel's closing
+/// handshake (and the flow GC), as when the daemon exits.
 async fn serve_connection(
     r: Rebuild,
     key: FlowKey,
     maps: &Maps,
     stats: &HandoffStats,
+    limits: RelayLimits,
     cancel: &CancellationToken,
 ) {
     let upstream = r.local;
@@ -459,7 +489,7 @@ async fn serve_connection(
     // Whatever happened, the client's packets may reach the VPS's stack now: the new
     // socket, or nothing (which resets the connection).
     end_wait(maps, &key);
-    let (mut up, mut client) = match connected {
+    let (mut up, client) = match connected {
         Ok(c) => c,
         Err(e) => {
             // Left cut: the VPS's stack resets the client's next segment.
@@ -472,19 +502,23 @@ async fn serve_connection(
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _ = (up.set_nodelay(true), client.set_nodelay(true));
     debug!(client = %r.peer, %upstream, replayed = r.payload.len(), "serving a connection locally");
-    let relayed = tokio::select! {
-        r = async {
-            up.write_all(&r.payload).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut up).await
-        } => Some(r),
-        () = cancel.cancelled() => None,
+    let ended = match up.write_all(&r.payload).await {
+        Ok(()) => relay(client, up, limits, cancel).await,
+        Err(e) => Ended::Closed(Err(e)),
     };
     stats.active.fetch_sub(1, Ordering::Relaxed);
-    drop((client, up));
-    match relayed {
-        Some(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
-        Some(Ok(_)) => {}
-        None => {
+    match ended {
+        Ended::Closed(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
+        Ended::Closed(Ok(_)) => {}
+        Ended::Idle => {
+            stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            debug!(client = %r.peer, "local connection closed: idle for {:?}", limits.idle);
+        }
+        Ended::Lifetime => {
+            stats.closed_lifetime.fetch_add(1, Ordering::Relaxed);
+            debug!(client = %r.peer, "local connection closed: open for {:?}", limits.lifetime);
+        }
+        Ended::Stopping => {
             debug!(client = %r.peer, "local connection closed: the daemon is stopping");
             return;
         }
@@ -495,28 +529,8 @@ async fn serve_connection(
     }
 }
 
-/// Lets the client's packets of `key` through to the VPS's stack.
-fn end_wait(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows().lock();
-    if let Ok(mut v) = flows.get(key)
-        && v.flags & FLOW_F_HANDOFF_WAIT != 0
-    {
-        v.flags &= !FLOW_F_HANDOFF_WAIT;
-        // Counts the kernel added between the read and this write are lost; the flags
-        // must be right.
-        let _ = flows.insert(key, v);
-    }
-}
-
-/// Removes both flow entries of a connection the daemon served: the client's address and
-/// port may start a new connection, which must go wherever the rules say then.
-fn forget_flow(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows().lock();
-    if let Ok(v) = flows.get(key) {
-        let _ = flows.remove(&key.reversed(&v));
-    }
-    let _ = flows.remove(key);
-}
-
+mod relay;
 #[cfg(test)]
 mod tests;
+
+pub use relay::{FD_RESERVE, RelayLimits, relay_budget};

@@ -1,5 +1,7 @@
-//! The operating system below the daemon: interfaces, sockets, raw TCP segments.
+//! The operating system below the daemon: interfaces, sockets, raw TCP segments, the
+//! file descriptor limit.
 
 pub mod netif;
+pub mod rlimit;
 pub mod segment;
 pub mod socket;
