@@ -31,7 +31,6 @@ use forwarder_common::{
     handoff::{
         HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, parse_tcp_options,
     },
-    packet::TCP_RST,
     words_to_addr,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
@@ -41,10 +40,7 @@ use tracing::{debug, warn};
 use self::relay::{Ended, end_wait, forget_flow, relay};
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
-    sys::{
-        segment::Segment,
-        socket::{self as sys, cvt, setopt, sockaddr},
-    },
+    sys::socket::{self as sys, cvt, setopt, sockaddr},
 };
 
 /// How long earlier segments of a first payload wait for the segment naming the host.
@@ -370,7 +366,7 @@ pub async fn serve(
                 HANDOFF_LOCAL => {
                     // Whatever happens to the client's side, home's is over.
                     if let Err(e) = reset_backend(&maps, &ev) {
-                        debug!("resetting the backend's side of a local connection: {e}");
+                        warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "resetting the backend's side of a connection served locally failed (home keeps it open until its own timeout): {e}");
                     }
                     let earlier = pending.take(&ev);
                     let rebuilt = match handshakes.take(&ev.key) {
@@ -413,23 +409,8 @@ pub async fn serve(
     }
 }
 
-/// The RST that ends the backend's side of a connection taken over locally: from the
-/// client's address and port to the backend's, at `seq`, the next sequence number the
-/// backend expects (where the held-back segment started), so that it accepts it. The
-/// whole IP packet.
-pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u8> {
-    Segment {
-        src: client,
-        dst: backend,
-        seq,
-        flags: TCP_RST,
-        window: 0,
-        mss: None,
-    }
-    .packet()
-}
-
-/// Sends [`backend_reset`] for `ev`'s connection into the tunnel it was forwarded to.
+/// Resets home's side of `ev`'s connection through the tunnel it was forwarded to (see
+/// [`reset::reset_backend`]).
 fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     let fwd = maps
         .flows()
@@ -437,10 +418,8 @@ fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
         .map_err(|e| io::Error::other(e.to_string()))?;
     let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
     let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
-    let packet = backend_reset(client, backend, ev.seq());
-    // The tunnel, not the route to the client's address (which leaves by the public side).
-    let fd = sys::raw_sender(backend.ip(), fwd.ifindex)?;
-    sys::send_packet(&fd, backend.ip(), &packet)
+    // Home expects the held-back segment next, and has sent nothing past its SYN-ACK.
+    reset::reset_backend(client, backend, ev.seq(), ev.ack(), fwd.ifindex)
 }
 
 /// Why a rebuilt connection could not be served.
@@ -530,6 +509,7 @@ async fn serve_connection(
 }
 
 mod relay;
+mod reset;
 #[cfg(test)]
 mod tests;
 
