@@ -143,7 +143,7 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
         MetricsAddr::On(addr) => Some(http::bind(addr).await?),
         MetricsAddr::Off => None,
     };
-    let control_listener = control::bind(&control_path, access).await?;
+    let control_listener = control::bind(&control_path, &access).await?;
     let conn_log = Arc::new(match &conn_log_target {
         Some(target) => ConnLog::open(target, conn_log_rate)?,
         None => ConnLog::disabled(),
