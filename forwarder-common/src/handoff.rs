@@ -27,11 +27,29 @@ pub struct Handshake {
     /// Bytes of each option area in use (0 until that SYN was seen).
     pub syn_len: u8,
     pub synack_len: u8,
-    pub _pad: [u8; 2],
+    /// 1 once the backend's SYN-ACK was seen (its options may be empty): `synack_seq` is
+    /// valid.
+    pub synack_seen: u8,
+    pub _pad: u8,
     /// The client's initial sequence number, network byte order.
     pub syn_seq: u32,
+    /// The backend's initial sequence number (its SYN-ACK's), network byte order. A
+    /// client segment acknowledging it plus one proves its sender saw the SYN-ACK, so
+    /// that its address is not made up: only such a connection is handed over.
+    pub synack_seq: u32,
 }
-const _: () = assert!(size_of::<Handshake>() == 88);
+const _: () = assert!(size_of::<Handshake>() == 92);
+
+impl Handshake {
+    /// Whether a client segment acknowledging `ack` proves the handshake with the
+    /// backend completed: the backend's SYN-ACK was seen and `ack` is its sequence number
+    /// plus one. The backend sends nothing before the client's first payload (HTTP and
+    /// TLS speak first from the client), so that is what every segment of a real first
+    /// payload acknowledges; a sender of made-up addresses never saw the SYN-ACK.
+    pub fn proves(&self, ack: u32) -> bool {
+        self.synack_seen != 0 && ack == u32::from_be(self.synack_seq).wrapping_add(1)
+    }
+}
 
 /// A segment of a connection whose host is not known yet; carried bytes follow.
 pub const HANDOFF_SEGMENT: u32 = 1;
@@ -226,6 +244,31 @@ mod tests {
             parse_tcp_options(&[2, 3, 1]),
             Err(OptionsError::BadKnown { kind: 2, len: 3 })
         );
+    }
+
+    #[test]
+    fn only_the_ack_of_the_backends_syn_ack_proves_the_handshake() {
+        let mut h = Handshake {
+            syn_opts: [0; TCP_OPTIONS_MAX],
+            synack_opts: [0; TCP_OPTIONS_MAX],
+            syn_len: 0,
+            synack_len: 0,
+            synack_seen: 0,
+            _pad: 0,
+            syn_seq: 0x1000_0000u32.to_be(),
+            synack_seq: 0xffff_ffffu32.to_be(),
+        };
+        // No SYN-ACK seen: nothing proves anything, even an ack of 0 (the unset field + 1
+        // would otherwise match a made-up segment's zero ack).
+        assert!(!h.proves(0));
+        h.synack_seen = 1;
+        assert!(h.proves(0), "ISN + 1 wraps");
+        assert!(!h.proves(1));
+        assert!(!h.proves(0xffff_ffff));
+        h.synack_seq = 0x5000_0000u32.to_be();
+        assert!(h.proves(0x5000_0001));
+        assert!(!h.proves(0x5000_0000));
+        assert!(!h.proves(0x5000_0002));
     }
 
     #[test]

@@ -59,6 +59,9 @@ fn store_syn<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey) {
     }
     h.syn_len = load_options(ctx, info, h.syn_opts.as_mut_ptr()) as u8;
     h.synack_len = 0;
+    h.synack_seen = 0;
+    h._pad = 0;
+    h.synack_seq = 0;
     let _ = HANDSHAKES.insert(key, h, 0);
 }
 
@@ -91,6 +94,26 @@ fn store_synack<C: LoadBytes>(ctx: &C, info: &PacketInfo, key: &FlowKey, nat: &F
     // SAFETY: the lookup succeeded: a live entry, valid for the program run (RCU).
     let h = unsafe { &mut *h };
     h.synack_len = load_options(ctx, info, h.synack_opts.as_mut_ptr()) as u8;
+    h.synack_seq = info.tcp_seq.to_be();
+    h.synack_seen = 1;
+}
+
+/// Whether the client segment `info` of the flow `key` proves that its connection's
+/// handshake with the backend completed: it acknowledges the backend's SYN-ACK exactly
+/// (`Handshake::proves`), which a sender of made-up addresses never saw. Only such a
+/// connection's segments go to the daemon: a spoofed SYN followed by a request for a
+/// `local` host must neither reach the VPS's server nor make the VPS answer the forged
+/// source, and must not take room in the daemon's tables.
+#[inline(never)]
+pub fn proven(info: &PacketInfo, key: &FlowKey) -> bool {
+    if info.tcp_flags & TCP_ACK == 0 {
+        return false;
+    }
+    let Some(h) = HANDSHAKES.get_ptr(key) else {
+        return false;
+    };
+    // SAFETY: the lookup succeeded: a live entry, valid for the program run (RCU).
+    unsafe { &*h }.proves(info.tcp_ack)
 }
 
 /// Hands a client segment of `key` to the daemon: `kind` is `HANDOFF_SEGMENT` for one that

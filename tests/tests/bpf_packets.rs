@@ -610,6 +610,7 @@ fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_ear
         );
         let seg1 = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | PSH)
             .seq(isn + 1)
+            .ack(OPEN_SERVER_ISN + 1)
             .payload(first);
         let (v, out) = run(&h, &seg1.frame());
         assert_eq!(
@@ -619,6 +620,7 @@ fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_ear
         assert_eq!(&out[14..], &seg1.with(client, (v4(BACKEND4), 443)).ip()[..]);
         let seg2 = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | PSH)
             .seq(isn + 1 + first.len() as u32)
+            .ack(OPEN_SERVER_ISN + 1)
             .payload(second);
         let (v, _) = run(&h, &seg2.frame());
         assert_eq!(
@@ -636,7 +638,7 @@ fn a_local_host_is_held_back_and_handed_to_the_daemon_with_its_handshake_and_ear
         assert_eq!(events[1].host_id, HOST_FIRST_CONFIGURED);
         assert_eq!(events[1].payload(), second);
         assert_eq!(events[1].seq(), isn + 1 + first.len() as u32);
-        assert_eq!(events[1].ack(), 0x2000_0000);
+        assert_eq!(events[1].ack(), OPEN_SERVER_ISN + 1);
         assert_eq!(events[1].window(), 64240);
         for e in &events {
             assert_eq!(e.key, key);

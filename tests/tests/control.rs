@@ -122,3 +122,98 @@ fn status_and_rules_for_root_errors_for_everything_else() {
     let log = lab.stop_forwarder().unwrap();
     assert!(!lab.control_path().exists(), "socket left behind\n{log}");
 }
+
+/// The CLI run as an unprivileged user (nobody) with the supplementary `groups`.
+fn cli_as(lab: &Lab, groups: &str, args: &[&str]) -> std::process::Output {
+    let bin = forwarder_bin().display().to_string();
+    let control = lab.control_path().display().to_string();
+    let groups = format!("--groups={groups}");
+    let mut all = vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        &groups,
+        bin.as_str(),
+    ];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--control", &control]);
+    lab.exec(&lab.vps, &all).expect("running the CLI")
+}
+
+#[test]
+fn the_admin_group_reads_and_only_the_change_group_changes() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if let Some(why) = missing_prerequisites() {
+        panic!("cannot build the lab: {why}");
+    }
+    const ADMIN: &str = "4242";
+    const CHANGE: &str = "4343";
+    let mut lab = Lab::new(&LabOptions::default()).expect("building the lab");
+    // As systemd's RuntimeDirectory= with RuntimeDirectoryMode=0750 leaves the socket's
+    // directory: root:root, 0750, named in $RUNTIME_DIRECTORY.
+    std::os::unix::fs::chown(&lab.dir, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&lab.dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let runtime = format!("RUNTIME_DIRECTORY={}", lab.dir.display());
+    lab.start_forwarder_under(
+        &["env", &runtime],
+        &["--admin-group", ADMIN, "--change-group", CHANGE],
+    )
+    .expect("starting the forwarder");
+    let dir = std::fs::metadata(&lab.dir).unwrap();
+    assert_eq!(
+        (dir.gid(), dir.mode() & 0o777),
+        (4242, 0o750),
+        "the runtime directory"
+    );
+    let sock = std::fs::metadata(lab.control_path()).unwrap();
+    assert_eq!(
+        (sock.gid(), sock.mode() & 0o777),
+        (4242, 0o660),
+        "the socket"
+    );
+
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The admin group reads...
+    let text = ok(&cli_as(&lab, ADMIN, &["status"]));
+    assert!(text.contains("attach mode"), "{text}");
+    ok(&cli_as(&lab, ADMIN, &["rules", "list"]));
+    ok(&cli_as(&lab, ADMIN, &["hosts", "list"]));
+    // ...and changes nothing, told why.
+    for change in [
+        &["hosts", "add", "new.example.test"][..],
+        &["rules", "add", "--port", "8443"],
+        &["reload"],
+        &["stop"],
+    ] {
+        let out = cli_as(&lab, ADMIN, change);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{change:?} from the admin group: {err}"
+        );
+        assert!(
+            err.contains("permission denied: group 4242 may only read")
+                && err.contains("group 4343 (--change-group)"),
+            "{change:?}: {err}"
+        );
+    }
+    let hosts = ok(&cli_as(&lab, ADMIN, &["hosts", "list"]));
+    assert!(!hosts.contains("new.example.test"), "{hosts}");
+    // The change group, not a member of the admin group (it reaches the socket by an ACL
+    // entry), changes.
+    ok(&cli_as(&lab, CHANGE, &["hosts", "add", "new.example.test"]));
+    let hosts = ok(&cli_as(&lab, CHANGE, &["hosts", "list"]));
+    assert!(hosts.contains("new.example.test"), "{hosts}");
+    // Anyone else: nothing.
+    let out = cli_as(&lab, "4444", &["status"]);
+    assert!(!out.status.success(), "{out:?}");
+    lab.stop_forwarder().expect("stopping the forwarder");
+}

@@ -1,11 +1,13 @@
 //! The systemd unit's capability set (`deploy/forwarder.service`) is what the daemon needs:
 //! with exactly those capabilities it attaches, forwards, reads host names and hands a
 //! `local` host's connections to the VPS's own server; without any one of them it does not
-//! get that far.
+//! get that far. Home's side of a connection taken over is reset with that set too.
 
 use std::time::Duration;
 
-use integration_tests::{Lab, LabOptions, SUBDOMAINS, VPS_V4, subdomain_hosts, wait_for};
+use integration_tests::{
+    CLIENT_V4, Lab, LabOptions, SUBDOMAINS, VPS_V4, subdomain_hosts, wait_for,
+};
 
 /// The lab's hosts, the second one with policy `local`.
 fn lab() -> Lab {
@@ -87,6 +89,21 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
     });
     assert!(counted.is_ok(), "{counted:?}\n{}", lab.forwarder_output());
     assert!(served_locally(&lab), "{}", lab.forwarder_output());
+    // Home's side of the connection taken over is reset with these capabilities too: none
+    // lingers there half-open.
+    let home = lab.home.clone();
+    let reset = wait_for("home's connection reset", Duration::from_secs(5), || {
+        let out = lab
+            .exec(&home, &["ss", "-Htn", "state", "established"])
+            .ok()?;
+        (!String::from_utf8_lossy(&out.stdout).contains(CLIENT_V4)).then_some(())
+    });
+    let log = lab.forwarder_output();
+    assert!(
+        reset.is_ok() && !log.contains("resetting the backend"),
+        "{reset:?}: {:?}\n{log}",
+        lab.exec(&home, &["ss", "-Htn", "state", "established"])
+    );
     lab.stop_forwarder().expect("stopping the forwarder");
 
     for missing in &caps {

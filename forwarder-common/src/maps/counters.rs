@@ -132,6 +132,11 @@ pub enum Counter {
     /// tc on the tunnel: home's RST to a re-created flow, dropped with the flow (its client
     /// may be spoofed).
     TunnelDropRecreatedRst,
+    /// Connections that named a `local` host without acknowledging the backend's SYN-ACK
+    /// (their source may be forged): not handed to the daemon, dropped silently.
+    HandoffUnproven,
+    /// Client packets of such connections, dropped (never left to the VPS's stack).
+    DropHandoffRefused,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.

@@ -167,5 +167,10 @@ pub const FLOW_F_ACKED: u32 = 512;
 /// the client spoke again; home's RST ends them without reaching the (maybe spoofed)
 /// client.
 pub const FLOW_F_RECREATED: u32 = 1024;
+/// Set with `FLOW_F_CUT` when a connection named a `local` host before anything proved
+/// its handshake with the backend completed (`handoff::Handshake::proves`): its source
+/// may be forged, so the client's packets are dropped from then on instead of reaching
+/// the VPS's stack, which would answer that source.
+pub const FLOW_F_HANDOFF_REFUSED: u32 = 4096;
 /// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
 pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;

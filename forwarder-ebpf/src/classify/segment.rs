@@ -6,8 +6,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{EbpfContext, helpers::generated};
 use forwarder_common::{
-    Counter, FLOW_F_CLS_STATE, FLOW_F_CUT, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FlowKey,
-    HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN, POLICY_DROP, POLICY_LOCAL,
+    Counter, FLOW_F_CLS_STATE, FLOW_F_CUT, FLOW_F_HANDOFF_REFUSED, FLOW_F_HANDOFF_WAIT,
+    FLOW_F_LOCAL, FlowKey, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_OTHER, HOST_UNKNOWN,
+    POLICY_DROP, POLICY_LOCAL,
     classify::{
         CARRY_MAX, CODE_HTTP_MALFORMED, CODE_HTTP_NAME, CODE_HTTP_NO_HOST, CODE_NEED_MORE,
         CODE_TLS_MALFORMED, CODE_TLS_NAME, CODE_TLS_NO_SNI, ClassifyState, MAX_SEGMENT_PAYLOAD,
@@ -135,7 +136,7 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
     let len = (carried + n as usize) as u32;
     let code = fwd_cls_feed(s, len, base);
     if code == CODE_NEED_MORE {
-        if s.segments < MAX_SEGMENTS && handoff::wanted() {
+        if s.segments < MAX_SEGMENTS && handoff::wanted() && handoff::proven(info, fwd_key) {
             // This segment goes home unread by the daemon otherwise; should the host turn
             // out to be `local`, the daemon replays it to the local server.
             handoff::emit(ctx, info, fwd_key, HANDOFF_SEGMENT, HOST_UNKNOWN);
@@ -192,7 +193,12 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         // own stack and feeds it the payload. Without the event the connection can only
         // be cut (the local stack resets it).
         flags = FLOW_F_CUT;
-        if handoff::emit(ctx, info, fwd_key, HANDOFF_LOCAL, id) {
+        if !handoff::proven(info, fwd_key) {
+            // Nothing proves the client's address is its own: the connection is dropped
+            // without a word (the VPS's stack would answer the forged source).
+            flags |= FLOW_F_HANDOFF_REFUSED;
+            count(Counter::HandoffUnproven);
+        } else if handoff::emit(ctx, info, fwd_key, HANDOFF_LOCAL, id) {
             flags |= FLOW_F_LOCAL | FLOW_F_HANDOFF_WAIT;
             count(Counter::PolicyLocal);
         }

@@ -4,8 +4,9 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_ACKED, FLOW_F_HANDOFF_WAIT,
-    FLOW_F_LOCAL, FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_UNKNOWN, PROTO_TCP,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_ACKED, FLOW_F_HANDOFF_REFUSED,
+    FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_UNKNOWN,
+    PROTO_TCP,
     admission::{SEQ_SLACK, seq_end},
     packet::{PacketInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -23,6 +24,11 @@ use crate::{
 /// and the daemon's socket does not exist yet.
 #[inline(always)]
 pub fn on_cut_packet(info: &PacketInfo, flow: &mut FlowValue) -> bool {
+    if flow.flags & FLOW_F_HANDOFF_REFUSED != 0 {
+        // A `local` host named by a source nothing proved (see `handoff::proven`).
+        count(Counter::DropHandoffRefused);
+        return false;
+    }
     if flow.flags & FLOW_F_LOCAL == 0 {
         return true;
     }

@@ -148,6 +148,19 @@ pub struct LocalStats {
     pub failed: u64,
     /// Connections being relayed now.
     pub active: u64,
+    /// Hand-offs refused because every relay was in use (`[local] max_connections`, or
+    /// what the file descriptor limit allows); the connections were reset.
+    #[serde(default)]
+    pub refused: u64,
+    /// Relays closed for idling past `[local] idle_timeout_s`.
+    #[serde(default)]
+    pub closed_idle: u64,
+    /// Relays closed for running past `[local] max_lifetime_s`.
+    #[serde(default)]
+    pub closed_lifetime: u64,
+    /// Relays allowed at once.
+    #[serde(default)]
+    pub budget: u64,
 }
 
 /// How the public interface's programs ended up attached; named in kebab-case

@@ -41,9 +41,14 @@ pub struct RunArgs {
     /// The control socket `forwarder status` and `forwarder rules` talk to.
     #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
     pub control: PathBuf,
-    /// Group (name or id) whose members may use the control socket besides root.
+    /// Group (name or id) whose members may use the control socket besides root, to
+    /// read only: status, statistics, rules and hosts lists.
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
+    /// Group (name or id) whose members may also change things over the control socket
+    /// (rules, hosts, limits, reload, stop), as root may.
+    #[arg(long, value_name = "GROUP")]
+    pub change_group: Option<String>,
     /// bpffs directory the data path is pinned under, so that it keeps forwarding
     /// while the daemon restarts and the next daemon adopts it.
     #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_PIN_ROOT)]
@@ -64,20 +69,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         conn_log_rate,
         control,
         admin_group,
+        change_group,
         pin_dir,
         no_pin,
     } = args;
     let cfg = target.resolve()?;
-    let admin_gid = match admin_group {
-        None => None,
-        Some(g) => Some(match g.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => nix::unistd::Group::from_name(&g)
-                .with_context(|| format!("looking up group {g}"))?
-                .with_context(|| format!("--admin-group {g}: no such group"))?
-                .gid
-                .as_raw(),
-        }),
+    let access = daemon::control::Access {
+        admin: admin_group
+            .map(|g| lookup_group("--admin-group", &g))
+            .transpose()?,
+        change: change_group
+            .map(|g| lookup_group("--change-group", &g))
+            .transpose()?,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,8 +102,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             conn_log,
             conn_log_rate,
             control,
-            access: daemon::control::Access { admin_gid },
+            access,
             pin_dir: (!no_pin).then_some(pin_dir),
         },
     ))
+}
+
+/// The group `flag` names (a name, or a number, which need not exist in /etc/group).
+fn lookup_group(flag: &str, g: &str) -> anyhow::Result<daemon::control::Group> {
+    if let Ok(gid) = g.parse::<u32>() {
+        let name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |gr| gr.name);
+        return Ok(daemon::control::Group { gid, name });
+    }
+    let gr = nix::unistd::Group::from_name(g)
+        .with_context(|| format!("looking up group {g}"))?
+        .with_context(|| format!("{flag} {g}: no such group"))?;
+    Ok(daemon::control::Group {
+        gid: gr.gid.as_raw(),
+        name: gr.name,
+    })
 }

@@ -8,7 +8,8 @@ use std::{
 use serde::Deserialize;
 
 use crate::config::{
-    health::HealthConfig, hosts::HostConfig, limits::Limits, quic::QuicSettings, rule::RuleConfig,
+    health::HealthConfig, hosts::HostConfig, limits::Limits, local::LocalSettings,
+    quic::QuicSettings, rule::RuleConfig,
 };
 
 /// WireGuard's default MTU, used when the tunnel's MTU cannot be read.
@@ -62,6 +63,9 @@ pub struct FileConfig {
     /// Classifying QUIC (HTTP/3) connections by host.
     #[serde(default)]
     pub quic: QuicSettings,
+    /// Relaying connections of hosts with policy `local` to the VPS's own server.
+    #[serde(default)]
+    pub local: LocalSettings,
 }
 
 impl FileConfig {

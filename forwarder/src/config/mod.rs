@@ -2,7 +2,8 @@
 //! anything touches the kernel.
 //!
 //! * `file`: the file's TOML form and how it is read ([`FileConfig`], [`ConfigError`]).
-//! * `rule`, `hosts`, `limits`, `quic`, [`health`]: one section each, with its checks.
+//! * `rule`, `hosts`, `limits`, `local`, `quic`, [`health`]: one section each, with its
+//!   checks.
 //! * `resolve`: the file and the flags against this machine's interfaces ([`Config`]).
 //! * [`edit`]: the `rules`/`hosts`/`limits` commands' changes to the file, keeping its
 //!   comments and layout.
@@ -17,6 +18,7 @@ pub mod health;
 pub mod home;
 mod hosts;
 mod limits;
+mod local;
 mod quic;
 mod resolve;
 mod rule;
@@ -26,6 +28,7 @@ pub use hosts::{
     HostConfig, HostError, HostPolicy, HostPolicyError, MAX_CONFIGURED_HOSTS, resolve_hosts,
 };
 pub use limits::{DEFAULT_SYN_FLOOD_THRESHOLD, Limits, LimitsError};
+pub use local::{DEFAULT_MAX_RELAYS, LocalError, LocalSettings};
 pub use quic::{QuicError, QuicSettings};
 pub use resolve::{Config, ResolveError};
 pub use rule::{

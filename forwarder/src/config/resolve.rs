@@ -14,6 +14,7 @@ use crate::config::{
     health::{HealthConfig, HealthError},
     hosts::{HostError, HostPolicy, resolve_hosts},
     limits::{Limits, LimitsError},
+    local::{LocalError, LocalSettings},
     quic::{QuicError, QuicSettings},
     rule::{Fallback, FallbackError, Proto, Rule, default_rules},
 };
@@ -34,6 +35,8 @@ pub enum ResolveError {
     Limits(#[from] LimitsError),
     #[error(transparent)]
     Quic(#[from] QuicError),
+    #[error(transparent)]
+    Local(#[from] LocalError),
     #[error("tunnel_mtu = {0} is out of range (1280..=9000)")]
     TunnelMtu(u32),
     #[error(
@@ -104,6 +107,7 @@ pub struct Config {
     pub limits: Limits,
     pub http3: bool,
     pub quic: QuicSettings,
+    pub local: LocalSettings,
 }
 
 impl Config {
@@ -139,6 +143,7 @@ impl Config {
         file.health.validate()?;
         file.limits.validate()?;
         file.quic.validate()?;
+        file.local.validate()?;
         if let Some(mtu) = file.tunnel_mtu
             && !(1280..=9000).contains(&mtu)
         {
@@ -271,6 +276,7 @@ impl Config {
             limits: file.limits,
             http3: file.http3,
             quic: file.quic,
+            local: file.local,
         })
     }
 

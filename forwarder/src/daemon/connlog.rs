@@ -6,7 +6,8 @@ use std::{
     fs::OpenOptions,
     io::{self, Write},
     net::IpAddr,
-    path::PathBuf,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
     str::FromStr,
     sync::{
         Arc, Mutex, PoisonError,
@@ -54,6 +55,48 @@ pub enum ConnLogError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the connection log {path} is a symbolic link: refused (--conn-log needs the file's real path)"
+    )]
+    Symlink { path: PathBuf },
+    #[error("the connection log {path} is not a regular file (--conn-log needs a file)")]
+    NotAFile { path: PathBuf },
+}
+
+/// Opens (or creates) the log file for appending: never through a symbolic link at the
+/// path (another user able to write the directory would make the daemon append client
+/// addresses to a file of their choice), only a regular file, and readable by owner and
+/// group at most (0640: it holds client addresses).
+fn open_file(path: &Path) -> Result<std::fs::File, ConnLogError> {
+    let err = |source: io::Error| ConnLogError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => ConnLogError::Symlink {
+                path: path.to_owned(),
+            },
+            _ => err(e),
+        })?;
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(ConnLogError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    // An existing file keeps its owner, but loses any permission beyond 0640.
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !0o640 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o640))
+            .map_err(err)?;
+    }
+    Ok(file)
 }
 
 /// Where the log goes: `-` for standard output, else a file (appended to).
@@ -272,16 +315,7 @@ impl ConnLog {
     pub fn open(target: &ConnLogTarget, rate: u32) -> Result<Self, ConnLogError> {
         let out: Box<dyn Write + Send> = match target {
             ConnLogTarget::Stdout => Box::new(io::stdout()),
-            ConnLogTarget::File(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| ConnLogError::Open {
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
+            ConnLogTarget::File(path) => Box::new(open_file(path)?),
         };
         Ok(Self::with_writer(out, rate, rate.max(DEFAULT_BURST)))
     }

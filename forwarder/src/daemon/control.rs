@@ -1,13 +1,15 @@
 //! The control socket: a Unix socket through which the CLI asks the running daemon for its
 //! state. One JSON request per connection, one JSON answer.
 //!
-//! Access is checked twice: the socket's directory and file permissions (root, or the
-//! configured admin group), and the caller's credentials (`SO_PEERCRED`), so that loosened
-//! file permissions alone do not open it. Requests are size-limited; every request gets an
-//! answer, an error saying what was wrong included.
+//! Access is checked twice: the socket's directory and file permissions (root, the
+//! configured admin group, and the change group), and the caller's credentials
+//! (`SO_PEERCRED`), so that loosened file permissions alone do not open it. Root and the
+//! change group may send any request; the admin group only those that read
+//! ([`Right::needed`]). Requests are size-limited; every request gets an answer, an error
+//! saying what was wrong included.
 
 use std::{
-    os::unix::fs::{PermissionsExt as _, chown},
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -17,24 +19,139 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{info, warn};
 
 use crate::{
-    api::control::{MAX_REQUEST, Response, parse},
+    api::control::{MAX_REQUEST, Request, Response, parse},
     daemon::handler::Handler,
 };
 
-/// Who may use the socket: root, and members of the admin group if one is configured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+mod acl;
+
+/// A group given on the command line: its id, and how messages name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub gid: u32,
+    pub name: String,
+}
+
+/// Who may use the socket: root, members of the admin group (reads only) and members of
+/// the change group (everything), each if configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {
-    pub admin_gid: Option<u32>,
+    pub admin: Option<Group>,
+    pub change: Option<Group>,
+}
+
+/// What a request asks of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Right {
+    /// It only reads the daemon's state.
+    Read,
+    /// It changes something: rules, hosts, limits, the configuration, the daemon itself.
+    Change,
+}
+
+impl Right {
+    /// What `req` needs. Every request is named here, so a new one must be classified.
+    pub fn needed(req: &Request) -> Right {
+        match req {
+            Request::Status(_) | Request::Rules(_) | Request::Hosts(_) => Right::Read,
+            Request::Stop(_)
+            | Request::RuleAdd(_)
+            | Request::RuleRemove(_)
+            | Request::HostAdd(_)
+            | Request::HostRemove(_)
+            | Request::HostSet(_)
+            | Request::Limits(_)
+            | Request::Reload(_) => Right::Change,
+        }
+    }
 }
 
 impl Access {
-    /// `groups`: the caller's supplementary groups.
-    pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
-        uid == 0
-            || self
-                .admin_gid
-                .is_some_and(|g| gid == g || groups.contains(&g))
+    /// What a caller may do (`None`: nothing); `groups`: its supplementary groups.
+    pub fn right(&self, uid: u32, gid: u32, groups: &[u32]) -> Option<Right> {
+        let member = |g: &Option<Group>| {
+            g.as_ref()
+                .is_some_and(|g| gid == g.gid || groups.contains(&g.gid))
+        };
+        if uid == 0 || member(&self.change) {
+            Some(Right::Change)
+        } else if member(&self.admin) {
+            Some(Right::Read)
+        } else {
+            None
+        }
     }
+
+    /// Why a caller with `has` may not send a request that needs `needs`.
+    pub fn refusal(&self, has: Option<Right>, needs: Right) -> Option<String> {
+        match has {
+            Some(h) if h >= needs => None,
+            None => Some(
+                "permission denied: the control socket is for root and the admin group (--admin-group)"
+                    .to_owned(),
+            ),
+            Some(_) => {
+                let admin = self.admin.as_ref().map_or("", |g| g.name.as_str());
+                Some(match &self.change {
+                    Some(c) => format!(
+                        "permission denied: group {admin} may only read; changes need root or group {} (--change-group)",
+                        c.name
+                    ),
+                    None => format!(
+                        "permission denied: group {admin} may only read; changes need root (or a group given with --change-group)"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The group owning the socket and its directory: the admin group, else the change
+    /// group.
+    fn owner(&self) -> Option<&Group> {
+        self.admin.as_ref().or(self.change.as_ref())
+    }
+
+    /// A change group that needs an ACL entry to reach the socket (it is not the owner).
+    fn extra(&self) -> Option<&Group> {
+        match (&self.admin, &self.change) {
+            (Some(a), Some(c)) if a.gid != c.gid => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `dir` is the service's own runtime directory (systemd's `RuntimeDirectory=`,
+/// named in `$RUNTIME_DIRECTORY`): created by systemd as root:root, so the daemon sets its
+/// group as if it had created it.
+fn is_runtime_directory(dir: &Path) -> bool {
+    let Some(list) = std::env::var_os("RUNTIME_DIRECTORY") else {
+        return false;
+    };
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    std::env::split_paths(&list).any(|d| d.canonicalize().is_ok_and(|d| d == dir))
+}
+
+/// Lets `access`'s groups reach `path` (mode `mode`): its group is the owner group, and a
+/// distinct change group gets an ACL entry with the group's permissions.
+fn set_group(path: &Path, access: &Access, mode: u32) -> anyhow::Result<()> {
+    let Some(owner) = access.owner() else {
+        return Ok(());
+    };
+    chown(path, None, Some(owner.gid)).with_context(|| format!("chown {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(c) = access.extra()
+        && let Err(e) = acl::grant_group(path, mode, c.gid, ((mode >> 3) & 7) as u16)
+    {
+        warn!(
+            "cannot give group {} access to {} with an ACL ({e}): its members need group {} as well to reach the control socket",
+            c.name,
+            path.display(),
+            owner.name
+        );
+    }
+    Ok(())
 }
 
 /// Supplementary groups of process `pid` (from /proc), empty if unknown.
@@ -59,7 +176,7 @@ fn groups_of(pid: Option<i32>) -> Vec<u32> {
 /// Creates the socket (and its directory, mode 0750) with mode 0660, owned by root and the
 /// admin group. A socket file left by a daemon that is gone is replaced; one that answers
 /// is another daemon's, and an error.
-pub async fn bind(path: &Path, access: Access) -> anyhow::Result<tokio::net::UnixListener> {
+pub async fn bind(path: &Path, access: &Access) -> anyhow::Result<tokio::net::UnixListener> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -67,9 +184,11 @@ pub async fn bind(path: &Path, access: Access) -> anyhow::Result<tokio::net::Uni
     if !dir.exists() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
-        if let Some(g) = access.admin_gid {
-            chown(dir, None, Some(g)).with_context(|| format!("chown {}", dir.display()))?;
-        }
+        set_group(dir, access, 0o750)?;
+    } else if access.owner().is_some() && is_runtime_directory(dir) {
+        // systemd made it root:root: the groups could not reach the socket.
+        let mode = std::fs::metadata(dir)?.mode() & 0o750;
+        set_group(dir, access, mode | 0o750)?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -83,9 +202,7 @@ pub async fn bind(path: &Path, access: Access) -> anyhow::Result<tokio::net::Uni
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("creating the control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(g) = access.admin_gid {
-        chown(path, None, Some(g)).with_context(|| format!("chown {}", path.display()))?;
-    }
+    set_group(path, access, 0o660)?;
     Ok(listener)
 }
 
@@ -98,6 +215,7 @@ pub fn spawn(
     cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     info!(socket = %path.display(), "control socket ready");
+    let access = Arc::new(access);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -107,9 +225,9 @@ pub fn spawn(
             let Ok((stream, _)) = accepted else {
                 continue;
             };
-            let handler = Arc::clone(&handler);
+            let (handler, access) = (Arc::clone(&handler), Arc::clone(&access));
             tokio::spawn(async move {
-                if let Err(e) = serve(stream, access, handler).await {
+                if let Err(e) = serve(stream, &access, handler).await {
                     warn!("control connection: {e:#}");
                 }
             });
@@ -119,17 +237,18 @@ pub fn spawn(
 
 async fn serve(
     mut stream: tokio::net::UnixStream,
-    access: Access,
+    access: &Access,
     handler: Handler,
 ) -> anyhow::Result<()> {
     let cred = stream.peer_cred()?;
-    let response = if !access.allows(cred.uid(), cred.gid(), &groups_of(cred.pid())) {
+    let right = access.right(cred.uid(), cred.gid(), &groups_of(cred.pid()));
+    let response = if right.is_none() {
         warn!(
             uid = cred.uid(),
             pid = cred.pid(),
             "control request refused: not root or the admin group"
         );
-        Response::error("permission denied: the control socket is for root and the admin group")
+        Response::error(access.refusal(None, Right::Read).unwrap_or_default())
     } else {
         let mut buf = Vec::new();
         // One byte more than allowed tells an oversized request from a full one.
@@ -145,6 +264,14 @@ async fn serve(
             Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
             Ok(Ok(_)) => match parse(&buf) {
                 Err(e) => Response::error(e.to_string()),
+                Ok(req) if let Some(why) = access.refusal(right, Right::needed(&req)) => {
+                    warn!(
+                        uid = cred.uid(),
+                        pid = cred.pid(),
+                        "control request refused: a change from a caller who may only read"
+                    );
+                    Response::error(why)
+                }
                 Ok(req) => match handler(&req).await {
                     Ok(result) => Response {
                         ok: true,
@@ -164,41 +291,4 @@ async fn serve(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_and_the_admin_group_only() {
-        let none = Access::default();
-        assert!(none.allows(0, 0, &[]));
-        assert!(!none.allows(1000, 1000, &[27]));
-        let admins = Access {
-            admin_gid: Some(27),
-        };
-        assert!(admins.allows(1000, 27, &[]));
-        assert!(admins.allows(1000, 1000, &[4, 27]));
-        assert!(!admins.allows(1000, 1000, &[4]));
-    }
-
-    #[test]
-    fn requests_are_parsed_strictly_with_the_problem_named() {
-        use crate::api::control::{Request, Rules, Status};
-        let err = |bytes: &[u8]| parse(bytes).unwrap_err().to_string();
-        assert_eq!(
-            parse(br#"{"cmd":"status"}"#).unwrap(),
-            Request::Status(Status {})
-        );
-        assert_eq!(
-            parse(b"{\"cmd\":\"rules\"}\n").unwrap(),
-            Request::Rules(Rules {})
-        );
-        let e = err(br#"{"cmd":"reboot"}"#);
-        assert!(e.contains("reboot"), "{e}");
-        let e = err(br#"{"cmd":"status","extra":1}"#);
-        assert!(e.contains("extra"), "{e}");
-        assert!(err(b"").contains("empty"));
-        assert!(err(b"\xff\xfe").contains("UTF-8"));
-        let big = vec![b' '; MAX_REQUEST + 1];
-        assert!(err(&big).contains("larger than"));
-    }
-}
+mod tests;

@@ -27,36 +27,39 @@ use std::{
 };
 
 use forwarder_common::{
-    FAMILY_V4, FAMILY_V6, FLOW_F_HANDOFF_WAIT, FlowKey,
+    FAMILY_V4, FAMILY_V6, FlowKey,
     handoff::{
-        HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, TcpOptions,
-        parse_tcp_options,
+        HANDOFF_LOCAL, HANDOFF_SEGMENT, HandoffEvent, Handshake, Negotiated, parse_tcp_options,
     },
-    packet::TCP_RST,
     words_to_addr,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
+use self::relay::{Ended, end_wait, forget_flow, relay};
 use crate::{
     dataplane::{events::HandoffMaps, maps::Maps},
-    sys::{
-        segment::Segment,
-        socket::{self as sys, cvt, setopt, sockaddr},
-    },
+    sys::socket::{self as sys, cvt, setopt, sockaddr},
 };
 
 /// How long earlier segments of a first payload wait for the segment naming the host.
 const PENDING_TTL: Duration = Duration::from_secs(10);
 /// Connections whose first payload spans segments, tracked at once.
 const PENDING_MAX: usize = 1024;
+/// Of those, from one client address: one client cannot crowd out the others. (Only
+/// connections whose handshake with home provably completed get here: see
+/// `forwarder_ebpf::handoff::proven`.)
+const PENDING_PER_SOURCE: usize = 32;
 /// Bytes kept per such connection: the name reader gives up after four segments.
 const PENDING_BYTES_MAX: usize = 4 * forwarder_common::handoff::HANDOFF_PAYLOAD_MAX;
-/// Connections served locally at once; beyond that new ones are reset.
-const ACTIVE_MAX: usize = 4096;
 /// How long connecting to the local server may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the flow entries of a connection served locally outlive it, so that its
+/// closing handshake still reaches the local socket.
+const LINGER: Duration = Duration::from_secs(10);
+/// How often a refusal for want of relays is logged at most.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Outcomes, for the metrics.
 #[derive(Debug, Default)]
@@ -64,6 +67,20 @@ pub struct HandoffStats {
     pub served: AtomicU64,
     pub failed: AtomicU64,
     pub active: AtomicU64,
+    /// Hand-offs refused because `budget` relays were running.
+    pub refused: AtomicU64,
+    /// Relays closed for idling past the idle timeout, or for running past the lifetime.
+    pub closed_idle: AtomicU64,
+    pub closed_lifetime: AtomicU64,
+    /// Relays allowed at once (see [`relay_budget`]).
+    pub budget: AtomicU64,
+}
+
+/// How the hand-off serves connections: the bounds of each relay, and how many at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandoffSettings {
+    pub limits: RelayLimits,
+    pub budget: usize,
 }
 
 /// A connection rebuilt on the VPS: everything the repair needs, in host byte order.
@@ -92,6 +109,8 @@ pub enum RebuildError {
     NoHandshake,
     #[error("the backend's SYN-ACK was not seen")]
     NoSynAck,
+    #[error("the segment does not acknowledge the backend's SYN-ACK (its source may be forged)")]
+    Unproven,
     #[error("malformed TCP options in the {0}")]
     BadOptions(&'static str),
     #[error("bytes of the first payload went home before the name and are missing here")]
@@ -116,15 +135,17 @@ impl Rebuild {
     pub fn new(ev: &HandoffEvent, hs: &Handshake, earlier: &[u8]) -> Result<Self, RebuildError> {
         let syn_opts = &hs.syn_opts[..(hs.syn_len as usize).min(hs.syn_opts.len())];
         let synack_opts = &hs.synack_opts[..(hs.synack_len as usize).min(hs.synack_opts.len())];
-        if hs.synack_len == 0 && hs.syn_len != 0 {
+        if hs.synack_seen == 0 {
             return Err(RebuildError::NoSynAck);
+        }
+        // The kernel hands over only segments that prove this; checked again here, as
+        // the sequence number the rebuilt socket sends from is the acknowledgment's.
+        if !hs.proves(ev.ack()) {
+            return Err(RebuildError::Unproven);
         }
         let syn = parse_tcp_options(syn_opts).map_err(|_| RebuildError::BadOptions("SYN"))?;
         let synack =
             parse_tcp_options(synack_opts).map_err(|_| RebuildError::BadOptions("SYN-ACK"))?;
-        if synack == TcpOptions::default() && syn != TcpOptions::default() {
-            return Err(RebuildError::NoSynAck);
-        }
         let seg =
             parse_tcp_options(ev.options()).map_err(|_| RebuildError::BadOptions("segment"))?;
         let negotiated = Negotiated::from_syns(&syn, &synack);
@@ -271,6 +292,14 @@ impl Pending {
         if self.flows.len() >= PENDING_MAX {
             return;
         }
+        let same_source = self
+            .flows
+            .keys()
+            .filter(|k| k.src == ev.key.src && k.family == ev.key.family)
+            .count();
+        if same_source >= PENDING_PER_SOURCE {
+            return;
+        }
         let next = ev.seq().wrapping_add(ev.payload().len() as u32);
         self.flows
             .insert(ev.key, (now, next, ev.payload().to_vec()));
@@ -304,6 +333,7 @@ pub async fn serve(
     hm: HandoffMaps,
     maps: Arc<Maps>,
     stats: Arc<HandoffStats>,
+    settings: HandoffSettings,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -319,7 +349,11 @@ pub async fn serve(
         }
     };
     let mut pending = Pending::default();
-    let limit = Arc::new(Semaphore::new(ACTIVE_MAX));
+    let limit = Arc::new(Semaphore::new(settings.budget));
+    stats
+        .budget
+        .store(settings.budget as u64, Ordering::Relaxed);
+    let mut refused_logged: Option<(Instant, u64)> = None;
     loop {
         let Some(batch) = reader.next_batch_until(&cancel).await else {
             return;
@@ -332,7 +366,7 @@ pub async fn serve(
                 HANDOFF_LOCAL => {
                     // Whatever happens to the client's side, home's is over.
                     if let Err(e) = reset_backend(&maps, &ev) {
-                        debug!("resetting the backend's side of a local connection: {e}");
+                        warn!(client = %addr(&ev.key.src, ev.key.family, ev.key.sport), "resetting the backend's side of a connection served locally failed (home keeps it open until its own timeout): {e}");
                     }
                     let earlier = pending.take(&ev);
                     let rebuilt = match handshakes.take(&ev.key) {
@@ -343,15 +377,24 @@ pub async fn serve(
                         (Ok(r), Ok(permit)) => {
                             let (maps, stats) = (maps.clone(), stats.clone());
                             let cancel = cancel.child_token();
+                            let limits = settings.limits;
                             tracker.spawn(async move {
-                                serve_connection(r, ev.key, &maps, &stats, &cancel).await;
+                                serve_connection(r, ev.key, &maps, &stats, limits, &cancel).await;
                                 drop(permit);
                             });
                         }
                         (Ok(r), Err(_)) => {
                             end_wait(&maps, &ev.key);
-                            stats.failed.fetch_add(1, Ordering::Relaxed);
-                            warn!(client = %r.peer, "too many connections served locally; this one is reset");
+                            let n = stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                            // Once per REFUSED_LOG_EVERY: a visitor holding every relay
+                            // must not flood the log as well.
+                            let due = refused_logged
+                                .is_none_or(|(at, _)| now.duration_since(at) >= REFUSED_LOG_EVERY);
+                            if due {
+                                let since = refused_logged.map_or(n, |(_, before)| n - before);
+                                refused_logged = Some((now, n));
+                                warn!(client = %r.peer, refused = since, budget = settings.budget, "every relay for host policy \"local\" is in use; connections are reset (see [local] max_connections and the file descriptor limit)");
+                            }
                         }
                         (Err(e), _) => {
                             end_wait(&maps, &ev.key);
@@ -366,23 +409,8 @@ pub async fn serve(
     }
 }
 
-/// The RST that ends the backend's side of a connection taken over locally: from the
-/// client's address and port to the backend's, at `seq`, the next sequence number the
-/// backend expects (where the held-back segment started), so that it accepts it. The
-/// whole IP packet.
-pub fn backend_reset(client: SocketAddr, backend: SocketAddr, seq: u32) -> Vec<u8> {
-    Segment {
-        src: client,
-        dst: backend,
-        seq,
-        flags: TCP_RST,
-        window: 0,
-        mss: None,
-    }
-    .packet()
-}
-
-/// Sends [`backend_reset`] for `ev`'s connection into the tunnel it was forwarded to.
+/// Resets home's side of `ev`'s connection through the tunnel it was forwarded to (see
+/// [`reset::reset_backend`]).
 fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
     let fwd = maps
         .flows()
@@ -390,10 +418,8 @@ fn reset_backend(maps: &Maps, ev: &HandoffEvent) -> io::Result<()> {
         .map_err(|e| io::Error::other(e.to_string()))?;
     let client = addr(&ev.key.src, ev.key.family, ev.key.sport);
     let backend = addr(&fwd.nat_addr, ev.key.family, fwd.nat_port);
-    let packet = backend_reset(client, backend, ev.seq());
-    // The tunnel, not the route to the client's address (which leaves by the public side).
-    let fd = sys::raw_sender(backend.ip(), fwd.ifindex)?;
-    sys::send_packet(&fd, backend.ip(), &packet)
+    // Home expects the held-back segment next, and has sent nothing past its SYN-ACK.
+    reset::reset_backend(client, backend, ev.seq(), ev.ack(), fwd.ifindex)
 }
 
 /// Why a rebuilt connection could not be served.
@@ -410,18 +436,16 @@ enum ServeError {
     Stopping,
 }
 
-/// How long the flow entries of a connection served locally outlive it, so that its
-/// closing handshake still reaches the local socket.
-const LINGER: Duration = Duration::from_secs(10);
-
-/// Rebuilds the connection and relays it to the local server until either side ends, or
-/// `cancel`: then both sockets are closed and the flow entries left to the kernel's
-/// closing handshake (and the flow GC), as when the daemon exits.
+/// Rebuilds the connection and relays it to the local server until it ends (see
+/// [`relay`]): then both sockets are closed and, unless the daemon is stopping, the flow
+/// entries removed after [`LINGER`]. On `cancel` they are left to the kernel's closing
+/// handshake (and the flow GC), as when the daemon exits.
 async fn serve_connection(
     r: Rebuild,
     key: FlowKey,
     maps: &Maps,
     stats: &HandoffStats,
+    limits: RelayLimits,
     cancel: &CancellationToken,
 ) {
     let upstream = r.local;
@@ -444,7 +468,7 @@ async fn serve_connection(
     // Whatever happened, the client's packets may reach the VPS's stack now: the new
     // socket, or nothing (which resets the connection).
     end_wait(maps, &key);
-    let (mut up, mut client) = match connected {
+    let (mut up, client) = match connected {
         Ok(c) => c,
         Err(e) => {
             // Left cut: the VPS's stack resets the client's next segment.
@@ -457,19 +481,23 @@ async fn serve_connection(
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _ = (up.set_nodelay(true), client.set_nodelay(true));
     debug!(client = %r.peer, %upstream, replayed = r.payload.len(), "serving a connection locally");
-    let relayed = tokio::select! {
-        r = async {
-            up.write_all(&r.payload).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut up).await
-        } => Some(r),
-        () = cancel.cancelled() => None,
+    let ended = match up.write_all(&r.payload).await {
+        Ok(()) => relay(client, up, limits, cancel).await,
+        Err(e) => Ended::Closed(Err(e)),
     };
     stats.active.fetch_sub(1, Ordering::Relaxed);
-    drop((client, up));
-    match relayed {
-        Some(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
-        Some(Ok(_)) => {}
-        None => {
+    match ended {
+        Ended::Closed(Err(e)) => debug!(client = %r.peer, "local connection ended: {e}"),
+        Ended::Closed(Ok(_)) => {}
+        Ended::Idle => {
+            stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            debug!(client = %r.peer, "local connection closed: idle for {:?}", limits.idle);
+        }
+        Ended::Lifetime => {
+            stats.closed_lifetime.fetch_add(1, Ordering::Relaxed);
+            debug!(client = %r.peer, "local connection closed: open for {:?}", limits.lifetime);
+        }
+        Ended::Stopping => {
             debug!(client = %r.peer, "local connection closed: the daemon is stopping");
             return;
         }
@@ -480,28 +508,9 @@ async fn serve_connection(
     }
 }
 
-/// Lets the client's packets of `key` through to the VPS's stack.
-fn end_wait(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows().lock();
-    if let Ok(mut v) = flows.get(key)
-        && v.flags & FLOW_F_HANDOFF_WAIT != 0
-    {
-        v.flags &= !FLOW_F_HANDOFF_WAIT;
-        // Counts the kernel added between the read and this write are lost; the flags
-        // must be right.
-        let _ = flows.insert(key, v);
-    }
-}
-
-/// Removes both flow entries of a connection the daemon served: the client's address and
-/// port may start a new connection, which must go wherever the rules say then.
-fn forget_flow(maps: &Maps, key: &FlowKey) {
-    let mut flows = maps.flows().lock();
-    if let Ok(v) = flows.get(key) {
-        let _ = flows.remove(&key.reversed(&v));
-    }
-    let _ = flows.remove(key);
-}
-
+mod relay;
+mod reset;
 #[cfg(test)]
 mod tests;
+
+pub use relay::{FD_RESERVE, RelayLimits, relay_budget};

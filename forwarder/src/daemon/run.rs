@@ -132,12 +132,18 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Relays of host policy `local` take two descriptors each: the soft limit (1024 under
+    // systemd) goes up to the hard one (the unit's LimitNOFILE=).
+    let nofile = crate::sys::rlimit::raise_nofile().unwrap_or_else(|e| {
+        warn!("reading the file descriptor limit: {e}; assuming 1024");
+        1024
+    });
     // Everything that can fail on a bad flag fails before the kernel is touched.
     let listener = match metrics_addr {
         MetricsAddr::On(addr) => Some(http::bind(addr).await?),
         MetricsAddr::Off => None,
     };
-    let control_listener = control::bind(&control_path, access).await?;
+    let control_listener = control::bind(&control_path, &access).await?;
     let conn_log = Arc::new(match &conn_log_target {
         Some(target) => ConnLog::open(target, conn_log_rate)?,
         None => ConnLog::disabled(),
@@ -176,8 +182,23 @@ pub async fn run(cfg: Config, sources: Sources, opts: RunOptions) -> anyhow::Res
     if let Some(hm) = dp.take_handoff() {
         let (maps, stats) = (Arc::clone(&dp.maps), Arc::clone(&handoff_stats));
         let served = tasks.tracker.clone();
+        let settings = handoff::HandoffSettings {
+            limits: handoff::RelayLimits {
+                idle: cfg.local.idle_timeout(),
+                lifetime: cfg.local.max_lifetime(),
+            },
+            budget: handoff::relay_budget(nofile, cfg.local.max_connections),
+        };
+        if settings.budget < cfg.local.max_connections as usize {
+            warn!(
+                "host policy \"local\": at most {} connections relayed at once, not {}: the file descriptor limit is {nofile} (two per relay, {} kept for the rest; raise LimitNOFILE=)",
+                settings.budget,
+                cfg.local.max_connections,
+                handoff::FD_RESERVE
+            );
+        }
         tasks.spawn("hand-off", |cancel| {
-            handoff::serve(hm, maps, stats, served, cancel)
+            handoff::serve(hm, maps, stats, settings, served, cancel)
         });
     }
     let quic_stats = Arc::new(quic::QuicStats::default());

@@ -419,6 +419,13 @@ impl Runtime {
         if cur.tunnel_mtu != next.tunnel_mtu {
             return Err(RuntimeError::MtuNeedsRestart);
         }
+        if cur.local != next.local {
+            return Err(RuntimeError::NeedsRestart {
+                what: "[local]",
+                from: format!("{:?}", cur.local),
+                to: format!("{:?}", next.local),
+            });
+        }
         let changes = diff(cur, &next);
         let (rate, burst) = next.limits.kernel();
         let applied = sync_hosts(&self.maps, &next)

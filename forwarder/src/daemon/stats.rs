@@ -154,6 +154,10 @@ impl SnapshotSource for LiveStats {
                 served: self.handoff.served.load(Ordering::Relaxed),
                 failed: self.handoff.failed.load(Ordering::Relaxed),
                 active: self.handoff.active.load(Ordering::Relaxed),
+                refused: self.handoff.refused.load(Ordering::Relaxed),
+                closed_idle: self.handoff.closed_idle.load(Ordering::Relaxed),
+                closed_lifetime: self.handoff.closed_lifetime.load(Ordering::Relaxed),
+                budget: self.handoff.budget.load(Ordering::Relaxed),
             },
             backends: self
                 .health

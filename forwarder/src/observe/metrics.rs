@@ -241,6 +241,27 @@ fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
         "Connections of hosts with policy \"local\" being relayed to the VPS's own server now.",
         s.local.active,
     )?;
+    gauge(
+        enc,
+        "forwarder_local_connections_budget",
+        "Connections of hosts with policy \"local\" the daemon relays at once at most ([local] max_connections, lowered to what its file descriptor limit allows).",
+        s.local.budget,
+    )?;
+    counter(
+        enc,
+        "forwarder_local_refused",
+        "Connections of hosts with policy \"local\" reset because every relay was in use.",
+        s.local.refused,
+    )?;
+    counters(
+        enc,
+        "forwarder_local_closed",
+        "Relays of hosts with policy \"local\" closed by the daemon, by reason (idle: no byte either way for [local] idle_timeout_s; lifetime: open for [local] max_lifetime_s).",
+        [
+            ([("reason", "idle")], s.local.closed_idle),
+            ([("reason", "lifetime")], s.local.closed_lifetime),
+        ],
+    )?;
     counter(
         enc,
         "forwarder_quic_initials",
@@ -335,6 +356,9 @@ mod tests {
             "forwarder_connection_log_suppressed_total",
             "forwarder_local_connections_total",
             "forwarder_local_connections_active",
+            "forwarder_local_connections_budget",
+            "forwarder_local_refused_total",
+            "forwarder_local_closed_total",
             "forwarder_quic_initials_total",
             "forwarder_quic_connections_total",
             "forwarder_quic_pending",
@@ -342,7 +366,7 @@ mod tests {
         ] {
             assert!(names.contains(want), "{want} missing:\n{text}");
         }
-        assert_eq!(names.len(), 24, "unexpected metrics: {names:?}");
+        assert_eq!(names.len(), 27, "unexpected metrics: {names:?}");
         assert!(
             text.contains("# TYPE forwarder_host_packets counter"),
             "{text}"

@@ -114,6 +114,7 @@ pub mod tests {
                 served: 5,
                 failed: 1,
                 active: 2,
+                ..LocalStats::default()
             },
             quic: QuicStatsSnapshot {
                 datagrams: 9,

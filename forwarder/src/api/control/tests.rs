@@ -52,6 +52,7 @@ pub fn status_reply() -> StatusReply {
             served: 5,
             failed: 1,
             active: 2,
+            ..LocalStats::default()
         },
         rules_in_fallback: vec!["tcp 203.0.113.1:443 -> 10.8.0.2:443 (local fallback)".into()],
         config: None,
@@ -81,7 +82,8 @@ fn status_is_written_as_before() {
             r#"{"attach_mode":"xdp-driver","backends":[{"backend":"10.8.0.2:443","#,
             r#""last_error":"connection refused","since_seconds":3,"transitions":1,"up":false},"#,
             r#"{"backend":"10.8.0.2:80","since_seconds":40,"transitions":0,"up":true}],"#,
-            r#""config":null,"local":{"active":2,"failed":1,"served":5},"#,
+            r#""config":null,"local":{"active":2,"budget":0,"closed_idle":0,"closed_lifetime":0,"#,
+            r#""failed":1,"refused":0,"served":5},"#,
             r#""rules_in_fallback":["tcp 203.0.113.1:443 -> 10.8.0.2:443 (local fallback)"],"#,
             r#""tunnel":{"handshake_age_seconds":7,"iface":"wg0","up":true},"#,
             r#""uptime_seconds":42,"version":"0.1.0"}"#

@@ -185,3 +185,42 @@ fn targets() {
     );
     assert!("".parse::<ConnLogTarget>().is_err());
 }
+
+#[test]
+fn the_log_file_is_0640_and_never_opened_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conn.log");
+    let log = ConnLog::open(&ConnLogTarget::File(path.clone()), 0).unwrap();
+    drop(log);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // A file made world-readable loses that.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    drop(ConnLog::open(&ConnLogTarget::File(path.clone()), 0).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // A symlink at the path, to an existing file or to none: refused, the target untouched.
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, b"").unwrap();
+    let link = dir.path().join("link.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = ConnLog::open(&ConnLogTarget::File(link.clone()), 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("symbolic link") && e.contains("link.log"), "{e}");
+    let dangling = dir.path().join("dangling.log");
+    std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+    assert!(ConnLog::open(&ConnLogTarget::File(dangling), 0).is_err());
+    assert!(
+        !dir.path().join("nothing").exists(),
+        "created through the link"
+    );
+    // Not a regular file.
+    let e = ConnLog::open(&ConnLogTarget::File(dir.path().to_owned()), 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("connection log"), "{e}");
+}

@@ -6,7 +6,6 @@ use forwarder_common::{
 };
 
 use super::*;
-use crate::sys::segment::sum16;
 
 const LINUX_SYN: [u8; 20] = [
     2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,
@@ -49,8 +48,10 @@ fn handshake(syn: &[u8], synack: &[u8], isn: u32) -> Handshake {
         synack_opts: [0; TCP_OPTIONS_MAX],
         syn_len: syn.len() as u8,
         synack_len: synack.len() as u8,
-        _pad: [0; 2],
+        synack_seen: 1,
+        _pad: 0,
         syn_seq: isn.to_be(),
+        synack_seq: 0x5000_0000u32.to_be(),
     };
     h.syn_opts[..syn.len()].copy_from_slice(syn);
     h.synack_opts[..synack.len()].copy_from_slice(synack);
@@ -129,10 +130,27 @@ fn earlier_segments_are_replayed_first_and_must_be_complete() {
 #[test]
 fn what_cannot_be_rebuilt_is_refused() {
     let ev = event(HANDOFF_LOCAL, 1001, b"x", &[]);
+    let mut no_synack = handshake(&LINUX_SYN, &[], 1000);
+    no_synack.synack_seen = 0;
     assert_eq!(
-        Rebuild::new(&ev, &handshake(&LINUX_SYN, &[], 1000), &[]),
+        Rebuild::new(&ev, &no_synack, &[]),
         Err(RebuildError::NoSynAck)
     );
+    // A SYN without options and a SYN-ACK never seen: nothing to tell it from a real one
+    // but the flag.
+    let mut bare = handshake(&[], &[], 1000);
+    bare.synack_seen = 0;
+    assert_eq!(Rebuild::new(&ev, &bare, &[]), Err(RebuildError::NoSynAck));
+    // An acknowledgment of anything but the backend's ISN + 1: made up.
+    for ack in [0, 0x5000_0000, 0x5000_0002, 0x2000_0000] {
+        let mut forged = event(HANDOFF_LOCAL, 1001, b"x", &[]);
+        forged.ack = u32::to_be(ack);
+        assert_eq!(
+            Rebuild::new(&forged, &handshake(&[], &[], 1000), &[]),
+            Err(RebuildError::Unproven),
+            "ack {ack:#x}"
+        );
+    }
     assert_eq!(
         Rebuild::new(&ev, &handshake(&[3, 3], &LINUX_SYN, 1000), &[]),
         Err(RebuildError::BadOptions("SYN"))
@@ -171,37 +189,6 @@ fn ipv6_addresses() {
 }
 
 #[test]
-fn the_backend_reset_is_a_valid_rst_at_the_expected_sequence_number() {
-    for (client, backend) in [
-        ("203.0.113.2:40000", "10.8.0.2:443"),
-        ("[2001:db8:1::2]:40000", "[fd00::2]:443"),
-    ] {
-        let (c, b): (SocketAddr, SocketAddr) = (client.parse().unwrap(), backend.parse().unwrap());
-        let p = backend_reset(c, b, 0x1234_5678);
-        let (hl, src, dst) = if c.is_ipv4() {
-            assert_eq!(p.len(), 40);
-            assert_eq!(sum16(&[&p[..20]]), 0xffff, "IPv4 header checksum");
-            (20, &p[12..16], &p[16..20])
-        } else {
-            assert_eq!(p.len(), 60);
-            assert_eq!(&p[4..8], &[0, 20, 6, 64]);
-            (40, &p[8..24], &p[24..40])
-        };
-        let tcp = &p[hl..];
-        let pseudo: Vec<u8> = if c.is_ipv4() {
-            vec![0, 6, 0, 20]
-        } else {
-            vec![0, 0, 0, 20, 0, 0, 0, 6]
-        };
-        assert_eq!(sum16(&[src, dst, &pseudo, tcp]), 0xffff, "TCP checksum");
-        assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 40000);
-        assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 443);
-        assert_eq!(&tcp[4..8], &0x1234_5678u32.to_be_bytes());
-        assert_eq!(tcp[13], 0x04, "RST only");
-    }
-}
-
-#[test]
 fn pending_segments_in_order_within_bounds() {
     let t = Instant::now();
     let mut p = Pending::default();
@@ -217,10 +204,17 @@ fn pending_segments_in_order_within_bounds() {
     p.add(&event(HANDOFF_SEGMENT, 1001, b"abc", &[]), t);
     p.expire(t + PENDING_TTL);
     assert!(p.is_empty());
-    // At most PENDING_MAX connections.
-    for port in 0..(PENDING_MAX + 10) as u16 {
+    // At most PENDING_PER_SOURCE connections of one client address...
+    for port in 0..(PENDING_PER_SOURCE + 10) as u16 {
         let mut e = event(HANDOFF_SEGMENT, 1001, b"a", &[]);
         e.key.sport = port;
+        p.add(&e, t);
+    }
+    assert_eq!(p.len(), PENDING_PER_SOURCE);
+    // ...and PENDING_MAX in all.
+    for i in 0..(PENDING_MAX + 10) as u32 {
+        let mut e = event(HANDOFF_SEGMENT, 1001, b"a", &[]);
+        e.key.src[0] = i.to_be() ^ 0x0a00_0000;
         p.add(&e, t);
     }
     assert_eq!(p.len(), PENDING_MAX);
