@@ -132,6 +132,10 @@ pub enum Counter {
     /// tc on the tunnel: home's RST to a re-created flow, dropped with the flow (its client
     /// may be spoofed).
     TunnelDropRecreatedRst,
+    /// tc on the public interface: a packet XDP translated whose checksum was left to
+    /// offload (`CHECKSUM_PARTIAL`, e.g. sent by a local stack over a veth), its checksum
+    /// field repaired before the hand-off.
+    TcCsumPartialFixed,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.
