@@ -1141,3 +1141,119 @@ fn evicted_connections_are_re_created_only_under_pressure_and_home_resets_go_now
         );
     }
 }
+
+/// The TCP/UDP pseudo header of the IP packet `ip`.
+fn pseudo_header(ip: &[u8]) -> (usize, Vec<u8>) {
+    let mut ph = Vec::new();
+    let l4 = if ip[0] >> 4 == 4 {
+        ph.extend_from_slice(&ip[12..20]);
+        ph.extend_from_slice(&[0, ip[9]]);
+        ph.extend_from_slice(&((ip.len() - 20) as u16).to_be_bytes());
+        20
+    } else {
+        ph.extend_from_slice(&ip[8..40]);
+        ph.extend_from_slice(&((ip.len() - 40) as u32).to_be_bytes());
+        ph.extend_from_slice(&[0, 0, 0, ip[6]]);
+        40
+    };
+    (l4, ph)
+}
+
+/// Where the L4 checksum of the frame `f` is.
+fn csum_at(f: &[u8]) -> usize {
+    let (l4, _) = pseudo_header(&f[14..]);
+    let proto = if f[14] >> 4 == 4 {
+        f[14 + 9]
+    } else {
+        f[14 + 6]
+    };
+    14 + l4
+        + if proto == forwarder_common::PROTO_TCP {
+            16
+        } else {
+            6
+        }
+}
+
+/// The checksum field a stack that leaves the checksum to offload writes
+/// (`CHECKSUM_PARTIAL`): the pseudo-header sum, not complemented, big-endian.
+fn partial_field(f: &[u8]) -> u16 {
+    !inet_csum(&[&pseudo_header(&f[14..]).1])
+}
+
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// A frame whose checksum was left to offload (its field the pseudo-header sum, as a local
+/// stack sends it over a veth) is translated by XDP's arithmetic for complete checksums,
+/// which is wrong for it; XDP hands the correction to tc in the metadata. Applied the way
+/// `bpf_l4_csum_replace` treats a `CHECKSUM_PARTIAL` skb (`BPF_F_PSEUDO_HDR`: the field
+/// moves by to - from), it gives the translated packet's pseudo-header sum, and the
+/// checksum the kernel completes from it at transmit gives the expected bytes exactly.
+/// Frames with complete checksums carry no correction.
+///
+/// The tc half cannot run under BPF_PROG_TEST_RUN: the skb it builds is always
+/// `CHECKSUM_NONE` (its `__sk_buff` context sets neither `ip_summed` nor `csum`) and has
+/// no XDP metadata; `tests/tests/checksum_offload.rs` runs it on real frames.
+#[test]
+fn xdp_hands_tc_the_correction_for_a_checksum_left_to_offload() {
+    for partial in [false, true] {
+        let h = harness(false);
+        for c in forward_cases() {
+            let mut frame = c.input.frame();
+            let ck = csum_at(&frame);
+            if partial && !c.input.udp_no_csum {
+                let p = partial_field(&frame);
+                frame[ck..ck + 2].copy_from_slice(&p.to_be_bytes());
+            }
+            let (verdict, meta, out) = h.xdp(&frame);
+            assert_eq!(verdict, XDP_PASS, "{}: verdict", c.name);
+            assert_eq!(meta.len(), 16, "{}: metadata {meta:02x?}", c.name);
+            let l3_off = u16::from_ne_bytes(meta[12..14].try_into().unwrap());
+            assert_eq!(usize::from(l3_off), ck - 14, "{}: checksum offset", c.name);
+            let fix = u16::from_be_bytes(meta[14..16].try_into().unwrap());
+            let want = c.expected.frame();
+            if !partial || c.input.udp_no_csum {
+                assert_eq!(fix, 0, "{}: a complete checksum needs no repair", c.name);
+                check(c.name, &out[14..], &want[14..]);
+            } else {
+                assert_ne!(fix, 0, "{}: no correction for a partial checksum", c.name);
+                assert_eq!(
+                    out[..ck],
+                    want[..ck],
+                    "{}: bytes before the checksum",
+                    c.name
+                );
+                assert_eq!(out[ck + 2..], want[ck + 2..], "{}: bytes after it", c.name);
+                let field = u16::from_be_bytes([out[ck], out[ck + 1]]);
+                let repaired = ones_add(field, fix);
+                let expect = partial_field(&want);
+                assert!(
+                    repaired == expect
+                        || [repaired, expect].iter().all(|v| *v == 0 || *v == 0xffff),
+                    "{}: repaired field {repaired:#06x}, the translated packet's pseudo-header \
+                     sum is {expect:#06x}",
+                    c.name
+                );
+                // The completion at transmit (skb_checksum_help, WireGuard's encryption, a
+                // device): the sum from csum_start to the end, field included, complemented.
+                let mut done = out.clone();
+                done[ck..ck + 2].copy_from_slice(&repaired.to_be_bytes());
+                let l4 = 14 + pseudo_header(&done[14..]).0;
+                let full = inet_csum(&[&done[l4..]]);
+                done[ck..ck + 2].copy_from_slice(&full.to_be_bytes());
+                check(c.name, &done[14..], &want[14..]);
+            }
+            if let Some(backend) = c.answered_by {
+                h.answer(&c.input, backend);
+            }
+        }
+        assert_eq!(
+            h.counter(Counter::XdpToTunnel),
+            forward_cases().len() as u64,
+            "partial {partial}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ const SUITES: &[&str] = &[
     "bpf_packets",
     "hostile_packets",
     "forwarding",
+    "checksum_offload",
     "virtio_nic",
     "visibility",
     "faults",

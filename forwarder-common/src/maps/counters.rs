@@ -137,6 +137,10 @@ pub enum Counter {
     HandoffUnproven,
     /// Client packets of such connections, dropped (never left to the VPS's stack).
     DropHandoffRefused,
+    /// tc on the public interface: a packet XDP translated whose checksum was left to
+    /// offload (`CHECKSUM_PARTIAL`, e.g. sent by a local stack over a veth), its checksum
+    /// field repaired before the hand-off.
+    TcCsumPartialFixed,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.

@@ -112,7 +112,12 @@ pub struct XdpMeta {
     /// The flow's host statistics (`host_stats_index`), for per-host drop counts of the
     /// hand-off.
     pub host_id: u32,
-    pub _pad: u32,
+    /// The L4 checksum field's offset from the IP header.
+    pub csum_l3_off: u16,
+    /// Non-zero when the packet's checksum field held only the pseudo-header sum (a
+    /// checksum left to offload): what tc adds to the field if the skb really is
+    /// `CHECKSUM_PARTIAL` (XDP's rewrite assumed a complete checksum).
+    pub csum_fix: u16,
 }
 const _: () = assert!(size_of::<XdpMeta>() == 16);
 

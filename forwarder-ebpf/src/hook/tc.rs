@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     Counter, DataplaneConfig, FAMILY_V4, FlowValue, HOST_DROP_REDIRECT_FAILED, PROTO_UDP,
-    packet::{self, ETH_HLEN, PacketInfo},
+    packet::{self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, MAX_VLAN_TAGS, PacketInfo, VLAN_HLEN},
 };
 
 use super::{Ingress, LoadBytes, Outcomes, mss_target};
@@ -118,6 +118,61 @@ pub fn redirect_to_tunnel(ifindex: u32, stats: u32) -> i32 {
         host_drop_at(stats, HOST_DROP_REDIRECT_FAILED);
     }
     r
+}
+
+/// Repairs the checksum of a packet XDP translated whose checksum field looked partial
+/// (`XdpMeta::csum_fix` non-zero): if the skb is `CHECKSUM_PARTIAL`, adds `fix` to the
+/// field; a complete checksum is left as it was.
+///
+/// `__sk_buff` does not show `ip_summed`, but `bpf_l4_csum_replace` acts on it
+/// (`inet_proto_csum_replace*`): without `BPF_F_PSEUDO_HDR` it leaves a partial checksum
+/// alone and moves a complete one. The first call tells the two apart; a complete checksum
+/// is moved back, a partial one gets `fix` with `BPF_F_PSEUDO_HDR` (field += to - from).
+/// `skb->csum` of a `CHECKSUM_COMPLETE` skb is never touched.
+#[inline(always)]
+pub fn finish_partial_csum(ctx: &TcContext, csum_l3_off: u16, fix: u16) {
+    let Some(off) = l3_offset(ctx).map(|l3| l3 + csum_l3_off as usize) else {
+        return;
+    };
+    let Ok(before) = ctx.load::<u16>(off) else {
+        return;
+    };
+    // Complete: field += fix - 0. Partial: unchanged.
+    if ctx.l4_csum_replace(off, fix as u64, 0, 2).is_err() {
+        return;
+    }
+    match ctx.load::<u16>(off) {
+        Ok(now) if now == before => {
+            if ctx
+                .l4_csum_replace(off, 0, fix as u64, 2 | BPF_F_PSEUDO_HDR)
+                .is_ok()
+            {
+                count(Counter::TcCsumPartialFixed);
+            }
+        }
+        // Complete after all (a checksum that matched the pseudo-header sum by chance):
+        // field += 0 - fix, as it was.
+        _ => {
+            let _ = ctx.l4_csum_replace(off, 0, fix as u64, 2);
+        }
+    }
+}
+
+/// Where the IP header starts in the skb at tc. The stack has taken the outer VLAN tag
+/// out of the data by then (`skb_vlan_untag`), so this can differ from what XDP saw.
+#[inline(always)]
+fn l3_offset(ctx: &TcContext) -> Option<usize> {
+    let mut off = ETH_HLEN;
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS {
+        let proto = u16::from_be(ctx.load::<u16>(off - 2).ok()?);
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        off += VLAN_HLEN;
+        tags += 1;
+    }
+    Some(off)
 }
 
 /// The packet, with its headers pulled into the linear part of the skb.

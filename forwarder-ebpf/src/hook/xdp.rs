@@ -107,6 +107,14 @@ impl Ingress for XdpContext {
         info: &PacketInfo,
         nat: &FlowValue,
     ) -> Result<(), ()> {
+        let pkt = Pkt::new(m.data, m.data_end, m.data_end - m.data);
+        let csum_off = info.csum_off();
+        let before = pkt.raw16(csum_off).ok_or(())?;
+        translate_dst(&pkt, info, nat).ok_or(())?;
+        if let Some((off, cur, new)) = mss_target(&pkt, info, m.mss_v4, m.mss_v6) {
+            clamp_mss(&pkt, info, off, cur, new);
+        }
+        let csum_fix = partial_fix(&pkt, info, nat, before).ok_or(())?;
         // SAFETY: `reserve` checked that the metadata lies between `data_meta` and `data`;
         // no helper has moved them since.
         unsafe {
@@ -114,14 +122,10 @@ impl Ingress for XdpContext {
                 magic: META_MAGIC,
                 ifindex: nat.ifindex,
                 host_id: stats_index(nat),
-                _pad: 0,
+                csum_l3_off: (csum_off - info.l3()) as u16,
+                csum_fix,
             })
         };
-        let pkt = Pkt::new(m.data, m.data_end, m.data_end - m.data);
-        translate_dst(&pkt, info, nat).ok_or(())?;
-        if let Some((off, cur, new)) = mss_target(&pkt, info, m.mss_v4, m.mss_v6) {
-            clamp_mss(&pkt, info, off, cur, new);
-        }
         Ok(())
     }
 
@@ -166,6 +170,31 @@ fn translate_dst(pkt: &Pkt, info: &PacketInfo, nat: &FlowValue) -> Option<()> {
         pkt.write16(csum_off, l4)?;
     }
     Some(())
+}
+
+/// XDP cannot see whether the frame's checksum was left to offload (`CHECKSUM_PARTIAL`:
+/// the field holds only the pseudo-header sum, completed at transmit), and its rewrite
+/// assumed a complete one. When the field `before` the rewrite looked partial, returns
+/// what the tc hand-off must add to the field if the skb is indeed partial: the difference
+/// between the partial value the new pseudo header needs and what the rewrite left. 0 for
+/// a complete checksum (or nothing to add).
+#[inline(always)]
+fn partial_fix(pkt: &Pkt, info: &PacketInfo, nat: &FlowValue, before: u16) -> Option<u16> {
+    let v4 = info.family == FAMILY_V4;
+    // A zero UDP checksum over IPv4 is "none", never a partial one.
+    if info.proto == PROTO_UDP && v4 && before == 0 {
+        return Some(0);
+    }
+    let pseudo = csum::pseudo_sum(&info.src, &info.dst, v4, info.proto, info.l4_len);
+    if !csum::looks_partial(before, pseudo) {
+        return Some(0);
+    }
+    let want = if v4 {
+        csum::partial_replace4(before, info.dst[0], nat.nat_addr[0])
+    } else {
+        csum::partial_replace16(before, &info.dst, &nat.nat_addr)
+    };
+    Some(csum::correction(want, pkt.raw16(info.csum_off())?))
 }
 
 /// Rewrites the MSS option at `off` from `cur` to `new`, and the TCP checksum with it.

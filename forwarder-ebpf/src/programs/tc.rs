@@ -8,7 +8,12 @@ use aya_ebpf::{
 };
 use forwarder_common::{Counter, META_MAGIC, XdpMeta};
 
-use crate::{counters::count, forward, hook::tc::redirect_to_tunnel, maps::config};
+use crate::{
+    counters::count,
+    forward,
+    hook::tc::{finish_partial_csum, redirect_to_tunnel},
+    maps::config,
+};
 
 /// tc ingress on the public interface.
 #[classifier]
@@ -21,6 +26,9 @@ pub fn fwd_tc_ingress(ctx: TcContext) -> i32 {
         // SAFETY: the check above keeps the read between `data_meta` and `data`.
         let m = unsafe { (meta as *const XdpMeta).read_unaligned() };
         if m.magic == META_MAGIC {
+            if m.csum_fix != 0 {
+                finish_partial_csum(&ctx, m.csum_l3_off, m.csum_fix);
+            }
             return redirect_to_tunnel(m.ifindex, m.host_id);
         }
     }

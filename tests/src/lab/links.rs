@@ -62,8 +62,11 @@ impl Lab {
         self.ns(&c, &["ip", "link", "set", "eth0", "up"])?;
         self.ns(&c, &["ip", "route", "add", "default", "via", VPS_V4])?;
         // Real NICs deliver complete checksums; a veth would otherwise hand XDP packets whose
-        // TCP checksum the client's kernel has left for offload.
-        self.ns(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        // TCP checksum the client's kernel has left for offload (unless a test asks for
+        // exactly that).
+        if !opts.client_tx_offload {
+            self.ns(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        }
         self.ns(&v, &["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"])?;
         self.ns(
             &v,

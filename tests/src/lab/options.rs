@@ -25,6 +25,11 @@ pub struct LabOptions {
     /// Apply the recipe `home-config` prints for this shape rather than for `home_proxy`
     /// (a recipe for the wrong shape, as users apply it).
     pub recipe_for: Option<HomeProxy>,
+    /// Leave the client veth's transmit checksum offload on: the client's TCP and UDP
+    /// checksums then reach the VPS unfinished (`CHECKSUM_PARTIAL`, the field holding only
+    /// the pseudo-header sum), as frames from a local stack do when the VPS is itself a
+    /// container. Off by default: a real NIC delivers complete checksums.
+    pub client_tx_offload: bool,
 }
 
 /// Where home's web server (nginx) runs.
