@@ -132,6 +132,9 @@ pub enum Counter {
     /// tc on the tunnel: home's RST to a re-created flow, dropped with the flow (its client
     /// may be spoofed).
     TunnelDropRecreatedRst,
+    /// A connection whose host could not be read, cut because its rule has
+    /// `unknown_policy = "drop"` (counted once, when the reader gave up on its name).
+    PolicyUnknownCut,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.
