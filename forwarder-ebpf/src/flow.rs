@@ -12,8 +12,9 @@ use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, warn};
 use forwarder_common::{
     CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, DataplaneConfig, FLOW_F_ACKED,
-    FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RECREATED, FLOW_F_RST, FLOW_F_UDP, FlowKey, FlowValue,
-    HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, PROTO_UDP, RuleValue,
+    FLOW_F_END_REPORTED, FLOW_F_FIN, FLOW_F_RECREATED, FLOW_F_RST, FLOW_F_UDP, FLOW_F_UNKNOWN_DROP,
+    FlowKey, FlowValue, HOST_DROP_FLOW_TABLE_FULL, HOST_UNKNOWN, PROTO_TCP, PROTO_UDP,
+    RULE_F_UNKNOWN_DROP, RuleValue,
     admission::end_in_window,
     packet::{PacketInfo, TCP_ACK, TCP_RST},
 };
@@ -191,14 +192,19 @@ pub fn to_backend<C: EbpfContext>(
         ..ZERO_FLOW
     };
     zero_counts(&mut s.rev);
+    let mut flags = if rule.flags & RULE_F_UNKNOWN_DROP != 0 {
+        FLOW_F_UNKNOWN_DROP
+    } else {
+        0
+    };
     if info.proto == PROTO_UDP {
-        s.fwd.flags = FLOW_F_UDP;
-        s.rev.flags = FLOW_F_UDP;
+        flags |= FLOW_F_UDP;
     } else if !is_syn(info) {
         // Let through by `refused` within the re-creation budget.
-        s.fwd.flags = FLOW_F_RECREATED;
-        s.rev.flags = FLOW_F_RECREATED;
+        flags |= FLOW_F_RECREATED;
     }
+    s.fwd.flags = flags;
+    s.rev.flags = flags;
     // Reverse entry first: a reply must never arrive for a flow we cannot translate back.
     if NEW_FLOWS.insert(&s.rev_key, &s.rev, 0).is_err()
         || NEW_FLOWS.insert(&s.fwd_key, &s.fwd, 0).is_err()

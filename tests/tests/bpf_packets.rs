@@ -1257,3 +1257,322 @@ fn xdp_hands_tc_the_correction_for_a_checksum_left_to_offload() {
         );
     }
 }
+
+/// What becomes of a connection in `unknown_policy` tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Its name was read: host `id`, forwarded.
+    Named(u32),
+    /// Its name was read: a host whose policy is `drop`, cut.
+    PolicyCut(u32),
+    /// No name could be read: `unknown`.
+    Unknown,
+}
+
+/// A client's payload segment: offset from the connection's first data byte, bytes, TCP
+/// flags.
+type Segment = (u32, Vec<u8>, u8);
+
+/// Client connections whose first payload the reader must name, give up on or refuse:
+/// each as its payload segments, of which the last decides.
+fn unknown_policy_cases() -> Vec<(&'static str, Vec<Segment>, Outcome)> {
+    use forwarder_common::{
+        HOST_FIRST_CONFIGURED,
+        samples::{browser_exts, browser_hello, client_hello},
+    };
+    let ok = HOST_FIRST_CONFIGURED + 1;
+    let blocked = HOST_FIRST_CONFIGURED;
+    let data = ACK | PSH;
+    let seg = |off: u32, b: &[u8]| (off, b.to_vec(), data);
+    // A request spread over more segments than the reader follows (MAX_SEGMENTS = 4).
+    let lines = [
+        "GET / HTTP/1.1\r\n",
+        "X-A: 1\r\n",
+        "X-B: 2\r\n",
+        "X-C: 3\r\n",
+    ];
+    let mut split = Vec::new();
+    let mut off = 0;
+    for l in lines {
+        split.push(seg(off, l.as_bytes()));
+        off += l.len() as u32;
+    }
+    let many_lines = format!(
+        "GET / HTTP/1.1\r\n{}Host: blocked.example.test\r\n\r\n",
+        // Lines that could be Host, so the reader looks at each.
+        "h-x: y\r\n".repeat(70)
+    );
+    let head = b"GET / HTTP/1.1\r\nX: aa";
+    vec![
+        (
+            "a ClientHello naming a forwarded host",
+            vec![seg(0, &browser_hello(b"ok.example.test", 0x3a3a, 32, 5))],
+            Outcome::Named(ok),
+        ),
+        (
+            "a request for a dropped host, carrying the FIN",
+            vec![(
+                0,
+                b"GET / HTTP/1.1\r\nHost: blocked.example.test\r\n\r\n".to_vec(),
+                data | FIN,
+            )],
+            Outcome::PolicyCut(blocked),
+        ),
+        (
+            "a ClientHello without SNI",
+            vec![seg(0, &client_hello(&browser_exts(0x3a3a, 32), 32))],
+            Outcome::Unknown,
+        ),
+        (
+            "neither TLS nor HTTP",
+            vec![seg(0, b"SSH-2.0-OpenSSH_9.6\r\n")],
+            Outcome::Unknown,
+        ),
+        (
+            "a request split over more segments than the reader follows",
+            split,
+            Outcome::Unknown,
+        ),
+        (
+            "more than 64 header lines before Host",
+            vec![seg(0, many_lines.as_bytes())],
+            Outcome::Unknown,
+        ),
+        (
+            "a sequence gap",
+            vec![
+                seg(0, b"GET / HTTP/1.1\r\n"),
+                seg(26, b"Host: blocked.example.test\r\n\r\n"),
+            ],
+            Outcome::Unknown,
+        ),
+        (
+            "a first payload ahead of the stream's start",
+            vec![seg(40, b"GET / HTTP/1.1\r\nHost: ok.example.test\r\n\r\n")],
+            Outcome::Unknown,
+        ),
+        (
+            "new bytes behind a repeated one",
+            vec![
+                seg(0, head),
+                seg(
+                    head.len() as u32 - 1,
+                    b"a\r\nHost: blocked.example.test\r\n\r\n",
+                ),
+            ],
+            Outcome::Unknown,
+        ),
+    ]
+}
+
+#[test]
+fn unknown_policy_drop_cuts_tcp_connections_whose_host_cannot_be_read() {
+    use forwarder_common::{
+        FLOW_F_CUT, HOST_DROP_POLICY, HOST_FIRST_CONFIGURED, HOST_UNKNOWN, POLICY_DROP,
+        RULE_F_UNKNOWN_DROP,
+    };
+    for tc_only in [false, true] {
+        for unknown_drop in [true, false] {
+            let mut h = harness(tc_only);
+            h.set_hosts(&["blocked.example.test", "ok.example.test"])
+                .unwrap();
+            h.set_host_policy(HOST_FIRST_CONFIGURED, POLICY_DROP)
+                .unwrap();
+            if unknown_drop {
+                h.set_rule_flags(v4(PUBLIC4), 443, RULE_F_UNKNOWN_DROP)
+                    .unwrap();
+            }
+            let (pass, forwarded, dropped) = if tc_only {
+                (TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT)
+            } else {
+                (XDP_PASS, XDP_PASS, XDP_DROP)
+            };
+            let public = (v4(PUBLIC4), 443);
+            let backend = (v4(BACKEND4), 443);
+            let mut unknown_cuts = 0;
+            for (i, (name, segments, outcome)) in unknown_policy_cases().into_iter().enumerate() {
+                let what = format!("tc_only {tc_only}, unknown_drop {unknown_drop}: {name}");
+                let client = (v4(CLIENT4), 43000 + i as u16);
+                h.open(tc_only, client, public, backend);
+                let cut = match outcome {
+                    Outcome::Named(_) => false,
+                    Outcome::PolicyCut(_) => true,
+                    Outcome::Unknown => unknown_drop,
+                };
+                let last = segments.len() - 1;
+                for (n, (off, bytes, flags)) in segments.iter().enumerate() {
+                    let p = Pkt::tcp(client.0, client.1, public.0, public.1, *flags)
+                        .seq(OPEN_ISN.wrapping_add(1).wrapping_add(*off))
+                        .payload(bytes);
+                    let (v, out) = ingress(&h, tc_only, &p.frame());
+                    if n < last || !cut {
+                        assert_eq!(v, forwarded, "{what}: segment {n}");
+                        assert_eq!(
+                            &out[14..],
+                            &p.with(client, backend).ip()[..],
+                            "{what}: segment {n} was not forwarded as it came"
+                        );
+                    } else {
+                        // The segment that decided does not go home, and what the client
+                        // sends next goes untranslated to the VPS's own stack (a RST).
+                        assert_eq!(v, dropped, "{what}: the deciding segment");
+                        let frame = p.frame();
+                        assert_eq!(
+                            ingress(&h, tc_only, &frame),
+                            (pass, frame.clone()),
+                            "{what}"
+                        );
+                    }
+                }
+                let flow = h.forward_flow(client, public).expect("flow entry");
+                assert_eq!(flow.flags & FLOW_F_CUT != 0, cut, "{what}: cut");
+                let host = match outcome {
+                    Outcome::Named(id) | Outcome::PolicyCut(id) => id,
+                    Outcome::Unknown => HOST_UNKNOWN,
+                };
+                assert_eq!(flow.host_id, host, "{what}: host");
+                if outcome == Outcome::Unknown && unknown_drop {
+                    unknown_cuts += 1;
+                }
+            }
+            let what = format!("tc_only {tc_only}, unknown_drop {unknown_drop}");
+            assert_eq!(h.counter(Counter::PolicyUnknownCut), unknown_cuts, "{what}");
+            assert_eq!(
+                h.host_stats(HOST_UNKNOWN).drops[HOST_DROP_POLICY],
+                unknown_cuts,
+                "{what}: the cuts are counted under unknown"
+            );
+            assert_eq!(h.counter(Counter::PolicyCut), 1, "{what}");
+        }
+    }
+}
+
+#[test]
+fn unknown_policy_drop_spares_a_connection_that_ends_before_any_payload() {
+    use forwarder_common::{FLOW_F_CUT, HOST_UNKNOWN, RULE_F_UNKNOWN_DROP};
+    for tc_only in [false, true] {
+        let mut h = harness(tc_only);
+        h.set_rule_flags(v4(PUBLIC4), 443, RULE_F_UNKNOWN_DROP)
+            .unwrap();
+        let client = (v4(CLIENT4), 44100);
+        let public = (v4(PUBLIC4), 443);
+        h.open(tc_only, client, public, (v4(BACKEND4), 443));
+        // A port check: connect, then close without a byte.
+        let fin = Pkt::tcp(client.0, client.1, public.0, public.1, ACK | FIN);
+        let forwarded = if tc_only { TC_ACT_REDIRECT } else { XDP_PASS };
+        assert_eq!(
+            ingress(&h, tc_only, &fin.frame()).0,
+            forwarded,
+            "tc_only {tc_only}"
+        );
+        let flow = h.forward_flow(client, public).unwrap();
+        assert_eq!(flow.flags & FLOW_F_CUT, 0, "tc_only {tc_only}");
+        assert_eq!(flow.host_id, HOST_UNKNOWN);
+        assert_eq!(h.counter(Counter::PolicyUnknownCut), 0);
+    }
+}
+
+#[test]
+fn unknown_policy_drop_cuts_udp_flows_and_quic_connections_left_unknown() {
+    use forwarder_common::{
+        FLOW_F_CUT, FlowKey, HOST_DROP_POLICY, HOST_UNKNOWN, PROTO_UDP, QUIC_V_NO_SNI,
+        QUIC_V_UNDECODABLE, QuicVerdict, RULE_F_UNKNOWN_DROP,
+    };
+    // Long header, Initial, version 1, padded as clients must.
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
+    initial.resize(1200, 0x5a);
+    for tc_only in [false, true] {
+        let (pass, forwarded, dropped) = if tc_only {
+            (TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT)
+        } else {
+            (XDP_PASS, XDP_PASS, XDP_DROP)
+        };
+        let mut h = harness(tc_only);
+        h.set_rule_flags_of(PROTO_UDP, v4(PUBLIC4), UDP_PUBLIC_PORT, RULE_F_UNKNOWN_DROP)
+            .unwrap();
+        h.set_quic_rate(1000, 100).unwrap();
+        let public = (v4(PUBLIC4), UDP_PUBLIC_PORT);
+        let udp_key = |client: (IpAddr, u16)| FlowKey {
+            proto: PROTO_UDP,
+            ..flow_key(client, public)
+        };
+        let flow_of = |h: &Harness, client| {
+            let key = udp_key(client);
+            h.flow_in(forwarder_common::FLOWS_MAP, &key)
+                .or_else(|| h.flow_in(forwarder_common::NEW_FLOWS_MAP, &key))
+                .expect("UDP flow entry")
+        };
+        let next =
+            |client: (IpAddr, u16)| Pkt::udp(client.0, client.1, public.0, public.1, &[0x40; 60]);
+        let mut cuts = 0;
+        // A datagram that does not start a QUIC connection: cut at once.
+        let client = (v4(CLIENT4), 45000);
+        assert_eq!(
+            ingress(&h, tc_only, &next(client).frame()).0,
+            dropped,
+            "tc_only {tc_only}: not QUIC"
+        );
+        cuts += 1;
+        // QUIC without a name, or Initials the daemon cannot decode: the Initial goes home
+        // (it is not held back while the daemon reads it), the verdict cuts at the next
+        // datagram, and later ones go to the VPS's own stack.
+        for (port, code) in [(45001, QUIC_V_NO_SNI), (45002, QUIC_V_UNDECODABLE)] {
+            let client = (v4(CLIENT4), port);
+            let first = Pkt::udp(client.0, client.1, public.0, public.1, &initial);
+            assert_eq!(
+                ingress(&h, tc_only, &first.frame()).0,
+                forwarded,
+                "tc_only {tc_only}: Initial"
+            );
+            h.set_quic_verdict(&udp_key(client), QuicVerdict { code, host_id: 0 })
+                .unwrap();
+            let p = next(client);
+            assert_eq!(
+                ingress(&h, tc_only, &p.frame()).0,
+                dropped,
+                "tc_only {tc_only}: verdict {code}"
+            );
+            let frame = p.frame();
+            assert_eq!(ingress(&h, tc_only, &frame), (pass, frame.clone()));
+            cuts += 1;
+            let flow = flow_of(&h, client);
+            assert_ne!(flow.flags & FLOW_F_CUT, 0);
+            assert_eq!(flow.host_id, HOST_UNKNOWN);
+        }
+        // The hand-off's rate exhausted: a new QUIC connection's Initial is not read, and
+        // not forwarded either.
+        h.set_quic_rate(1, 1).unwrap();
+        let _ = h.quic_initials();
+        for port in [45003, 45004] {
+            let client = (v4(CLIENT4), port);
+            let first = Pkt::udp(client.0, client.1, public.0, public.1, &initial);
+            let (v, _) = ingress(&h, tc_only, &first.frame());
+            if v == dropped {
+                cuts += 1;
+                assert_ne!(flow_of(&h, client).flags & FLOW_F_CUT, 0);
+            }
+        }
+        assert!(
+            h.counter(Counter::QuicRateLimited) >= 1,
+            "tc_only {tc_only}"
+        );
+        // QUIC classification off: no UDP flow can be named, none goes home.
+        h.set_quic_rate(0, 0).unwrap();
+        let client = (v4(CLIENT4), 45005);
+        assert_eq!(
+            ingress(&h, tc_only, &next(client).frame()).0,
+            dropped,
+            "tc_only {tc_only}: QUIC off"
+        );
+        cuts += 1;
+        assert_eq!(
+            h.counter(Counter::PolicyUnknownCut),
+            cuts,
+            "tc_only {tc_only}"
+        );
+        assert_eq!(
+            h.quic_host_stats(HOST_UNKNOWN).drops[HOST_DROP_POLICY],
+            cuts
+        );
+    }
+}

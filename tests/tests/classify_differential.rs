@@ -150,7 +150,10 @@ fn run(tc_only: bool, cases: u32) {
             assert_eq!(verdict, want, "verdict");
         };
         let isn = 0x4000_0000u32;
-        send(Pkt::tcp(client, port, public, 443, SYN).seq(isn));
+        let syn = Pkt::tcp(client, port, public, 443, SYN).seq(isn);
+        send(syn.clone());
+        // Home's SYN-ACK: the segments' acknowledgment completes the handshake.
+        h.answer(&syn, (backend_of(client), 443));
         let mut seq = isn + 1;
         for s in &segments {
             send(
@@ -276,7 +279,9 @@ fn the_classify_fuzz_corpus_gets_the_same_host_in_the_kernel() {
                 }
             };
             let isn = 0x4000_0000u32;
-            send(Pkt::tcp(client, port, public, 443, SYN).seq(isn));
+            let syn = Pkt::tcp(client, port, public, 443, SYN).seq(isn);
+            send(syn.clone());
+            h.answer(&syn, (backend_of(client), 443));
             let mut seq = isn + 1;
             for s in &segments {
                 let v = send(
@@ -357,4 +362,13 @@ fn the_parse_ethernet_fuzz_corpus_gets_the_same_verdict_in_the_kernel() {
     }
     eprintln!("parse_ethernet corpus: {tried} frames replayed");
     assert!(tried > 0);
+}
+
+/// The lab harness's backend of the family of `client`.
+fn backend_of(client: std::net::IpAddr) -> std::net::IpAddr {
+    if client.is_ipv4() {
+        BACKEND4.into()
+    } else {
+        BACKEND6.into()
+    }
 }

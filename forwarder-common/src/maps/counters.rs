@@ -141,6 +141,9 @@ pub enum Counter {
     /// offload (`CHECKSUM_PARTIAL`, e.g. sent by a local stack over a veth), its checksum
     /// field repaired before the hand-off.
     TcCsumPartialFixed,
+    /// A connection whose host could not be read, cut because its rule has
+    /// `unknown_policy = "drop"` (counted once, when the reader gave up on its name).
+    PolicyUnknownCut,
 }
 
 /// Entries of `COUNTERS_MAP`: one per counter.

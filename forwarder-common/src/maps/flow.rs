@@ -172,5 +172,9 @@ pub const FLOW_F_RECREATED: u32 = 1024;
 /// may be forged, so the client's packets are dropped from then on instead of reaching
 /// the VPS's stack, which would answer that source.
 pub const FLOW_F_HANDOFF_REFUSED: u32 = 4096;
+/// Copied from the rule's `RULE_F_UNKNOWN_DROP` when the entries are created: if the
+/// connection's host cannot be read, it is cut (`Counter::PolicyUnknownCut`) instead of
+/// forwarded as `unknown`.
+pub const FLOW_F_UNKNOWN_DROP: u32 = 2048;
 /// How long a connection waits for the daemon to take it over (`FLOW_F_HANDOFF_WAIT`).
 pub const HANDOFF_WAIT_NS: u64 = 2_000_000_000;

@@ -150,6 +150,9 @@ pub struct RuleValue {
 /// The rule's backend is down and the rule falls back to the VPS's own stack: packets of
 /// connections that are not already forwarded are left to the kernel untranslated.
 pub const RULE_F_FALLBACK_LOCAL: u8 = 1;
+/// The rule's `unknown_policy` is `drop`: a connection whose host cannot be read is cut
+/// like one of a host with policy `drop` (its flows carry `FLOW_F_UNKNOWN_DROP`).
+pub const RULE_F_UNKNOWN_DROP: u8 = 2;
 const _: () = assert!(size_of::<RuleValue>() == 24);
 
 /// Key of the host table. `hash` is [`crate::host::name_hash`] of a normalised name (for

@@ -74,12 +74,17 @@ pub fn classify_segment<C: EbpfContext + LoadBytes>(
         }
     };
     let ahead = seq.wrapping_sub(s.next_seq) as i32;
-    if ahead < 0 {
+    let past = seq
+        .wrapping_add(payload_len as u32)
+        .wrapping_sub(s.next_seq) as i32;
+    if ahead < 0 && past <= 0 {
         // A retransmission of bytes already seen.
         return;
     }
-    if ahead > 0 {
-        // A gap: the missing segment went by unparsed (reordering); do not guess.
+    if ahead != 0 {
+        // A gap: the missing segment went by unparsed (reordering); do not guess. Or a
+        // segment that repeats bytes already seen and carries new ones behind them: home
+        // keeps the new ones, which the parser would not read from where home does.
         end_classification(
             fwd_key,
             0,

@@ -2,19 +2,30 @@
 //! host), the connection counted, the "classified" event emitted. Reached from the name
 //! readers, from the QUIC verdict, and wherever a connection's name is given up on.
 
-use forwarder_common::{Counter, EVENT_CLASSIFIED, FLOW_F_CUT, FLOW_F_LOCAL, FlowKey, FlowValue};
+use forwarder_common::{
+    Counter, EVENT_CLASSIFIED, FLOW_F_CUT, FLOW_F_LOCAL, FLOW_F_UNKNOWN_DROP, FlowKey, FlowValue,
+    HOST_DROP_POLICY, HOST_UNKNOWN,
+};
 
 use super::lookup;
 use crate::{
-    counters::{attribute, count, is_udp, stats},
+    counters::{attribute, count, host_drop, is_udp, stats},
     events::emit,
     maps::{CLASSIFY, SCRATCH},
 };
 
-/// Gives the connection its host: both entries, the connection counter, the event.
+/// Gives the connection its host: both entries, the connection counter, the event. A
+/// connection left `unknown` on a rule with `unknown_policy = "drop"` is cut here, as
+/// policy `drop` cuts a named one: whatever made its name unreadable (no SNI, junk, a
+/// request spread past what the reader follows, a gap), it does not go home.
 #[inline(never)]
 pub fn finish(fwd_key: &FlowKey, fwd: &mut FlowValue, id: u32, c: Counter) {
     count(c);
+    if id == HOST_UNKNOWN && fwd.flags & (FLOW_F_UNKNOWN_DROP | FLOW_F_CUT) == FLOW_F_UNKNOWN_DROP {
+        fwd.flags |= FLOW_F_CUT;
+        count(Counter::PolicyUnknownCut);
+        host_drop(HOST_UNKNOWN, is_udp(fwd), HOST_DROP_POLICY);
+    }
     attribute(fwd, id);
     // SAFETY: the lookup succeeded: this CPU's scratch slot, used by this program run only.
     let Some(s) = (unsafe { SCRATCH.get_ptr_mut(0).map(|p| &mut *p) }) else {

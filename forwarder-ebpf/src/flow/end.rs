@@ -23,11 +23,21 @@ pub fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) ->
         return false;
     };
     key.reverse_into(flow, &mut s.rev_key);
-    let other = lookup(&s.rev_key);
+    // The two cases apart, each with its own null check: 6.1's verifier loses an `Option`
+    // of a map value kept across the window check.
+    let Some(other) = lookup(&s.rev_key) else {
+        if flow.direction == DIR_TO_BACKEND && !end_in_window(info.tcp_seq, flow.seq_next, None) {
+            count(Counter::EndOutOfWindow);
+            return false;
+        }
+        flow.flags |= if rst { FLOW_F_RST } else { FLOW_F_FIN };
+        return true;
+    };
     if flow.direction == DIR_TO_BACKEND {
-        let acked = match &other {
-            Some(o) if o.flags & FLOW_F_ACKED != 0 => Some(o.ack_hi),
-            _ => None,
+        let acked = if other.flags & FLOW_F_ACKED != 0 {
+            Some(other.ack_hi)
+        } else {
+            None
         };
         if !end_in_window(info.tcp_seq, flow.seq_next, acked) {
             count(Counter::EndOutOfWindow);
@@ -38,9 +48,6 @@ pub fn connection_end(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) ->
     if flow.flags & FLOW_F_END_REPORTED != 0 {
         return true;
     }
-    let Some(other) = other else {
-        return true;
-    };
     if !rst && other.flags & FLOW_F_FIN == 0 {
         return true;
     }

@@ -96,6 +96,10 @@ pub fn ingress<H: Ingress>(ctx: &H, cfg: &DataplaneConfig) -> Result<H::Verdict,
         // Classification last: the reader ends the program with the verdict the hook
         // gives translated packets.
         to_reader(ctx, H::readers(), key, nat);
+        if nat.flags & FLOW_F_CUT != 0 {
+            // No reader, and the rule cuts connections whose host cannot be read.
+            return Ok(H::DROP);
+        }
     }
     Ok(ctx.forwarded(nat))
 }

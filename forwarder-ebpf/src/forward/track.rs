@@ -4,9 +4,9 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use forwarder_common::{
-    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_ACKED, FLOW_F_HANDOFF_REFUSED,
-    FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_UNKNOWN,
-    PROTO_TCP,
+    CLASS_PENDING, Counter, DIR_TO_BACKEND, DIR_TO_CLIENT, FLOW_F_ACKED, FLOW_F_CLS_STATE,
+    FLOW_F_CUT, FLOW_F_HANDOFF_REFUSED, FLOW_F_HANDOFF_WAIT, FLOW_F_LOCAL, FLOW_F_UNKNOWN_DROP,
+    FlowKey, FlowValue, HANDOFF_WAIT_NS, HOST_UNKNOWN, PROTO_TCP,
     admission::{SEQ_SLACK, seq_end},
     packet::{PacketInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -48,12 +48,16 @@ pub fn on_cut_packet(info: &PacketInfo, flow: &mut FlowValue) -> bool {
 /// Per-packet bookkeeping of a forwarded packet: counting, sequence numbers, connection
 /// end on FIN/RST. `Some(true)` when the packet carries payload of a connection whose host
 /// is not known yet: the caller then hands it to the name reader (`classify::to_reader`)
-/// once it is done with it. `None`: a client RST outside its connection's window, which
-/// the caller drops (counted as `end_out_of_window`).
+/// once it is done with it. `None`: the caller drops the packet: a client RST outside its
+/// connection's window (counted as `end_out_of_window`), or the packet of a connection
+/// just cut because its host cannot be read (`unknown_policy = "drop"`).
 #[inline(always)]
 pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> Option<bool> {
     let ip_len = info.l4_len as u64 + (info.l4() - info.l3()) as u64;
     let first = flow.packets == 0;
+    // Whether the segment starts where the client's byte stream stands (taken before
+    // `track_seq` moves it).
+    let in_order = info.tcp_seq == flow.seq_next;
     account(flow, ip_len);
     let tcp = info.proto == PROTO_TCP;
     // A FIN or RST that does not end anything (outside the window) is looked at no
@@ -70,13 +74,30 @@ pub fn on_packet(info: &PacketInfo, key: &FlowKey, flow: &mut FlowValue) -> Opti
     }
     let mut read = false;
     if flow.class_state == CLASS_PENDING && flow.direction == DIR_TO_BACKEND {
-        if ends || !tcp && !quic::wanted() {
-            // The connection ends before any payload, or a UDP flow while QUIC
-            // connections are not classified: no name to read.
+        let payload = info.payload_len() > 0;
+        if ends && !payload {
+            // The connection ends before any payload: no name to read, and none to refuse
+            // it for: only its handshake went home, and home's stack takes no data after
+            // the client's FIN or RST.
+            flow.flags &= !FLOW_F_UNKNOWN_DROP;
             finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
-        } else if info.payload_len() > 0 {
-            // TCP: the first payload; UDP: a datagram of a possible QUIC connection.
+        } else if !tcp && !quic::wanted() {
+            // A UDP flow while QUIC connections are not classified: no name to read.
+            finish(key, flow, HOST_UNKNOWN, Counter::ClassifyNotTlsOrHttp);
+        } else if tcp && payload && !first && !in_order && flow.flags & FLOW_F_CLS_STATE == 0 {
+            // The first payload the reader would see does not start the byte stream: a
+            // segment ahead of one still missing (reordered, or sent so that home reads
+            // other bytes first than the reader would). Not read: a gap.
+            finish(key, flow, HOST_UNKNOWN, Counter::ClassifyGaveUp);
+        } else if payload {
+            // TCP: the first payload (also one that ends the connection); UDP: a datagram
+            // of a possible QUIC connection.
             read = true;
+        }
+        if flow.flags & FLOW_F_CUT != 0 {
+            // Left unknown on a rule with `unknown_policy = "drop"`: not even this packet
+            // goes home.
+            return None;
         }
     }
     Some(read)

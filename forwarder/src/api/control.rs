@@ -123,6 +123,10 @@ pub struct RuleSpec {
     pub backend_port: Option<u16>,
     pub public_addr: Option<IpAddr>,
     pub fallback: Option<String>,
+    /// `forward` (the default) or `drop`: what happens to connections whose host cannot
+    /// be read. Left out when not given, so the request reads as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_policy: Option<String>,
 }
 
 macro_rules! requests {
@@ -181,6 +185,10 @@ pub struct RuleEntry {
     /// `local`, or the fallback backend's `address:port`.
     pub fallback: Option<String>,
     pub in_fallback: bool,
+    /// `drop` when the rule cuts connections whose host cannot be read; left out for the
+    /// default, `forward` (the reply then reads as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_policy: Option<String>,
 }
 
 /// One host of the host table, in the answer to [`Hosts`].

@@ -127,6 +127,9 @@ fn check(target: &Target) -> anyhow::Result<()> {
             println!("  {}", h.label);
         }
     }
+    for w in cfg.unknown_policy_warnings() {
+        println!("warning: {w}");
+    }
     Ok(())
 }
 

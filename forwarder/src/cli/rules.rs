@@ -39,6 +39,10 @@ pub enum RulesAction {
         /// Where new connections go while the backend is down: `local` or ADDR[:PORT].
         #[arg(long, value_name = "local|ADDR[:PORT]")]
         fallback: Option<String>,
+        /// What happens to connections whose host cannot be read (no TLS SNI, no HTTP
+        /// Host, neither TLS nor HTTP): `forward` (default) or `drop`.
+        #[arg(long, value_name = "forward|drop")]
+        unknown_policy: Option<String>,
         #[command(flatten)]
         ctl: ControlArgs,
     },
@@ -73,6 +77,7 @@ pub fn run(action: RulesAction) -> anyhow::Result<()> {
             backend_port,
             public_addr,
             fallback,
+            unknown_policy,
             ctl,
         } => change(
             &ctl,
@@ -84,6 +89,7 @@ pub fn run(action: RulesAction) -> anyhow::Result<()> {
                     backend_port,
                     public_addr,
                     fallback,
+                    unknown_policy,
                 },
             },
         ),

@@ -62,6 +62,7 @@ fn rules_text() {
             backend_port: 80,
             fallback: Some("local".into()),
             in_fallback: true,
+            unknown_policy: None,
         },
         RuleEntry {
             rule: "tcp 203.0.113.1:443 -> 10.8.0.2:443".into(),
@@ -72,6 +73,7 @@ fn rules_text() {
             backend_port: 443,
             fallback: None,
             in_fallback: false,
+            unknown_policy: None,
         },
     ];
     assert_eq!(

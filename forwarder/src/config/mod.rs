@@ -33,5 +33,5 @@ pub use quic::{QuicError, QuicSettings};
 pub use resolve::{Config, ResolveError};
 pub use rule::{
     DEFAULT_PORTS, Fallback, FallbackError, HTTP3_PORT, Proto, ProtoError, Rule, RuleConfig,
-    default_rules, default_rules_text,
+    UnknownPolicy, UnknownPolicyError, default_rules, default_rules_text,
 };

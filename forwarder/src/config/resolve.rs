@@ -16,7 +16,7 @@ use crate::config::{
     limits::{Limits, LimitsError},
     local::{LocalError, LocalSettings},
     quic::{QuicError, QuicSettings},
-    rule::{Fallback, FallbackError, Proto, Rule, default_rules},
+    rule::{Fallback, FallbackError, Proto, Rule, UnknownPolicy, default_rules},
 };
 
 /// Why the file and flags do not make a configuration. `n` counts `[[rule]]` sections
@@ -261,6 +261,7 @@ impl Config {
                     backend,
                     backend_port,
                     fallback,
+                    unknown_policy: rc.unknown_policy,
                 });
             }
         }
@@ -278,6 +279,34 @@ impl Config {
             quic: file.quic,
             local: file.local,
         })
+    }
+
+    /// What `forwarder check` points out about the rules' `unknown_policy = "drop"`: valid,
+    /// but maybe not what was meant. One line per protocol and port.
+    pub fn unknown_policy_warnings(&self) -> Vec<String> {
+        let ports: BTreeSet<(Proto, u16)> = self
+            .rules
+            .iter()
+            .filter(|r| r.unknown_policy == UnknownPolicy::Drop)
+            .map(|r| (r.proto, r.port))
+            .collect();
+        let guarded = self
+            .host_policies
+            .iter()
+            .any(|p| matches!(p, HostPolicy::Drop | HostPolicy::Local));
+        let mut out = Vec::new();
+        for (proto, port) in ports {
+            if proto == Proto::Udp && self.quic.rate() == 0 {
+                out.push(format!(
+                    "{proto} port {port}: unknown_policy = \"drop\" cuts every connection while QUIC classification is off ([quic] initials_per_second = 0): turn it on or use \"forward\""
+                ));
+            } else if !guarded {
+                out.push(format!(
+                    "{proto} port {port}: unknown_policy = \"drop\" refuses clients that send no readable name (no SNI, an IP-literal URL) although no [[host]] has policy drop or local to protect: \"forward\" serves them"
+                ));
+            }
+        }
+        out
     }
 
     pub fn backends(&self) -> BTreeSet<IpAddr> {

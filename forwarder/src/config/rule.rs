@@ -104,6 +104,11 @@ pub struct RuleConfig {
     /// the VPS's own stack, or another backend (`"10.8.0.3"`, `"10.8.0.3:8080"`,
     /// `"[fd00::3]:8080"`). Without it they keep going to the backend.
     pub fallback: Option<String>,
+    /// What happens to a connection whose host cannot be read (no SNI, not TLS or HTTP/1,
+    /// a name the reader gave up on): `"forward"` (the default) sends it to the backend,
+    /// `"drop"` cuts it as host policy `drop` would.
+    #[serde(default, deserialize_with = "unknown_policy")]
+    pub unknown_policy: UnknownPolicy,
 }
 
 impl RuleConfig {
@@ -117,8 +122,64 @@ impl RuleConfig {
             backend_port: None,
             public_addr: None,
             fallback: None,
+            unknown_policy: UnknownPolicy::Forward,
         }
     }
+}
+
+/// What a rule does with a connection whose host cannot be read (`unknown`).
+///
+/// `Forward` keeps every client working, also those that send no name (old clients,
+/// IP-literal URLs, health checkers hitting the address), but a client that makes its
+/// connection unreadable on purpose gets past the hosts' `drop` and `local` policies.
+/// `Drop` closes that door and refuses every client that sends no readable name.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    serde::Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    ascii_case_insensitive,
+    parse_err_ty = UnknownPolicyError,
+    parse_err_fn = UnknownPolicyError::new
+)]
+pub enum UnknownPolicy {
+    #[default]
+    Forward,
+    Drop,
+}
+
+/// An `unknown_policy` that is neither `forward` nor `drop`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown_policy {0:?}: expected \"forward\" (connections without a readable name go to the backend, the default) or \"drop\" (they are cut)"
+)]
+pub struct UnknownPolicyError(pub String);
+
+impl UnknownPolicyError {
+    fn new(name: &str) -> Self {
+        UnknownPolicyError(name.to_owned())
+    }
+}
+
+/// Serde's message for an unknown variant does not say which setting it is about; this
+/// one does. Any case is accepted, as on the command line.
+fn unknown_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<UnknownPolicy, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 /// A rule's fallback, resolved.
@@ -163,6 +224,7 @@ pub struct Rule {
     pub backend: IpAddr,
     pub backend_port: u16,
     pub fallback: Option<Fallback>,
+    pub unknown_policy: UnknownPolicy,
 }
 
 impl fmt::Display for Rule {
@@ -178,6 +240,9 @@ impl fmt::Display for Rule {
             Some(Fallback::Local) => write!(f, " (local fallback)")?,
             Some(Fallback::Backend(a)) => write!(f, " (fallback {a})")?,
             None => {}
+        }
+        if self.unknown_policy == UnknownPolicy::Drop {
+            write!(f, " (unknown_policy = drop)")?;
         }
         Ok(())
     }

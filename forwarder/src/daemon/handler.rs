@@ -53,6 +53,9 @@ pub enum HandlerError {
     /// A host policy that does not exist.
     #[error(transparent)]
     Policy(#[from] config::HostPolicyError),
+    /// A rule's `unknown_policy` that does not exist.
+    #[error(transparent)]
+    UnknownPolicy(#[from] config::UnknownPolicyError),
     /// The change or reload was refused.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -191,6 +194,8 @@ impl Answers {
                     None => None,
                 },
                 in_fallback: self.runtime.in_fallback(r),
+                unknown_policy: (r.unknown_policy != config::UnknownPolicy::default())
+                    .then(|| r.unknown_policy.to_string()),
             })
             .collect()
     }
@@ -235,5 +240,9 @@ fn rule_config(spec: &control::RuleSpec) -> Result<config::RuleConfig, HandlerEr
         backend_port: spec.backend_port,
         public_addr: spec.public_addr,
         fallback: spec.fallback.clone(),
+        unknown_policy: match &spec.unknown_policy {
+            Some(p) => p.parse().map_err(HandlerError::from)?,
+            None => config::UnknownPolicy::Forward,
+        },
     })
 }

@@ -19,8 +19,9 @@ use aya::{
 };
 use forwarder_common::{
     CONFIG_MAP, ConnEvent, Counter, DataplaneConfig, HOST_FIRST_CONFIGURED, HOSTS_MAP, HostKey,
-    HostValue, MAX_HOSTS, PINNED_MAPS, RuleKey, RuleValue, TC_INGRESS_PROG, TC_READER_MAP,
-    TC_READER_PROG, TC_TUNNEL_PROG, XDP_READER_MAP, XDP_READER_PROG, addr_words, tunnel_mss,
+    HostValue, MAX_HOSTS, PINNED_MAPS, RULE_F_UNKNOWN_DROP, RuleKey, RuleValue, TC_INGRESS_PROG,
+    TC_READER_MAP, TC_READER_PROG, TC_TUNNEL_PROG, XDP_READER_MAP, XDP_READER_PROG, addr_words,
+    tunnel_mss,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -30,7 +31,7 @@ pub use self::attach::{
 };
 pub use crate::api::stats::AttachMode;
 use crate::{
-    config::{Config, Rule},
+    config::{Config, Rule, UnknownPolicy},
     dataplane::{
         attach::{attach_loaded_tc, attach_tc, attach_xdp},
         events::{HandoffMaps, QuicMaps},
@@ -356,7 +357,11 @@ pub fn rule_table(cfg: &Config, tunnel_ifindex: u32) -> BTreeMap<RuleKey, RuleVa
                 backend_addr,
                 backend_port: r.backend_port.to_be(),
                 family: key.family,
-                flags: 0,
+                flags: if r.unknown_policy == UnknownPolicy::Drop {
+                    RULE_F_UNKNOWN_DROP
+                } else {
+                    0
+                },
                 tunnel_ifindex,
             };
             (key, value)

@@ -173,13 +173,24 @@ impl Harness {
     /// Sets the `RULE_F_*` flags of the TCP rule for `public`:`port`, as the daemon does
     /// when a backend goes down or comes back.
     pub fn set_rule_flags(&mut self, public: IpAddr, port: u16, flags: u8) -> anyhow::Result<()> {
+        self.set_rule_flags_of(PROTO_TCP, public, port, flags)
+    }
+
+    /// Sets the `RULE_F_*` flags of the `proto` rule for `public`:`port`.
+    pub fn set_rule_flags_of(
+        &mut self,
+        proto: u8,
+        public: IpAddr,
+        port: u16,
+        flags: u8,
+    ) -> anyhow::Result<()> {
         let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
             HashMap::try_from(self.ebpf.map_mut(RULES_MAPS[0]).context("rules")?)?;
         let (addr, family) = addr_words(public);
         let key = RuleKey {
             addr,
             port: port.to_be(),
-            proto: PROTO_TCP,
+            proto,
             family,
         };
         let mut v = rules.get(&key, 0)?;

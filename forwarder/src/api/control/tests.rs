@@ -123,6 +123,7 @@ fn rules_are_written_as_before() {
             backend_port: 80,
             fallback: Some("local".into()),
             in_fallback: true,
+            unknown_policy: None,
         },
         RuleEntry {
             rule: "udp [2001:db8::1]:443 -> [fd00::2]:8443".into(),
@@ -133,6 +134,7 @@ fn rules_are_written_as_before() {
             backend_port: 8443,
             fallback: None,
             in_fallback: false,
+            unknown_policy: None,
         },
     ];
     let old = serde_json::Value::Array(
@@ -335,6 +337,39 @@ fn requests_are_written_as_before() {
 }
 
 #[test]
+fn a_rules_unknown_policy_travels_only_when_given() {
+    let req: Request = RuleAdd {
+        rule: RuleSpec {
+            port: 443,
+            unknown_policy: Some("drop".into()),
+            ..RuleSpec::default()
+        },
+    }
+    .into();
+    let text = concat!(
+        r#"{"cmd":"rule_add","rule":{"proto":null,"port":443,"backend":null,"#,
+        r#""backend_port":null,"public_addr":null,"fallback":null,"unknown_policy":"drop"}}"#
+    );
+    assert_eq!(serde_json::to_string(&req).unwrap(), text);
+    assert_eq!(parse(text.as_bytes()).unwrap(), req);
+    let entry = RuleEntry {
+        rule: "tcp 203.0.113.1:443 -> 10.8.0.2:443 (unknown_policy = drop)".into(),
+        public: "203.0.113.1".parse().unwrap(),
+        proto: "tcp".into(),
+        port: 443,
+        backend: "10.8.0.2".parse().unwrap(),
+        backend_port: 443,
+        fallback: None,
+        in_fallback: false,
+        unknown_policy: Some("drop".into()),
+    };
+    let (line, _) = wire(&vec![entry.clone()]);
+    assert!(line.contains(r#""unknown_policy":"drop""#), "{line}");
+    let back: Vec<RuleEntry> = serde_json::from_str(&line).unwrap();
+    assert_eq!(back, [entry]);
+}
+
+#[test]
 fn bad_requests_are_named_as_before() {
     let cases = [
         (
@@ -365,7 +400,7 @@ fn bad_requests_are_named_as_before() {
         (
             br#"{"cmd":"rule_add","rule":{"port":80,"bogus":1}}"#,
             "bad request: unknown field `bogus`, expected one of `proto`, `port`, `backend`, \
-             `backend_port`, `public_addr`, `fallback`",
+             `backend_port`, `public_addr`, `fallback`, `unknown_policy`",
         ),
         (
             br#"{"cmd":"limits","new_connections_per_second":5,"rate":3}"#,

@@ -9,7 +9,7 @@ use crate::config::{
         ConfigDoc, EditError,
         sections::{append_section, remove_section},
     },
-    rule::{Proto, RuleConfig, default_rules, default_rules_text},
+    rule::{Proto, RuleConfig, UnknownPolicy, default_rules, default_rules_text},
 };
 
 /// What names a rule to the `rules` commands. Two rules without an address that differ
@@ -83,6 +83,9 @@ impl ConfigDoc {
         }
         if let Some(f) = &rule.fallback {
             fields.push(("fallback", f.as_str().into()));
+        }
+        if rule.unknown_policy != UnknownPolicy::default() {
+            fields.push(("unknown_policy", <&str>::from(rule.unknown_policy).into()));
         }
         self.edit(|doc| append_section(doc, "rule", fields))
     }

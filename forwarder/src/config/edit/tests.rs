@@ -5,7 +5,7 @@ use crate::config::{
     file::ConfigError,
     hosts::{HostConfig, HostPolicy},
     limits::Limits,
-    rule::{Proto, RuleConfig},
+    rule::{Proto, RuleConfig, UnknownPolicy},
 };
 
 mod model;
@@ -115,6 +115,27 @@ fn added_rule_goes_at_the_end_with_only_what_it_sets() {
         d.text()
     );
     assert_eq!(d.file_config().unwrap().rules[2], r);
+}
+
+#[test]
+fn an_added_rules_unknown_policy_is_written_only_when_drop_and_reads_back() {
+    let mut d = doc();
+    let r = RuleConfig {
+        unknown_policy: UnknownPolicy::Drop,
+        ..rule(Proto::Tcp, 8443)
+    };
+    d.add_rule(&r).unwrap();
+    assert_eq!(
+        d.text(),
+        edited(
+            "\n# vim: ft=toml\n",
+            "\n[[rule]]\nport = 8443\nunknown_policy = \"drop\"\n\n# vim: ft=toml\n"
+        )
+    );
+    assert_eq!(d.file_config().unwrap().rules[2], r);
+    let mut d = doc();
+    d.add_rule(&rule(Proto::Tcp, 8443)).unwrap();
+    assert!(!d.text().contains("unknown_policy"), "{}", d.text());
 }
 
 #[test]

@@ -1,8 +1,11 @@
 use std::{convert::Infallible, net::IpAddr, path::Path};
 
 use crate::config::{
-    file::FileConfig, hosts::HostPolicy, limits::DEFAULT_SYN_FLOOD_THRESHOLD, resolve::Config,
-    rule::Fallback,
+    file::FileConfig,
+    hosts::HostPolicy,
+    limits::DEFAULT_SYN_FLOOD_THRESHOLD,
+    resolve::Config,
+    rule::{Fallback, UnknownPolicy},
 };
 
 fn addrs(_: &str) -> Result<Vec<IpAddr>, Infallible> {
@@ -302,5 +305,67 @@ fn contradictions_are_rejected_with_reason() {
             .unwrap_err()
             .to_string()
             .contains("different address families")
+    );
+}
+
+#[test]
+fn unknown_policy_is_per_rule_forward_by_default_and_shown_when_drop() {
+    let c = resolve_text(
+        "[[host]]\nname = \"a.example.com\"\npolicy = \"drop\"\n\
+         [[rule]]\nport = 443\nunknown_policy = \"drop\"\n\
+         [[rule]]\nport = 80\n",
+    )
+    .unwrap();
+    let shown: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "tcp 203.0.113.1:80 -> 10.8.0.2:80",
+            "tcp 203.0.113.1:443 -> 10.8.0.2:443 (unknown_policy = drop)",
+        ]
+    );
+    assert_eq!(c.rules[0].unknown_policy, UnknownPolicy::Forward);
+    assert_eq!(c.rules[1].unknown_policy, UnknownPolicy::Drop);
+    // A drop host to protect: nothing to point out.
+    assert_eq!(c.unknown_policy_warnings(), Vec::<String>::new());
+    let c = resolve_text("[[rule]]\nport = 443\nunknown_policy = \"Forward\"\n").unwrap();
+    assert_eq!(c.rules[0].unknown_policy, UnknownPolicy::Forward);
+}
+
+#[test]
+fn unknown_policy_names_the_field_and_the_choices() {
+    let e = resolve_text("[[rule]]\nport = 443\nunknown_policy = \"reset\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("f.toml:3:"), "{e}");
+    assert!(
+        e.contains("unknown_policy \"reset\"")
+            && e.contains("\"forward\"")
+            && e.contains("\"drop\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_points_out_a_drop_that_protects_nothing_or_cuts_everything() {
+    let c = resolve_text("[[rule]]\nport = 443\nunknown_policy = \"drop\"\n").unwrap();
+    let w = c.unknown_policy_warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("tcp port 443: ") && w[0].contains("no [[host]] has policy drop or local"),
+        "{w:?}"
+    );
+    let c = resolve_text(
+        "[[host]]\nname = \"a.example.com\"\npolicy = \"local\"\n\
+         [quic]\ninitials_per_second = 0\n\
+         [[rule]]\nproto = \"udp\"\nport = 443\nunknown_policy = \"drop\"\n\
+         [[rule]]\nport = 443\nunknown_policy = \"drop\"\n",
+    )
+    .unwrap();
+    let w = c.unknown_policy_warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("udp port 443: ") && w[0].contains("QUIC classification is off"),
+        "{w:?}"
     );
 }

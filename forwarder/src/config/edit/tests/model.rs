@@ -9,7 +9,7 @@ use crate::config::{
     edit::{ConfigDoc, EditError, hosts::host_label},
     hosts::{HostConfig, HostPolicy},
     limits::Limits,
-    rule::{Proto, RuleConfig, default_rules},
+    rule::{Proto, RuleConfig, UnknownPolicy, default_rules},
 };
 
 #[derive(Clone, Debug)]
@@ -65,15 +65,19 @@ fn op() -> impl Strategy<Value = Op> {
         prop::option::of(1u16..),
         public_addr(),
         prop::option::of(Just("local".to_owned())),
+        prop::sample::select(vec![UnknownPolicy::Forward, UnknownPolicy::Drop]),
     )
         .prop_map(
-            |(proto, port, backend, backend_port, public_addr, fallback)| RuleConfig {
-                proto,
-                port,
-                backend,
-                backend_port,
-                public_addr,
-                fallback,
+            |(proto, port, backend, backend_port, public_addr, fallback, unknown_policy)| {
+                RuleConfig {
+                    proto,
+                    port,
+                    backend,
+                    backend_port,
+                    public_addr,
+                    fallback,
+                    unknown_policy,
+                }
             },
         );
     prop_oneof![
