@@ -365,7 +365,7 @@ fn the_parse_ethernet_fuzz_corpus_gets_the_same_verdict_in_the_kernel() {
 }
 
 /// The lab harness's backend of the family of `client`.
-fn backend_of(client: std::net::IpAddr) -> std::net::IpAddr {
+fn backend_of(client: IpAddr) -> IpAddr {
     if client.is_ipv4() {
         BACKEND4.into()
     } else {
